@@ -1,0 +1,53 @@
+"""The aiohttp application: admin routes plus every provider adapter's routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from genops.config import Settings
+from genops.proxy.admin import AdminRoutes
+from genops.proxy.handler import ProxyHandler, SessionHolder
+from genops.proxy.providers import build_adapters
+from genops.proxy.telemetry import Telemetry
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _unknown_route(known: list[str]):
+    async def handler(request: web.Request) -> web.Response:
+        body = {
+            "error": {
+                "message": f"GenOps has no provider route for {request.path}. Known prefixes: {', '.join(known)}.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "unknown_route",
+            }
+        }
+        return web.Response(status=404, body=orjson.dumps(body), content_type="application/json")
+
+    return handler
+
+
+def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any) -> web.Application:
+    """Build the proxy app. ``sql_client`` serves readiness checks and read-only SQL."""
+    app = web.Application(client_max_size=settings.max_body_bytes, handler_args={"max_field_size": 65536})
+    sessions = SessionHolder()
+    AdminRoutes(sql_client, settings.database, settings.resolved_admin_token()).register(app)
+    known = []
+    for adapter in build_adapters(settings):
+        handler = ProxyHandler(adapter, settings, sessions, telemetry.tracer)
+        for prefix in adapter.prefixes:
+            known.append(prefix or "/")
+            for method in METHODS:
+                app.router.add_route(method, prefix + "/{tail:.*}", handler)
+    app.router.add_route("*", "/{tail:.*}", _unknown_route(known))
+
+    async def close_sessions(_: web.Application) -> None:
+        await sessions.close()
+
+    app.on_cleanup.append(close_sessions)
+    app["genops.telemetry"] = telemetry
+    return app

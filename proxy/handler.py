@@ -1,0 +1,276 @@
+"""The proxy's request path: forward one call through a provider adapter and record its span.
+
+Order of work, chosen to keep the client's latency low:
+1. read and parse just enough of the request (the adapter decides what);
+2. forward it and relay the response (streams chunk by chunk as they arrive);
+3. only after the client has its last byte, compute cost and finish the span. Export
+   happens later still, on the OTel batch processor's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+import zlib
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+from opentelemetry import trace
+from opentelemetry.propagate import extract
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from genops import semconv as sc
+from genops.config import Settings
+from genops.proxy.headers import downstream_headers, upstream_headers
+from genops.proxy.pricing import Price, price_call
+from genops.proxy.providers.base import Call, ProviderAdapter, RequestError, Upstream
+from genops.proxy.spans import call_attributes
+
+log = logging.getLogger("genops.proxy")
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+REQUEST_ID_HEADER = "GenOps-Request-Id"
+
+
+class _Decoder:
+    """Decodes a gzip/deflate body copy for reading usage; the client still gets the raw bytes."""
+
+    def __init__(self, encoding: str) -> None:
+        encoding = encoding.lower().strip()
+        if encoding == "gzip":
+            self._z: Any = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._z = zlib.decompressobj()
+        else:
+            self._z = None
+
+    def __call__(self, data: bytes) -> bytes:
+        if self._z is None:
+            return data
+        try:
+            return self._z.decompress(data)
+        except zlib.error:
+            self._z = None
+            return b""
+
+
+class ProxyHandler:
+    """Serves every route of one provider adapter."""
+
+    def __init__(self, adapter: ProviderAdapter, settings: Settings, session_holder: "SessionHolder",
+                 tracer: trace.Tracer) -> None:
+        self.adapter = adapter
+        self.settings = settings
+        self.sessions = session_holder
+        self.tracer = tracer
+        self.timeout = aiohttp.ClientTimeout(
+            total=settings.upstream_timeout_s, connect=settings.connect_timeout_s
+        )
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        started_ns = time.time_ns()
+        started_perf = time.perf_counter_ns()
+        adapter = self.adapter
+        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        tail = request.match_info.get("tail", "")
+        tail = "/" + tail if tail and not tail.startswith("/") else tail
+        call = Call()
+        upstream: Upstream | None = None
+        status = 0
+        response: web.StreamResponse | None = None
+        parent = extract(request.headers) if "traceparent" in request.headers else None
+
+        span = self.tracer.start_span(
+            f"{request.method} {request.path}", context=parent, kind=SpanKind.CLIENT, start_time=started_ns
+        )
+        try:
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise RequestError(
+                    413,
+                    f"The request body exceeds the proxy's limit of {self.settings.max_body_bytes} bytes "
+                    "(GENOPS_MAX_BODY_BYTES).",
+                    "invalid_request_error",
+                    "request_too_large",
+                ) from None
+            call = adapter.parse_request(request.method, tail, body, request.headers)
+            if call.operation:
+                span.update_name(f"{call.operation} {call.model}" if call.model else call.operation)
+            upstream = adapter.upstream(tail, request.query_string, request.headers)
+            response, status = await self._forward(request, call, upstream, body, span, request_id, started_perf)
+        except RequestError as exc:
+            call.error_type = exc.code or exc.error_type
+            call.error_message = exc.message
+            status = exc.status
+            response = self._error(exc.status, exc.message, exc.error_type, exc.code, request_id, span)
+        finally:
+            self._finish_span(span, call, upstream, status, request_id, started_perf)
+        return response
+
+    # -- forwarding ---------------------------------------------------------------------
+
+    async def _forward(self, request: web.Request, call: Call, upstream: Upstream, body: bytes,
+                       span: trace.Span, request_id: str, started_perf: int) -> tuple[web.StreamResponse, int]:
+        call.extra_attributes[sc.GENOPS_REQUEST_BODY_BYTES] = len(body)
+        send_body = self.adapter.prepare_body(call, body)
+        headers = upstream_headers(request.headers, streaming=call.stream)
+        for name in upstream.drop_headers:
+            headers.popall(name, None)
+        headers.update(upstream.set_headers)
+        _PROPAGATOR.inject(headers, context=trace.set_span_in_context(span))
+        session = self.sessions.get()
+        try:
+            upstream_response = await session.request(
+                request.method, upstream.url, data=send_body if send_body else None, headers=headers,
+                timeout=self.timeout, allow_redirects=False,
+            )
+        except asyncio.TimeoutError:
+            raise RequestError(504, f"The upstream {self._host(upstream)} did not answer within the timeout.",
+                               "upstream_timeout", "upstream_timeout") from None
+        except aiohttp.ClientError as exc:
+            raise RequestError(502, f"The upstream {self._host(upstream)} is unreachable: {type(exc).__name__}.",
+                               "upstream_unreachable", "upstream_unreachable") from None
+
+        status = upstream_response.status
+        try:
+            out_headers = downstream_headers(upstream_response.headers)
+            self._response_headers(out_headers, request_id, span)
+            decode = _Decoder(upstream_response.headers.get("Content-Encoding", ""))
+            content_type = upstream_response.headers.get("Content-Type", "")
+            if call.stream and status < 400 and "json" not in content_type.split(";")[0]:
+                response = await self._relay_stream(request, call, upstream_response, out_headers, decode, started_perf)
+            else:
+                try:
+                    raw = await upstream_response.read()
+                except asyncio.TimeoutError:
+                    raise RequestError(504, "The upstream timed out while sending its response.",
+                                       "upstream_timeout", "upstream_timeout") from None
+                except aiohttp.ClientError as exc:
+                    raise RequestError(502, f"The upstream connection failed mid-response: {type(exc).__name__}.",
+                                       "upstream_unreachable", "upstream_unreachable") from None
+                call.stream = call.stream and status < 400
+                response = web.Response(status=status, body=raw, headers=out_headers)
+                try:
+                    await response.prepare(request)
+                    await response.write_eof()
+                except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                    call.extra_attributes[sc.GENOPS_CLIENT_DISCONNECTED] = True
+                call.extra_attributes[sc.GENOPS_RESPONSE_BODY_BYTES] = len(raw)
+                if call.operation is not None or status >= 400:
+                    self.adapter.parse_response(call, status, decode(raw))
+        finally:
+            upstream_response.release()
+        return response, status
+
+    async def _relay_stream(self, request: web.Request, call: Call, upstream_response: aiohttp.ClientResponse,
+                            out_headers: Any, decode: _Decoder, started_perf: int) -> web.StreamResponse:
+        """Relay a stream as it arrives; read a copy of each chunk for telemetry."""
+        state = self.adapter.new_stream(call, started_perf)
+        response = web.StreamResponse(status=upstream_response.status, headers=out_headers)
+        rewrite = call.usage_injected
+        sent = 0
+        try:
+            await response.prepare(request)
+            try:
+                async for chunk in upstream_response.content.iter_any():
+                    if rewrite:
+                        out = state.rewrite(decode(chunk))
+                        if out:
+                            await response.write(out)
+                            sent += len(out)
+                    else:
+                        await response.write(chunk)
+                        sent += len(chunk)
+                        state.observe(decode(chunk))
+                rest = state.finish()
+                if rewrite and rest:
+                    await response.write(rest)
+                await response.write_eof()
+            except asyncio.TimeoutError:
+                call.error_type = "upstream_timeout"
+                call.error_message = "The upstream timed out mid-stream."
+            except aiohttp.ClientPayloadError as exc:
+                call.error_type = "upstream_stream_broken"
+                call.error_message = f"The upstream stream ended abnormally: {exc}"[:300]
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError, asyncio.CancelledError) as exc:
+            # The client went away: stop reading upstream (closing cancels the upstream request).
+            upstream_response.close()
+            call.error_type = "client_disconnected"
+            call.error_message = "The client disconnected before the stream ended."
+            call.extra_attributes[sc.GENOPS_CLIENT_DISCONNECTED] = True
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            call.extra_attributes[sc.GENOPS_STREAM_CHUNKS] = state.chunks
+            call.extra_attributes[sc.GENOPS_RESPONSE_BODY_BYTES] = sent
+            call.first_token_perf_ns = state.first_token_ns
+        return response
+
+    # -- spans --------------------------------------------------------------------------
+
+    def _finish_span(self, span: trace.Span, call: Call, upstream: Upstream | None, status: int, request_id: str,
+                     started_perf: int) -> None:
+        ended_perf = time.perf_counter_ns()
+        attributes = call_attributes(self.adapter, call, upstream, status, request_id, started_perf, ended_perf)
+        if call.operation:
+            price = price_call(self.adapter.price_provider_id, call.response_model or call.model, call.usage)
+            if isinstance(price, Price):
+                attributes[sc.GENOPS_COST_USD] = price.total_usd
+                attributes[sc.GENOPS_COST_INPUT_USD] = price.input_usd
+                attributes[sc.GENOPS_COST_OUTPUT_USD] = price.output_usd
+            else:
+                attributes[sc.GENOPS_COST_UNKNOWN] = True
+                attributes[sc.GENOPS_COST_UNKNOWN_REASON] = price.reason
+        span.set_attributes(attributes)
+        if call.error_type or status >= 400:
+            span.set_status(Status(StatusCode.ERROR, call.error_message or f"HTTP {status}"))
+        span.end()
+
+    # -- helpers ------------------------------------------------------------------------
+
+    @staticmethod
+    def _host(upstream: Upstream) -> str:
+        return urlsplit(upstream.stored_url).netloc
+
+    @staticmethod
+    def _response_headers(headers: Any, request_id: str, span: trace.Span) -> None:
+        headers[REQUEST_ID_HEADER] = request_id
+        ctx = span.get_span_context()
+        headers["traceparent"] = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+    def _error(self, status: int, message: str, error_type: str, code: str | None, request_id: str,
+               span: trace.Span) -> web.Response:
+        headers: dict[str, str] = {}
+        self._response_headers(headers, request_id, span)
+        return web.Response(
+            status=status,
+            body=self.adapter.error_body(status, message, error_type, code),
+            content_type=self.adapter.error_content_type(),
+            headers=headers,
+        )
+
+
+class SessionHolder:
+    """One shared upstream ``aiohttp.ClientSession`` (connection pooling), created lazily in the loop."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def get(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,75 @@
+"""Which headers cross the proxy, per RFC 9110 section 7.6.1 (hop-by-hop fields)."""
+
+from __future__ import annotations
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+# Never sent upstream: recomputed by the client library, or the proxy's own business.
+_NOT_UPSTREAM = HOP_BY_HOP | {"host", "content-length", "traceparent", "tracestate"}
+# Never sent back: recomputed by aiohttp for the body we write.
+_NOT_DOWNSTREAM = HOP_BY_HOP | {"content-length"}
+
+# Prefixes of headers addressed to the proxy itself, stripped before forwarding.
+PROXY_HEADER_PREFIXES: tuple[str, ...] = ("genops-",)
+
+# Encodings the proxy can decode to read usage; others are not offered upstream.
+DECODABLE_ENCODINGS = ("gzip", "deflate")
+
+# Header names that carry credentials: never stored, never logged.
+SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key", "cookie", "set-cookie"}
+)
+
+
+def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
+    tokens: set[str] = set()
+    for value in headers.getall("connection", ()):
+        tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
+    return tokens
+
+
+def upstream_headers(incoming: CIMultiDictProxy[str], *, streaming: bool) -> CIMultiDict[str]:
+    """Request headers to forward upstream (credentials included, proxy headers removed)."""
+    drop = _connection_tokens(incoming)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        lower = name.lower()
+        if lower in _NOT_UPSTREAM or lower in drop or lower.startswith(PROXY_HEADER_PREFIXES):
+            continue
+        if lower == "accept-encoding":
+            continue
+        out.add(name, value)
+    out["Accept-Encoding"] = "identity" if streaming else _accept_encoding(incoming.get("accept-encoding", ""))
+    return out
+
+
+def _accept_encoding(client_value: str) -> str:
+    offered = {part.split(";")[0].strip().lower() for part in client_value.split(",") if part.strip()}
+    keep = [enc for enc in DECODABLE_ENCODINGS if enc in offered]
+    return ", ".join(keep) if keep else "identity"
+
+
+def downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """Response headers to return to the client (rate-limit and request-id headers included)."""
+    drop = _connection_tokens(upstream)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream.items():
+        lower = name.lower()
+        if lower in _NOT_DOWNSTREAM or lower in drop:
+            continue
+        out.add(name, value)
+    return out

@@ -1,0 +1,238 @@
+"""The one interface every provider adapter implements.
+
+An adapter knows its provider's wire format and nothing about HTTP plumbing or
+telemetry export: it recognises its routes, reads the request (model, parameters,
+stream flag), reads the response or each stream event (usage, ids, finish reasons),
+and builds a proxy-made error in the provider's own error shape. The proxy handler
+(proxy/handler.py) drives it; adding a provider is adding one module.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import orjson
+from multidict import CIMultiDict
+
+
+@dataclass
+class Usage:
+    """Token counts of one call. ``input_tokens`` includes cached tokens and
+    ``output_tokens`` includes reasoning tokens, as the GenAI conventions define them."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    estimated: bool = False
+
+    @property
+    def reported(self) -> bool:
+        return self.input_tokens is not None or self.output_tokens is not None
+
+
+@dataclass
+class Call:
+    """Everything the adapter learns about one model call; the handler turns it into a span."""
+
+    operation: str | None = None  # gen_ai.operation.name; None for generic pass-through
+    model: str | None = None  # requested model
+    stream: bool = False
+    request_json: Any = None  # parsed body, when JSON
+    request_attributes: dict[str, Any] = field(default_factory=dict)  # gen_ai.request.* values
+    response_id: str | None = None
+    response_model: str | None = None
+    finish_reasons: list[str] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    error_type: str | None = None  # error.type (provider error code or proxy reason)
+    error_message: str | None = None
+    usage_injected: bool = False  # the proxy asked the upstream for stream usage
+    output_text_chars: int = 0  # streamed text seen, for token estimates
+    output_text: list[str] = field(default_factory=list)  # streamed text, for estimates and capture
+    first_token_perf_ns: int | None = None  # perf_counter_ns of the first content chunk
+    extra_attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Upstream:
+    """Where a call goes and which headers to add or remove on the way."""
+
+    url: str  # full URL, query string included
+    stored_url: str  # what may be stored: no query string (keys travel there)
+    set_headers: Mapping[str, str] = field(default_factory=dict)
+    drop_headers: tuple[str, ...] = ()
+
+
+class RequestError(Exception):
+    """The request cannot be forwarded; becomes a proxy-made error in the provider's shape."""
+
+    def __init__(self, status: int, message: str, error_type: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_type = error_type
+        self.code = code
+
+
+class StreamState:
+    """Reads one streamed response as it passes. Default: Server-Sent Events.
+
+    ``observe(chunk)`` reads a copy of bytes already forwarded; ``rewrite(chunk)`` is used
+    instead when the proxy changed the request (``call.usage_injected``) and must hide the
+    difference from the client: it returns the bytes to forward (whole events only).
+    """
+
+    def __init__(self, call: Call, started_ns: int) -> None:
+        self.call = call
+        self.started_ns = started_ns
+        self.first_token_ns: int | None = None
+        self.chunks = 0
+        self._buffer = b""
+
+    # -- framing ----------------------------------------------------------------
+    def _events(self, chunk: bytes) -> list[bytes]:
+        data = self._buffer + chunk if self._buffer else chunk
+        events = []
+        start = 0
+        while True:
+            end = data.find(b"\n\n", start)
+            crlf = data.find(b"\r\n\r\n", start)
+            if crlf != -1 and (end == -1 or crlf < end):
+                events.append(data[start : crlf + 4])
+                start = crlf + 4
+            elif end != -1:
+                events.append(data[start : end + 2])
+                start = end + 2
+            else:
+                break
+        self._buffer = data[start:]
+        return events
+
+    @staticmethod
+    def event_data(event: bytes) -> bytes | None:
+        """The joined ``data:`` payload of one SSE event, or None."""
+        parts = []
+        for line in event.splitlines():
+            if line.startswith(b"data:"):
+                parts.append(line[5:].lstrip(b" ") if line[5:6] == b" " else line[5:])
+        return b"\n".join(parts) if parts else None
+
+    @staticmethod
+    def event_name(event: bytes) -> bytes | None:
+        for line in event.splitlines():
+            if line.startswith(b"event:"):
+                return line[6:].strip()
+        return None
+
+    def mark_first_token(self) -> None:
+        if self.first_token_ns is None:
+            self.first_token_ns = time.perf_counter_ns()
+
+    # -- entry points -------------------------------------------------------------
+    def observe(self, chunk: bytes) -> None:
+        for event in self._events(chunk):
+            self.chunks += 1
+            self.on_event(event)
+
+    def rewrite(self, chunk: bytes) -> bytes:
+        out = []
+        for event in self._events(chunk):
+            self.chunks += 1
+            forwarded = self.on_event(event)
+            if forwarded is not None:
+                out.append(forwarded)
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        """Called at end of stream; returns any held bytes still to forward (rewrite mode)."""
+        rest, self._buffer = self._buffer, b""
+        return rest
+
+    def on_event(self, event: bytes) -> bytes | None:
+        """Read one event; return the bytes to forward (rewrite mode) or None to drop it."""
+        return event
+
+
+class ProviderAdapter:
+    """Base class of provider adapters. Subclasses set the class attributes and override methods."""
+
+    #: Identifier used in config, routes and ``genops.route`` (e.g. ``"openai"``).
+    name: str = ""
+    #: ``gen_ai.provider.name`` value.
+    provider_name: str = ""
+    #: ``genai-prices`` provider id (None: never priced).
+    price_provider_id: str | None = None
+    #: URL prefixes served, e.g. ``("/anthropic",)``. ``""`` serves ``/v1/...`` at the root.
+    prefixes: tuple[str, ...] = ()
+
+    def upstream(self, tail: str, query_string: str, headers: CIMultiDict[str]) -> Upstream:
+        """Where to send a request whose path after the prefix is ``tail``."""
+        raise NotImplementedError
+
+    def parse_request(self, method: str, tail: str, body: bytes, headers: CIMultiDict[str]) -> Call:
+        """Read the request. Raise :class:`RequestError` for a body the proxy cannot accept."""
+        raise NotImplementedError
+
+    def prepare_body(self, call: Call, body: bytes) -> bytes:
+        """The body to send upstream (unchanged unless the adapter must ask for usage)."""
+        return body
+
+    def parse_response(self, call: Call, status: int, body: bytes) -> None:
+        """Read a complete (non-streamed) response body into ``call``."""
+
+    def new_stream(self, call: Call, started_ns: int) -> StreamState:
+        """A reader for one streamed response."""
+        return StreamState(call, started_ns)
+
+    def error_body(self, status: int, message: str, error_type: str, code: str | None = None) -> bytes:
+        """A proxy-made error in this provider's own shape."""
+        return orjson.dumps({"error": {"message": message, "type": error_type, "param": None, "code": code}})
+
+    def error_content_type(self) -> str:
+        return "application/json"
+
+
+def parse_json_body(body: bytes) -> Any:
+    """Parse a JSON request body or raise a 400 :class:`RequestError` that says why."""
+    if not body:
+        raise RequestError(400, "The request body is empty; a JSON body is required.", "invalid_request_error", "empty_body")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(
+            400,
+            f"The request body is not valid JSON ({exc}).",
+            "invalid_request_error",
+            "invalid_json",
+        ) from None
+
+
+def pick(source: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
+    """``{attribute: source[key]}`` for the keys present (request parameters to gen_ai.request.*)."""
+    out = {}
+    for key, attribute in mapping.items():
+        value = source.get(key)
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            value = [str(v) for v in value]
+        elif isinstance(value, str) and attribute.endswith("stop_sequences"):
+            value = [value]
+        elif not isinstance(value, (str, bool, int, float)):
+            continue
+        out[attribute] = value
+    return out
+
+
+def as_int(value: Any) -> int | None:
+    """An int from a usage field, or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value)
+    return None

@@ -1,0 +1,228 @@
+"""OpenAI wire format: Chat Completions, Completions, Embeddings, Responses, and pass-through.
+
+Also serves any OpenAI-compatible server (vLLM, Ollama, ...) when given another base URL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from multidict import CIMultiDict
+
+from genops import semconv as sc
+from genops.proxy.providers.base import (
+    Call,
+    ProviderAdapter,
+    RequestError,
+    StreamState,
+    Upstream,
+    as_int,
+    parse_json_body,
+    pick,
+)
+
+# Request path (after /v1) -> gen_ai.operation.name.
+OPERATIONS = {
+    "/chat/completions": "chat",
+    "/completions": "text_completion",
+    "/embeddings": "embeddings",
+    "/responses": "responses",
+}
+
+REQUEST_PARAMETERS = {
+    "max_tokens": sc.GEN_AI_REQUEST_MAX_TOKENS,
+    "max_completion_tokens": sc.GEN_AI_REQUEST_MAX_TOKENS,
+    "max_output_tokens": sc.GEN_AI_REQUEST_MAX_TOKENS,
+    "temperature": sc.GEN_AI_REQUEST_TEMPERATURE,
+    "top_p": sc.GEN_AI_REQUEST_TOP_P,
+    "frequency_penalty": sc.GEN_AI_REQUEST_FREQUENCY_PENALTY,
+    "presence_penalty": sc.GEN_AI_REQUEST_PRESENCE_PENALTY,
+    "stop": sc.GEN_AI_REQUEST_STOP_SEQUENCES,
+    "seed": sc.GEN_AI_REQUEST_SEED,
+    "n": sc.GEN_AI_REQUEST_CHOICE_COUNT,
+}
+
+# With include_usage the upstream adds "usage":null as the last field of every chunk.
+_USAGE_NULL_TAIL = b',"usage":null}'
+
+
+def read_usage(call: Call, usage: Any) -> None:
+    """Chat/Completions (prompt_/completion_tokens) and Responses (input_/output_tokens) usage."""
+    if not isinstance(usage, dict):
+        return
+    u = call.usage
+    if "prompt_tokens" in usage or "completion_tokens" in usage:
+        u.input_tokens = as_int(usage.get("prompt_tokens"))
+        u.output_tokens = as_int(usage.get("completion_tokens"))
+        details_in = usage.get("prompt_tokens_details") or {}
+        details_out = usage.get("completion_tokens_details") or {}
+    else:
+        u.input_tokens = as_int(usage.get("input_tokens"))
+        u.output_tokens = as_int(usage.get("output_tokens"))
+        details_in = usage.get("input_tokens_details") or {}
+        details_out = usage.get("output_tokens_details") or {}
+    if isinstance(details_in, dict):
+        u.cache_read_tokens = as_int(details_in.get("cached_tokens"))
+    if isinstance(details_out, dict):
+        u.reasoning_tokens = as_int(details_out.get("reasoning_tokens"))
+    u.estimated = False
+
+
+def read_error(call: Call, body: Any) -> None:
+    """An OpenAI error body's type/code become error.type."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        call.error_type = str(error.get("code") or error.get("type") or "error")
+        message = error.get("message")
+        call.error_message = str(message)[:500] if message else None
+
+
+class OpenAIStream(StreamState):
+    """Chat Completions / Completions chunks and Responses API events."""
+
+    def on_event(self, event: bytes) -> bytes | None:
+        data = self.event_data(event)
+        if data is None or data == b"[DONE]":
+            return event
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return event
+        if not isinstance(chunk, dict):
+            return event
+        call = self.call
+        kind = chunk.get("type")
+        if isinstance(kind, str):  # Responses API event
+            self._responses_event(kind, chunk)
+            return event
+        if call.response_id is None and chunk.get("id"):
+            call.response_id = chunk.get("id")
+            call.response_model = chunk.get("model")
+        if "error" in chunk:
+            read_error(call, chunk)
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            text = delta.get("content") or choice.get("text") or delta.get("reasoning_content")
+            if text or delta.get("tool_calls") or delta.get("refusal"):
+                self.mark_first_token()
+                if isinstance(text, str):
+                    call.output_text_chars += len(text)
+                    call.output_text.append(text)
+            if choice.get("finish_reason"):
+                call.finish_reasons.append(choice["finish_reason"])
+        usage = chunk.get("usage")
+        if usage:
+            read_usage(call, usage)
+            if call.usage_injected and not chunk.get("choices"):
+                return None  # the usage chunk only exists because the proxy asked for it
+        if call.usage_injected and data.endswith(_USAGE_NULL_TAIL):
+            return event.replace(data, data[: -len(_USAGE_NULL_TAIL)] + b"}", 1)
+        return event
+
+    def _responses_event(self, kind: str, chunk: dict[str, Any]) -> None:
+        call = self.call
+        if kind in ("response.output_text.delta", "response.reasoning_summary_text.delta", "response.function_call_arguments.delta", "response.refusal.delta"):
+            self.mark_first_token()
+            delta = chunk.get("delta")
+            if isinstance(delta, str) and kind == "response.output_text.delta":
+                call.output_text_chars += len(delta)
+                call.output_text.append(delta)
+        elif kind in ("response.created", "response.completed", "response.incomplete", "response.failed"):
+            response = chunk.get("response") or {}
+            call.response_id = response.get("id") or call.response_id
+            call.response_model = response.get("model") or call.response_model
+            if kind != "response.created":
+                read_usage(call, response.get("usage"))
+                status = response.get("status")
+                if status:
+                    call.finish_reasons.append(str(status))
+                if kind == "response.failed" and isinstance(response.get("error"), dict):
+                    read_error(call, {"error": response["error"]})
+        elif kind == "error":
+            read_error(call, {"error": chunk})
+
+
+class OpenAIAdapter(ProviderAdapter):
+    """OpenAI's public API (and OpenAI-compatible servers) under ``/v1``."""
+
+    name = "openai"
+    provider_name = "openai"
+    price_provider_id = "openai"
+    prefixes = ("/v1",)
+
+    def __init__(self, base_url: str, *, name: str | None = None, prefix: str | None = None,
+                 provider_name: str | None = None, price_provider_id: str | None = "openai",
+                 inject_stream_usage: bool = True) -> None:
+        self.base_url = base_url.rstrip("/")
+        if name:
+            self.name = name
+        if prefix is not None:
+            self.prefixes = (prefix,)
+        if provider_name:
+            self.provider_name = provider_name
+        self.price_provider_id = price_provider_id
+        self.inject_stream_usage = inject_stream_usage
+        # OpenAI-style bases may or may not end in /v1 already.
+        self._version_path = "" if self.base_url.endswith("/v1") else "/v1"
+
+    def upstream(self, tail: str, query_string: str, headers: CIMultiDict[str]) -> Upstream:
+        stored = f"{self.base_url}{self._version_path}{tail}"
+        return Upstream(url=f"{stored}?{query_string}" if query_string else stored, stored_url=stored)
+
+    def parse_request(self, method: str, tail: str, body: bytes, headers: CIMultiDict[str]) -> Call:
+        operation = OPERATIONS.get(tail.rstrip("/")) if method == "POST" else None
+        if operation is None:
+            return Call()  # generic pass-through: traced as HTTP, body untouched
+        request = parse_json_body(body)
+        if not isinstance(request, dict):
+            raise RequestError(400, "The request body must be a JSON object.", "invalid_request_error", "invalid_body")
+        model = request.get("model")
+        call = Call(
+            operation=operation,
+            model=model if isinstance(model, str) else None,
+            stream=request.get("stream") is True,
+            request_json=request,
+            request_attributes=pick(request, REQUEST_PARAMETERS),
+        )
+        return call
+
+    def prepare_body(self, call: Call, body: bytes) -> bytes:
+        if not (call.stream and self.inject_stream_usage and call.operation in ("chat", "text_completion")):
+            return body
+        request = call.request_json
+        options = request.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            return body
+        if options is not None and not isinstance(options, dict):
+            return body
+        call.usage_injected = True
+        patched = dict(request)
+        patched["stream_options"] = {**(options or {}), "include_usage": True}
+        return orjson.dumps(patched)
+
+    def parse_response(self, call: Call, status: int, body: bytes) -> None:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(data, dict):
+            return
+        if status >= 400:
+            read_error(call, data)
+            return
+        if call.operation == "responses":
+            call.response_id = data.get("id")
+            call.response_model = data.get("model")
+            if data.get("status"):
+                call.finish_reasons.append(str(data["status"]))
+        else:
+            call.response_id = data.get("id")
+            call.response_model = data.get("model")
+            for choice in data.get("choices") or ():
+                if isinstance(choice, dict) and choice.get("finish_reason"):
+                    call.finish_reasons.append(str(choice["finish_reason"]))
+        read_usage(call, data.get("usage"))
+
+    def new_stream(self, call: Call, started_ns: int) -> StreamState:
+        return OpenAIStream(call, started_ns)

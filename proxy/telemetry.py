@@ -1,0 +1,59 @@
+"""The proxy's OpenTelemetry pipeline: tracer provider -> batch processor -> ClickHouse exporter.
+
+The SDK's ``BatchSpanProcessor`` queues finished spans and exports them on its own thread,
+so the request path only pays for creating the span.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import Tracer
+
+from genops import __version__
+from genops import semconv as sc
+from genops.config import Settings
+from genops.storage.exporter import ClickHouseSpanExporter
+
+
+@dataclass
+class Telemetry:
+    """The pieces the app needs: a tracer, and a provider to flush at shutdown."""
+
+    provider: TracerProvider
+    tracer: Tracer
+    exporters: list[SpanExporter] = field(default_factory=list)
+
+    def shutdown(self) -> None:
+        """Flush every pending span, then stop (called on SIGTERM / app cleanup)."""
+        self.provider.force_flush()
+        self.provider.shutdown()
+
+
+def build_telemetry(settings: Settings, client: Any) -> Telemetry:
+    """A private tracer provider (the global one is left to the host application)."""
+    resource = Resource.create({"service.name": settings.service_name, "service.version": __version__})
+    provider = TracerProvider(resource=resource, span_limits=SpanLimits(max_span_attributes=1024))
+    exporters: list[SpanExporter] = [ClickHouseSpanExporter(client, settings.database)]
+    if settings.otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        endpoint = settings.otlp_endpoint
+        if not endpoint.endswith("/v1/traces"):
+            endpoint += "/v1/traces"
+        exporters.append(OTLPSpanExporter(endpoint=endpoint))
+    for exporter in exporters:
+        provider.add_span_processor(
+            BatchSpanProcessor(
+                exporter,
+                max_queue_size=settings.export_queue_size,
+                schedule_delay_millis=settings.export_interval_ms,
+                max_export_batch_size=min(settings.export_batch_size, settings.export_queue_size),
+            )
+        )
+    tracer = provider.get_tracer(sc.PROXY_SCOPE, __version__)
+    return Telemetry(provider=provider, tracer=tracer, exporters=exporters)

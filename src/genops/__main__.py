@@ -1,0 +1,3 @@
+from genops.cli import main
+
+raise SystemExit(main())

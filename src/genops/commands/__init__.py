@@ -1,0 +1,1 @@
+"""Subcommands of the ``genops`` CLI, one module each."""

@@ -1,0 +1,32 @@
+"""``genops serve``: run the proxy (and, embedded, its store)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from genops.commands.common import STORAGE_FLAGS, add_setting_flags, settings_from_args
+from genops.logs import setup_logging
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("serve", help="run the tracing proxy")
+    add_setting_flags(parser, ("host", "port", *STORAGE_FLAGS, "openai_base_url", "otlp_endpoint", "log_level", "log_format"))
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    setup_logging(settings.log_level, settings.log_format)
+    from genops.proxy.server import serve
+    from genops.storage.client import StorageError
+
+    try:
+        serve(settings)
+    except StorageError as exc:
+        print(f"genops: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"genops: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,265 @@
+"""All configuration in one place.
+
+Precedence, lowest to highest: defaults < TOML file < ``GENOPS_*`` environment variables
+< command-line flags. The TOML file is ``$GENOPS_CONFIG`` if set, else ``./genops.toml``
+if it exists; its keys are the field names below (``port = 8080``).
+
+A malformed value raises :class:`ConfigError` whose message names the setting, so the
+CLI can print one clear line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "GENOPS_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value GenOps cannot use."""
+
+
+def _parse_int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(str(raw).strip())
+        except ValueError:
+            raise ValueError(f"expected an integer, got {raw!r}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"expected an integer from {lo} to {hi}, got {value}")
+        return value
+
+    return parse
+
+
+def _parse_float(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(str(raw).strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"expected a number from {lo} to {hi}, got {value}")
+        return value
+
+    return parse
+
+
+def _parse_str(raw: str) -> str:
+    return str(raw).strip()
+
+
+def _parse_bool(raw: str) -> bool:
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
+def _parse_choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        text = str(raw).strip().lower()
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {raw!r}")
+        return text
+
+    return parse
+
+
+def _parse_http_url(raw: str) -> str:
+    text = str(raw).strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"expected an http(s):// URL, got {raw!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ValueError(f"malformed port in {raw!r}") from None
+    return text
+
+
+def _parse_optional_http_url(raw: str) -> str:
+    return "" if not str(raw).strip() else _parse_http_url(raw)
+
+
+def _parse_clickhouse_url(raw: str) -> str:
+    """Empty or ``chdb://[path]`` selects the embedded store; http(s) selects a server."""
+    text = str(raw).strip()
+    if not text or text.startswith("chdb://"):
+        return text
+    parts = urlsplit(text)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(
+            "expected http(s)://user:password@host:8123/ for a ClickHouse server, "
+            f"or chdb://PATH (or empty) for the embedded store; got a value with scheme {parts.scheme!r}"
+        )
+    try:
+        parts.port  # noqa: B018
+    except ValueError:
+        raise ValueError("malformed port in the ClickHouse URL") from None
+    return text
+
+
+def _parse_identifier(raw: str) -> str:
+    text = str(raw).strip()
+    if not text or not (text[0].isalpha() or text[0] == "_") or not all(c.isalnum() or c == "_" for c in text):
+        raise ValueError(f"expected a database name of letters, digits and _, got {raw!r}")
+    return text
+
+
+def _setting(default: Any, parse: Callable[[str], Any], help: str) -> Any:
+    return field(default=default, metadata={"parse": parse, "help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every GenOps setting. The environment variable is ``GENOPS_`` + the upper-cased name."""
+
+    host: str = _setting("127.0.0.1", _parse_str, "address the proxy listens on")
+    port: int = _setting(8080, _parse_int(0, 65535), "port the proxy listens on")
+    data_dir: str = _setting("./.genops", _parse_str, "embedded store, spool files and local state")
+    clickhouse_url: str = _setting("", _parse_clickhouse_url, "ClickHouse server URL; empty = embedded chDB")
+    database: str = _setting("genops", _parse_identifier, "ClickHouse database for all GenOps tables")
+    retention_days: int = _setting(30, _parse_int(1, 36500), "TTL of raw spans in days")
+    admin_token: str = _setting("", _parse_str, "token for the SQL/admin endpoints; generated if empty")
+    openai_base_url: str = _setting("https://api.openai.com", _parse_http_url, "OpenAI upstream")
+    otlp_endpoint: str = _setting("", _parse_optional_http_url, "also export spans by OTLP/HTTP to this collector")
+    service_name: str = _setting("genops-proxy", _parse_str, "service.name of the proxy's own spans")
+    max_body_bytes: int = _setting(32 * 1024 * 1024, _parse_int(1024, 1 << 34), "largest request body accepted")
+    upstream_timeout_s: float = _setting(600.0, _parse_float(0.001, 86400), "total time allowed for an upstream call")
+    connect_timeout_s: float = _setting(10.0, _parse_float(0.001, 3600), "time allowed to connect upstream")
+    stream_usage: str = _setting(
+        "inject", _parse_choice("inject", "off"), "ask OpenAI streams for usage (hidden from the client)"
+    )
+    export_batch_size: int = _setting(512, _parse_int(1, 100_000), "spans per insert")
+    export_interval_ms: int = _setting(1000, _parse_int(10, 600_000), "longest a span waits before export")
+    export_queue_size: int = _setting(65536, _parse_int(16, 10_000_000), "spans buffered in memory for export")
+    log_level: str = _setting("info", _parse_choice("debug", "info", "warning", "error"), "log level")
+    log_format: str = _setting("json", _parse_choice("json", "text"), "structured JSON logs or plain text")
+    capture_headers: bool = _setting(False, _parse_bool, "record non-secret request headers on spans")
+
+    # -- derived values -------------------------------------------------------------
+
+    @property
+    def data_path(self) -> Path:
+        """The data directory, absolute."""
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def embedded(self) -> bool:
+        """True when storage is the in-process chDB engine."""
+        return not self.clickhouse_url or self.clickhouse_url.startswith("chdb://")
+
+    @property
+    def chdb_path(self) -> Path:
+        """Directory of the embedded engine's data."""
+        if self.clickhouse_url.startswith("chdb://") and len(self.clickhouse_url) > len("chdb://"):
+            return Path(self.clickhouse_url[len("chdb://") :]).expanduser().resolve()
+        return self.data_path / "clickhouse"
+
+    def storage_description(self) -> str:
+        """Where data goes, for humans (never includes a password)."""
+        if self.embedded:
+            return f"embedded chDB at {self.chdb_path} (database {self.database})"
+        parts = urlsplit(self.clickhouse_url)
+        port = f":{parts.port}" if parts.port else ""
+        return f"ClickHouse server {parts.scheme}://{parts.hostname}{port} (database {self.database})"
+
+    def resolved_admin_token(self) -> str:
+        """The admin token: the configured one, else one kept in the data directory (created on first use)."""
+        if self.admin_token:
+            return self.admin_token
+        path = self.data_path / "admin_token"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(24)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+        return token
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def env_name(name: str) -> str:
+    """The environment variable that sets field ``name``."""
+    return ENV_PREFIX + name.upper()
+
+
+def _config_file(env: Mapping[str, str]) -> Path | None:
+    explicit = env.get(ENV_PREFIX + "CONFIG")
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"GENOPS_CONFIG: no such file {explicit!r}")
+        return path
+    default = Path("genops.toml")
+    return default if default.is_file() else None
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build :class:`Settings` from defaults, the TOML file, the environment and ``overrides``.
+
+    ``overrides`` are CLI flag values keyed by field name; ``None`` values are ignored.
+    Raises :class:`ConfigError` naming the first malformed setting.
+    """
+    env = os.environ if env is None else env
+    raw: dict[str, tuple[str, Any]] = {}  # name -> (where it came from, value)
+
+    path = _config_file(env)
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
+        data = data.get("genops", data)
+        for key, value in data.items():
+            if key not in FIELDS:
+                raise ConfigError(f"{path}: unknown setting {key!r}")
+            raw[key] = (f"{path}: {key}", value)
+
+    for name in FIELDS:
+        value = env.get(env_name(name))
+        if value is not None:
+            raw[name] = (env_name(name), value)
+
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            if name not in FIELDS:
+                raise ConfigError(f"unknown setting {name!r}")
+            raw[name] = (f"--{name.replace('_', '-')}", value)
+
+    values: dict[str, Any] = {}
+    for name, (source, value) in raw.items():
+        parse = FIELDS[name].metadata["parse"]
+        try:
+            values[name] = parse(value if not isinstance(value, bool) else str(value))
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return Settings(**values)
+
+
+def extra_env(prefix: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment variables ``GENOPS_<prefix><NAME>=value`` as ``{name.lower(): value}``.
+
+    For open-ended settings such as named upstreams (``GENOPS_UPSTREAM_VLLM=http://...``).
+    """
+    env = os.environ if env is None else env
+    full = ENV_PREFIX + prefix
+    return {key[len(full) :].lower(): value for key, value in env.items() if key.startswith(full) and key != full}

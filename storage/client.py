@@ -1,0 +1,55 @@
+"""Opening a ClickHouse client: embedded chDB or a server, one client API.
+
+Both are ``clickhouse-connect`` clients, so the rest of GenOps never cares which it has.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from genops.config import Settings
+
+
+class StorageError(RuntimeError):
+    """ClickHouse could not be opened or reached."""
+
+
+_embedded_lock = threading.Lock()
+
+
+def open_client(settings: Settings, *, database: str | None = None, **kwargs: Any) -> Client:
+    """Open a client for ``settings`` (chDB when embedded, else the server URL).
+
+    ``database`` sets the default database for unqualified table names; GenOps's own
+    SQL always qualifies names, so migrations can run before the database exists.
+    """
+    try:
+        if settings.embedded:
+            path = settings.chdb_path
+            path.mkdir(parents=True, exist_ok=True)
+            with _embedded_lock:  # one engine per process: open it once at a time
+                return clickhouse_connect.get_client(dsn=f"chdb://{path}", database=database or "default", **kwargs)
+        parts = urlsplit(settings.clickhouse_url)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        return clickhouse_connect.get_client(
+            host=parts.hostname,
+            port=parts.port or (8443 if parts.scheme == "https" else 8123),
+            username=unquote(parts.username or "default"),
+            password=unquote(parts.password or ""),
+            secure=parts.scheme == "https",
+            database=database or query.get("database") or "default",
+            autogenerate_session_id=False,  # the client is shared by threads
+            **kwargs,
+        )
+    except Exception as exc:  # noqa: BLE001 - every driver error becomes one clear line
+        raise StorageError(f"cannot open {settings.storage_description()}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

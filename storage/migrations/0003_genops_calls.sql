@@ -1,0 +1,96 @@
+-- One typed row per model call, parsed once at insert time from otel_traces by a
+-- materialized view, so dashboards and jobs never parse attribute strings per row.
+-- Any span with gen_ai.operation.name lands here: the proxy's own spans and GenAI spans
+-- that agents send by OTLP alike (ScopeName = 'genops.proxy' marks the proxy's own). Attribute names: src/genops/semconv.py.
+CREATE TABLE IF NOT EXISTS {database}.genops_calls (
+    Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
+    TraceId String CODEC(ZSTD(1)),
+    SpanId String CODEC(ZSTD(1)),
+    ParentSpanId String CODEC(ZSTD(1)),
+    ServiceName LowCardinality(String),
+    ScopeName LowCardinality(String),
+    SpanName LowCardinality(String),
+    Operation LowCardinality(String),
+    Provider LowCardinality(String),
+    RequestModel LowCardinality(String),
+    ResponseModel LowCardinality(String),
+    Stream UInt8,
+    StatusCode LowCardinality(String),
+    ErrorType LowCardinality(String),
+    HttpStatus UInt16,
+    Duration UInt64 CODEC(T64, ZSTD(1)),
+    InputTokens UInt64,
+    OutputTokens UInt64,
+    CacheReadTokens UInt64,
+    CacheWriteTokens UInt64,
+    ReasoningTokens UInt64,
+    TokensEstimated UInt8,
+    CostUsd Nullable(Float64),
+    CostKnown UInt8,
+    TtftMs Nullable(Float64),
+    OutputTokensPerSecond Nullable(Float64),
+    RequestId String CODEC(ZSTD(1)),
+    UserId String CODEC(ZSTD(1)),
+    SessionId String CODEC(ZSTD(1)),
+    SessionPath String CODEC(ZSTD(1)),
+    AgentName LowCardinality(String),
+    PromptId LowCardinality(String),
+    PromptVersion LowCardinality(String),
+    Properties Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    SafetyPii UInt32,
+    SafetySecrets UInt32,
+    SafetyInjection UInt32,
+    SafetyAction LowCardinality(String),
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_request_id RequestId TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_session_id SessionId TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_user_id UserId TYPE bloom_filter(0.01) GRANULARITY 1
+) ENGINE = MergeTree
+PARTITION BY toDate(Timestamp)
+ORDER BY (Provider, RequestModel, toStartOfMinute(Timestamp), Timestamp)
+TTL toDateTime(Timestamp) + toIntervalDay({retention_days})
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.genops_calls_mv
+TO {database}.genops_calls
+AS SELECT
+    Timestamp,
+    TraceId,
+    SpanId,
+    ParentSpanId,
+    ServiceName,
+    ScopeName,
+    SpanName,
+    SpanAttributes['gen_ai.operation.name'] AS Operation,
+    if(SpanAttributes['gen_ai.provider.name'] != '', SpanAttributes['gen_ai.provider.name'], SpanAttributes['gen_ai.system']) AS Provider,
+    SpanAttributes['gen_ai.request.model'] AS RequestModel,
+    SpanAttributes['gen_ai.response.model'] AS ResponseModel,
+    SpanAttributes['gen_ai.request.stream'] = 'true' AS Stream,
+    StatusCode,
+    SpanAttributes['error.type'] AS ErrorType,
+    toUInt16OrZero(SpanAttributes['http.response.status_code']) AS HttpStatus,
+    Duration,
+    toUInt64OrZero(SpanAttributes['gen_ai.usage.input_tokens']) AS InputTokens,
+    toUInt64OrZero(SpanAttributes['gen_ai.usage.output_tokens']) AS OutputTokens,
+    toUInt64OrZero(SpanAttributes['gen_ai.usage.cache_read.input_tokens']) AS CacheReadTokens,
+    toUInt64OrZero(SpanAttributes['gen_ai.usage.cache_creation.input_tokens']) AS CacheWriteTokens,
+    toUInt64OrZero(SpanAttributes['gen_ai.usage.reasoning.output_tokens']) AS ReasoningTokens,
+    SpanAttributes['genops.usage.estimated'] = 'true' AS TokensEstimated,
+    toFloat64OrNull(SpanAttributes['genops.cost.usd']) AS CostUsd,
+    mapContains(SpanAttributes, 'genops.cost.usd') AS CostKnown,
+    toFloat64OrNull(SpanAttributes['genops.latency.ttft_ms']) AS TtftMs,
+    toFloat64OrNull(SpanAttributes['genops.latency.output_tokens_per_second']) AS OutputTokensPerSecond,
+    SpanAttributes['genops.request.id'] AS RequestId,
+    SpanAttributes['genops.user.id'] AS UserId,
+    SpanAttributes['gen_ai.conversation.id'] AS SessionId,
+    SpanAttributes['genops.session.path'] AS SessionPath,
+    SpanAttributes['gen_ai.agent.name'] AS AgentName,
+    SpanAttributes['genops.prompt.id'] AS PromptId,
+    SpanAttributes['genops.prompt.version'] AS PromptVersion,
+    mapApply((k, v) -> (substring(k, 17), v), mapFilter((k, v) -> startsWith(k, 'genops.property.'), SpanAttributes)) AS Properties,
+    toUInt32OrZero(SpanAttributes['genops.safety.pii.count']) AS SafetyPii,
+    toUInt32OrZero(SpanAttributes['genops.safety.secrets.count']) AS SafetySecrets,
+    toUInt32OrZero(SpanAttributes['genops.safety.injection.count']) AS SafetyInjection,
+    SpanAttributes['genops.safety.action'] AS SafetyAction
+FROM {database}.otel_traces
+WHERE SpanAttributes['gen_ai.operation.name'] != '';

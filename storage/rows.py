@@ -1,0 +1,130 @@
+"""Spans to ``otel_traces`` rows, spelled the way the OTel Collector's ClickHouse exporter spells them.
+
+Attribute values become strings (bool ``true``/``false``, numbers in plain decimal,
+arrays and maps as JSON), SpanKind is ``Server``/``Client``/..., StatusCode is
+``Unset``/``Ok``/``Error``. The OTLP receiver uses the same helpers, so the proxy's own
+spans and ingested ones are indistinguishable in storage.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import orjson
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind, StatusCode
+
+TRACES_TABLE = "otel_traces"
+
+# Column order of every row built here (the collector exporter's INSERT order).
+TRACE_COLUMNS: tuple[str, ...] = (
+    "Timestamp",
+    "TraceId",
+    "SpanId",
+    "ParentSpanId",
+    "TraceState",
+    "SpanName",
+    "SpanKind",
+    "ServiceName",
+    "ResourceAttributes",
+    "ScopeName",
+    "ScopeVersion",
+    "SpanAttributes",
+    "Duration",
+    "StatusCode",
+    "StatusMessage",
+    "Events.Timestamp",
+    "Events.Name",
+    "Events.Attributes",
+    "Links.TraceId",
+    "Links.SpanId",
+    "Links.TraceState",
+    "Links.Attributes",
+)
+
+SPAN_KIND_NAMES = {
+    SpanKind.INTERNAL: "Internal",
+    SpanKind.SERVER: "Server",
+    SpanKind.CLIENT: "Client",
+    SpanKind.PRODUCER: "Producer",
+    SpanKind.CONSUMER: "Consumer",
+}
+STATUS_NAMES = {StatusCode.UNSET: "Unset", StatusCode.OK: "Ok", StatusCode.ERROR: "Error"}
+
+
+def attribute_string(value: Any) -> str:
+    """One attribute value as the collector exporter stores it (``pcommon.Value.AsString``)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isfinite(value) and value == int(value) and abs(value) < 1e21:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, bytes):
+        import base64
+
+        return base64.b64encode(value).decode()
+    if isinstance(value, (list, tuple)):
+        return orjson.dumps(list(value), default=str).decode()
+    if isinstance(value, Mapping):
+        return orjson.dumps(dict(value), default=str).decode()
+    return str(value)
+
+
+def attribute_map(attributes: Mapping[str, Any] | None) -> dict[str, str]:
+    """An attribute mapping with every value stringified."""
+    if not attributes:
+        return {}
+    return {key: attribute_string(value) for key, value in attributes.items()}
+
+
+def span_to_row(span: ReadableSpan) -> list[Any]:
+    """One SDK span as one ``otel_traces`` row, in :data:`TRACE_COLUMNS` order."""
+    ctx = span.context
+    parent = span.parent
+    resource_attrs = attribute_map(span.resource.attributes) if span.resource else {}
+    scope = span.instrumentation_scope
+    start = span.start_time or 0
+    end = span.end_time or start
+    events = span.events or ()
+    links = span.links or ()
+    return [
+        start,
+        format(ctx.trace_id, "032x"),
+        format(ctx.span_id, "016x"),
+        format(parent.span_id, "016x") if parent is not None else "",
+        ctx.trace_state.to_header() if ctx.trace_state else "",
+        span.name,
+        SPAN_KIND_NAMES.get(span.kind, "Internal"),
+        resource_attrs.get("service.name", ""),
+        resource_attrs,
+        scope.name if scope else "",
+        (scope.version or "") if scope else "",
+        attribute_map(span.attributes),
+        max(0, end - start),
+        STATUS_NAMES[span.status.status_code],
+        span.status.description or "",
+        [e.timestamp for e in events],
+        [e.name for e in events],
+        [attribute_map(e.attributes) for e in events],
+        [format(link.context.trace_id, "032x") for link in links],
+        [format(link.context.span_id, "016x") for link in links],
+        [link.context.trace_state.to_header() if link.context.trace_state else "" for link in links],
+        [attribute_map(link.attributes) for link in links],
+    ]
+
+
+def spans_to_rows(spans: Iterable[ReadableSpan]) -> list[list[Any]]:
+    """Many SDK spans as rows."""
+    return [span_to_row(span) for span in spans]
+
+
+def insert_rows(client: Any, database: str, rows: Sequence[Sequence[Any]], **settings: Any) -> None:
+    """Insert ``otel_traces`` rows (built by this module) in one batch."""
+    if rows:
+        client.insert(f"{database}.{TRACES_TABLE}", rows, column_names=TRACE_COLUMNS, settings=settings or None)
