@@ -53,7 +53,7 @@ async def record(request: web.Request) -> bytes:
             "method": request.method,
             "path": request.path,
             "query": request.query_string,
-            "headers": dict(request.headers),
+            "headers": {str(k): v for k, v in request.headers.items()},
             "body": body.decode("utf-8", "replace"),
         }
     )

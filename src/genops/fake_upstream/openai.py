@@ -105,6 +105,8 @@ async def _parse(request: web.Request) -> tuple[dict[str, Any] | None, web.Respo
     if controls.status >= 400:
         await controls.wait()
         return None, error_response(controls.status), controls, body_id
+    if isinstance(data, dict):  # ids ignore stream_options, so a proxy asking for usage gets the same ids
+        body_id = hashlib.sha1(orjson.dumps({k: v for k, v in data.items() if k != "stream_options"})).hexdigest()
     return data, None, controls, body_id
 
 

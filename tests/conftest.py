@@ -1,0 +1,197 @@
+"""Shared fixtures: a fake model-API server, and real ``genops serve`` processes on chDB.
+
+Nothing here mocks ClickHouse: every proxy fixture runs the real server process with
+the embedded chDB engine in a temporary data directory, and tests read what it stored
+through its read-only SQL endpoint (the path ``genops sql`` takes while serving).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import orjson
+import pytest
+import urllib.request
+import urllib.error
+
+from aiohttp import web
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class FakeUpstream:
+    """The fake provider server, running in a thread of the test process."""
+
+    url: str
+
+    def requests(self) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(self.url + "/_fake/requests") as response:
+            return orjson.loads(response.read())
+
+    def clear(self) -> None:
+        urllib.request.urlopen(urllib.request.Request(self.url + "/_fake/requests", method="DELETE")).read()
+
+
+@pytest.fixture(scope="session")
+def fake_upstream() -> Iterator[FakeUpstream]:
+    from genops.fake_upstream.server import create_app
+
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    runner_box: dict[str, Any] = {}
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        runner = web.AppRunner(create_app(), access_log=None)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        runner_box["runner"] = runner
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    yield FakeUpstream(f"http://127.0.0.1:{port}")
+    asyncio.run_coroutine_threadsafe(runner_box["runner"].cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+
+
+@dataclass
+class Proxy:
+    """A running ``genops serve`` process."""
+
+    url: str
+    data_dir: Path
+    process: subprocess.Popen
+    env: dict[str, str]
+    log_path: Path
+    token: str = ""
+
+    def sql(self, query: str) -> list[dict[str, Any]]:
+        """Rows of a read-only query, through the server's SQL endpoint."""
+        request = urllib.request.Request(
+            self.url + "/genops/v1/sql",
+            data=orjson.dumps({"query": query}),
+            headers={"Authorization": f"Bearer {self.token}"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                data = orjson.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"SQL failed: {exc.read().decode()}") from None
+        return [dict(zip(data["columns"], row)) for row in data["rows"]]
+
+    def wait_rows(self, query: str, count: int = 1, timeout: float = 15.0) -> list[dict[str, Any]]:
+        """Poll ``query`` until it returns at least ``count`` rows (spans are exported in batches)."""
+        deadline = time.monotonic() + timeout
+        rows: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            rows = self.sql(query)
+            if len(rows) >= count:
+                return rows
+            time.sleep(0.1)
+        raise AssertionError(f"expected {count} rows within {timeout}s, got {len(rows)}: {query}")
+
+    def span(self, request_id: str, timeout: float = 15.0) -> dict[str, Any]:
+        """The stored otel_traces row of the call with ``GenOps-Request-Id`` = ``request_id``."""
+        rows = self.wait_rows(
+            f"SELECT * FROM otel_traces WHERE SpanAttributes['genops.request.id'] = '{request_id}'", 1, timeout
+        )
+        assert len(rows) == 1, rows
+        return rows[0]
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                return self.process.wait()
+        return self.process.returncode
+
+
+def start_proxy(data_dir: Path, extra_env: dict[str, str] | None = None, *, port: int | None = None,
+                args: tuple[str, ...] = (), wait: bool = True) -> Proxy:
+    """Start ``genops serve`` as a real process and wait until it is ready."""
+    port = port or free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENOPS_")}
+    env.update(
+        {
+            "GENOPS_PORT": str(port),
+            "GENOPS_DATA_DIR": str(data_dir),
+            "GENOPS_EXPORT_INTERVAL_MS": "100",
+            "GENOPS_LOG_LEVEL": "info",
+        }
+    )
+    env.update(extra_env or {})
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "serve.log"
+    log_file = open(log_path, "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "genops", "serve", *args], env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        cwd=str(data_dir),
+    )
+    proxy = Proxy(f"http://127.0.0.1:{port}", data_dir, process, env, log_path)
+    if wait:
+        wait_ready(proxy)
+    return proxy
+
+
+def wait_ready(proxy: Proxy, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proxy.process.poll() is not None:
+            raise AssertionError(f"genops serve exited with {proxy.process.returncode}:\n{proxy.logs()}")
+        try:
+            with urllib.request.urlopen(proxy.url + "/readyz", timeout=2) as response:
+                if response.status == 200:
+                    token_file = proxy.data_dir / "admin_token"
+                    proxy.token = proxy.env.get("GENOPS_ADMIN_TOKEN") or token_file.read_text().strip()
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"genops serve not ready within {timeout}s:\n{proxy.logs()}")
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory, fake_upstream: FakeUpstream) -> Iterator[Proxy]:
+    """One proxy per test module, pointed at the fake upstream for every provider."""
+    data_dir = tmp_path_factory.mktemp("genops")
+    proc = start_proxy(data_dir, upstream_env(fake_upstream.url))
+    yield proc
+    proc.stop()
+
+
+def upstream_env(url: str) -> dict[str, str]:
+    """Point every provider's upstream at the fake server."""
+    return {"GENOPS_OPENAI_BASE_URL": url}
+
+
+@pytest.fixture()
+def request_id() -> str:
+    import uuid
+
+    return "test-" + uuid.uuid4().hex
