@@ -15,6 +15,12 @@ from genops.proxy.telemetry import Telemetry
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
+# The storage client (default database = settings.database) and settings, for routes and
+# background jobs that need them (admin SQL, feedback, anomaly jobs).
+CLIENT_KEY = web.AppKey("genops.client", object)
+SETTINGS_KEY = web.AppKey("genops.settings", Settings)
+TELEMETRY_KEY = web.AppKey("genops.telemetry", Telemetry)
+
 
 def _unknown_route(known: list[str]):
     async def handler(request: web.Request) -> web.Response:
@@ -49,5 +55,7 @@ def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any) -> web
         await sessions.close()
 
     app.on_cleanup.append(close_sessions)
-    app["genops.telemetry"] = telemetry
+    app[TELEMETRY_KEY] = telemetry
+    app[CLIENT_KEY] = sql_client
+    app[SETTINGS_KEY] = settings
     return app
