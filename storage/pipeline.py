@@ -236,12 +236,14 @@ class SpanPipeline:
                 return
 
     _give_up = False
+    _outage = False
 
     def _send_pending(self) -> None:
         while True:
             head = self.spool.peek()
             if head is None:
                 self._backoff = 0.0
+                self._outage = False
                 return
             record, payload = head
             started = time.perf_counter()
@@ -250,7 +252,7 @@ class SpanPipeline:
             except Exception as exc:  # noqa: BLE001 - any storage error means "keep it and retry"
                 self.counters.export_failures += 1
                 self._backoff = min(self.backoff_max_s, max(self.backoff_initial_s, self._backoff * 2))
-                record.replay = True
+                self._outage = True  # everything inserted until the spool is empty again counts as replayed
                 log.warning("span export failed; batch kept in the spool for retry",
                             extra={"spans": record.spans, "retry_in_s": round(self._backoff, 2),
                                    "spooled_batches": self.spool.pending_batches,
@@ -263,7 +265,7 @@ class SpanPipeline:
             self._backoff = 0.0
             self.counters.exported += record.spans
             self.counters.batches_exported += 1
-            if record.replay:
+            if record.replay or self._outage:
                 self.counters.replayed += record.spans
 
     # -- flush and stop -----------------------------------------------------------------------
