@@ -25,6 +25,6 @@ for package, folder in ROOTS.items():
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data={"": ["*.sql", "*.json", "*.yaml", "*.yml", "*.tiktoken", "*.txt", "*.jsonl", "*.toml"]},
+    package_data={"": ["*.sql", "*.json", "*.yaml", "*.yml", "*.tiktoken", "*.tiktoken.gz", "*.txt", "*.jsonl", "*.toml"]},
     include_package_data=True,
 )
