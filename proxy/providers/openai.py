@@ -182,12 +182,13 @@ class OpenAIAdapter(ProviderAdapter):
         if provider_name:
             self.provider_name = provider_name
         self.price_provider_id = price_provider_id
-        self.inject_stream_usage = inject_stream_usage
-        # OpenAI-style bases may or may not end in /v1 already.
-        self._version_path = "" if self.base_url.endswith("/v1") else "/v1"
+        self.inject_stream_usage = inject_stream_usage  # OpenAI-style bases may or may not end in /v1 already
 
-    def upstream(self, tail: str, query_string: str, headers: CIMultiDict[str]) -> Upstream:
-        stored = f"{self.base_url}{self._version_path}{tail}"
+    def upstream(self, tail: str, query_string: str, headers: CIMultiDict[str],
+                 base_url: str | None = None) -> Upstream:
+        base = base_url.rstrip("/") if base_url else self.base_url
+        version = "" if base.endswith("/v1") else "/v1"
+        stored = f"{base}{version}{tail}"
         return Upstream(url=f"{stored}?{query_string}" if query_string else stored, stored_url=stored)
 
     def parse_request(self, method: str, tail: str, body: bytes, headers: CIMultiDict[str]) -> Call:
