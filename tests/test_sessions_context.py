@@ -74,7 +74,7 @@ def test_helicone_aliases_and_precedence(proxy, fake_upstream, request_id):
         "Helicone-Prompt-Id": "h-prompt",
         "Helicone-Property-Tier": "gold",
         "Helicone-Auth": "Bearer sk-helicone-key",  # Helicone's own key: never forwarded
-        "Helicone-Target-URL": "https://api.openai.com",
+        "Helicone-Target-URL": fake_upstream.url,  # read by the proxy (issue 3), then stripped too
     })
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     upstream = forwarded_headers(fake_upstream)
@@ -183,3 +183,34 @@ def test_request_id_on_every_response_path(proxy, fake_upstream):
 
     status, headers, _ = _raw(proxy, "/no/such/route", method="GET", body=None)
     assert status == 404 and headers.get("GenOps-Request-Id")
+
+
+def test_anthropic_sdk_headers_aliases_and_metadata_user(proxy, fake_upstream, request_id):
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=proxy.url + "/anthropic", api_key="sk-ant-test", max_retries=0,
+                                 default_headers={
+                                     "GenOps-Request-Id": request_id,
+                                     "Helicone-Session-Id": "ant-sess",
+                                     "GenOps-Session-Path": "/triage",
+                                     "GenOps-Agent-Name": "triager",
+                                     "GenOps-Prompt-Id": "triage",
+                                     "GenOps-Prompt-Version": "v9",
+                                     "Helicone-Property-Channel": "email",
+                                     "x-portkey-metadata": '{"region": "eu"}',
+                                 })
+    raw = client.messages.with_raw_response.create(model="claude-sonnet-4-6", max_tokens=32, messages=MESSAGES,
+                                                   metadata={"user_id": "ant-user"})
+    assert raw.headers["genops-request-id"] == request_id
+    sent = fake_upstream.requests()[-1]
+    assert sent["path"] == "/v1/messages"
+    assert not [n for n in sent["headers"] if n.lower().startswith(PROXY_PREFIXES)], sent["headers"]
+    attrs = proxy.span(request_id)["SpanAttributes"]
+    assert attrs["gen_ai.provider.name"] == "anthropic"
+    assert attrs["gen_ai.conversation.id"] == "ant-sess"
+    assert attrs["genops.session.path"] == "/triage"
+    assert attrs["gen_ai.agent.name"] == "triager"
+    assert (attrs["genops.prompt.id"], attrs["genops.prompt.version"]) == ("triage", "v9")
+    assert attrs["genops.property.channel"] == "email"
+    assert attrs["genops.property.region"] == "eu"
+    assert attrs["genops.user.id"] == "ant-user"
