@@ -88,8 +88,9 @@ def test_trace_by_request_and_trace_id(seeded):
     assert seeded.offline[seed.T1].splitlines()[1:] == [line.removesuffix("  ◀") for line in by_request[1:]]
     assert "ERROR rate_limit_exceeded" in seeded.offline["req-ab-4"]
 
-    missing = genops(seeded.proxy.data_dir, "trace", "no-such-id")
-    assert missing.returncode == 1 and "no trace, session or request" in missing.stderr
+    for ident in ("no-such-id", "x' OR 1=1 --", "a\\'b"):
+        missing = genops(seeded.proxy.data_dir, "trace", ident)
+        assert missing.returncode == 1 and "no trace, session or request" in missing.stderr, missing.stderr
 
 
 def readme_sql(name: str) -> str:
