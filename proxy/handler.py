@@ -26,6 +26,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from genops import semconv as sc
 from genops.config import Settings
+from genops.proxy.context import call_context
 from genops.proxy.headers import downstream_headers, upstream_headers
 from genops.proxy.pricing import Price, price_call
 from genops.proxy.providers.base import Call, ProviderAdapter, RequestError, Upstream
@@ -113,6 +114,7 @@ class ProxyHandler:
             status = exc.status
             response = self._error(exc.status, exc.message, exc.error_type, exc.code, request_id, span)
         finally:
+            call.extra_attributes.update(call_context(request.headers, adapter, call))
             self._finish_span(span, call, upstream, status, request_id, started_perf)
         return response
 

@@ -201,3 +201,11 @@ class AnthropicAdapter(ProviderAdapter):
 
     def error_body(self, status: int, message: str, error_type: str, code: str | None = None) -> bytes:
         return error_body(status, message)
+
+    def request_context(self, call: Call) -> dict[str, Any]:
+        # Messages API: metadata.user_id is the end user (the only metadata key Anthropic accepts)
+        request = call.request_json
+        metadata = request.get("metadata") if isinstance(request, dict) else None
+        if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
+            return {"user-id": metadata["user_id"]}
+        return {}

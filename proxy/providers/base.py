@@ -207,6 +207,11 @@ class ProviderAdapter:
     def error_content_type(self) -> str:
         return "application/json"
 
+    def request_context(self, call: Call) -> Mapping[str, Any]:
+        """Context the request body carries (user, metadata, prompt), keyed like the ``GenOps-*``
+        headers without their prefix: ``{"user-id": ..., "property-<name>": ...}`` (proxy/context.py)."""
+        return {}
+
 
 def parse_json_body(body: bytes) -> Any:
     """Parse a JSON request body or raise a 400 :class:`RequestError` that says why."""
