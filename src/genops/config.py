@@ -307,7 +307,12 @@ def extra_env(prefix: str, env: Mapping[str, str] | None = None) -> dict[str, st
     """
     env = os.environ if env is None else env
     full = ENV_PREFIX + prefix
-    return {key[len(full) :].lower(): value for key, value in env.items() if key.startswith(full) and key != full}
+    fixed = {env_name(name) for name in FIELDS}  # e.g. GENOPS_UPSTREAM_TIMEOUT_S is a setting, not a name
+    return {
+        key[len(full) :].lower(): value
+        for key, value in env.items()
+        if key.startswith(full) and key != full and key not in fixed
+    }
 
 
 def named_upstreams(env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -317,6 +322,8 @@ def named_upstreams(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """
     out = {}
     for name, value in sorted(extra_env("UPSTREAM_", env).items()):
+        if f"upstream_{name}" in FIELDS:  # GENOPS_UPSTREAM_TIMEOUT_S is a setting, not an upstream
+            continue
         variable = f"{ENV_PREFIX}UPSTREAM_{name.upper()}"
         if not all(c.isalnum() or c in "_-" for c in name):
             raise ConfigError(f"{variable}: the upstream name may only contain letters, digits, _ and -")
