@@ -31,9 +31,13 @@ _OVERRIDE = re.compile(
     r"(?:instructions|rules|guidelines|policies|restrictions)"
     r"|(?:instead|rather),?\s+(?:you\s+(?:must|should|will)\s+)?(?:only\s+)?(?:reply|respond|output|say|answer)\s+(?:with|only)"
     r"|(?:system|admin|developer)\s*(?:override|mode\s+enabled|message)\s*[:\]]"
-    r"|\[\s*(?:system|inst)\s*\]|<\|?(?:im_start|system)\|?>|###\s*(?:system|instruction)"
+    r"|ignora(?:r)?\s+(?:todas\s+)?las\s+instrucciones|ignorez\s+(?:toutes\s+)?les\s+instructions"
+    r"|ignoriere\s+(?:alle\s+)?(?:vorherigen\s+)?anweisungen"
     r")"
 )
+
+# Chat-template and role markers smuggled into content.
+_MARKERS = re.compile(r"\[\s*(?:system|inst)\s*\]|<\|?(?:im_start\|?>\s*system|system\|?>)|###\s*(?:system|instruction)")
 
 _EXFIL = re.compile(
     r"\b(?:"
@@ -49,8 +53,9 @@ _EXFIL = re.compile(
 
 _ROLEPLAY = re.compile(
     r"(?:"
-    r"\bdan\b(?=.{0,80}(?:anything|mode|jailbreak|stands for))|\bdo anything now\b|\bjailbr(?:ea|o)k(?:en|ed)?\b"
-    r"|\bdeveloper mode\b|\bgod mode\b|\bevil (?:confidant|assistant|twin)\b|\baim\b(?=.{0,40}machiavellian)"
+    r"\bdan\b(?=.{0,80}(?:anything|mode|jailbreak|stands for))|\bdo anything now\b"
+    r"|\bjailbroken\b|\bjailbreak(?:ed)? (?:mode|prompt|enabled|activated)\b"
+    r"|\b(?:enable|activate|enter|switch to|turn on|you are in)\s+(?:the\s+)?(?:developer|god|dev) mode\b|\bevil (?:confidant|assistant|twin)\b|\baim\b(?=.{0,40}machiavellian)"
     r"|\b(?:you are|you're) (?:no longer|not) (?:an ai|a language model|chatgpt|claude|bound|restricted|limited)"
     r"|\b(?:pretend|imagine|act|roleplay|role-play)(?: as| to be| that you are| you are)?\b.{0,60}?"
     r"\b(?:without|no|free of|free from|not bound by|ignoring)\s+(?:any\s+)?(?:restrictions|filters|limits|limitations|"
@@ -132,6 +137,7 @@ DETECTORS: tuple[Detector, ...] = (
              lower_hints=("ignor", "disregard", "forget", "skip", "overrid", "bypass", "drop", "abandon", "neglect",
                           "new ", "updated ", "real ", "actual ", "from now on", "not ", "don't", "never",
                           "instead", "rather", "system", "admin", "developer", "[inst", "<|", "###"), lowercase=True),
+    Detector("instruction_override", CATEGORY, _MARKERS, "high", 0.9, hints=("[", "<", "###"), lowercase=True),
     Detector("system_prompt_exfiltration", CATEGORY, _EXFIL, "high", 0.9,
              lower_hints=("prompt", "instruction", "message", "rules", "above", "before", "you are"), lowercase=True),
     Detector("roleplay_jailbreak", CATEGORY, _ROLEPLAY, "high", 0.85,

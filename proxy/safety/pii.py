@@ -25,6 +25,11 @@ def _email(text: str, m: re.Match[str]) -> float | None:
     tld = m.group().rsplit(".", 1)[-1].lower()
     if tld in _EMAIL_FAKE_TLDS:  # "icon@2x.png", "logo@3x.webp"
         return None
+    before = text[m.start() - 1 : m.start()]
+    if before == "/" or (before == ":" and not text[: m.start()].lower().endswith("mailto:")):
+        return None  # user info of a URL ("https://token@host", "postgres://user:pass@host")
+    if text[m.end() : m.end() + 1] == ":" and text[m.end() + 1 : m.end() + 2] not in ("", " ", "\n"):
+        return None  # an scp/git remote ("git@github.com:org/repo.git")
     return 0.95
 
 
@@ -131,7 +136,7 @@ def _ssn(text: str, m: re.Match[str]) -> float | None:
 # -- phone numbers (international and national formats) ---------------------------------------
 # A cheap candidate (digits, spaces, dots, dashes, parentheses) checked against the real shape.
 _PHONE = re.compile(r"[+(0-9](?<![\w+/.:-][+(0-9])[\d() .+-]{5,28}[0-9](?![\w/:]|[.-]\d)")
-_PHONE_SHAPE = re.compile(r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,5}(?:[ .-]\d{1,5}){1,5}|\+\d{7,15}")
+_PHONE_SHAPE = re.compile(r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,5}(?:[ .-]\d{1,8}){1,5}|\+\d{7,15}")
 _DATE_LIKE = re.compile(r"^(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4})")
 _PHONE_WORDS = ("phone", "call", "tel", "mobile", "cell", "whatsapp", "fax", "contact", "reach", "text me", "sms", "dial")
 # Numbers introduced like this are identifiers, not phone numbers.
@@ -167,7 +172,7 @@ def _phone(text: str, m: re.Match[str]) -> float | None:
         return 0.9
     if raw.startswith("(") or re.fullmatch(r"\(?\d{3}\)?[ .-]?\d{3}[ .-]\d{4}", raw):
         return 0.9 if phone_context or raw.startswith("(") or len(seps) == 1 else 0.8
-    if raw.startswith("0") and 9 <= digits <= 12 and seps:
+    if raw.startswith("0") and raw[1:2] not in ("0", "-", " ", ".") and 9 <= digits <= 12 and seps:
         return 0.85  # national trunk prefix: "020 7946 0958", "030 901820"
     if phone_context and digits >= 7:
         return 0.8
@@ -192,6 +197,8 @@ def _ipv4(text: str, m: re.Match[str]) -> float | None:
         return None
     if ip.is_loopback or ip.is_unspecified or ip.is_multicast or str(ip) == "255.255.255.255" or ip.is_reserved:
         return None
+    if text[m.end() : m.end() + 1] == "/":
+        return None  # a network in CIDR notation, not a host
     before = context_before(text, m.start(), 14)
     if before.endswith("v") or any(w in before for w in _VERSION_WORDS):
         return None
