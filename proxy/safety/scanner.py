@@ -65,14 +65,33 @@ def _scan_sliced(text: str, categories: Iterable[str]) -> list[Match]:
 
 
 def _resolve(hits: list[Match]) -> list[Match]:
+    """Drop overlapping hits: within each cluster of overlapping hits, the most confident (then longest) wins."""
     if len(hits) < 2:
         return hits
+    hits.sort(key=lambda h: (h.start, -h.end))
     kept: list[Match] = []
-    for m in sorted(hits, key=lambda h: (-h.confidence, -(h.end - h.start), h.start)):
-        if all(m.end <= k.start or m.start >= k.end for k in kept):
-            kept.append(m)
-    kept.sort(key=lambda h: h.start)
+    cluster: list[Match] = [hits[0]]
+    cluster_end = hits[0].end
+    for h in hits[1:]:
+        if h.start < cluster_end:
+            cluster.append(h)
+            cluster_end = max(cluster_end, h.end)
+        else:
+            kept.extend(_resolve_cluster(cluster))
+            cluster, cluster_end = [h], h.end
+    kept.extend(_resolve_cluster(cluster))
     return kept
+
+
+def _resolve_cluster(cluster: list[Match]) -> list[Match]:
+    if len(cluster) == 1:
+        return cluster
+    chosen: list[Match] = []
+    for m in sorted(cluster, key=lambda h: (-h.confidence, -(h.end - h.start), h.start)):
+        if all(m.end <= k.start or m.start >= k.end for k in chosen):
+            chosen.append(m)
+    chosen.sort(key=lambda h: h.start)
+    return chosen
 
 
 def scan_parts(parts: Sequence[TextPart], location: str,
