@@ -116,6 +116,7 @@ def test_redact_keeps_secret_out_of_every_stored_column(sproxy, fake_upstream, r
     assert "[REDACTED:email]" in attrs["gen_ai.input.messages"]
     assert "[REDACTED:openai_api_key]" in attrs["gen_ai.output.messages"]
     assert attrs["genops.safety.action"] == "redact"
+    assert events(span)["genops.safety.secrets.openai_api_key"]["gen_ai.evaluation.score.label"] == "redacted"
     assert attrs["genops.safety.secrets.count"] == "2"  # once in the prompt, once echoed back
     locations = {f["location"] for f in json.loads(attrs["genops.safety.findings"]) if f["category"] == "secrets"}
     assert locations == {"request", "response"}
@@ -266,3 +267,23 @@ def test_capture_none_stores_no_content_or_sizes(strict_proxy, request_id):
     assert attrs["genops.safety.policy"] == "pii=redact,secrets=block,injection=mask-upstream"
     assert not any(name.startswith(("gen_ai.input", "gen_ai.output", "genops.content.")) for name in attrs)
     assert EMAIL not in str(span)
+
+
+def test_redteam_reports_what_the_proxy_did_per_category(sproxy, capsys):
+    from genops.cli import main
+    from genops.proxy.safety.evaluate import load_corpus
+
+    code = main(["redteam", "--url", sproxy.url, "--admin-token", sproxy.token, "--format", "json",
+                 "--policy", "pii=mask-upstream,secrets=block,injection=annotate"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    summary = report["summary"]
+    positives = {c: sum(1 for r in load_corpus() if r["category"] == c and r["labels"]) for c in ("pii", "secrets", "injection")}
+    assert {c: summary[c]["cases"] for c in summary} == positives
+    assert summary["secrets"]["blocked"] >= 0.9 * positives["secrets"]
+    assert summary["pii"]["masked"] >= 0.9 * positives["pii"]
+    assert summary["injection"]["annotated"] + summary["injection"]["missed"] == positives["injection"]
+    assert summary["injection"]["missed"] >= 1  # the corpus keeps paraphrases the heuristics miss
+    assert all(row["error"] == 0 for row in summary.values())
+    indirect = [c for c in report["cases"] if c["indirect"]]
+    assert indirect and all(c["outcome"] == "annotated" for c in indirect)

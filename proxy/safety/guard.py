@@ -30,6 +30,8 @@ POLICY_HEADER = "GenOps-Safety-Policy"
 BLOCKED_CODE = "safety_policy_blocked"
 #: At most this many findings are listed in ``genops.safety.findings`` (counts stay exact).
 MAX_LISTED_FINDINGS = 50
+#: gen_ai.evaluation.score.label of a finding type, by the action applied to it.
+_LABELS = {"block": "blocked", "mask-upstream": "masked", "redact": "redacted", "annotate": "detected"}
 
 
 class SafetyConfig:
@@ -201,7 +203,7 @@ class CallGuard:
             events.append({
                 sc.GEN_AI_EVALUATION_NAME: f"genops.safety.{category}.{detector}",
                 sc.GEN_AI_EVALUATION_SCORE_VALUE: max(f.confidence for f in group),
-                sc.GEN_AI_EVALUATION_SCORE_LABEL: "blocked" if action == "block" else "detected",
+                sc.GEN_AI_EVALUATION_SCORE_LABEL: _LABELS.get(action, "detected"),
                 sc.GEN_AI_EVALUATION_EXPLANATION: (
                     f"{len(group)} {detector} finding(s) in {', '.join(places[:5])}{', ...' if len(places) > 5 else ''}; "
                     f"action {action}"
