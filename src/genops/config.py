@@ -345,6 +345,8 @@ def named_upstreams(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """
     out = {}
     for name, value in sorted(extra_env("UPSTREAM_", env).items()):
+        if f"upstream_{name}" in FIELDS:  # GENOPS_UPSTREAM_TIMEOUT_S is a setting, not an upstream
+            continue
         variable = f"{ENV_PREFIX}UPSTREAM_{name.upper()}"
         if not all(c.isalnum() or c in "_-" for c in name):
             raise ConfigError(f"{variable}: the upstream name may only contain letters, digits, _ and -")
