@@ -26,15 +26,20 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from genops import semconv as sc
 from genops.config import Settings
+from genops.proxy.context import call_context
 from genops.proxy.headers import downstream_headers, upstream_headers
 from genops.proxy.pricing import Price, price_call
 from genops.proxy.providers.base import Call, ProviderAdapter, RequestError, Upstream
+from genops.proxy.safety.guard import CallGuard, SafetyConfig
 from genops.proxy.spans import call_attributes
+from genops.proxy.targets import TargetPolicy, route_upstream
+from genops.proxy.tokenizer import estimate_missing_usage
 
 log = logging.getLogger("genops.proxy")
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 REQUEST_ID_HEADER = "GenOps-Request-Id"
+SAFETY_KEY = "genops.safety"  # the call's CallGuard, kept on the aiohttp request
 
 
 class _Decoder:
@@ -68,9 +73,11 @@ class ProxyHandler:
         self.settings = settings
         self.sessions = session_holder
         self.tracer = tracer
+        self.safety = SafetyConfig(settings, adapter.name)
         self.timeout = aiohttp.ClientTimeout(
             total=settings.upstream_timeout_s, connect=settings.connect_timeout_s
         )
+        self.targets = TargetPolicy.from_settings(settings)
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         started_ns = time.time_ns()
@@ -102,7 +109,8 @@ class ProxyHandler:
             call = adapter.parse_request(request.method, tail, body, request.headers)
             if call.operation:
                 span.update_name(f"{call.operation} {call.model}" if call.model else call.operation)
-            upstream = adapter.upstream(tail, request.query_string, request.headers)
+            upstream = route_upstream(adapter, self.targets, tail, request.query_string, request.headers)
+            body = await self._safety_before(request, call, body)
             response, status = await self._forward(request, call, upstream, body, span, request_id, started_perf)
         except RequestError as exc:
             call.error_type = exc.code or exc.error_type
@@ -110,6 +118,8 @@ class ProxyHandler:
             status = exc.status
             response = self._error(exc.status, exc.message, exc.error_type, exc.code, request_id, span)
         finally:
+            call.extra_attributes.update(call_context(request.headers, adapter, call))
+            await self._safety_finish(request, span)
             self._finish_span(span, call, upstream, status, request_id, started_perf)
         return response
 
@@ -143,7 +153,7 @@ class ProxyHandler:
             self._response_headers(out_headers, request_id, span)
             decode = _Decoder(upstream_response.headers.get("Content-Encoding", ""))
             content_type = upstream_response.headers.get("Content-Type", "")
-            if call.stream and status < 400 and "json" not in content_type.split(";")[0]:
+            if self.adapter.streams_response(call, status, content_type):
                 response = await self._relay_stream(request, call, upstream_response, out_headers, decode, started_perf)
             else:
                 try:
@@ -163,7 +173,9 @@ class ProxyHandler:
                     call.extra_attributes[sc.GENOPS_CLIENT_DISCONNECTED] = True
                 call.extra_attributes[sc.GENOPS_RESPONSE_BODY_BYTES] = len(raw)
                 if call.operation is not None or status >= 400:
-                    self.adapter.parse_response(call, status, decode(raw))
+                    decoded = decode(raw)
+                    self.adapter.parse_response(call, status, decoded)
+                    self._safety_response(request, decoded)
         finally:
             upstream_response.release()
         return response, status
@@ -210,7 +222,26 @@ class ProxyHandler:
             call.extra_attributes[sc.GENOPS_STREAM_CHUNKS] = state.chunks
             call.extra_attributes[sc.GENOPS_RESPONSE_BODY_BYTES] = sent
             call.first_token_perf_ns = state.first_token_ns
+        await estimate_missing_usage(call)  # after the client's last byte; only when usage was not reported
         return response
+
+    # -- safety (proxy/safety/): scan, mask or block the request; annotate after the response --
+
+    async def _safety_before(self, request: web.Request, call: Call, body: bytes) -> bytes:
+        guard = request[SAFETY_KEY] = self.safety.begin(self.adapter, call, request.headers)
+        return await guard.before_forward(body)
+
+    @staticmethod
+    def _safety_response(request: web.Request, decoded: bytes) -> None:
+        guard: CallGuard | None = request.get(SAFETY_KEY)
+        if guard is not None:
+            guard.observe_response(decoded)
+
+    @staticmethod
+    async def _safety_finish(request: web.Request, span: trace.Span) -> None:
+        guard: CallGuard | None = request.get(SAFETY_KEY)
+        if guard is not None:
+            await guard.finish(span)
 
     # -- spans --------------------------------------------------------------------------
 
@@ -219,7 +250,7 @@ class ProxyHandler:
         ended_perf = time.perf_counter_ns()
         attributes = call_attributes(self.adapter, call, upstream, status, request_id, started_perf, ended_perf)
         if call.operation:
-            price = price_call(self.adapter.price_provider_id, call.response_model or call.model, call.usage)
+            price = price_call(self.adapter.price_provider(call), call.response_model or call.model, call.usage)
             if isinstance(price, Price):
                 attributes[sc.GENOPS_COST_USD] = price.total_usd
                 attributes[sc.GENOPS_COST_INPUT_USD] = price.input_usd

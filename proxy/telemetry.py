@@ -1,8 +1,9 @@
-"""The proxy's OpenTelemetry pipeline: tracer provider -> pipeline span processor -> span pipeline.
+"""The proxy's OpenTelemetry pipeline: span recorder -> span processors -> span pipeline.
 
-:class:`~genops.storage.exporter.PipelineSpanProcessor` only queues each finished span;
-conversion, batching, the disk spool and the inserts run on the pipeline's own threads
-(:mod:`genops.storage.pipeline`), so the request path only pays for creating the span.
+The hot path records through :class:`~genops.proxy.recorder.SpanRecorder`; at ``end()`` it
+hands each finished span to the processors. :class:`~genops.storage.exporter.PipelineSpanProcessor`
+only queues it: conversion, batching, the disk spool and the inserts run on the pipeline's
+own threads (:mod:`genops.storage.pipeline`), so the request path only pays for the span.
 """
 
 from __future__ import annotations
@@ -10,28 +11,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.trace import Tracer
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from genops import __version__
 from genops import semconv as sc
 from genops.config import Settings
+from genops.proxy.recorder import SpanRecorder
 from genops.storage.exporter import PipelineSpanProcessor
 from genops.storage.pipeline import SpanPipeline
 
 
 @dataclass
 class Telemetry:
-    """The pieces the app needs: a tracer, the provider and the span pipeline (None when export is off)."""
+    """The pieces the app needs: the recorder, the provider and the span pipeline (None when export is off)."""
 
     provider: TracerProvider
-    tracer: Tracer
+    tracer: SpanRecorder
     pipeline: SpanPipeline | None = None
     exporters: list[SpanExporter] = field(default_factory=list)
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
-        """Hand every pending span to the pipeline, then spool and insert them (SIGTERM / app cleanup)."""
+        """Hand every pending span on, then spool and insert them (SIGTERM / app cleanup)."""
         self.provider.force_flush()
         self.provider.shutdown()
         if self.pipeline is not None:
@@ -46,8 +48,9 @@ def build_telemetry(settings: Settings, pipeline: SpanPipeline | None) -> Teleme
     """
     resource = Resource.create({"service.name": settings.service_name, "service.version": __version__})
     provider = TracerProvider(resource=resource, span_limits=SpanLimits(max_span_attributes=1024))
+    processors: list[SpanProcessor] = []
     if pipeline is not None:
-        provider.add_span_processor(PipelineSpanProcessor(pipeline))
+        processors.append(PipelineSpanProcessor(pipeline))
     exporters: list[SpanExporter] = []
     if settings.otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -55,15 +58,15 @@ def build_telemetry(settings: Settings, pipeline: SpanPipeline | None) -> Teleme
         endpoint = settings.otlp_endpoint
         if not endpoint.endswith("/v1/traces"):
             endpoint += "/v1/traces"
-        exporter = OTLPSpanExporter(endpoint=endpoint)
-        exporters.append(exporter)
-        provider.add_span_processor(
-            BatchSpanProcessor(
-                exporter,
-                max_queue_size=settings.export_queue_size,
-                schedule_delay_millis=settings.export_interval_ms,
-                max_export_batch_size=min(settings.export_batch_size, settings.export_queue_size),
-            )
-        )
-    tracer = provider.get_tracer(sc.PROXY_SCOPE, __version__)
+        exporters.append(OTLPSpanExporter(endpoint=endpoint))
+        processors.append(BatchSpanProcessor(
+            exporters[-1],
+            max_queue_size=settings.export_queue_size,
+            schedule_delay_millis=settings.export_interval_ms,
+            max_export_batch_size=min(settings.export_batch_size, settings.export_queue_size),
+        ))
+    for processor in processors:
+        provider.add_span_processor(processor)  # so provider.shutdown() flushes it
+    # The hot path records through SpanRecorder (same processors, far cheaper than Tracer.start_span).
+    tracer = SpanRecorder(resource, InstrumentationScope(sc.PROXY_SCOPE, __version__), processors)
     return Telemetry(provider=provider, tracer=tracer, pipeline=pipeline, exporters=exporters)

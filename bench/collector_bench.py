@@ -1,4 +1,4 @@
-"""Run every benchmark once and print one JSON line per result: ``python bench/run.py [--smoke]``.
+"""Run every benchmark once and print one JSON line per result: ``python bench/collector_bench.py [--smoke]``.
 
 ``--smoke`` runs each with a tiny load (for the test suite: it only checks they run).
 """
