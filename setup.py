@@ -25,6 +25,8 @@ for package, folder in ROOTS.items():
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data={"": ["*.sql", "*.json", "*.yaml", "*.yml", "*.tiktoken", "*.txt", "*.jsonl", "*.toml"]},
+    # Data files anywhere below a package (migrations/*.sql, dashboard JSON, tokenizer files...).
+    package_data={"": [f"{glob}.{ext}" for glob in ("*", "**/*")
+                       for ext in ("sql", "json", "yaml", "yml", "tiktoken", "tiktoken.gz", "txt", "jsonl", "toml")]},
     include_package_data=True,
 )
