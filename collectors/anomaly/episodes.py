@@ -52,6 +52,8 @@ class EpisodeTracker:
         self.step = dt.timedelta(minutes=step_minutes)
         self.resolve_after = dt.timedelta(minutes=resolve_after_minutes)
         self.changed: dict[tuple[str, str, dt.datetime], Anomaly] = {}
+        self.opened = 0
+        self.resolved = 0
 
     def _touch(self, anomaly: Anomaly) -> None:
         self.changed[(anomaly.detector, anomaly.entity, anomaly.start)] = anomaly
@@ -66,6 +68,7 @@ class EpisodeTracker:
                                   hit.score, hit.severity, "open", hit.metric, hit.unit,
                                   {**hit.details, "windows": 0})
                 self.open[key] = anomaly
+                self.opened += 1
             elif hit.score > anomaly.score:
                 anomaly.observed, anomaly.expected, anomaly.score = hit.observed, hit.expected, hit.score
                 anomaly.metric, anomaly.unit = hit.metric, hit.unit
@@ -81,6 +84,7 @@ class EpisodeTracker:
             if t - anomaly.end >= self.resolve_after:
                 anomaly.status = "resolved"
                 del self.open[key]
+                self.resolved += 1
                 self._touch(anomaly)
 
     def run(self, times: Iterable[dt.datetime], hits: Iterable[Hit]) -> list[Anomaly]:

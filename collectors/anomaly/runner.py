@@ -99,12 +99,10 @@ class AnomalyJobs:
             times.append(t)
             t += step
         report.windows += len(times)
+        opened, resolved = tracker.opened, tracker.resolved
         changed = tracker.run(times, hits)
-        for anomaly in changed:
-            if anomaly.status == "resolved":
-                report.resolved += 1
-            elif anomaly.details.get("windows") == 1 or anomaly.start >= t_from:
-                report.opened += 1
+        report.opened += tracker.opened - opened
+        report.resolved += tracker.resolved - resolved
         return changed
 
     def evaluate_range(self, start: dt.datetime, end: dt.datetime, *, open_anomalies: list[Anomaly] | None = None,

@@ -92,7 +92,7 @@ def last_notified(client: Any, database: str, since: dt.datetime) -> dict[tuple[
 
 def get_state(client: Any, database: str, name: str) -> str | None:
     """A value of the jobs' state table, or None."""
-    rows = queries.rows(client, "job_state", database=database, name=queries.sql_list([name])[1:-1])
+    rows = queries.rows(client, "job_state", database=database, key=queries.sql_list([name])[1:-1])
     return rows[0]["value"] if rows else None
 
 

@@ -106,11 +106,13 @@ KINDS: dict[str, tuple[str, str]] = {
 
 
 def schedule_injections(start: dt.datetime, days: float, *, seed: int = 7, warmup_hours: float = 12,
-                        slot_minutes: int = 90) -> list[Injection]:
+                        slot_minutes: int = 97) -> list[Injection]:
     """Anomalies of every kind at known times: two tracks, one injection per track per slot.
 
     The first ``warmup_hours`` stay clean so the detectors have a baseline. Kinds rotate
     round-robin on each track; targets rotate too (models, providers, services, users...).
+    Slots of 97 minutes drift against the day, so an incident does not recur at the same
+    time of day (which a seasonal baseline would rightly learn as normal).
     """
     rng = random.Random(seed)
     tracks = {track: [k for k, (_, t) in KINDS.items() if t == track] for track in ("model", "service")}

@@ -13,21 +13,23 @@ from genops.collectors.anomaly.detectors.base import BaselineDetector, Hit, Pass
 class TrafficDrop(BaselineDetector):
     """Traffic drop per service (``service=<name>``).
 
-    Method: calls over the last 15 minutes against a seasonal baseline: the median/MAD of
-    the same 15-minute window at the same time of day (±5 minutes) on up to 7 previous days
+    Method: calls over the last 30 minutes against a seasonal baseline: the median/MAD of
+    the same 30-minute window at the same time of day (±5 minutes) on up to 7 previous days
     once at least 3 days exist; before that, the median/MAD of the trailing 2 hours. Minutes
     without calls count as zero. Score = (expected - observed) / max(1.4826 * MAD,
     sqrt(expected)) (Poisson noise floor). Fires at score >= 3.5 when observed <= 10% of
     expected: agent traffic is bursty (sessions come in clumps), so "stopped" means near
-    zero, not merely low. Minimum volume: 20 expected calls in the window, so quiet hours and quiet
+    zero, not merely low, and a 30-minute window rides out the natural lulls between
+    bursts (at the cost of reporting a stop up to 30 minutes after it began). Minimum volume: 40 expected calls in the window, so quiet hours and quiet
     services never alert.
     """
 
     name: ClassVar[str] = "traffic_drop"
+    window_minutes: ClassVar[int] = 30
     lookback_minutes: ClassVar[int] = 120
     use_seasonality: ClassVar[bool] = True
     min_history_points: ClassVar[int] = 12
-    min_expected: ClassVar[float] = 20.0
+    min_expected: ClassVar[float] = 40.0
     max_ratio: ClassVar[float] = 0.10
     threshold: ClassVar[float] = 3.5
 
