@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "genops.commands.jobs",
     "genops.commands.demo_traffic",
     "genops.commands.trace",
+    "genops.commands.redteam",
 )
 
 

@@ -146,6 +146,18 @@ def _parse_identifier(raw: str) -> str:
     return text
 
 
+def _parse_safety_policy(raw: str) -> str:
+    from genops.proxy.safety.policy import validate_policy
+
+    return validate_policy(raw)
+
+
+def _parse_safety_route_policy(raw: str) -> str:
+    from genops.proxy.safety.policy import validate_route_policies
+
+    return validate_route_policies(raw)
+
+
 def _setting(default: Any, parse: Callable[[str], Any], help: str) -> Any:
     return field(default=default, metadata={"parse": parse, "help": help})
 
@@ -199,6 +211,17 @@ class Settings:
     alert_webhook_url: str = _setting("", _parse_optional_http_url, "Slack-compatible webhook for anomaly alerts")
     alert_cooldown_s: float = _setting(1800.0, _parse_float(0, 604800), "at most one alert per anomaly key per this")
     alert_min_severity: str = _setting("warning", _parse_choice("warning", "critical"), "lowest severity alerted")
+    safety_policy: str = _setting(
+        "annotate", _parse_safety_policy,
+        "safety action for every call: annotate|redact|mask-upstream|block|off, or pii=...,secrets=...,injection=...",
+    )
+    safety_route_policy: str = _setting(
+        "", _parse_safety_route_policy, "per-route safety policies, e.g. openai:secrets=block;vllm:block"
+    )
+    capture: str = _setting(
+        "metadata", _parse_choice("none", "metadata", "full"), "content stored on spans: none|metadata|full"
+    )
+    capture_max_chars: int = _setting(32768, _parse_int(256, 16 << 20), "size cap of each captured messages JSON")
 
     # -- derived values -------------------------------------------------------------
 
@@ -330,6 +353,8 @@ def named_upstreams(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """
     out = {}
     for name, value in sorted(extra_env("UPSTREAM_", env).items()):
+        if f"upstream_{name}" in FIELDS:  # GENOPS_UPSTREAM_TIMEOUT_S is a setting, not an upstream
+            continue
         variable = f"{ENV_PREFIX}UPSTREAM_{name.upper()}"
         if not all(c.isalnum() or c in "_-" for c in name):
             raise ConfigError(f"{variable}: the upstream name may only contain letters, digits, _ and -")
