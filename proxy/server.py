@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from genops.collectors.anomaly.service import attach as attach_anomaly_jobs
 from genops.collectors.metrics import metrics_handler
 from genops.collectors.receiver import RECEIVER_STATS_KEY, create_receiver_app
 from genops.config import Settings
@@ -95,6 +96,7 @@ def serve(settings: Settings) -> None:
     sql_client = open_client(settings, database=settings.database)  # unqualified names mean our tables
     telemetry = build_telemetry(settings, pipeline if settings.export_enabled else None)
     app = create_app(settings, telemetry, sql_client)
+    attach_anomaly_jobs(app, settings, sql_client)  # background, off the request path; see collectors/anomaly
     receiver_box: dict[str, web.AppRunner | None] = {"runner": None}
 
     async def metrics(request: web.Request) -> web.Response:

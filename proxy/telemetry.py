@@ -32,6 +32,12 @@ class Telemetry:
     pipeline: SpanPipeline | None = None
     exporters: list[SpanExporter] = field(default_factory=list)
 
+    def add_span_processor(self, processor: SpanProcessor) -> None:
+        """Also hand every finished proxy span to ``processor`` (its ``on_end`` runs on the request
+        path, after the response: keep it cheap). Flushed and shut down with the others."""
+        self.tracer.processors.append(processor)
+        self.provider.add_span_processor(processor)
+
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Hand every pending span on, then spool and insert them (SIGTERM / app cleanup)."""
         self.provider.force_flush()
