@@ -25,6 +25,10 @@ for package, folder in ROOTS.items():
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data={"": ["*.sql", "*.json", "*.yaml", "*.yml", "*.tiktoken", "*.txt", "*.jsonl", "*.toml"]},
+    package_data={
+        "": ["*.sql", "*.json", "*.yaml", "*.yml", "*.tiktoken", "*.txt", "*.jsonl", "*.toml"],
+        # Data folders that are not packages (no __init__.py) must be named here, or wheels miss them.
+        "genops.storage": ["migrations/*.sql"],
+    },
     include_package_data=True,
 )

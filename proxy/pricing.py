@@ -25,6 +25,7 @@ class Price:
     total_usd: float
     input_usd: float
     output_usd: float
+    cache_savings_usd: float = 0.0  # cached input at the uncached input price, minus its cached price
 
 
 @dataclass(frozen=True)
@@ -84,4 +85,26 @@ def price_call(provider_id: str | None, model: str | None, usage: Usage) -> Pric
         )
     except (LookupError, ValueError, TypeError) as exc:
         return UnknownPrice(f"price_error:{type(exc).__name__}")
-    return Price(float(result.total_price), float(result.input_price), float(result.output_price))
+    savings = 0.0
+    if usage.cache_read_tokens:
+        savings = _cache_savings(provider, model_info, usage, float(result.total_price))
+    return Price(float(result.total_price), float(result.input_price), float(result.output_price), savings)
+
+
+def _cache_savings(provider: Any, model_info: Any, usage: Usage, actual_usd: float) -> float:
+    """What the call would have cost with its cache reads billed as plain input, minus what it cost."""
+    try:
+        uncached = model_info.calc_price(
+            PriceUsage(
+                input_tokens=usage.input_tokens or 0,
+                output_tokens=usage.output_tokens or 0,
+                cache_read_tokens=None,
+                cache_write_tokens=usage.cache_write_tokens or None,
+            ),
+            provider,
+            genai_request_timestamp=datetime.now(tz=timezone.utc),
+            auto_update_timestamp=None,
+        )
+    except (LookupError, ValueError, TypeError):
+        return 0.0
+    return max(0.0, float(uncached.total_price) - actual_usd)

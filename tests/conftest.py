@@ -195,3 +195,19 @@ def request_id() -> str:
     import uuid
 
     return "test-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="session")
+def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one in-process chDB data directory of the session (chDB allows one per process).
+
+    Tests that open chDB in the test process share it and isolate themselves by database name.
+    """
+    return tmp_path_factory.mktemp("chdb-inprocess")
+
+
+def open_chdb(chdb_dir: Path, database: str = "default") -> Any:
+    """A clickhouse-connect client on the session's in-process chDB."""
+    import clickhouse_connect
+
+    return clickhouse_connect.get_client(dsn=f"chdb://{chdb_dir}", database=database)

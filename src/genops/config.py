@@ -146,6 +146,8 @@ class Settings:
     log_level: str = _setting("info", _parse_choice("debug", "info", "warning", "error"), "log level")
     log_format: str = _setting("json", _parse_choice("json", "text"), "structured JSON logs or plain text")
     capture_headers: bool = _setting(False, _parse_bool, "record non-secret request headers on spans")
+    grafana_url: str = _setting("", _parse_optional_http_url, "Grafana for `genops dashboards push`")
+    grafana_token: str = _setting("", _parse_str, "Grafana service-account token for `genops dashboards push`")
 
     # -- derived values -------------------------------------------------------------
 
