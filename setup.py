@@ -25,10 +25,8 @@ for package, folder in ROOTS.items():
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data={
-        "": ["*.sql", "*.json", "*.yaml", "*.yml", "*.tiktoken", "*.txt", "*.jsonl", "*.toml"],
-        # Data folders that are not packages (no __init__.py) must be named here, or wheels miss them.
-        "genops.storage": ["migrations/*.sql"],
-    },
+    # Data files anywhere below a package (migrations/*.sql, dashboard JSON, tokenizer files...).
+    package_data={"": [f"{glob}.{ext}" for glob in ("*", "**/*")
+                       for ext in ("sql", "json", "yaml", "yml", "tiktoken", "tiktoken.gz", "txt", "jsonl", "toml")]},
     include_package_data=True,
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import orjson
@@ -9,8 +10,10 @@ from aiohttp import web
 
 from genops.config import Settings
 from genops.proxy.admin import AdminRoutes
-from genops.proxy.handler import ProxyHandler, SessionHolder
+from genops.proxy.feedback import FeedbackRoutes
+from genops.proxy.handler import REQUEST_ID_HEADER, ProxyHandler, SessionHolder
 from genops.proxy.providers import build_adapters
+from genops.proxy.recent import RecentCalls
 from genops.proxy.telemetry import Telemetry
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -32,7 +35,10 @@ def _unknown_route(known: list[str]):
                 "code": "unknown_route",
             }
         }
-        return web.Response(status=404, body=orjson.dumps(body), content_type="application/json")
+        # Every response carries a request id, even one no adapter served (no span is recorded).
+        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        return web.Response(status=404, body=orjson.dumps(body), content_type="application/json",
+                            headers={REQUEST_ID_HEADER: request_id})
 
     return handler
 
@@ -42,6 +48,9 @@ def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any) -> web
     app = web.Application(client_max_size=settings.max_body_bytes, handler_args={"max_field_size": 65536})
     sessions = SessionHolder()
     AdminRoutes(sql_client, settings.database, settings.resolved_admin_token()).register(app)
+    recent = RecentCalls()  # request ids just served, for feedback that beats the span export
+    telemetry.provider.add_span_processor(recent)
+    FeedbackRoutes(sql_client, settings.database, settings.resolved_admin_token(), recent).register(app)
     known = []
     for adapter in build_adapters(settings):
         handler = ProxyHandler(adapter, settings, sessions, telemetry.tracer)

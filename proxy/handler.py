@@ -26,10 +26,13 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from genops import semconv as sc
 from genops.config import Settings
+from genops.proxy.context import call_context
 from genops.proxy.headers import downstream_headers, upstream_headers
 from genops.proxy.pricing import Price, price_call
 from genops.proxy.providers.base import Call, ProviderAdapter, RequestError, Upstream
 from genops.proxy.spans import call_attributes
+from genops.proxy.targets import TargetPolicy, route_upstream
+from genops.proxy.tokenizer import estimate_missing_usage
 
 log = logging.getLogger("genops.proxy")
 
@@ -71,6 +74,7 @@ class ProxyHandler:
         self.timeout = aiohttp.ClientTimeout(
             total=settings.upstream_timeout_s, connect=settings.connect_timeout_s
         )
+        self.targets = TargetPolicy.from_settings(settings)
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         started_ns = time.time_ns()
@@ -102,7 +106,7 @@ class ProxyHandler:
             call = adapter.parse_request(request.method, tail, body, request.headers)
             if call.operation:
                 span.update_name(f"{call.operation} {call.model}" if call.model else call.operation)
-            upstream = adapter.upstream(tail, request.query_string, request.headers)
+            upstream = route_upstream(adapter, self.targets, tail, request.query_string, request.headers)
             response, status = await self._forward(request, call, upstream, body, span, request_id, started_perf)
         except RequestError as exc:
             call.error_type = exc.code or exc.error_type
@@ -110,6 +114,7 @@ class ProxyHandler:
             status = exc.status
             response = self._error(exc.status, exc.message, exc.error_type, exc.code, request_id, span)
         finally:
+            call.extra_attributes.update(call_context(request.headers, adapter, call))
             self._finish_span(span, call, upstream, status, request_id, started_perf)
         return response
 
@@ -143,7 +148,7 @@ class ProxyHandler:
             self._response_headers(out_headers, request_id, span)
             decode = _Decoder(upstream_response.headers.get("Content-Encoding", ""))
             content_type = upstream_response.headers.get("Content-Type", "")
-            if call.stream and status < 400 and "json" not in content_type.split(";")[0]:
+            if self.adapter.streams_response(call, status, content_type):
                 response = await self._relay_stream(request, call, upstream_response, out_headers, decode, started_perf)
             else:
                 try:
@@ -210,6 +215,7 @@ class ProxyHandler:
             call.extra_attributes[sc.GENOPS_STREAM_CHUNKS] = state.chunks
             call.extra_attributes[sc.GENOPS_RESPONSE_BODY_BYTES] = sent
             call.first_token_perf_ns = state.first_token_ns
+        await estimate_missing_usage(call)  # after the client's last byte; only when usage was not reported
         return response
 
     # -- spans --------------------------------------------------------------------------
@@ -219,7 +225,7 @@ class ProxyHandler:
         ended_perf = time.perf_counter_ns()
         attributes = call_attributes(self.adapter, call, upstream, status, request_id, started_perf, ended_perf)
         if call.operation:
-            price = price_call(self.adapter.price_provider_id, call.response_model or call.model, call.usage)
+            price = price_call(self.adapter.price_provider(call), call.response_model or call.model, call.usage)
             if isinstance(price, Price):
                 attributes[sc.GENOPS_COST_USD] = price.total_usd
                 attributes[sc.GENOPS_COST_INPUT_USD] = price.input_usd

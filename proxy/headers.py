@@ -23,8 +23,10 @@ _NOT_UPSTREAM = HOP_BY_HOP | {"host", "content-length", "traceparent", "tracesta
 # Never sent back: recomputed by aiohttp for the body we write.
 _NOT_DOWNSTREAM = HOP_BY_HOP | {"content-length"}
 
-# Prefixes of headers addressed to the proxy itself, stripped before forwarding.
-PROXY_HEADER_PREFIXES: tuple[str, ...] = ("genops-",)
+# Prefixes of headers addressed to the proxy itself, stripped before forwarding (read from
+# the incoming request first). Helicone's and Portkey's headers are accepted as aliases
+# (proxy/context.py), so they are the proxy's business too.
+PROXY_HEADER_PREFIXES: tuple[str, ...] = ("genops-", "helicone-", "x-portkey-")
 
 # Encodings the proxy can decode to read usage; others are not offered upstream.
 DECODABLE_ENCODINGS = ("gzip", "deflate")

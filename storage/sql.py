@@ -75,3 +75,8 @@ def run_readonly(client: Any, sql: str, *, max_rows: int = 10_000) -> QueryResul
         rows=rows[:max_rows],
         truncated=truncated,
     )
+
+
+def quote(value: str) -> str:
+    """``value`` as a ClickHouse string literal (for SQL sent as plain text, e.g. through the SQL endpoint)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -187,7 +187,10 @@ def proxy(tmp_path_factory: pytest.TempPathFactory, fake_upstream: FakeUpstream)
 
 def upstream_env(url: str) -> dict[str, str]:
     """Point every provider's upstream at the fake server."""
-    return {"GENOPS_OPENAI_BASE_URL": url}
+    return {
+        "GENOPS_OPENAI_BASE_URL": url,
+        "GENOPS_ANTHROPIC_BASE_URL": url,
+    }
 
 
 @pytest.fixture()

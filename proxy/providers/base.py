@@ -54,6 +54,7 @@ class Call:
     output_text: list[str] = field(default_factory=list)  # streamed text, for estimates and capture
     first_token_perf_ns: int | None = None  # perf_counter_ns of the first content chunk
     extra_attributes: dict[str, Any] = field(default_factory=dict)
+    variant: str | None = None  # adapter-private: which wire format a multi-format route speaks
 
 
 @dataclass
@@ -168,8 +169,12 @@ class ProviderAdapter:
     #: URL prefixes served, e.g. ``("/anthropic",)``. ``""`` serves ``/v1/...`` at the root.
     prefixes: tuple[str, ...] = ()
 
-    def upstream(self, tail: str, query_string: str, headers: CIMultiDict[str]) -> Upstream:
-        """Where to send a request whose path after the prefix is ``tail``."""
+    def upstream(self, tail: str, query_string: str, headers: CIMultiDict[str],
+                 base_url: str | None = None) -> Upstream:
+        """Where to send a request whose path after the prefix is ``tail``.
+
+        ``base_url`` replaces the configured upstream base (an allowed per-request target URL).
+        """
         raise NotImplementedError
 
     def parse_request(self, method: str, tail: str, body: bytes, headers: CIMultiDict[str]) -> Call:
@@ -187,12 +192,25 @@ class ProviderAdapter:
         """A reader for one streamed response."""
         return StreamState(call, started_ns)
 
+    def streams_response(self, call: Call, status: int, content_type: str) -> bool:
+        """Whether to relay this response as a stream (chunk by chunk) rather than read it whole."""
+        return call.stream and status < 400 and "json" not in content_type.split(";")[0]
+
+    def price_provider(self, call: Call) -> str | None:
+        """The ``genai-prices`` provider id for this call (routes serving several providers override it)."""
+        return self.price_provider_id
+
     def error_body(self, status: int, message: str, error_type: str, code: str | None = None) -> bytes:
         """A proxy-made error in this provider's own shape."""
         return orjson.dumps({"error": {"message": message, "type": error_type, "param": None, "code": code}})
 
     def error_content_type(self) -> str:
         return "application/json"
+
+    def request_context(self, call: Call) -> Mapping[str, Any]:
+        """Context the request body carries (user, metadata, prompt), keyed like the ``GenOps-*``
+        headers without their prefix: ``{"user-id": ..., "property-<name>": ...}`` (proxy/context.py)."""
+        return {}
 
 
 def parse_json_body(body: bytes) -> Any:

@@ -78,6 +78,26 @@ def read_error(call: Call, body: Any) -> None:
         call.error_message = str(message)[:500] if message else None
 
 
+def body_context(request: Any) -> dict[str, Any]:
+    """``user`` (or ``safety_identifier``), ``metadata`` and the Responses API's reusable
+    ``prompt`` ({id, version}) as context keys (see proxy/context.py)."""
+    if not isinstance(request, dict):
+        return {}
+    out: dict[str, Any] = {}
+    user = request.get("user") or request.get("safety_identifier")
+    if isinstance(user, str):
+        out["user-id"] = user
+    metadata = request.get("metadata")
+    if isinstance(metadata, dict):
+        for key, value in metadata.items():
+            out[f"property-{key}"] = value
+    prompt = request.get("prompt")
+    if isinstance(prompt, dict):  # Responses API; a string prompt is a Completions prompt text
+        out["prompt-id"] = prompt.get("id")
+        out["prompt-version"] = prompt.get("version")
+    return out
+
+
 class OpenAIStream(StreamState):
     """Chat Completions / Completions chunks and Responses API events."""
 
@@ -162,12 +182,13 @@ class OpenAIAdapter(ProviderAdapter):
         if provider_name:
             self.provider_name = provider_name
         self.price_provider_id = price_provider_id
-        self.inject_stream_usage = inject_stream_usage
-        # OpenAI-style bases may or may not end in /v1 already.
-        self._version_path = "" if self.base_url.endswith("/v1") else "/v1"
+        self.inject_stream_usage = inject_stream_usage  # OpenAI-style bases may or may not end in /v1 already
 
-    def upstream(self, tail: str, query_string: str, headers: CIMultiDict[str]) -> Upstream:
-        stored = f"{self.base_url}{self._version_path}{tail}"
+    def upstream(self, tail: str, query_string: str, headers: CIMultiDict[str],
+                 base_url: str | None = None) -> Upstream:
+        base = base_url.rstrip("/") if base_url else self.base_url
+        version = "" if base.endswith("/v1") else "/v1"
+        stored = f"{base}{version}{tail}"
         return Upstream(url=f"{stored}?{query_string}" if query_string else stored, stored_url=stored)
 
     def parse_request(self, method: str, tail: str, body: bytes, headers: CIMultiDict[str]) -> Call:
@@ -226,3 +247,6 @@ class OpenAIAdapter(ProviderAdapter):
 
     def new_stream(self, call: Call, started_ns: int) -> StreamState:
         return OpenAIStream(call, started_ns)
+
+    def request_context(self, call: Call) -> dict[str, Any]:
+        return body_context(call.request_json)

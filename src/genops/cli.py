@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "genops.commands.migrate",
     "genops.commands.version",
     "genops.commands.fake_upstream",
+    "genops.commands.trace",
     "genops.commands.dashboards",
 )
 

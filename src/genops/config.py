@@ -91,6 +91,36 @@ def _parse_optional_http_url(raw: str) -> str:
     return "" if not str(raw).strip() else _parse_http_url(raw)
 
 
+def _parse_url_template(placeholder: str) -> Callable[[str], str]:
+    """An http(s) URL that may contain ``{placeholder}`` (e.g. in the host name)."""
+
+    def parse(raw: str) -> str:
+        text = str(raw).strip().rstrip("/")
+        try:
+            _parse_http_url(text.replace("{" + placeholder + "}", "x"))
+        except ValueError:
+            raise ValueError(f"expected an http(s):// URL (with {{{placeholder}}} where it varies), got {raw!r}") from None
+        return text
+
+    return parse
+
+
+def _parse_host_list(raw: str) -> str:
+    """Comma-separated host names (``host``, ``host:port`` or ``*.domain``); stored normalised."""
+    hosts = []
+    for part in str(raw).split(","):
+        host = part.strip().lower()
+        if not host:
+            continue
+        if "://" in host:
+            host = urlsplit(host).netloc
+        name = host[2:] if host.startswith("*.") else host
+        if not name or any(c in name for c in "/?#@ "):
+            raise ValueError(f"expected host names like api.example.com or *.example.com, got {part.strip()!r}")
+        hosts.append(host)
+    return ",".join(hosts)
+
+
 def _parse_clickhouse_url(raw: str) -> str:
     """Empty or ``chdb://[path]`` selects the embedded store; http(s) selects a server."""
     text = str(raw).strip()
@@ -132,6 +162,21 @@ class Settings:
     retention_days: int = _setting(30, _parse_int(1, 36500), "TTL of raw spans in days")
     admin_token: str = _setting("", _parse_str, "token for the SQL/admin endpoints; generated if empty")
     openai_base_url: str = _setting("https://api.openai.com", _parse_http_url, "OpenAI upstream")
+    anthropic_base_url: str = _setting("https://api.anthropic.com", _parse_http_url, "Anthropic upstream")
+    gemini_base_url: str = _setting(
+        "https://generativelanguage.googleapis.com", _parse_http_url, "Gemini API (Google AI Studio) upstream"
+    )
+    vertex_base_url: str = _setting(
+        "https://{location}-aiplatform.googleapis.com", _parse_url_template("location"),
+        "Vertex AI upstream; {location} is replaced by the request's location (global: aiplatform.googleapis.com)",
+    )
+    azure_base_url: str = _setting(
+        "https://{resource}.openai.azure.com", _parse_url_template("resource"),
+        "Azure OpenAI upstream; {resource} is replaced by the resource name in /azure/{resource}/...",
+    )
+    allowed_targets: str = _setting(
+        "", _parse_host_list, "extra hosts (comma-separated, *.domain allowed) a GenOps-Target-Url may point at"
+    )
     otlp_endpoint: str = _setting("", _parse_optional_http_url, "also export spans by OTLP/HTTP to this collector")
     service_name: str = _setting("genops-proxy", _parse_str, "service.name of the proxy's own spans")
     max_body_bytes: int = _setting(32 * 1024 * 1024, _parse_int(1024, 1 << 34), "largest request body accepted")
@@ -265,3 +310,20 @@ def extra_env(prefix: str, env: Mapping[str, str] | None = None) -> dict[str, st
     env = os.environ if env is None else env
     full = ENV_PREFIX + prefix
     return {key[len(full) :].lower(): value for key, value in env.items() if key.startswith(full) and key != full}
+
+
+def named_upstreams(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """OpenAI-compatible upstreams ``GENOPS_UPSTREAM_<NAME>=url``, served as ``/u/<name>/v1/...``.
+
+    Raises :class:`ConfigError` naming the variable of a malformed URL or name.
+    """
+    out = {}
+    for name, value in sorted(extra_env("UPSTREAM_", env).items()):
+        variable = f"{ENV_PREFIX}UPSTREAM_{name.upper()}"
+        if not all(c.isalnum() or c in "_-" for c in name):
+            raise ConfigError(f"{variable}: the upstream name may only contain letters, digits, _ and -")
+        try:
+            out[name] = _parse_http_url(value)
+        except ValueError as exc:
+            raise ConfigError(f"{variable}: {exc}") from None
+    return out

@@ -20,6 +20,7 @@ class Controls:
     delay_s: float = 0.0
     chunk_delay_s: float = 0.0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     drop_usage: bool = False
 
@@ -31,6 +32,7 @@ class Controls:
             delay_s=int(h.get("X-Fake-Delay-Ms", "0")) / 1000,
             chunk_delay_s=int(h.get("X-Fake-Chunk-Delay-Ms", "0")) / 1000,
             cached_tokens=int(h.get("X-Fake-Cached-Tokens", "0")),
+            cache_write_tokens=int(h.get("X-Fake-Cache-Write-Tokens", "0")),
             reasoning_tokens=int(h.get("X-Fake-Reasoning-Tokens", "0")),
             drop_usage=h.get("X-Fake-Drop-Usage", "") == "1",
         )

@@ -1,0 +1,300 @@
+"""Proxy overhead benchmark: direct vs bare aiohttp pass-through vs GenOps, side by side.
+
+One command starts a canned fast upstream, the bare pass-through baseline and ``genops serve``
+(every default feature on: spans, cost, export to the embedded store), then drives each with a
+load generator in its own process (Debian's ``wrk`` for throughput where installed, else the
+uvloop client in bench/loadgen.py). Proxies are pinned to core 0, upstream and load generator
+to core 1 (when ``taskset`` and two cores exist).
+
+    python bench/proxy_bench.py                 # full run (~2 min)
+    python bench/proxy_bench.py --smoke         # a few seconds, for the test suite
+    python bench/proxy_bench.py --soak 1000000  # memory/latency flatness over N requests
+
+Reported: added latency p50/p90/p99 at 1, 10 and 50 clients (vs direct), requests/s per proxy
+core, streaming time to first byte and full-stream time, CPU time per request, RSS idle and
+loaded, and each figure as a ratio to the bare pass-through.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BODY = json.dumps({"model": "gpt-4o-mini", "messages": [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "What is the capital of France? Answer in one short sentence."}]})
+STREAM_BODY = json.dumps({**json.loads(BODY), "stream": True})
+PATH = "/v1/chat/completions"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pin(core: int) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", str(core)]
+    return []
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(children.get(current, []))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for p in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
+
+
+def rss_mb(pid: int) -> float:
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def loadgen(url: str, body: str, clients: int, duration: float, requests: int = 0) -> dict:
+    cmd = [*pin(1), sys.executable, str(HERE / "loadgen.py"), "--url", url, "--body", body,
+           "--clients", str(clients), "--duration", str(duration), "--requests", str(requests)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=duration * 4 + 600)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def wrk(url: str, body: str, clients: int, duration: float) -> dict:
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    script.write('wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n'
+                 'wrk.headers["Authorization"] = "Bearer sk-bench"\n' % json.dumps(body))
+    script.close()
+    cmd = [*pin(1), "wrk", "-t1", f"-c{clients}", f"-d{max(1, int(duration))}s", "--latency", "-s", script.name, url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=duration + 120).stdout
+    os.unlink(script.name)
+
+    def to_us(value: str) -> float:
+        number, unit = re.match(r"([\d.]+)(\w+)", value).groups()
+        return float(number) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+
+    dist = {m.group(1): to_us(m.group(2)) for m in re.finditer(r"^\s+(50|90|99)%\s+(\S+)", out, re.M)}
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = sum(int(x) for x in re.findall(r"(?:Non-2xx or 3xx responses|errors: connect|read|write|timeout) (\d+)", out))
+    return {"clients": clients, "requests": requests, "errors": errors,
+            "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "latency_us": {"p50": dist.get("50"), "p90": dist.get("90"), "p99": dist.get("99")}, "tool": "wrk"}
+
+
+class Target:
+    def __init__(self, name: str, url: str, process: subprocess.Popen | None) -> None:
+        self.name, self.url, self.process = name, url, process
+
+
+def start(cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
+    out = open(log, "wb") if log else subprocess.DEVNULL
+    return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+
+
+def measure(target: Target, clients: list[int], duration: float, use_wrk: bool) -> dict:
+    url = target.url + PATH
+    loadgen(url, BODY, 4, min(duration, 1.0))  # warm up connections, caches, JIT-free paths
+    result: dict = {"runs": {}}
+    pid = target.process.pid if target.process else None
+    if pid:
+        result["rss_idle_mb"] = rss_mb(pid)
+    for c in clients:
+        cpu0 = cpu_seconds(pid) if pid else 0.0
+        run = loadgen(url, BODY, c, duration)
+        if use_wrk and c >= 10:
+            latency_run = run
+            run = wrk(url, BODY, c, duration)
+            run["python_client_latency_us"] = latency_run["latency_us"]
+            cpu_requests = run["requests"] + latency_run["requests"]
+        else:
+            cpu_requests = run["requests"]
+        if pid:
+            run["cpu_ms_per_request"] = (cpu_seconds(pid) - cpu0) * 1000 / max(1, cpu_requests)
+        result["runs"][c] = run
+    stream = loadgen(url, STREAM_BODY, 1, duration)
+    result["stream"] = {"ttfb_us": stream["ttfb_us"], "full_us": stream["latency_us"], "requests": stream["requests"]}
+    if pid:
+        result["rss_loaded_mb"] = rss_mb(pid)
+    return result
+
+
+def fmt(value: float | None, unit: str = "") -> str:
+    return "-" if value is None else f"{value:,.0f}{unit}" if value >= 100 else f"{value:.2f}{unit}"
+
+
+def report(results: dict, clients: list[int]) -> str:
+    lines = []
+    direct = results["direct"]
+    base = results.get("baseline")
+    lines.append("Added latency vs direct (ms) and throughput; ratios are to the bare aiohttp pass-through")
+    lines.append(f"{'target':<10} {'clients':>7} {'rps':>9} {'add p50':>8} {'add p90':>8} {'add p99':>8} "
+                 f"{'cpu ms/req':>10} {'rps/base':>8} {'p50/base':>8}")
+    for name, res in results.items():
+        if name == "direct":
+            continue
+        for c in clients:
+            run, d = res["runs"][c], direct["runs"][c]
+            lat = run.get("python_client_latency_us") or run["latency_us"]
+            dlat = d.get("python_client_latency_us") or d["latency_us"]
+            added = {q: (lat[q] - dlat[q]) / 1000 for q in ("p50", "p90", "p99")}
+            run["added_ms"] = added
+            ratio_rps = ratio_p50 = None
+            if base and name != "baseline":
+                b = base["runs"][c]
+                blat = b.get("python_client_latency_us") or b["latency_us"]
+                ratio_rps = run["rps"] / b["rps"] if b["rps"] else None
+                badd = (blat["p50"] - dlat["p50"]) / 1000
+                ratio_p50 = added["p50"] / badd if badd > 0 else None
+            lines.append(f"{name:<10} {c:>7} {run['rps']:>9,.0f} {added['p50']:>8.3f} {added['p90']:>8.3f} "
+                         f"{added['p99']:>8.3f} {fmt(run.get('cpu_ms_per_request')):>10} "
+                         f"{fmt(ratio_rps):>8} {fmt(ratio_p50):>8}")
+    lines.append("")
+    lines.append(f"{'target':<10} {'stream ttfb p50':>16} {'added ttfb p50':>15} {'full p50':>9} {'RSS idle':>9} {'RSS loaded':>10}")
+    for name, res in results.items():
+        s = res["stream"]
+        added = (s["ttfb_us"]["p50"] - direct["stream"]["ttfb_us"]["p50"]) / 1000
+        res["stream"]["added_ttfb_ms"] = added
+        lines.append(f"{name:<10} {s['ttfb_us']['p50'] / 1000:>15.3f}ms {added:>14.3f}ms "
+                     f"{s['full_us']['p50'] / 1000:>8.3f}ms {fmt(res.get('rss_idle_mb'), 'MB'):>9} "
+                     f"{fmt(res.get('rss_loaded_mb'), 'MB'):>10}")
+    return "\n".join(lines)
+
+
+def soak(target: Target, total: int) -> str:
+    """Drive ``total`` requests in slices; report RSS and p99 per slice to show they stay flat."""
+    slices = 10
+    lines = [f"soak: {total:,} requests in {slices} slices against {target.name} (50 clients)"]
+    first_rss = None
+    for i in range(slices):
+        run = loadgen(target.url + PATH, BODY, 50, 3600, requests=total // slices)
+        rss = rss_mb(target.process.pid)
+        first_rss = first_rss or rss
+        lines.append(f"  slice {i + 1:>2}: {run['rps']:>7,.0f} rps  p99 {run['latency_us']['p99'] / 1000:.2f} ms  "
+                     f"RSS {rss:.1f} MB ({(rss / first_rss - 1) * 100:+.1f}% vs slice 1)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    parser.add_argument("--clients", default="1,10,50")
+    parser.add_argument("--smoke", action="store_true", help="tiny run that only checks everything works")
+    parser.add_argument("--soak", type=int, default=0, metavar="N", help="also run N requests and show RSS/p99 flatness")
+    parser.add_argument("--no-wrk", action="store_true", help="use the Python load generator even where wrk exists")
+    parser.add_argument("--json", type=Path, help="write all figures here")
+    parser.add_argument("--genops-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment for genops serve (e.g. GENOPS_SAFETY_POLICY=...)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.duration, args.clients, args.no_wrk = 0.5, "1,4", True
+    clients = [int(c) for c in args.clients.split(",")]
+    use_wrk = bool(shutil.which("wrk")) and not args.no_wrk
+    work = Path(tempfile.mkdtemp(prefix="genops-bench-"))
+    ports = {name: free_port() for name in ("upstream", "baseline", "genops")}
+    procs: list[subprocess.Popen] = []
+    try:
+        upstream = start([*pin(1), sys.executable, str(HERE / "upstream.py"), "--port", str(ports["upstream"])])
+        procs.append(upstream)
+        upstream_url = f"http://127.0.0.1:{ports['upstream']}"
+        baseline = start([*pin(0), sys.executable, str(HERE / "baseline.py"), "--port", str(ports["baseline"]),
+                          "--upstream", upstream_url])
+        procs.append(baseline)
+        genops_env = {"GENOPS_OPENAI_BASE_URL": upstream_url, "GENOPS_PORT": str(ports["genops"]),
+                      "GENOPS_DATA_DIR": str(work / "data"), "GENOPS_LOG_LEVEL": "warning"}
+        genops_env.update(dict(kv.split("=", 1) for kv in args.genops_env))
+        genops = start([*pin(0), sys.executable, "-m", "genops", "serve"], genops_env, work / "genops.log")
+        procs.append(genops)
+        wait_http(f"http://127.0.0.1:{ports['genops']}/healthz")
+        wait_http(f"http://127.0.0.1:{ports['baseline']}/")
+        time.sleep(0.3)
+        targets = [Target("direct", upstream_url, None),
+                   Target("baseline", f"http://127.0.0.1:{ports['baseline']}", baseline),
+                   Target("genops", f"http://127.0.0.1:{ports['genops']}", genops)]
+        print(f"pinning: proxies on core 0, upstream and load generator on core 1" if pin(0) else "pinning: none",
+              file=sys.stderr)
+        print(f"load generator: {'wrk (throughput at >=10 clients) + ' if use_wrk else ''}bench/loadgen.py (uvloop)",
+              file=sys.stderr)
+        results = {}
+        for target in targets:
+            print(f"measuring {target.name} ...", file=sys.stderr, flush=True)
+            results[target.name] = measure(target, clients, args.duration, use_wrk)
+        print(report(results, clients))
+        if args.soak:
+            print(soak(targets[2], args.soak))
+        genops.send_signal(signal.SIGTERM)  # flushes every pending span; then read the store directly
+        genops.wait(60)
+        stored = subprocess.run(
+            [sys.executable, "-m", "genops", "sql", "-f", "json", "SELECT count() AS spans FROM otel_traces"],
+            env={**os.environ, **genops_env}, capture_output=True, text=True, timeout=120)
+        print(f"spans stored by genops during the run: {stored.stdout.strip() or stored.stderr.strip()}")
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return 0
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

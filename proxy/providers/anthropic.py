@@ -1,0 +1,211 @@
+"""Anthropic wire format: the Messages API (``/v1/messages``), streamed or not.
+
+Served under ``/anthropic`` (``base_url=http://127.0.0.1:8080/anthropic`` in the SDK);
+``x-api-key`` and ``anthropic-version`` travel upstream untouched. The same body and event
+format is spoken by Claude on Vertex AI (``rawPredict`` / ``streamRawPredict``), which reuses
+:func:`read_request`, :func:`read_response` and :class:`AnthropicStream`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from multidict import CIMultiDict
+
+from genops import semconv as sc
+from genops.proxy.providers.base import (
+    Call,
+    ProviderAdapter,
+    RequestError,
+    StreamState,
+    Upstream,
+    as_int,
+    parse_json_body,
+    pick,
+)
+
+REQUEST_PARAMETERS = {
+    "max_tokens": sc.GEN_AI_REQUEST_MAX_TOKENS,
+    "temperature": sc.GEN_AI_REQUEST_TEMPERATURE,
+    "top_p": sc.GEN_AI_REQUEST_TOP_P,
+    "top_k": sc.GEN_AI_REQUEST_TOP_K,
+    "stop_sequences": sc.GEN_AI_REQUEST_STOP_SEQUENCES,
+}
+
+# HTTP status -> Anthropic error type (https://docs.anthropic.com/en/api/errors).
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def read_usage(call: Call, usage: Any) -> None:
+    """Anthropic usage. Its ``input_tokens`` excludes cache reads and writes; GenAI's includes them."""
+    if not isinstance(usage, dict):
+        return
+    u = call.usage
+    uncached = as_int(usage.get("input_tokens"))
+    written = as_int(usage.get("cache_creation_input_tokens"))
+    read = as_int(usage.get("cache_read_input_tokens"))
+    if uncached is not None:
+        u.input_tokens = uncached + (written or 0) + (read or 0)
+        u.cache_write_tokens = written
+        u.cache_read_tokens = read
+    output = as_int(usage.get("output_tokens"))
+    if output is not None:
+        u.output_tokens = output
+    u.estimated = False
+
+
+def read_error(call: Call, body: Any) -> None:
+    """``{"type":"error","error":{"type":..., "message":...}}`` -> error.type."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        call.error_type = str(error.get("type") or "error")
+        message = error.get("message")
+        call.error_message = str(message)[:500] if message else None
+
+
+def read_request(body: bytes, *, model: str | None = None, stream: bool | None = None) -> Call:
+    """A Messages request. Vertex passes the ``model`` (from the URL) and ``stream`` (from the method)."""
+    request = parse_json_body(body)
+    if not isinstance(request, dict):
+        raise RequestError(400, "The request body must be a JSON object.", "invalid_request_error")
+    body_model = request.get("model")
+    return Call(
+        operation="chat",
+        model=model or (body_model if isinstance(body_model, str) else None),
+        stream=request.get("stream") is True if stream is None else stream,
+        request_json=request,
+        request_attributes=pick(request, REQUEST_PARAMETERS),
+    )
+
+
+def read_response(call: Call, status: int, body: bytes) -> None:
+    """A complete Messages response (or error) into ``call``."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(data, dict):
+        return
+    if status >= 400 or data.get("type") == "error":
+        read_error(call, data)
+        return
+    call.response_id = data.get("id")
+    call.response_model = data.get("model")
+    if data.get("stop_reason"):
+        call.finish_reasons.append(str(data["stop_reason"]))
+    read_usage(call, data.get("usage"))
+
+
+def error_body(status: int, message: str) -> bytes:
+    """A proxy-made error exactly as Anthropic shapes its own."""
+    kind = ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
+    return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+
+
+class AnthropicStream(StreamState):
+    """``message_start`` / ``content_block_*`` / ``message_delta`` / ``message_stop`` / ``error`` events."""
+
+    def on_event(self, event: bytes) -> bytes | None:
+        data = self.event_data(event)
+        if not data:
+            return event
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return event
+        if not isinstance(payload, dict):
+            return event
+        call = self.call
+        kind = payload.get("type")
+        if kind == "content_block_delta":
+            delta = payload.get("delta") or {}
+            self.mark_first_token()
+            text = delta.get("text") if delta.get("type") == "text_delta" else None
+            if isinstance(text, str):
+                call.output_text_chars += len(text)
+                call.output_text.append(text)
+        elif kind == "content_block_start":
+            block = payload.get("content_block") or {}
+            if block.get("type") in ("tool_use", "server_tool_use"):
+                self.mark_first_token()
+        elif kind == "message_start":
+            message = payload.get("message") or {}
+            call.response_id = message.get("id") or call.response_id
+            call.response_model = message.get("model") or call.response_model
+            read_usage(call, message.get("usage"))
+        elif kind == "message_delta":
+            delta = payload.get("delta") or {}
+            if delta.get("stop_reason"):
+                call.finish_reasons.append(str(delta["stop_reason"]))
+            # Cumulative counts: output always, input and cache fields in newer API versions.
+            read_usage_delta(call, payload.get("usage"))
+        elif kind == "error":
+            read_error(call, payload)
+        return event
+
+
+def read_usage_delta(call: Call, usage: Any) -> None:
+    """``message_delta`` usage: cumulative output; input/cache fields override when present."""
+    if not isinstance(usage, dict):
+        return
+    if usage.get("input_tokens") is not None:
+        read_usage(call, usage)
+    else:
+        output = as_int(usage.get("output_tokens"))
+        if output is not None:
+            call.usage.output_tokens = output
+            call.usage.estimated = False
+
+
+class AnthropicAdapter(ProviderAdapter):
+    """Anthropic's API under ``/anthropic`` (``/anthropic/v1/messages``)."""
+
+    name = "anthropic"
+    provider_name = "anthropic"
+    price_provider_id = "anthropic"
+    prefixes = ("/anthropic",)
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+
+    def upstream(self, tail: str, query_string: str, headers: CIMultiDict[str],
+                 base_url: str | None = None) -> Upstream:
+        base = base_url.rstrip("/") if base_url else self.base_url
+        if base.endswith("/v1") and tail.startswith("/v1/"):
+            tail = tail[3:]
+        stored = f"{base}{tail}"
+        return Upstream(url=f"{stored}?{query_string}" if query_string else stored, stored_url=stored)
+
+    def parse_request(self, method: str, tail: str, body: bytes, headers: CIMultiDict[str]) -> Call:
+        if method != "POST" or tail.rstrip("/") != "/v1/messages":
+            return Call()  # count_tokens, models, batches...: traced as HTTP, body untouched
+        return read_request(body)
+
+    def parse_response(self, call: Call, status: int, body: bytes) -> None:
+        read_response(call, status, body)
+
+    def new_stream(self, call: Call, started_ns: int) -> StreamState:
+        return AnthropicStream(call, started_ns)
+
+    def error_body(self, status: int, message: str, error_type: str, code: str | None = None) -> bytes:
+        return error_body(status, message)
+
+    def request_context(self, call: Call) -> dict[str, Any]:
+        # Messages API: metadata.user_id is the end user (the only metadata key Anthropic accepts)
+        request = call.request_json
+        metadata = request.get("metadata") if isinstance(request, dict) else None
+        if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
+            return {"user-id": metadata["user_id"]}
+        return {}

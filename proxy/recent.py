@@ -1,0 +1,65 @@
+"""The calls this proxy served recently: request id -> (trace id, span id).
+
+Feedback usually arrives seconds after the answer, and the call's span may still sit in
+the export batch then (``GENOPS_EXPORT_INTERVAL_MS``, longer under load). The feedback
+endpoint checks this memory first, so a score for a call the proxy just served is
+accepted at once; older ids are looked up in storage. It is a span processor, so the
+request path does nothing extra: ``on_end`` runs when the handler ends the span, after
+the client has its response.
+"""
+
+from __future__ import annotations
+
+import threading
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from genops import semconv as sc
+from genops.storage.scores import SpanRef
+
+DEFAULT_CAPACITY = 50_000  # ~10 MB; at 1,000 calls/s that is 50 s, far beyond the export delay
+
+
+class RecentCalls(SpanProcessor):
+    """A bounded, insertion-ordered memory of the request ids (and trace ids) of ended spans."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.capacity = capacity
+        self._requests: dict[str, SpanRef] = {}
+        self._traces: dict[str, None] = {}
+        self._lock = threading.Lock()
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        attributes = span.attributes or {}
+        request_id = attributes.get(sc.GENOPS_REQUEST_ID)
+        if not isinstance(request_id, str):
+            return
+        ctx = span.get_span_context()
+        ref = SpanRef(f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}")
+        with self._lock:
+            self._requests.pop(request_id, None)
+            self._requests[request_id] = ref
+            self._traces[ref.trace_id] = None
+            while len(self._requests) > self.capacity:
+                del self._requests[next(iter(self._requests))]
+            while len(self._traces) > self.capacity:
+                del self._traces[next(iter(self._traces))]
+
+    def request(self, request_id: str) -> SpanRef | None:
+        """The span of a recently served request id, or None."""
+        with self._lock:
+            return self._requests.get(request_id)
+
+    def has_trace(self, trace_id: str) -> bool:
+        """True when a recently served call belongs to ``trace_id``."""
+        with self._lock:
+            return trace_id in self._traces
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True

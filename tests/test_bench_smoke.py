@@ -1,0 +1,28 @@
+"""The proxy benchmark runs end to end (smoke mode). Timings are reported by bench/, never asserted here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_proxy_bench_smoke(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "proxy_bench.py"), "--smoke", "--json", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(out.read_text())
+    assert set(figures) == {"direct", "baseline", "genops"}
+    for name in ("baseline", "genops"):
+        for run in figures[name]["runs"].values():
+            assert run["requests"] > 0 and run["errors"] == 0
+        assert figures[name]["stream"]["requests"] > 0
+    assert "Added latency vs direct" in result.stdout
+    # Every request GenOps served became a stored span.
+    served = sum(r["requests"] for r in figures["genops"]["runs"].values()) + figures["genops"]["stream"]["requests"]
+    stored = json.loads(result.stdout[result.stdout.index("[", result.stdout.index("spans stored")):])[0]["spans"]
+    assert stored >= served
