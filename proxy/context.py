@@ -186,7 +186,12 @@ def context_attributes(headers: Iterable[tuple[str, str]], body_context: Mapping
 def call_context(headers: CIMultiDictProxy[str], adapter: ProviderAdapter, call: Call) -> dict[str, Any]:
     """The context attributes of one proxied call (the handler's single entry point). Never raises."""
     try:
-        return context_attributes(headers.items(), adapter.request_context(call))
+        body = adapter.request_context(call)
+    except Exception:  # noqa: BLE001 - an adapter bug must not cost the header context
+        log.warning("request body context failed", extra={"adapter": adapter.name}, exc_info=True)
+        body = None
+    try:
+        return context_attributes(headers.items(), body)
     except Exception:  # noqa: BLE001 - context is best effort; the span must still end
         log.warning("context extraction failed", exc_info=True)
         return {}

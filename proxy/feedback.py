@@ -164,8 +164,13 @@ class FeedbackRoutes:
         app.router.add_get(FEEDBACK_PATH, self.get)
 
     async def _storage(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(self.client, self.database, *args,
-                                                                                 **kwargs))
+        """Run a storage call off the event loop; any failure becomes a 503 FeedbackError."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, lambda: fn(self.client, self.database, *args, **kwargs))
+        except Exception as exc:  # noqa: BLE001 - storage down or refusing: the client should retry
+            message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise FeedbackError(503, f"Storage is unavailable: {message}", "storage_unavailable") from None
 
     async def post(self, request: web.Request) -> web.Response:
         denied = check_token(request, self.token)
@@ -183,13 +188,9 @@ class FeedbackRoutes:
         try:
             scores = parse_payload(payload, time.time_ns() // 1000)
             await self._resolve(scores)
+            await self._storage(insert_scores, scores)
         except FeedbackError as exc:
             return _error(exc.status, str(exc), exc.code)
-        try:
-            await self._storage(insert_scores, scores)
-        except Exception as exc:  # noqa: BLE001 - storage down: tell the client to retry
-            return _error(503, f"Storage did not accept the scores: {str(exc).splitlines()[0][:300]}",
-                          "storage_unavailable")
         return _json({"scores": [_out(s) for s in scores]}, 201)
 
     async def _resolve(self, scores: list[Score]) -> None:
@@ -239,16 +240,23 @@ class FeedbackRoutes:
             return _error(400, "Give one of ?request_id=... or ?trace_id=...", "missing_id")
         if trace_id:
             trace_id = trace_id.lower()
-        scores = await self._storage(list_scores, request_id=request_id or None, trace_id=trace_id or None)
-        if not scores:
-            known = (self.recent.request(request_id) is not None or bool(await self._storage(find_requests, [request_id]))
-                     if request_id else self.recent.has_trace(trace_id) or bool(await self._storage(find_traces, [trace_id])))
-            if not known:
-                code = "unknown_request_id" if request_id else "unknown_trace_id"
-                return _error(404, f"unknown {'request_id' if request_id else 'trace_id'} "
-                                   f"{request_id or trace_id!r}.", code)
+        try:
+            scores = await self._storage(list_scores, request_id=request_id or None, trace_id=trace_id or None)
+            known = bool(scores) or await self._known(request_id, trace_id)
+        except FeedbackError as exc:
+            return _error(exc.status, str(exc), exc.code)
+        if not known:
+            name = "request_id" if request_id else "trace_id"
+            return _error(404, f"unknown {name} {request_id or trace_id!r}: nothing was served or stored with it.",
+                          f"unknown_{name}")
         key = {"request_id": request_id} if request_id else {"trace_id": trace_id}
         return _json({**key, "scores": scores, "latest": latest(scores)})
+
+    async def _known(self, request_id: str | None, trace_id: str | None) -> bool:
+        if request_id:
+            return self.recent.request(request_id) is not None or bool(
+                await self._storage(find_requests, [request_id]))
+        return self.recent.has_trace(trace_id or "") or bool(await self._storage(find_traces, [trace_id]))
 
 
 def latest(scores: list[dict[str, Any]]) -> list[dict[str, Any]]:

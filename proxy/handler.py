@@ -30,6 +30,7 @@ from genops.proxy.context import call_context
 from genops.proxy.headers import downstream_headers, upstream_headers
 from genops.proxy.pricing import Price, price_call
 from genops.proxy.providers.base import Call, ProviderAdapter, RequestError, Upstream
+from genops.proxy.safety.guard import CallGuard, SafetyConfig
 from genops.proxy.spans import call_attributes
 from genops.proxy.targets import TargetPolicy, route_upstream
 from genops.proxy.tokenizer import estimate_missing_usage
@@ -38,6 +39,7 @@ log = logging.getLogger("genops.proxy")
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 REQUEST_ID_HEADER = "GenOps-Request-Id"
+SAFETY_KEY = "genops.safety"  # the call's CallGuard, kept on the aiohttp request
 
 
 class _Decoder:
@@ -71,6 +73,7 @@ class ProxyHandler:
         self.settings = settings
         self.sessions = session_holder
         self.tracer = tracer
+        self.safety = SafetyConfig(settings, adapter.name)
         self.timeout = aiohttp.ClientTimeout(
             total=settings.upstream_timeout_s, connect=settings.connect_timeout_s
         )
@@ -107,6 +110,7 @@ class ProxyHandler:
             if call.operation:
                 span.update_name(f"{call.operation} {call.model}" if call.model else call.operation)
             upstream = route_upstream(adapter, self.targets, tail, request.query_string, request.headers)
+            body = await self._safety_before(request, call, body)
             response, status = await self._forward(request, call, upstream, body, span, request_id, started_perf)
         except RequestError as exc:
             call.error_type = exc.code or exc.error_type
@@ -115,6 +119,7 @@ class ProxyHandler:
             response = self._error(exc.status, exc.message, exc.error_type, exc.code, request_id, span)
         finally:
             call.extra_attributes.update(call_context(request.headers, adapter, call))
+            await self._safety_finish(request, span)
             self._finish_span(span, call, upstream, status, request_id, started_perf)
         return response
 
@@ -168,7 +173,9 @@ class ProxyHandler:
                     call.extra_attributes[sc.GENOPS_CLIENT_DISCONNECTED] = True
                 call.extra_attributes[sc.GENOPS_RESPONSE_BODY_BYTES] = len(raw)
                 if call.operation is not None or status >= 400:
-                    self.adapter.parse_response(call, status, decode(raw))
+                    decoded = decode(raw)
+                    self.adapter.parse_response(call, status, decoded)
+                    self._safety_response(request, decoded)
         finally:
             upstream_response.release()
         return response, status
@@ -217,6 +224,24 @@ class ProxyHandler:
             call.first_token_perf_ns = state.first_token_ns
         await estimate_missing_usage(call)  # after the client's last byte; only when usage was not reported
         return response
+
+    # -- safety (proxy/safety/): scan, mask or block the request; annotate after the response --
+
+    async def _safety_before(self, request: web.Request, call: Call, body: bytes) -> bytes:
+        guard = request[SAFETY_KEY] = self.safety.begin(self.adapter, call, request.headers)
+        return await guard.before_forward(body)
+
+    @staticmethod
+    def _safety_response(request: web.Request, decoded: bytes) -> None:
+        guard: CallGuard | None = request.get(SAFETY_KEY)
+        if guard is not None:
+            guard.observe_response(decoded)
+
+    @staticmethod
+    async def _safety_finish(request: web.Request, span: trace.Span) -> None:
+        guard: CallGuard | None = request.get(SAFETY_KEY)
+        if guard is not None:
+            await guard.finish(span)
 
     # -- spans --------------------------------------------------------------------------
 

@@ -23,6 +23,8 @@ KNOWN_PROVIDER_HOSTS = (
     "generativelanguage.googleapis.com",
     "aiplatform.googleapis.com",
     "*-aiplatform.googleapis.com",
+    "aiplatform.us.rep.googleapis.com",
+    "aiplatform.eu.rep.googleapis.com",
     "*.openai.azure.com",
     "*.services.ai.azure.com",
     "*.cognitiveservices.azure.com",

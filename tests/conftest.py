@@ -190,6 +190,12 @@ def upstream_env(url: str) -> dict[str, str]:
     return {
         "GENOPS_OPENAI_BASE_URL": url,
         "GENOPS_ANTHROPIC_BASE_URL": url,
+        "GENOPS_GEMINI_BASE_URL": url,
+        "GENOPS_VERTEX_BASE_URL": url + "/vertex/{location}",
+        "GENOPS_AZURE_BASE_URL": url + "/azure/{resource}",
+        # Named OpenAI-compatible upstreams (/u/{name}/v1/...): one known service, one self-hosted.
+        "GENOPS_UPSTREAM_GROQ": url,
+        "GENOPS_UPSTREAM_LOCAL_VLLM": url + "/v1",
     }
 
 

@@ -88,8 +88,9 @@ def test_trace_by_request_and_trace_id(seeded):
     assert seeded.offline[seed.T1].splitlines()[1:] == [line.removesuffix("  ◀") for line in by_request[1:]]
     assert "ERROR rate_limit_exceeded" in seeded.offline["req-ab-4"]
 
-    missing = genops(seeded.proxy.data_dir, "trace", "no-such-id")
-    assert missing.returncode == 1 and "no trace, session or request" in missing.stderr
+    for ident in ("no-such-id", "x' OR 1=1 --", "a\\'b"):
+        missing = genops(seeded.proxy.data_dir, "trace", ident)
+        assert missing.returncode == 1 and "no trace, session or request" in missing.stderr, missing.stderr
 
 
 def readme_sql(name: str) -> str:
@@ -178,6 +179,19 @@ def test_readme_session_and_user_queries(seeded):
     for row in users:
         assert row["calls"] == len(by_user[row["user"]])
         assert row["cost_usd"] == pytest.approx(cost(by_user[row["user"]]), abs=1e-6)
+
+
+def test_feedback_for_stored_ids_this_proxy_never_served(seeded):
+    """Ids not in the proxy's recent memory are looked up in storage (calls table and trace index)."""
+    from test_feedback import feedback
+
+    status, body = feedback(seeded.proxy, [{"request_id": "req-write-1", "name": "thumbs_up", "value": False},
+                                           {"trace_id": seed.T2, "name": "task_success", "value": 0.5,
+                                            "source": "eval"}])
+    assert status == 201, body
+    assert [(s["trace_id"], s["span_id"]) for s in body["scores"]] == [(seed.T2, "0000000000000007"), (seed.T2, None)]
+    done = genops(seeded.proxy.data_dir, "trace", seed.T2)
+    assert "★ task_success=0.5 (eval), thumbs_up=false" in done.stdout, done.stdout
 
 
 def test_trace_of_a_live_session_through_the_proxy(seeded, fake_upstream):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import orjson
 from multidict import CIMultiDict
@@ -55,6 +55,22 @@ class Call:
     first_token_perf_ns: int | None = None  # perf_counter_ns of the first content chunk
     extra_attributes: dict[str, Any] = field(default_factory=dict)
     variant: str | None = None  # adapter-private: which wire format a multi-format route speaks
+
+
+class TextPart(NamedTuple):
+    """One piece of text in a call, as an adapter yields it for safety scanning and capture.
+
+    ``role`` is the GenAI role of the message it belongs to (``system``, ``user``, ``assistant``,
+    ``tool``); ``message_index`` the position of the message / input item in the request (or
+    choice / output item in the response; -1 for a separate system prompt such as Anthropic's
+    ``system`` or the Responses API's ``instructions``); ``part_index`` the position of the text
+    inside the message (0 for plain string content). (message_index, part_index) is unique.
+    """
+
+    role: str
+    message_index: int
+    part_index: int
+    text: str
 
 
 @dataclass
@@ -199,6 +215,27 @@ class ProviderAdapter:
     def price_provider(self, call: Call) -> str | None:
         """The ``genai-prices`` provider id for this call (routes serving several providers override it)."""
         return self.price_provider_id
+
+    # -- content: used by safety scanning and content capture (proxy/safety/) -----------------
+    # An adapter that implements these three gets PII/secret/injection scanning, masking before
+    # the upstream, and gen_ai.input/output.messages capture; the defaults mean "no text known".
+    def request_texts(self, call: Call) -> list[TextPart]:
+        """Every text of the parsed request (``call.request_json``) in a stable order: message
+        contents and text parts, tool results (role ``tool``), tool-call arguments, system
+        prompts, completion prompts, embedding inputs. Images and token arrays are skipped."""
+        return []
+
+    def replace_request_texts(self, call: Call, texts: Mapping[int, str]) -> bytes:
+        """Replace the texts at these positions (indexes into ``request_texts(call)``) in
+        ``call.request_json`` in place, and return the new request body to send upstream."""
+        raise NotImplementedError(f"{type(self).__name__} cannot rewrite request texts")
+
+    def response_texts(self, call: Call, body: bytes | None) -> list[TextPart]:
+        """Texts the model produced: read from ``body`` for a complete response, or from
+        ``call.output_text`` (collected by the stream reader) when ``body`` is None."""
+        if body is None and call.output_text:
+            return [TextPart("assistant", 0, 0, "".join(call.output_text))]
+        return []
 
     def error_body(self, status: int, message: str, error_type: str, code: str | None = None) -> bytes:
         """A proxy-made error in this provider's own shape."""

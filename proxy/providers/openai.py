@@ -5,7 +5,7 @@ Also serves any OpenAI-compatible server (vLLM, Ollama, ...) when given another 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 import orjson
 from multidict import CIMultiDict
@@ -16,6 +16,7 @@ from genops.proxy.providers.base import (
     ProviderAdapter,
     RequestError,
     StreamState,
+    TextPart,
     Upstream,
     as_int,
     parse_json_body,
@@ -76,6 +77,105 @@ def read_error(call: Call, body: Any) -> None:
         call.error_type = str(error.get("code") or error.get("type") or "error")
         message = error.get("message")
         call.error_message = str(message)[:500] if message else None
+
+
+# A text slot: the part, plus the container and key to write a replacement into.
+_Slot = tuple[TextPart, Any, Any]
+
+
+def _content_slots(role: str, index: int, container: Any, key: Any) -> Iterator[_Slot]:
+    """String content, or a list of parts with ``text`` (chat) / ``input_text``/``output_text`` (Responses)."""
+    content = container[key]
+    if isinstance(content, str):
+        yield TextPart(role, index, 0, content), container, key
+    elif isinstance(content, list):
+        for j, part in enumerate(content):
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                yield TextPart(role, index, j, part["text"]), part, "text"
+            elif isinstance(part, str):
+                yield TextPart(role, index, j, part), content, j
+
+
+def _tool_call_slots(index: int, tool_calls: Any) -> Iterator[_Slot]:
+    """Tool-call arguments (JSON strings the model wrote) as parts 100, 101, ..."""
+    for k, tool_call in enumerate(tool_calls if isinstance(tool_calls, list) else ()):
+        function = tool_call.get("function") if isinstance(tool_call, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+            yield TextPart("assistant", index, 100 + k, function["arguments"]), function, "arguments"
+
+
+def _string_list_slots(container: dict[str, Any], key: str, role: str) -> Iterator[_Slot]:
+    """A string or a list of strings (Completions ``prompt``, Embeddings ``input``); token arrays skipped."""
+    value = container.get(key)
+    if isinstance(value, str):
+        yield TextPart(role, 0, 0, value), container, key
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                yield TextPart(role, i, 0, item), value, i
+
+
+def request_slots(operation: str | None, request: Any) -> Iterator[_Slot]:
+    """Every text slot of an OpenAI request body, in a stable order."""
+    if not isinstance(request, dict):
+        return
+    if operation == "chat":
+        for i, message in enumerate(request.get("messages") or ()):
+            if not isinstance(message, dict):
+                continue
+            role = str(message.get("role") or "user")
+            if "content" in message:
+                yield from _content_slots(role, i, message, "content")
+            yield from _tool_call_slots(i, message.get("tool_calls"))
+    elif operation == "text_completion":
+        yield from _string_list_slots(request, "prompt", "user")
+    elif operation == "embeddings":
+        yield from _string_list_slots(request, "input", "user")
+    elif operation == "responses":
+        if isinstance(request.get("instructions"), str):
+            yield TextPart("system", -1, 0, request["instructions"]), request, "instructions"
+        items = request.get("input")
+        if isinstance(items, str):
+            yield TextPart("user", 0, 0, items), request, "input"
+            return
+        for i, item in enumerate(items if isinstance(items, list) else ()):
+            if not isinstance(item, dict):
+                continue
+            kind = item.get("type")
+            if kind == "function_call_output" and isinstance(item.get("output"), str):
+                yield TextPart("tool", i, 0, item["output"]), item, "output"
+            elif kind == "function_call" and isinstance(item.get("arguments"), str):
+                yield TextPart("assistant", i, 100, item["arguments"]), item, "arguments"
+            elif "content" in item:
+                yield from _content_slots(str(item.get("role") or "user"), i, item, "content")
+
+
+def response_parts(operation: str | None, data: Any) -> list[TextPart]:
+    """The texts of a complete OpenAI response body."""
+    parts: list[TextPart] = []
+    if not isinstance(data, dict):
+        return parts
+    if operation == "responses":
+        for i, item in enumerate(data.get("output") or ()):
+            if not isinstance(item, dict):
+                continue
+            if item.get("type") == "function_call" and isinstance(item.get("arguments"), str):
+                parts.append(TextPart("assistant", i, 100, item["arguments"]))
+            for j, content in enumerate(item.get("content") or ()):
+                if isinstance(content, dict) and isinstance(content.get("text"), str):
+                    parts.append(TextPart("assistant", i, j, content["text"]))
+        return parts
+    for i, choice in enumerate(data.get("choices") or ()):
+        if not isinstance(choice, dict):
+            continue
+        if isinstance(choice.get("text"), str):  # Completions
+            parts.append(TextPart("assistant", i, 0, choice["text"]))
+        message = choice.get("message")
+        if isinstance(message, dict):
+            if isinstance(message.get("content"), str):
+                parts.append(TextPart("assistant", i, 0, message["content"]))
+            parts.extend(slot[0] for slot in _tool_call_slots(i, message.get("tool_calls")))
+    return parts
 
 
 def body_context(request: Any) -> dict[str, Any]:
@@ -247,6 +347,24 @@ class OpenAIAdapter(ProviderAdapter):
 
     def new_stream(self, call: Call, started_ns: int) -> StreamState:
         return OpenAIStream(call, started_ns)
+
+    def request_texts(self, call: Call) -> list[TextPart]:
+        return [slot[0] for slot in request_slots(call.operation, call.request_json)]
+
+    def replace_request_texts(self, call: Call, texts: Mapping[int, str]) -> bytes:
+        for position, (_, container, key) in enumerate(list(request_slots(call.operation, call.request_json))):
+            if position in texts:
+                container[key] = texts[position]
+        return orjson.dumps(call.request_json)
+
+    def response_texts(self, call: Call, body: bytes | None) -> list[TextPart]:
+        if body is None:
+            return super().response_texts(call, None)
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return []
+        return response_parts(call.operation, data)
 
     def request_context(self, call: Call) -> dict[str, Any]:
         return body_context(call.request_json)

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "genops.commands.version",
     "genops.commands.fake_upstream",
     "genops.commands.trace",
+    "genops.commands.redteam",
     "genops.commands.dashboards",
 )
 

@@ -146,6 +146,18 @@ def _parse_identifier(raw: str) -> str:
     return text
 
 
+def _parse_safety_policy(raw: str) -> str:
+    from genops.proxy.safety.policy import validate_policy
+
+    return validate_policy(raw)
+
+
+def _parse_safety_route_policy(raw: str) -> str:
+    from genops.proxy.safety.policy import validate_route_policies
+
+    return validate_route_policies(raw)
+
+
 def _setting(default: Any, parse: Callable[[str], Any], help: str) -> Any:
     return field(default=default, metadata={"parse": parse, "help": help})
 
@@ -191,6 +203,17 @@ class Settings:
     log_level: str = _setting("info", _parse_choice("debug", "info", "warning", "error"), "log level")
     log_format: str = _setting("json", _parse_choice("json", "text"), "structured JSON logs or plain text")
     capture_headers: bool = _setting(False, _parse_bool, "record non-secret request headers on spans")
+    safety_policy: str = _setting(
+        "annotate", _parse_safety_policy,
+        "safety action for every call: annotate|redact|mask-upstream|block|off, or pii=...,secrets=...,injection=...",
+    )
+    safety_route_policy: str = _setting(
+        "", _parse_safety_route_policy, "per-route safety policies, e.g. openai:secrets=block;vllm:block"
+    )
+    capture: str = _setting(
+        "metadata", _parse_choice("none", "metadata", "full"), "content stored on spans: none|metadata|full"
+    )
+    capture_max_chars: int = _setting(32768, _parse_int(256, 16 << 20), "size cap of each captured messages JSON")
     grafana_url: str = _setting("", _parse_optional_http_url, "Grafana for `genops dashboards push`")
     grafana_token: str = _setting("", _parse_str, "Grafana service-account token for `genops dashboards push`")
 
@@ -309,7 +332,12 @@ def extra_env(prefix: str, env: Mapping[str, str] | None = None) -> dict[str, st
     """
     env = os.environ if env is None else env
     full = ENV_PREFIX + prefix
-    return {key[len(full) :].lower(): value for key, value in env.items() if key.startswith(full) and key != full}
+    fixed = {env_name(name) for name in FIELDS}  # e.g. GENOPS_UPSTREAM_TIMEOUT_S is a setting, not a name
+    return {
+        key[len(full) :].lower(): value
+        for key, value in env.items()
+        if key.startswith(full) and key != full and key not in fixed
+    }
 
 
 def named_upstreams(env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -319,6 +347,8 @@ def named_upstreams(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """
     out = {}
     for name, value in sorted(extra_env("UPSTREAM_", env).items()):
+        if f"upstream_{name}" in FIELDS:  # GENOPS_UPSTREAM_TIMEOUT_S is a setting, not an upstream
+            continue
         variable = f"{ENV_PREFIX}UPSTREAM_{name.upper()}"
         if not all(c.isalnum() or c in "_-" for c in name):
             raise ConfigError(f"{variable}: the upstream name may only contain letters, digits, _ and -")

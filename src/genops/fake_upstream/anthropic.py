@@ -165,8 +165,8 @@ async def vertex_raw_predict(request: web.Request) -> web.StreamResponse:
     data, error, controls, body_id = await _read(request, vertex=True)
     if error is not None:
         return error
-    if data.get("anthropic_version") != "vertex-2023-10-16":
-        return error_response(400, "anthropic_version: Input should be 'vertex-2023-10-16'")
+    if not data.get("anthropic_version"):  # e.g. "vertex-2023-10-16"; the model is in the URL instead
+        return error_response(400, "anthropic_version: Field required")
     model, _, method = request.match_info["model_method"].partition(":")
     return await respond(request, data, controls, body_id, model, method == "streamRawPredict" or data.get("stream") is True)
 

@@ -96,7 +96,8 @@ async def _parse(request: web.Request) -> tuple[dict[str, Any] | None, web.Respo
     body = await record(request)
     controls = Controls.from_request(request)
     body_id = hashlib.sha1(body).hexdigest()
-    if not request.headers.get("Authorization", "").startswith("Bearer "):
+    # Bearer token; Azure OpenAI (fake_upstream/azure.py reuses these handlers) also takes api-key.
+    if not (request.headers.get("Authorization", "").startswith("Bearer ") or request.headers.get("api-key")):
         return None, error_response(401, "You didn't provide an API key.", None), controls, body_id
     try:
         data = orjson.loads(body)

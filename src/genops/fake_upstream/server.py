@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from genops.fake_upstream import anthropic, openai
+from genops.fake_upstream import anthropic, azure, gemini, openai
 from genops.fake_upstream.common import REQUEST_LOG_KEY, dumps
 
 # One line per fake provider module: module.register(app).
-PROVIDERS = (openai, anthropic)
+PROVIDERS = (openai, anthropic, gemini, azure)
 
 
 async def _requests(request: web.Request) -> web.Response:

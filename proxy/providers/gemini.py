@@ -1,0 +1,280 @@
+"""Gemini API wire format (Google AI Studio): ``generateContent``, ``streamGenerateContent``,
+``countTokens``, ``embedContent`` / ``batchEmbedContents``.
+
+Served under ``/gemini`` (``http_options={"base_url": "http://127.0.0.1:8080/gemini"}`` in
+``google-genai``). The key arrives as ``x-goog-api-key`` or as a ``key`` query parameter; it
+is forwarded but the stored URL never has a query string. Streams come as SSE
+(``alt=sse``, what the SDKs ask for) or as one JSON array written piece by piece; both are
+read as they pass. Vertex AI's Gemini models speak the same format and reuse
+:func:`read_request`, :func:`read_response`, :class:`GeminiStream` and :func:`error_body`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from multidict import CIMultiDict
+
+from genops import semconv as sc
+from genops.proxy.providers.base import (
+    Call,
+    ProviderAdapter,
+    RequestError,
+    StreamState,
+    Upstream,
+    as_int,
+    parse_json_body,
+    pick,
+)
+
+# Method after "models/{model}:" -> gen_ai.operation.name (None: traced as plain HTTP).
+OPERATIONS = {
+    "generateContent": "generate_content",
+    "streamGenerateContent": "generate_content",
+    "embedContent": "embeddings",
+    "batchEmbedContents": "embeddings",
+}
+
+GENERATION_PARAMETERS = {
+    "maxOutputTokens": sc.GEN_AI_REQUEST_MAX_TOKENS,
+    "max_output_tokens": sc.GEN_AI_REQUEST_MAX_TOKENS,
+    "temperature": sc.GEN_AI_REQUEST_TEMPERATURE,
+    "topP": sc.GEN_AI_REQUEST_TOP_P,
+    "top_p": sc.GEN_AI_REQUEST_TOP_P,
+    "topK": sc.GEN_AI_REQUEST_TOP_K,
+    "top_k": sc.GEN_AI_REQUEST_TOP_K,
+    "stopSequences": sc.GEN_AI_REQUEST_STOP_SEQUENCES,
+    "stop_sequences": sc.GEN_AI_REQUEST_STOP_SEQUENCES,
+    "seed": sc.GEN_AI_REQUEST_SEED,
+    "candidateCount": sc.GEN_AI_REQUEST_CHOICE_COUNT,
+    "candidate_count": sc.GEN_AI_REQUEST_CHOICE_COUNT,
+    "presencePenalty": sc.GEN_AI_REQUEST_PRESENCE_PENALTY,
+    "presence_penalty": sc.GEN_AI_REQUEST_PRESENCE_PENALTY,
+    "frequencyPenalty": sc.GEN_AI_REQUEST_FREQUENCY_PENALTY,
+    "frequency_penalty": sc.GEN_AI_REQUEST_FREQUENCY_PENALTY,
+}
+
+# HTTP status -> google.rpc status name, for proxy-made errors.
+STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+_PATH = re.compile(r"^/(?P<version>v\d\w*)/(?P<model>(?:models|tunedModels)/[^/:]+):(?P<method>\w+)$")
+
+
+def read_usage(call: Call, usage: Any) -> None:
+    """``usageMetadata``: prompt (includes cached) + tool-use prompt in, candidates + thoughts out."""
+    if not isinstance(usage, dict):
+        return
+    u = call.usage
+    prompt = as_int(usage.get("promptTokenCount"))
+    if prompt is not None:
+        u.input_tokens = prompt + (as_int(usage.get("toolUsePromptTokenCount")) or 0)
+    candidates = as_int(usage.get("candidatesTokenCount"))
+    thoughts = as_int(usage.get("thoughtsTokenCount"))
+    if candidates is not None or thoughts is not None:
+        u.output_tokens = (candidates or 0) + (thoughts or 0)
+    if thoughts is not None:
+        u.reasoning_tokens = thoughts
+    cached = as_int(usage.get("cachedContentTokenCount"))
+    if cached is not None:
+        u.cache_read_tokens = cached
+    if prompt is not None or candidates is not None:
+        u.estimated = False
+
+
+def read_error(call: Call, body: Any) -> None:
+    """``{"error": {"code", "message", "status"}}`` -> error.type = the status name."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        call.error_type = str(error.get("status") or error.get("code") or "error")
+        message = error.get("message")
+        call.error_message = str(message)[:500] if message else None
+
+
+def read_chunk(call: Call, data: Any, stream: StreamState | None = None) -> None:
+    """One ``GenerateContentResponse`` (a whole response, or one stream chunk)."""
+    if isinstance(data, list):  # a JSON-array stream read whole
+        for item in data:
+            read_chunk(call, item, stream)
+        return
+    if not isinstance(data, dict):
+        return
+    if "error" in data:
+        read_error(call, data)
+        return
+    call.response_id = data.get("responseId") or call.response_id
+    call.response_model = data.get("modelVersion") or call.response_model
+    for candidate in data.get("candidates") or ():
+        if not isinstance(candidate, dict):
+            continue
+        for part in (candidate.get("content") or {}).get("parts") or ():
+            if not isinstance(part, dict):
+                continue
+            text = part.get("text")
+            if stream is not None and (text or part.get("functionCall") or part.get("inlineData")):
+                stream.mark_first_token()
+            if isinstance(text, str) and not part.get("thought"):
+                call.output_text_chars += len(text)
+                call.output_text.append(text)
+        if candidate.get("finishReason"):
+            call.finish_reasons.append(str(candidate["finishReason"]))
+    read_usage(call, data.get("usageMetadata"))
+
+
+def read_request(method_name: str, model: str, body: bytes) -> Call:
+    """A Gemini request for ``models/{model}:{method_name}``."""
+    operation = OPERATIONS.get(method_name)
+    if operation is None:
+        return Call()  # countTokens, ...: traced as HTTP
+    request = parse_json_body(body)
+    if not isinstance(request, dict):
+        raise RequestError(400, "The request body must be a JSON object.", "INVALID_ARGUMENT")
+    config = request.get("generationConfig") or request.get("generation_config") or {}
+    return Call(
+        operation=operation,
+        model=model,
+        stream=method_name.startswith("stream"),
+        request_json=request,
+        request_attributes=pick(config, GENERATION_PARAMETERS) if isinstance(config, dict) else {},
+    )
+
+
+def read_response(call: Call, status: int, body: bytes) -> None:
+    """A complete response body (object, or a JSON-array stream that came back whole)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return
+    if status >= 400:
+        read_error(call, data[0] if isinstance(data, list) and data else data)
+        return
+    if call.operation == "generate_content":
+        read_chunk(call, data)
+
+
+def error_body(status: int, message: str) -> bytes:
+    """A proxy-made error in Google's shape."""
+    return orjson.dumps({"error": {"code": status, "message": message,
+                                   "status": STATUS_NAMES.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION")}})
+
+
+class GeminiStream(StreamState):
+    """``streamGenerateContent`` as SSE (``alt=sse``) or as one JSON array sent in pieces.
+
+    The framing is decided by the first byte: ``[`` starts a JSON array, whose top-level
+    elements are cut out by tracking nesting and strings across chunk boundaries.
+    """
+
+    _SPECIAL = re.compile(rb'[{}\[\]"\\]')
+
+    def __init__(self, call: Call, started_ns: int) -> None:
+        super().__init__(call, started_ns)
+        self._array: bool | None = None
+        self._depth = 0
+        self._in_string = False
+        self._scanned = 0  # bytes of self._buffer already scanned
+        self._element_start: int | None = None
+
+    def _events(self, chunk: bytes) -> list[bytes]:
+        if self._array is None:
+            stripped = (self._buffer + chunk).lstrip()
+            if not stripped:
+                self._buffer += chunk
+                return []
+            self._array = stripped[:1] == b"["
+        if not self._array:
+            return super()._events(chunk)
+        return self._array_elements(chunk)
+
+    def _array_elements(self, chunk: bytes) -> list[bytes]:
+        data = self._buffer + chunk
+        out = []
+        skip_to = self._scanned  # positions before this are done (or an escaped byte)
+        for match in self._SPECIAL.finditer(data, self._scanned):
+            index = match.start()
+            if index < skip_to:
+                continue
+            char = data[index]
+            if self._in_string:
+                if char == 0x5C:  # backslash: the next byte is escaped, even if it is in the next chunk
+                    skip_to = index + 2
+                elif char == 0x22:
+                    self._in_string = False
+            elif char == 0x22:
+                self._in_string = True
+            elif char in (0x7B, 0x5B):  # { [
+                self._depth += 1
+                if self._depth == 2:
+                    self._element_start = index
+            else:  # } ]
+                if self._depth == 2 and self._element_start is not None:
+                    out.append(data[self._element_start : index + 1])
+                    self._element_start = None
+                self._depth -= 1
+        # Keep only the unfinished element (strings exist only inside elements).
+        keep = self._element_start if self._element_start is not None else len(data)
+        self._buffer = data[keep:]
+        self._scanned = max(len(data), skip_to) - keep
+        if self._element_start is not None:
+            self._element_start = 0
+        return out
+
+    def on_event(self, event: bytes) -> bytes | None:
+        payload = event if self._array else self.event_data(event)
+        if payload:
+            try:
+                read_chunk(self.call, orjson.loads(payload), self)
+            except orjson.JSONDecodeError:
+                pass
+        return event
+
+
+class GeminiAdapter(ProviderAdapter):
+    """The Gemini API under ``/gemini`` (``/gemini/v1beta/models/{model}:{method}``)."""
+
+    name = "gemini"
+    provider_name = "gcp.gemini"
+    price_provider_id = "google"
+    prefixes = ("/gemini",)
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+
+    def upstream(self, tail: str, query_string: str, headers: CIMultiDict[str],
+                 base_url: str | None = None) -> Upstream:
+        stored = f"{(base_url or self.base_url).rstrip('/')}{tail}"
+        # The query may carry the API key (key=...): it is sent, never stored.
+        return Upstream(url=f"{stored}?{query_string}" if query_string else stored, stored_url=stored)
+
+    def parse_request(self, method: str, tail: str, body: bytes, headers: CIMultiDict[str]) -> Call:
+        match = _PATH.match(tail)
+        if method != "POST" or match is None:
+            return Call()
+        return read_request(match["method"], match["model"].split("/", 1)[1], body)
+
+    def parse_response(self, call: Call, status: int, body: bytes) -> None:
+        read_response(call, status, body)
+
+    def new_stream(self, call: Call, started_ns: int) -> StreamState:
+        return GeminiStream(call, started_ns)
+
+    def streams_response(self, call: Call, status: int, content_type: str) -> bool:
+        return call.stream and status < 400  # the JSON-array stream is application/json too
+
+    def error_body(self, status: int, message: str, error_type: str, code: str | None = None) -> bytes:
+        return error_body(status, message)

@@ -1,0 +1,114 @@
+"""Vertex AI: ``/vertex/v1/projects/{p}/locations/{l}/publishers/{publisher}/models/{m}:{method}``.
+
+The upstream host follows the location (``{location}-aiplatform.googleapis.com``; ``global``
+is ``aiplatform.googleapis.com``), from ``GENOPS_VERTEX_BASE_URL``. The Bearer token is
+forwarded untouched. Each publisher speaks its own wire format, which this adapter reuses
+from the provider modules: Google's models the Gemini format (``generateContent`` /
+``streamGenerateContent``), Anthropic's Claude the Messages format (``rawPredict`` /
+``streamRawPredict``), others (Mistral, Llama...) the OpenAI chat format.
+"""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+from multidict import CIMultiDict
+
+from genops.proxy.providers import anthropic, gemini
+from genops.proxy.providers.base import Call, ProviderAdapter, RequestError, StreamState, Upstream, parse_json_body
+from genops.proxy.providers.openai import OpenAIStream, read_usage as read_openai_usage
+
+_PATH = re.compile(
+    r"^/(?P<version>v1\w*)/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
+    r"/publishers/(?P<publisher>[^/]+)/models/(?P<model>[^/:]+):(?P<method>\w+)$"
+)
+_LOCATION = re.compile(r"/locations/([^/]+)")
+_VALID_LOCATION = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+MULTI_REGIONS = ("us", "eu")  # served by aiplatform.{us|eu}.rep.googleapis.com
+
+# Publisher -> genai-prices provider id of its models.
+PRICE_PROVIDERS = {"google": "google", "anthropic": "anthropic", "mistralai": "mistral", "meta": None}
+
+
+class VertexAdapter(ProviderAdapter):
+    """Vertex AI's model endpoints under ``/vertex``."""
+
+    name = "vertex"
+    provider_name = "gcp.vertex_ai"
+    price_provider_id = "google"
+    prefixes = ("/vertex",)
+
+    def __init__(self, base_url_template: str) -> None:
+        self.template = base_url_template.rstrip("/")
+
+    def base_for(self, location: str) -> str:
+        """The upstream base URL of one location (checked: it becomes part of a host name)."""
+        if not _VALID_LOCATION.match(location):
+            raise RequestError(400, f"Invalid location {location[:64]!r} in the request path.", "INVALID_ARGUMENT")
+        if "{location}-aiplatform.googleapis.com" in self.template:  # Google's own host naming
+            if location == "global":
+                return self.template.replace("{location}-", "")
+            if location in MULTI_REGIONS:
+                return self.template.replace("{location}-aiplatform", f"aiplatform.{location}.rep")
+        return self.template.replace("{location}", location)
+
+    def upstream(self, tail: str, query_string: str, headers: CIMultiDict[str],
+                 base_url: str | None = None) -> Upstream:
+        found = _LOCATION.search(tail)
+        base = base_url.rstrip("/") if base_url else self.base_for(found.group(1) if found else "global")
+        stored = f"{base}{tail}"
+        return Upstream(url=f"{stored}?{query_string}" if query_string else stored, stored_url=stored)
+
+    def parse_request(self, method: str, tail: str, body: bytes, headers: CIMultiDict[str]) -> Call:
+        match = _PATH.match(tail)
+        if method != "POST" or match is None:
+            return Call()
+        self.base_for(match["location"])  # refuse a malformed location before anything else
+        publisher, model, action = match["publisher"], match["model"], match["method"]
+        if publisher == "google":
+            if action == "predict" and "embedding" in model:
+                call = Call(operation="embeddings", model=model, request_json=parse_json_body(body))
+            else:
+                call = gemini.read_request(action, model, body)
+        elif action not in ("rawPredict", "streamRawPredict") or model == "count-tokens":
+            return Call()
+        elif publisher == "anthropic":
+            call = anthropic.read_request(body, model=model, stream=action == "streamRawPredict" or None)
+        else:  # OpenAI-compatible chat bodies (Mistral, Llama, ... on Vertex)
+            request = parse_json_body(body)
+            stream = action == "streamRawPredict" or (isinstance(request, dict) and request.get("stream") is True)
+            call = Call(operation="chat", model=model, stream=stream, request_json=request)
+        call.variant = publisher
+        return call
+
+    def parse_response(self, call: Call, status: int, body: bytes) -> None:
+        if call.variant == "anthropic":
+            anthropic.read_response(call, status, body)
+        elif call.variant == "google" or status >= 400:
+            gemini.read_response(call, status, body)
+        else:
+            try:
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return
+            if isinstance(data, dict):
+                call.response_id = data.get("id")
+                call.response_model = data.get("model")
+                read_openai_usage(call, data.get("usage"))
+
+    def new_stream(self, call: Call, started_ns: int) -> StreamState:
+        if call.variant == "anthropic":
+            return anthropic.AnthropicStream(call, started_ns)
+        if call.variant == "google":
+            return gemini.GeminiStream(call, started_ns)
+        return OpenAIStream(call, started_ns)
+
+    def streams_response(self, call: Call, status: int, content_type: str) -> bool:
+        return call.stream and status < 400
+
+    def price_provider(self, call: Call) -> str | None:
+        return PRICE_PROVIDERS.get(call.variant or "google")
+
+    def error_body(self, status: int, message: str, error_type: str, code: str | None = None) -> bytes:
+        return gemini.error_body(status, message)

@@ -1,0 +1,171 @@
+"""Run the detectors over a call's texts, and mask what they found.
+
+``scan_parts`` is synchronous and pure (used by tests, the corpus evaluation and bench);
+``scan_parts_async`` runs big inputs on a small thread pool in slices, so a 1 MB prompt
+never holds the event loop that serves other requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable, Sequence
+
+from genops.proxy.safety import injection, pii, secrets
+from genops.proxy.safety.detector import Detector
+from genops.proxy.safety.findings import Finding, Match, TextPart, severity_rank
+
+DETECTORS: dict[str, tuple[Detector, ...]] = {
+    "pii": pii.DETECTORS,
+    "secrets": secrets.DETECTORS,
+    "injection": injection.DETECTORS,
+}
+
+#: Inputs larger than this (characters, all parts together) are scanned off the event loop.
+INLINE_LIMIT = 16 * 1024
+#: Long texts are scanned in slices of this size, overlapping so no hit is cut in two.
+SLICE = 64 * 1024
+OVERLAP = 8 * 1024
+#: Roles whose content came from tools or retrieval: injection there is "indirect".
+INDIRECT_ROLES = frozenset({"tool", "function", "tool_result", "document", "retrieved"})
+
+_executor: ThreadPoolExecutor | None = None
+
+
+def scan_text(text: str, categories: Iterable[str] = ("pii", "secrets", "injection")) -> list[Match]:
+    """All non-overlapping hits in one text (per category, the most confident hit wins an overlap)."""
+    if not text:
+        return []
+    if len(text) > SLICE + OVERLAP:
+        return _scan_sliced(text, categories)
+    lower = text.lower()
+    out: list[Match] = []
+    for category in categories:
+        hits = [m for d in DETECTORS[category] for m in d.scan(text, lower)]
+        out.extend(_resolve(hits))
+    return out
+
+
+def _scan_sliced(text: str, categories: Iterable[str]) -> list[Match]:
+    categories = tuple(categories)
+    seen: set[tuple[str, int, int]] = set()
+    out: list[Match] = []
+    for offset in range(0, len(text), SLICE):
+        piece = text[offset : offset + SLICE + OVERLAP]
+        for m in scan_text(piece, categories):
+            start, end = m.start + offset, m.end + offset
+            # A hit inside the overlap is found twice; one wholly past the slice belongs to the next.
+            if m.start >= SLICE and offset + SLICE < len(text):
+                continue
+            key = (m.detector, start, end)
+            if key not in seen:
+                seen.add(key)
+                out.append(Match(m.detector, m.category, start, end, m.confidence, m.severity))
+    return out
+
+
+def _resolve(hits: list[Match]) -> list[Match]:
+    """Drop overlapping hits: within each cluster of overlapping hits, the most confident (then longest) wins."""
+    if len(hits) < 2:
+        return hits
+    hits.sort(key=lambda h: (h.start, -h.end))
+    kept: list[Match] = []
+    cluster: list[Match] = [hits[0]]
+    cluster_end = hits[0].end
+    for h in hits[1:]:
+        if h.start < cluster_end:
+            cluster.append(h)
+            cluster_end = max(cluster_end, h.end)
+        else:
+            kept.extend(_resolve_cluster(cluster))
+            cluster, cluster_end = [h], h.end
+    kept.extend(_resolve_cluster(cluster))
+    return kept
+
+
+def _resolve_cluster(cluster: list[Match]) -> list[Match]:
+    if len(cluster) == 1:
+        return cluster
+    chosen: list[Match] = []
+    for m in sorted(cluster, key=lambda h: (-h.confidence, -(h.end - h.start), h.start)):
+        if all(m.end <= k.start or m.start >= k.end for k in chosen):
+            chosen.append(m)
+    chosen.sort(key=lambda h: h.start)
+    return chosen
+
+
+def scan_parts(parts: Sequence[TextPart], location: str,
+               categories: Iterable[str] = ("pii", "secrets", "injection")) -> list[Finding]:
+    """Findings for a call's texts; ``location`` is ``"request"`` or ``"response"``."""
+    categories = tuple(categories)
+    findings: list[Finding] = []
+    for part in parts:
+        for m in scan_text(part.text, categories):
+            severity = m.severity
+            if m.category == "injection" and part.role in INDIRECT_ROLES:
+                severity = "critical"  # instructions arriving in data the model will trust
+            findings.append(Finding(m.category, m.detector, location, part.role, part.message_index,
+                                    part.part_index, m.start, m.end, m.confidence, severity))
+    return findings
+
+
+async def scan_parts_async(parts: Sequence[TextPart], location: str,
+                           categories: Iterable[str] = ("pii", "secrets", "injection")) -> list[Finding]:
+    """:func:`scan_parts`, on a worker thread when the input is large."""
+    categories = tuple(categories)
+    if sum(len(p.text) for p in parts) <= INLINE_LIMIT:
+        return scan_parts(parts, location, categories)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_pool(), scan_parts, parts, location, categories)
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="genops-safety")
+    return _executor
+
+
+def placeholder(finding: Finding | Match) -> str:
+    """What replaces a masked span: names the kind, never the content."""
+    return f"[REDACTED:{finding.detector}]"
+
+
+def mask_text(text: str, spans: Iterable[Finding | Match]) -> str:
+    """``text`` with every span replaced by its placeholder (overlaps merged, left to right)."""
+    ordered = sorted(spans, key=lambda f: (f.start, -f.end))
+    out: list[str] = []
+    pos = 0
+    for f in ordered:
+        if f.start < pos:
+            continue  # overlapped by an earlier, already masked span
+        out.append(text[pos : f.start])
+        out.append(placeholder(f))
+        pos = f.end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def mask_parts(parts: Sequence[TextPart], findings: Iterable[Finding]) -> dict[int, str]:
+    """``{position in parts: masked text}`` for the parts that have findings.
+
+    Findings are matched to parts by (message_index, part_index).
+    """
+    by_key: dict[tuple[int, int], list[Finding]] = {}
+    for f in findings:
+        by_key.setdefault((f.message_index, f.part_index), []).append(f)
+    out: dict[int, str] = {}
+    for position, part in enumerate(parts):
+        hits = by_key.get((part.message_index, part.part_index))
+        if hits:
+            out[position] = mask_text(part.text, hits)
+    return out
+
+
+def highest_severity(findings: Iterable[Finding]) -> str | None:
+    """The most severe severity among ``findings`` (None when empty)."""
+    best: str | None = None
+    for f in findings:
+        if best is None or severity_rank(f.severity) > severity_rank(best):
+            best = f.severity
+    return best
