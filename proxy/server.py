@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from genops.collectors.anomaly.service import attach as attach_anomaly_jobs
 from genops.config import Settings
 from genops.proxy.app import create_app
 from genops.proxy.telemetry import build_telemetry
@@ -59,6 +60,7 @@ def serve(settings: Settings) -> None:
     sql_client = open_client(settings, database=settings.database)  # unqualified names mean our tables
     telemetry = build_telemetry(settings, client)
     app = create_app(settings, telemetry, sql_client)
+    attach_anomaly_jobs(app, settings, sql_client)  # background, off the request path; see collectors/anomaly
     loop_name = _install_uvloop()
 
     async def on_startup(_: web.Application) -> None:

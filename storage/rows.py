@@ -80,14 +80,38 @@ def attribute_map(attributes: Mapping[str, Any] | None) -> dict[str, str]:
     """An attribute mapping with every value stringified."""
     if not attributes:
         return {}
-    return {key: attribute_string(value) for key, value in attributes.items()}
+    out = {}
+    for key, value in attributes.items():
+        kind = type(value)  # exact types first: this runs for every attribute of every span
+        if kind is str:
+            out[key] = value
+        elif kind is int:
+            out[key] = str(value)
+        else:
+            out[key] = attribute_string(value)
+    return out
+
+
+_resource_cache: dict[int, tuple[Any, dict[str, str]]] = {}
+
+
+def _resource_map(resource: Any) -> dict[str, str]:
+    """Stringified resource attributes, cached per resource (one per process in practice)."""
+    cached = _resource_cache.get(id(resource))
+    if cached is not None and cached[0] is resource:
+        return cached[1]
+    mapped = attribute_map(resource.attributes)
+    if len(_resource_cache) > 64:
+        _resource_cache.clear()
+    _resource_cache[id(resource)] = (resource, mapped)
+    return mapped
 
 
 def span_to_row(span: ReadableSpan) -> list[Any]:
     """One SDK span as one ``otel_traces`` row, in :data:`TRACE_COLUMNS` order."""
     ctx = span.context
     parent = span.parent
-    resource_attrs = attribute_map(span.resource.attributes) if span.resource else {}
+    resource_attrs = _resource_map(span.resource) if span.resource else {}
     scope = span.instrumentation_scope
     start = span.start_time or 0
     end = span.end_time or start

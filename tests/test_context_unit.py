@@ -75,3 +75,24 @@ def test_openai_body_context_and_a_broken_adapter_never_breaks_the_span():
             raise KeyError("bug")
 
     assert call_context(headers, Broken(), call) == {"gen_ai.conversation.id": "s"}
+
+
+def test_every_adapter_reads_its_own_body_fields():
+    from genops.proxy.providers.anthropic import AnthropicAdapter
+    from genops.proxy.providers.vertex import VertexAdapter
+
+    headers = CIMultiDictProxy(CIMultiDict())
+    anthropic_call = Call(request_json={"metadata": {"user_id": "ant-user"}})
+    assert call_context(headers, AnthropicAdapter("http://x"), anthropic_call) == {"genops.user.id": "ant-user"}
+
+    vertex = VertexAdapter("http://x/{location}")
+    gemini_call = Call(request_json={"contents": [], "labels": {"team": "search", "env": "prod"}})
+    gemini_call.variant = "google"
+    assert call_context(headers, vertex, gemini_call) == {"genops.property.team": "search",
+                                                           "genops.property.env": "prod"}
+    claude_call = Call(request_json={"metadata": {"user_id": "vertex-claude-user"}})
+    claude_call.variant = "anthropic"
+    assert call_context(headers, vertex, claude_call) == {"genops.user.id": "vertex-claude-user"}
+    mistral_call = Call(request_json={"user": "mistral-user"})
+    mistral_call.variant = "mistralai"
+    assert call_context(headers, vertex, mistral_call) == {"genops.user.id": "mistral-user"}

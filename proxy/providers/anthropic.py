@@ -75,6 +75,14 @@ def read_error(call: Call, body: Any) -> None:
         call.error_message = str(message)[:500] if message else None
 
 
+def body_context(request: Any) -> dict[str, Any]:
+    """Messages API: ``metadata.user_id`` is the end user (the only metadata key Anthropic accepts)."""
+    metadata = request.get("metadata") if isinstance(request, dict) else None
+    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
+        return {"user-id": metadata["user_id"]}
+    return {}
+
+
 def read_request(body: bytes, *, model: str | None = None, stream: bool | None = None) -> Call:
     """A Messages request. Vertex passes the ``model`` (from the URL) and ``stream`` (from the method)."""
     request = parse_json_body(body)
@@ -203,9 +211,4 @@ class AnthropicAdapter(ProviderAdapter):
         return error_body(status, message)
 
     def request_context(self, call: Call) -> dict[str, Any]:
-        # Messages API: metadata.user_id is the end user (the only metadata key Anthropic accepts)
-        request = call.request_json
-        metadata = request.get("metadata") if isinstance(request, dict) else None
-        if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
-            return {"user-id": metadata["user_id"]}
-        return {}
+        return body_context(call.request_json)

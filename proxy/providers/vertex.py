@@ -11,13 +11,15 @@ from the provider modules: Google's models the Gemini format (``generateContent`
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import orjson
 from multidict import CIMultiDict
 
 from genops.proxy.providers import anthropic, gemini
 from genops.proxy.providers.base import Call, ProviderAdapter, RequestError, StreamState, Upstream, parse_json_body
-from genops.proxy.providers.openai import OpenAIStream, read_usage as read_openai_usage
+from genops.proxy.providers.openai import OpenAIStream, body_context as openai_body_context
+from genops.proxy.providers.openai import read_usage as read_openai_usage
 
 _PATH = re.compile(
     r"^/(?P<version>v1\w*)/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
@@ -112,3 +114,11 @@ class VertexAdapter(ProviderAdapter):
 
     def error_body(self, status: int, message: str, error_type: str, code: str | None = None) -> bytes:
         return gemini.error_body(status, message)
+
+    def request_context(self, call: Call) -> dict[str, Any]:
+        if call.variant == "anthropic":
+            return anthropic.body_context(call.request_json)
+        if call.variant == "google":  # Vertex request labels (billing metadata) count as properties
+            labels = call.request_json.get("labels") if isinstance(call.request_json, dict) else None
+            return {f"property-{k}": v for k, v in labels.items()} if isinstance(labels, dict) else {}
+        return openai_body_context(call.request_json)

@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "genops.commands.migrate",
     "genops.commands.version",
     "genops.commands.fake_upstream",
+    "genops.commands.jobs",
+    "genops.commands.demo_traffic",
     "genops.commands.trace",
     "genops.commands.redteam",
     "genops.commands.dashboards",

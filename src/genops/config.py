@@ -203,6 +203,14 @@ class Settings:
     log_level: str = _setting("info", _parse_choice("debug", "info", "warning", "error"), "log level")
     log_format: str = _setting("json", _parse_choice("json", "text"), "structured JSON logs or plain text")
     capture_headers: bool = _setting(False, _parse_bool, "record non-secret request headers on spans")
+    jobs_in_serve: str = _setting(
+        "auto", _parse_choice("auto", "on", "off"), "run the anomaly jobs inside genops serve (auto = when embedded)"
+    )
+    jobs_interval_s: float = _setting(60.0, _parse_float(1, 86400), "seconds between anomaly job passes")
+    jobs_lag_s: float = _setting(120.0, _parse_float(0, 3600), "how long the jobs wait for late spans")
+    alert_webhook_url: str = _setting("", _parse_optional_http_url, "Slack-compatible webhook for anomaly alerts")
+    alert_cooldown_s: float = _setting(1800.0, _parse_float(0, 604800), "at most one alert per anomaly key per this")
+    alert_min_severity: str = _setting("warning", _parse_choice("warning", "critical"), "lowest severity alerted")
     safety_policy: str = _setting(
         "annotate", _parse_safety_policy,
         "safety action for every call: annotate|redact|mask-upstream|block|off, or pii=...,secrets=...,injection=...",
