@@ -42,7 +42,9 @@ CALL_FILTER = """$__timeFilter(Timestamp)
   AND $__conditionalAll(ServiceName IN (${service:singlequote}), $service)
   AND $__conditionalAll(UserId IN (${user:singlequote}), $user)"""
 
-ANOMALY_TABLE = "genops_anomalies FINAL"  # ReplacingMergeTree: one row per anomaly after FINAL
+# genops_anomalies (storage/migrations/0031_anomalies.sql) is a ReplacingMergeTree(version):
+# an ongoing anomaly is re-inserted as it grows, so read it with FINAL (one row per anomaly).
+ANOMALY_TABLE = "genops_anomalies FINAL"
 ANOMALY_OVERLAP = "`start` <= $__toTime AND `end` >= $__fromTime"
 
 
@@ -186,11 +188,12 @@ ORDER BY UserId"""),
 def anomaly_annotation() -> dict[str, Any]:
     """Anomalies found by the jobs, drawn as regions on every time-series panel."""
     sql = f"""
-SELECT `start` AS time, `end` AS timeEnd,
+SELECT `start` AS time,
+       if(status = 'open', now(), `end`) AS timeEnd,
        concat('[', severity, '] ', detector, ': ', entity) AS title,
-       concat(detector, ' on ', entity, ': observed ', toString(round(observed, 3)),
-              ', expected ', toString(round(expected, 3)), ' (score ', toString(round(score, 1)), ', ', status, ')') AS text,
-       [detector, severity, status] AS tags
+       concat('[', severity, '] ', detector, ' ', entity, ': ', metric, ' ', toString(round(observed, 4)),
+              ' vs expected ', toString(round(expected, 4)), ' (score ', toString(round(score, 2)), ', ', status, ')') AS text,
+       arrayFilter(x -> x != '', [detector, severity, status]) AS tags
 FROM {ANOMALY_TABLE}
 WHERE {ANOMALY_OVERLAP}
 ORDER BY time"""
@@ -678,9 +681,9 @@ WHERE $__timeFilter(`start`)
 GROUP BY time, detector
 ORDER BY time""", (0, 4, 24, 8), unit="short", bars=True, stack=True),
         table("Anomalies", f"""
-SELECT `start`, `end`, detector, entity, severity, status,
+SELECT `start`, if(status = 'open', NULL, `end`) AS resolved, detector, entity, severity, status, metric,
        round(observed, 4) AS observed, round(expected, 4) AS expected, round(score, 2) AS score,
-       dateDiff('minute', `start`, `end`) + 1 AS minutes
+       dateDiff('minute', `start`, if(status = 'open', now(), `end`)) + 1 AS minutes, details
 FROM {ANOMALY_TABLE}
 WHERE {where}
 ORDER BY `start` DESC

@@ -168,21 +168,17 @@ def seed_traffic(client: Any, database: str, now: datetime | None = None) -> See
     return Seeded(calls=calls, agent_trace_ids=agent_trace_ids, window_start=start, window_end=now)
 
 
-ANOMALY_COLUMNS = ["detector", "entity", "start", "end", "observed", "expected", "score", "severity", "status"]
+ANOMALY_COLUMNS = ["detector", "entity", "start", "end", "observed", "expected", "score", "severity", "status",
+                   "metric", "version"]
 
 
 def seed_anomalies(client: Any, database: str, now: datetime) -> None:
-    """A resolved and an open anomaly, the open one updated once (two versions of one row)."""
+    """A resolved latency and cost anomaly, and an open error-rate one updated once (two versions of one row)."""
     minute = now.replace(second=0, microsecond=0, tzinfo=None)
     rows = [
-        ["latency_p95", "openai/gpt-4o", minute - timedelta(minutes=80), minute - timedelta(minutes=70), 4200.0, 1100.0, 7.5, "critical", "resolved"],
-        ["error_rate", "anthropic/claude-sonnet-4-5", minute - timedelta(minutes=20), minute - timedelta(minutes=15), 0.3, 0.02, 5.0, "warning", "open"],
-        ["error_rate", "anthropic/claude-sonnet-4-5", minute - timedelta(minutes=20), minute - timedelta(minutes=5), 0.35, 0.02, 6.0, "warning", "open"],
-        ["cost_surge", "user:alice", minute - timedelta(minutes=50), minute - timedelta(minutes=40), 12.0, 2.0, 4.2, "warning", "resolved"],
+        ["latency_p95", "openai/gpt-4o", minute - timedelta(minutes=80), minute - timedelta(minutes=70), 4200.0, 1100.0, 7.5, "critical", "resolved", "p95_ms"],
+        ["error_rate", "anthropic/claude-sonnet-4-5", minute - timedelta(minutes=20), minute - timedelta(minutes=15), 0.3, 0.02, 5.0, "warning", "open", "error_rate"],
+        ["error_rate", "anthropic/claude-sonnet-4-5", minute - timedelta(minutes=20), minute - timedelta(minutes=5), 0.35, 0.02, 6.0, "warning", "open", "error_rate"],
+        ["cost_surge", "user:alice", minute - timedelta(minutes=50), minute - timedelta(minutes=40), 12.0, 2.0, 4.2, "warning", "resolved", "cost_usd"],
     ]
-    columns = list(ANOMALY_COLUMNS)
-    existing = {r[0] for r in client.query(f"SELECT name FROM system.columns WHERE database = '{database}' AND table = 'genops_anomalies'").result_rows}
-    if "version" in existing:  # ReplacingMergeTree(version): the later update wins
-        columns.append("version")
-        rows = [row + [i + 1] for i, row in enumerate(rows)]
-    client.insert(f"{database}.genops_anomalies", rows, column_names=columns)
+    client.insert(f"{database}.genops_anomalies", [row + [i + 1] for i, row in enumerate(rows)], column_names=ANOMALY_COLUMNS)

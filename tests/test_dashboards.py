@@ -154,11 +154,7 @@ def store(chdb_dir: Path) -> Iterator[tuple[Any, Seeded]]:
     migrate(open_chdb(chdb_dir), database)
     client = open_chdb(chdb_dir, database)
     tables = {r[0] for r in client.query(f"SHOW TABLES FROM {database}").result_rows}
-    if "genops_anomalies" not in tables:  # until the anomaly jobs' migration is on main: the issue's columns
-        client.command(f"""CREATE TABLE {database}.genops_anomalies (detector LowCardinality(String), entity String,
-            `start` DateTime, `end` DateTime, observed Float64, expected Float64, score Float64,
-            severity LowCardinality(String), status LowCardinality(String))
-            ENGINE = ReplacingMergeTree ORDER BY (detector, entity, `start`)""")
+    assert {"genops_calls", "genops_cache_savings", "genops_anomalies", "otel_traces_trace_id_ts"} <= tables
     now = datetime.now(timezone.utc)
     seeded = seed_traffic(client, database, now)
     seed_anomalies(client, database, now)
@@ -295,3 +291,20 @@ def test_figures_agree_with_the_seeded_traffic(store: tuple[Any, Seeded]) -> Non
     assert 0 < narrowed < seeded.calls
     # The trace view's default (no trace id) is the latest trace with a model call.
     assert _stat(client, "agents", "Traces", ctx) >= len(seeded.agent_trace_ids)
+
+
+def test_anomaly_annotations_show_each_anomaly_once_latest_version(store: tuple[Any, Seeded]) -> None:
+    client, seeded = store
+    ctx = context("all", seeded, 60_000)
+    annotation = next(a for a in DASHBOARDS["overview"]["annotations"]["list"] if a["name"] == "Anomalies")
+    columns, _, rows = run(client, interpolate(annotation["target"]["rawSql"], ctx))
+    found = [dict(zip(columns, r)) for r in rows]
+    assert sorted(a["tags"][0] for a in found) == ["cost_surge", "error_rate", "latency_p95"]
+    ongoing = next(a for a in found if a["tags"][0] == "error_rate")
+    assert "0.35 vs expected 0.02" in ongoing["text"] and "open" in ongoing["tags"]
+    assert ongoing["timeEnd"] >= datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=1)
+    one = context("one", seeded, 60_000)
+    _variable_options(client, DASHBOARDS["anomalies"], one)
+    table = next(p for p in DASHBOARDS["anomalies"]["panels"] if p["title"] == "Anomalies")
+    columns, _, rows = run(client, interpolate(table["targets"][0]["rawSql"], one))
+    assert [dict(zip(columns, r))["observed"] for r in rows] == [0.35]
