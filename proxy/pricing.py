@@ -68,6 +68,7 @@ def _library_price(provider: Any, model_info: Any, usage: Usage, when: datetime,
             output_tokens=usage.output_tokens or 0,
             cache_read_tokens=(usage.cache_read_tokens or None) if cached else None,
             cache_write_tokens=usage.cache_write_tokens or None,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens or None,
         ),
         provider,
         genai_request_timestamp=when,
@@ -163,7 +164,8 @@ def price_call(provider_id: str | None, model: str | None, usage: Usage) -> Pric
     name = normalize_model(model)
     now = datetime.now(tz=timezone.utc)
     rates = _linear_rates(provider_id, name, now.date().isoformat())
-    if rates is not None and (usage.input_tokens or 0) < rates.limit:
+    # 1-hour cache writes have their own rate: the exact path prices them.
+    if rates is not None and (usage.input_tokens or 0) < rates.limit and not usage.cache_write_1h_tokens:
         return rates.price(usage)
     found = _lookup(provider_id, name)
     if found is None:
