@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "genops.commands.trace",
     "genops.commands.redteam",
     "genops.commands.collector",
+    "genops.commands.dashboards",
 )
 
 
