@@ -49,7 +49,7 @@ def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any) -> web
     sessions = SessionHolder()
     AdminRoutes(sql_client, settings.database, settings.resolved_admin_token()).register(app)
     recent = RecentCalls()  # request ids just served, for feedback that beats the span export
-    telemetry.provider.add_span_processor(recent)
+    telemetry.add_span_processor(recent)
     FeedbackRoutes(sql_client, settings.database, settings.resolved_admin_token(), recent).register(app)
     known = []
     for adapter in build_adapters(settings):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
@@ -28,6 +28,12 @@ class Telemetry:
     provider: TracerProvider
     tracer: SpanRecorder
     exporters: list[SpanExporter] = field(default_factory=list)
+
+    def add_span_processor(self, processor: SpanProcessor) -> None:
+        """Also hand every finished proxy span to ``processor`` (its ``on_end`` runs on the request
+        path, after the response: keep it cheap). Flushed and shut down with the others."""
+        self.tracer.processors.append(processor)
+        self.provider.add_span_processor(processor)
 
     def shutdown(self) -> None:
         """Flush every pending span, then stop (called on SIGTERM / app cleanup)."""

@@ -204,3 +204,19 @@ def test_target_policy_rules():
     ]
     assert [u for u in allowed if not policy.allowed(u)] == []
     assert [u for u in refused if policy.allowed(u)] == []
+
+
+def test_openai_responses_stream_usage_from_response_completed(proxy, fake_upstream, request_id):
+    via = openai.OpenAI(base_url=proxy.url + "/v1", api_key="sk-x", max_retries=0,
+                        default_headers={"GenOps-Request-Id": request_id})
+    events = list(via.responses.create(model="gpt-4o-mini", input="Hello there", stream=True))
+    completed = events[-1]
+    assert completed.type == "response.completed"
+    span = proxy.span(request_id)
+    attrs = span["SpanAttributes"]
+    assert span["SpanName"] == "responses gpt-4o-mini"
+    assert attrs["gen_ai.operation.name"] == "responses"
+    assert attrs["gen_ai.usage.input_tokens"] == str(completed.response.usage.input_tokens)
+    assert attrs["gen_ai.usage.output_tokens"] == str(completed.response.usage.output_tokens)
+    assert attrs["gen_ai.response.id"] == completed.response.id
+    assert "genops.usage.estimated" not in attrs

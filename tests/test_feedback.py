@@ -128,3 +128,20 @@ def test_clear_errors_and_nothing_stored_from_a_bad_batch(proxy, fake_upstream, 
     assert status == 404
     status, body = feedback(proxy, method="GET", query="")
     assert status == 400
+
+
+def test_feedback_for_a_call_whose_span_is_not_exported_yet(tmp_path, fake_upstream, request_id):
+    """The span waits in the export batch (10 min interval): the proxy's memory of the ids it served
+    must accept the score anyway; storage cannot know the id yet."""
+    from conftest import start_proxy, upstream_env
+
+    slow = start_proxy(tmp_path / "slow-export", {**upstream_env(fake_upstream.url),
+                                                 "GENOPS_EXPORT_INTERVAL_MS": "600000"})
+    try:
+        raw = call(slow, request_id)
+        assert slow.sql("SELECT count() AS n FROM otel_traces") == [{"n": 0}]
+        status, body = feedback(slow, {"request_id": request_id, "name": "thumbs_up", "value": True})
+        assert status == 201, body
+        assert body["scores"][0]["span_id"] == raw.headers["traceparent"].split("-")[2]
+    finally:
+        slow.stop()
