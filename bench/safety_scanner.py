@@ -43,7 +43,7 @@ def _text(kind: str, size: int) -> str:
 
 
 def scanner_cost(repeats: int = 7) -> None:
-    print("scanner cost (best of %d), ms per KB" % repeats)
+    print("scanner cost (best of %d, thread CPU time), ms per KB" % repeats)
     print(f"{'text':<14} {'pii':>7} {'secrets':>8} {'injection':>10} {'all':>7}")
     for kind, size in (("prose", 64_000), ("code", 64_000), ("chat", 64_000), ("prose 1 MB", 1_000_000)):
         text = _text(kind.split()[0], size)
@@ -51,9 +51,10 @@ def scanner_cost(repeats: int = 7) -> None:
         for categories in (("pii",), ("secrets",), ("injection",), ("pii", "secrets", "injection")):
             best = float("inf")
             for _ in range(repeats if size < 500_000 else 3):
-                started = time.perf_counter()
+                # CPU time of this thread: what the scan costs, not what other processes take.
+                started = time.thread_time()
                 scan_text(text, categories)
-                best = min(best, time.perf_counter() - started)
+                best = min(best, time.thread_time() - started)
             row.append(best * 1000 / (size / 1024))
         print(f"{kind:<14} {row[0]:>7.3f} {row[1]:>8.3f} {row[2]:>10.3f} {row[3]:>7.3f}")
 

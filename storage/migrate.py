@@ -87,4 +87,33 @@ def migrate(client: Client, database: str, *, retention_days: int = 30) -> list[
         )
         log.info("migration applied", extra={"version": migration.version, "migration": migration.name})
         applied.append(migration)
+    apply_retention(client, database, retention_days)
     return applied
+
+
+_TTL_DAYS = re.compile(r"\bTTL\s+(.+?)\s*\+\s*toIntervalDay\((\d+)\)")
+
+
+def apply_retention(client: Client, database: str, retention_days: int) -> list[str]:
+    """Make every day-based TTL in ``database`` match ``retention_days``; returns the tables changed.
+
+    Tables are created with the retention in force at the time; this keeps a later change of
+    ``GENOPS_RETENTION_DAYS`` effective. Existing parts are not rewritten
+    (``materialize_ttl_after_modify = 0``): expired partitions are dropped as merges reach them.
+    """
+    rows = client.query(
+        "SELECT name, engine_full FROM system.tables WHERE database = {db:String} AND engine LIKE '%MergeTree'",
+        parameters={"db": database},
+    ).result_rows
+    changed = []
+    for name, engine_full in rows:
+        match = _TTL_DAYS.search(engine_full)
+        if match is None or int(match.group(2)) == retention_days:
+            continue
+        client.command(
+            f"ALTER TABLE {database}.`{name}` MODIFY TTL {match.group(1)} + toIntervalDay({int(retention_days)})",
+            settings={"materialize_ttl_after_modify": 0},
+        )
+        log.info("retention changed", extra={"table": name, "days": retention_days})
+        changed.append(name)
+    return changed

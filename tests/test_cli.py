@@ -157,3 +157,16 @@ def test_sigterm_flushes_every_pending_span(tmp_path, fake_upstream):
                     env={"GENOPS_DATA_DIR": str(tmp_path / "data")})
     assert orjson.loads(result.stdout) == [{"n": 25}]
     assert "sk-x" not in proc.logs()
+
+
+def test_changing_retention_days_updates_every_ttl(tmp_path):
+    env = {"GENOPS_DATA_DIR": str(tmp_path / "data")}
+    assert genops("migrate", env=env).returncode == 0
+    ttl_query = ("SELECT name, extract(engine_full, 'toIntervalDay\\\\((\\\\d+)\\\\)') AS days FROM system.tables "
+                 "WHERE database = 'genops' AND engine_full LIKE '%TTL%' ORDER BY name")
+    before = orjson.loads(genops("sql", "-f", "json", ttl_query, env=env).stdout)
+    assert before and {r["days"] for r in before} == {"30"}
+    assert genops("migrate", env={**env, "GENOPS_RETENTION_DAYS": "7"}).returncode == 0
+    after = orjson.loads(genops("sql", "-f", "json", ttl_query, env=env).stdout)
+    assert [r["name"] for r in after] == [r["name"] for r in before]
+    assert {r["days"] for r in after} == {"7"}

@@ -8,7 +8,7 @@ format is spoken by Claude on Vertex AI (``rawPredict`` / ``streamRawPredict``),
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 import orjson
 from multidict import CIMultiDict
@@ -19,10 +19,13 @@ from genops.proxy.providers.base import (
     ProviderAdapter,
     RequestError,
     StreamState,
+    TextPart,
+    TextSlot,
     Upstream,
     as_int,
     parse_json_body,
     pick,
+    write_texts,
 )
 
 REQUEST_PARAMETERS = {
@@ -60,6 +63,9 @@ def read_usage(call: Call, usage: Any) -> None:
         u.input_tokens = uncached + (written or 0) + (read or 0)
         u.cache_write_tokens = written
         u.cache_read_tokens = read
+        creation = usage.get("cache_creation")
+        if isinstance(creation, dict):
+            u.cache_write_1h_tokens = as_int(creation.get("ephemeral_1h_input_tokens"))
     output = as_int(usage.get("output_tokens"))
     if output is not None:
         u.output_tokens = output
@@ -120,6 +126,48 @@ def error_body(status: int, message: str) -> bytes:
     """A proxy-made error exactly as Anthropic shapes its own."""
     kind = ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
     return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+
+
+def request_slots(request: Any) -> Iterator[TextSlot]:
+    """Text slots of a Messages request: ``system`` (message -1), text blocks, tool results
+    (role ``tool``; blocks inside a tool result are parts 1000*(j+1)+k)."""
+    if not isinstance(request, dict):
+        return
+    system = request.get("system")
+    if isinstance(system, str):
+        yield TextPart("system", -1, 0, system), request, "system"
+    elif isinstance(system, list):
+        for j, block in enumerate(system):
+            if isinstance(block, dict) and isinstance(block.get("text"), str):
+                yield TextPart("system", -1, j, block["text"]), block, "text"
+    for i, message in enumerate(request.get("messages") or ()):
+        if not isinstance(message, dict):
+            continue
+        role = str(message.get("role") or "user")
+        content = message.get("content")
+        if isinstance(content, str):
+            yield TextPart(role, i, 0, content), message, "content"
+            continue
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            if not isinstance(block, dict):
+                continue
+            if isinstance(block.get("text"), str):
+                yield TextPart(role, i, j, block["text"]), block, "text"
+            elif block.get("type") == "tool_result":
+                result = block.get("content")
+                if isinstance(result, str):
+                    yield TextPart("tool", i, j, result), block, "content"
+                for k, sub in enumerate(result if isinstance(result, list) else ()):
+                    if isinstance(sub, dict) and isinstance(sub.get("text"), str):
+                        yield TextPart("tool", i, 1000 * (j + 1) + k, sub["text"]), sub, "text"
+
+
+def response_parts(data: Any) -> list[TextPart]:
+    """Text blocks of a complete Messages response."""
+    if not isinstance(data, dict):
+        return []
+    return [TextPart("assistant", 0, j, block["text"]) for j, block in enumerate(data.get("content") or ())
+            if isinstance(block, dict) and isinstance(block.get("text"), str)]
 
 
 class AnthropicStream(StreamState):
@@ -209,6 +257,21 @@ class AnthropicAdapter(ProviderAdapter):
 
     def error_body(self, status: int, message: str, error_type: str, code: str | None = None) -> bytes:
         return error_body(status, message)
+
+    def request_texts(self, call: Call) -> list[TextPart]:
+        return [slot[0] for slot in request_slots(call.request_json)]
+
+    def replace_request_texts(self, call: Call, texts: Mapping[int, str]) -> bytes:
+        write_texts(request_slots(call.request_json), texts)
+        return orjson.dumps(call.request_json)
+
+    def response_texts(self, call: Call, body: bytes | None) -> list[TextPart]:
+        if body is None:
+            return super().response_texts(call, None)
+        try:
+            return response_parts(orjson.loads(body))
+        except orjson.JSONDecodeError:
+            return []
 
     def request_context(self, call: Call) -> dict[str, Any]:
         return body_context(call.request_json)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 
 import orjson
 from multidict import CIMultiDict
@@ -26,6 +26,7 @@ class Usage:
     output_tokens: int | None = None
     cache_read_tokens: int | None = None
     cache_write_tokens: int | None = None
+    cache_write_1h_tokens: int | None = None  # the part of cache_write_tokens kept for 1 hour (Anthropic)
     reasoning_tokens: int | None = None
     estimated: bool = False
 
@@ -71,6 +72,30 @@ class TextPart(NamedTuple):
     message_index: int
     part_index: int
     text: str
+
+
+#: A text slot: the part, plus the container and key (or index) where a replacement is written.
+TextSlot = tuple[TextPart, Any, Any]
+
+
+def write_texts(slots: Iterable[TextSlot], texts: Mapping[int, str]) -> None:
+    """Write ``texts`` (keyed by position in ``slots``) into their containers: the shared body of
+    ``replace_request_texts`` for adapters that walk their request as text slots."""
+    for position, (_, container, key) in enumerate(list(slots)):
+        if position in texts:
+            container[key] = texts[position]
+
+
+def string_leaves(value: Any, container: Any = None, key: Any = None) -> Iterator[tuple[Any, Any, str]]:
+    """Every string inside a JSON value as (container, key, text): tool results given as objects."""
+    if isinstance(value, str) and container is not None:
+        yield container, key, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from string_leaves(v, value, k)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from string_leaves(v, value, i)
 
 
 @dataclass

@@ -12,7 +12,7 @@ read as they pass. Vertex AI's Gemini models speak the same format and reuse
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 import orjson
 from multidict import CIMultiDict
@@ -23,10 +23,14 @@ from genops.proxy.providers.base import (
     ProviderAdapter,
     RequestError,
     StreamState,
+    TextPart,
+    TextSlot,
     Upstream,
     as_int,
     parse_json_body,
     pick,
+    string_leaves,
+    write_texts,
 )
 
 # Method after "models/{model}:" -> gen_ai.operation.name (None: traced as plain HTTP).
@@ -167,6 +171,57 @@ def read_response(call: Call, status: int, body: bytes) -> None:
         read_chunk(call, data)
 
 
+def _parts_slots(role: str, index: int, content: Any) -> Iterator[TextSlot]:
+    """``{"parts": [{"text"}, {"functionResponse": {"response": {...}}}]}``; strings inside a
+    function response are tool text (parts 1000*(j+1)+k)."""
+    for j, part in enumerate((content.get("parts") if isinstance(content, dict) else None) or ()):
+        if not isinstance(part, dict):
+            continue
+        if isinstance(part.get("text"), str) and not part.get("thought"):
+            yield TextPart(role, index, j, part["text"]), part, "text"
+        response = part.get("functionResponse") or part.get("function_response")
+        if isinstance(response, dict):
+            for k, (container, key, text) in enumerate(string_leaves(response.get("response"))):
+                yield TextPart("tool", index, 1000 * (j + 1) + k, text), container, key
+
+
+def request_slots(request: Any) -> Iterator[TextSlot]:
+    """Text slots of generateContent / embedContent / batchEmbedContents requests."""
+    if not isinstance(request, dict):
+        return
+    for key in ("systemInstruction", "system_instruction"):
+        system = request.get(key)
+        if isinstance(system, str):
+            yield TextPart("system", -1, 0, system), request, key
+        elif isinstance(system, dict):
+            yield from _parts_slots("system", -1, system)
+    contents = request.get("contents")
+    if isinstance(contents, str):
+        yield TextPart("user", 0, 0, contents), request, "contents"
+    for i, content in enumerate(contents if isinstance(contents, list) else ()):
+        if isinstance(content, dict):
+            role = content.get("role") or "user"
+            yield from _parts_slots("assistant" if role == "model" else str(role), i, content)
+    if isinstance(request.get("content"), dict):  # embedContent
+        yield from _parts_slots("user", 0, request["content"])
+    for i, item in enumerate(request.get("requests") or ()):  # batchEmbedContents
+        if isinstance(item, dict):
+            yield from _parts_slots("user", i, item.get("content"))
+
+
+def response_parts(data: Any) -> list[TextPart]:
+    """Candidate texts of a complete response (or of a JSON-array stream read whole)."""
+    items = data if isinstance(data, list) else [data]
+    texts: dict[tuple[int, int], list[str]] = {}
+    for item in items:
+        for i, candidate in enumerate((item.get("candidates") if isinstance(item, dict) else None) or ()):
+            parts = ((candidate.get("content") or {}).get("parts") if isinstance(candidate, dict) else None) or ()
+            for j, part in enumerate(parts):
+                if isinstance(part, dict) and isinstance(part.get("text"), str) and not part.get("thought"):
+                    texts.setdefault((candidate.get("index", i), j if len(items) == 1 else 0), []).append(part["text"])
+    return [TextPart("assistant", i, j, "".join(chunks)) for (i, j), chunks in texts.items()]
+
+
 def error_body(status: int, message: str) -> bytes:
     """A proxy-made error in Google's shape."""
     return orjson.dumps({"error": {"code": status, "message": message,
@@ -278,3 +333,18 @@ class GeminiAdapter(ProviderAdapter):
 
     def error_body(self, status: int, message: str, error_type: str, code: str | None = None) -> bytes:
         return error_body(status, message)
+
+    def request_texts(self, call: Call) -> list[TextPart]:
+        return [slot[0] for slot in request_slots(call.request_json)]
+
+    def replace_request_texts(self, call: Call, texts: Mapping[int, str]) -> bytes:
+        write_texts(request_slots(call.request_json), texts)
+        return orjson.dumps(call.request_json)
+
+    def response_texts(self, call: Call, body: bytes | None) -> list[TextPart]:
+        if body is None:
+            return super().response_texts(call, None)
+        try:
+            return response_parts(orjson.loads(body))
+        except orjson.JSONDecodeError:
+            return []

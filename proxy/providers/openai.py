@@ -17,10 +17,12 @@ from genops.proxy.providers.base import (
     RequestError,
     StreamState,
     TextPart,
+    TextSlot,
     Upstream,
     as_int,
     parse_json_body,
     pick,
+    write_texts,
 )
 
 # Request path (after /v1) -> gen_ai.operation.name.
@@ -79,11 +81,7 @@ def read_error(call: Call, body: Any) -> None:
         call.error_message = str(message)[:500] if message else None
 
 
-# A text slot: the part, plus the container and key to write a replacement into.
-_Slot = tuple[TextPart, Any, Any]
-
-
-def _content_slots(role: str, index: int, container: Any, key: Any) -> Iterator[_Slot]:
+def _content_slots(role: str, index: int, container: Any, key: Any) -> Iterator[TextSlot]:
     """String content, or a list of parts with ``text`` (chat) / ``input_text``/``output_text`` (Responses)."""
     content = container[key]
     if isinstance(content, str):
@@ -96,7 +94,7 @@ def _content_slots(role: str, index: int, container: Any, key: Any) -> Iterator[
                 yield TextPart(role, index, j, part), content, j
 
 
-def _tool_call_slots(index: int, tool_calls: Any) -> Iterator[_Slot]:
+def _tool_call_slots(index: int, tool_calls: Any) -> Iterator[TextSlot]:
     """Tool-call arguments (JSON strings the model wrote) as parts 100, 101, ..."""
     for k, tool_call in enumerate(tool_calls if isinstance(tool_calls, list) else ()):
         function = tool_call.get("function") if isinstance(tool_call, dict) else None
@@ -104,7 +102,7 @@ def _tool_call_slots(index: int, tool_calls: Any) -> Iterator[_Slot]:
             yield TextPart("assistant", index, 100 + k, function["arguments"]), function, "arguments"
 
 
-def _string_list_slots(container: dict[str, Any], key: str, role: str) -> Iterator[_Slot]:
+def _string_list_slots(container: dict[str, Any], key: str, role: str) -> Iterator[TextSlot]:
     """A string or a list of strings (Completions ``prompt``, Embeddings ``input``); token arrays skipped."""
     value = container.get(key)
     if isinstance(value, str):
@@ -115,7 +113,7 @@ def _string_list_slots(container: dict[str, Any], key: str, role: str) -> Iterat
                 yield TextPart(role, i, 0, item), value, i
 
 
-def request_slots(operation: str | None, request: Any) -> Iterator[_Slot]:
+def request_slots(operation: str | None, request: Any) -> Iterator[TextSlot]:
     """Every text slot of an OpenAI request body, in a stable order."""
     if not isinstance(request, dict):
         return
@@ -352,9 +350,7 @@ class OpenAIAdapter(ProviderAdapter):
         return [slot[0] for slot in request_slots(call.operation, call.request_json)]
 
     def replace_request_texts(self, call: Call, texts: Mapping[int, str]) -> bytes:
-        for position, (_, container, key) in enumerate(list(request_slots(call.operation, call.request_json))):
-            if position in texts:
-                container[key] = texts[position]
+        write_texts(request_slots(call.operation, call.request_json), texts)
         return orjson.dumps(call.request_json)
 
     def response_texts(self, call: Call, body: bytes | None) -> list[TextPart]:

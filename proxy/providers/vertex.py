@@ -11,13 +11,24 @@ from the provider modules: Google's models the Gemini format (``generateContent`
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 import orjson
 from multidict import CIMultiDict
 
 from genops.proxy.providers import anthropic, gemini
-from genops.proxy.providers.base import Call, ProviderAdapter, RequestError, StreamState, Upstream, parse_json_body
+from genops.proxy.providers import openai
+from genops.proxy.providers.base import (
+    Call,
+    ProviderAdapter,
+    RequestError,
+    StreamState,
+    TextPart,
+    TextSlot,
+    Upstream,
+    parse_json_body,
+    write_texts,
+)
 from genops.proxy.providers.openai import OpenAIStream, body_context as openai_body_context
 from genops.proxy.providers.openai import read_usage as read_openai_usage
 
@@ -122,3 +133,42 @@ class VertexAdapter(ProviderAdapter):
             labels = call.request_json.get("labels") if isinstance(call.request_json, dict) else None
             return {f"property-{k}": v for k, v in labels.items()} if isinstance(labels, dict) else {}
         return openai_body_context(call.request_json)
+
+    # -- content (safety scanning and capture): each publisher's own format -----------------
+    @staticmethod
+    def _slots(call: Call) -> Iterator[TextSlot]:
+        request: Any = call.request_json
+        if call.variant == "anthropic":
+            return anthropic.request_slots(request)
+        if call.variant == "google":
+            if isinstance(request, dict) and isinstance(request.get("instances"), list):  # embeddings :predict
+                return _instances_slots(request["instances"])
+            return gemini.request_slots(request)
+        return openai.request_slots("chat", request)
+
+    def request_texts(self, call: Call) -> list[TextPart]:
+        return [slot[0] for slot in self._slots(call)]
+
+    def replace_request_texts(self, call: Call, texts: Mapping[int, str]) -> bytes:
+        write_texts(self._slots(call), texts)
+        return orjson.dumps(call.request_json)
+
+    def response_texts(self, call: Call, body: bytes | None) -> list[TextPart]:
+        if body is None:
+            return super().response_texts(call, None)
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return []
+        if call.variant == "anthropic":
+            return anthropic.response_parts(data)
+        if call.variant == "google":
+            return gemini.response_parts(data)
+        return openai.response_parts("chat", data)
+
+
+def _instances_slots(instances: list[Any]) -> Iterator[TextSlot]:
+    """``{"instances": [{"content": "..."}]}`` of Vertex text-embedding models."""
+    for i, instance in enumerate(instances):
+        if isinstance(instance, dict) and isinstance(instance.get("content"), str):
+            yield TextPart("user", i, 0, instance["content"]), instance, "content"

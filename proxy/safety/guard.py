@@ -39,7 +39,10 @@ class SafetyConfig:
 
     def __init__(self, settings: Any, route: str) -> None:
         base = parse_policy(settings.safety_policy, Policy())
-        self.policy = base.strictest(parse_route_policies(settings.safety_route_policy).get(route.lower()))
+        routes = parse_route_policies(settings.safety_route_policy)
+        route = route.lower()
+        # Named upstreams are routes "upstream:NAME"; their policy is configured under NAME.
+        self.policy = base.strictest(routes.get(route) or routes.get(route.split(":", 1)[-1]))
         self.capture_level: str = settings.capture
         self.max_chars: int = settings.capture_max_chars
 
