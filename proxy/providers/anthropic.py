@@ -63,6 +63,9 @@ def read_usage(call: Call, usage: Any) -> None:
         u.input_tokens = uncached + (written or 0) + (read or 0)
         u.cache_write_tokens = written
         u.cache_read_tokens = read
+        creation = usage.get("cache_creation")
+        if isinstance(creation, dict):
+            u.cache_write_1h_tokens = as_int(creation.get("ephemeral_1h_input_tokens"))
     output = as_int(usage.get("output_tokens"))
     if output is not None:
         u.output_tokens = output

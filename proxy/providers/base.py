@@ -26,6 +26,7 @@ class Usage:
     output_tokens: int | None = None
     cache_read_tokens: int | None = None
     cache_write_tokens: int | None = None
+    cache_write_1h_tokens: int | None = None  # the part of cache_write_tokens kept for 1 hour (Anthropic)
     reasoning_tokens: int | None = None
     estimated: bool = False
 
