@@ -255,6 +255,8 @@ class ProxyHandler:
                 attributes[sc.GENOPS_COST_USD] = price.total_usd
                 attributes[sc.GENOPS_COST_INPUT_USD] = price.input_usd
                 attributes[sc.GENOPS_COST_OUTPUT_USD] = price.output_usd
+                if price.cache_savings_usd > 0:
+                    attributes[sc.GENOPS_COST_CACHE_SAVINGS_USD] = price.cache_savings_usd
             else:
                 attributes[sc.GENOPS_COST_UNKNOWN] = True
                 attributes[sc.GENOPS_COST_UNKNOWN_REASON] = price.reason

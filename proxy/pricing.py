@@ -27,6 +27,7 @@ class Price:
     total_usd: float
     input_usd: float
     output_usd: float
+    cache_savings_usd: float = 0.0  # cached input at the uncached input price, minus its cached price
 
 
 @dataclass(frozen=True)
@@ -60,12 +61,12 @@ def _lookup(provider_id: str, model: str) -> tuple[Any, Any] | None:
         return None
 
 
-def _slow_price(provider: Any, model_info: Any, usage: Usage, when: datetime) -> Price:
-    result = model_info.calc_price(
+def _library_price(provider: Any, model_info: Any, usage: Usage, when: datetime, *, cached: bool = True) -> Any:
+    return model_info.calc_price(
         PriceUsage(
             input_tokens=usage.input_tokens or 0,
             output_tokens=usage.output_tokens or 0,
-            cache_read_tokens=usage.cache_read_tokens or None,
+            cache_read_tokens=(usage.cache_read_tokens or None) if cached else None,
             cache_write_tokens=usage.cache_write_tokens or None,
             cache_write_1h_tokens=usage.cache_write_1h_tokens or None,
         ),
@@ -73,7 +74,16 @@ def _slow_price(provider: Any, model_info: Any, usage: Usage, when: datetime) ->
         genai_request_timestamp=when,
         auto_update_timestamp=None,
     )
-    return Price(float(result.total_price), float(result.input_price), float(result.output_price))
+
+
+def _slow_price(provider: Any, model_info: Any, usage: Usage, when: datetime) -> Price:
+    result = _library_price(provider, model_info, usage, when)
+    total = float(result.total_price)
+    savings = 0.0
+    if usage.cache_read_tokens:  # the same call with its cache reads billed as plain input
+        uncached = _library_price(provider, model_info, usage, when, cached=False)
+        savings = max(0.0, float(uncached.total_price) - total)
+    return Price(total, float(result.input_price), float(result.output_price), savings)
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,8 @@ class _LinearRates:
         uncached = max(0, (usage.input_tokens or 0) - cache_read - cache_write)
         input_usd = uncached * self.uncached + cache_read * self.cache_read + cache_write * self.cache_write
         output_usd = (usage.output_tokens or 0) * self.output
-        return Price(input_usd + output_usd, input_usd, output_usd)
+        savings = max(0.0, cache_read * (self.uncached - self.cache_read))
+        return Price(input_usd + output_usd, input_usd, output_usd, savings)
 
 
 _PRICE_FIELDS = ("input_mtok", "cache_read_mtok", "cache_write_mtok", "output_mtok")

@@ -222,6 +222,8 @@ class Settings:
         "metadata", _parse_choice("none", "metadata", "full"), "content stored on spans: none|metadata|full"
     )
     capture_max_chars: int = _setting(32768, _parse_int(256, 16 << 20), "size cap of each captured messages JSON")
+    grafana_url: str = _setting("", _parse_optional_http_url, "Grafana for `genops dashboards push`")
+    grafana_token: str = _setting("", _parse_str, "Grafana service-account token for `genops dashboards push`")
 
     # -- derived values -------------------------------------------------------------
 

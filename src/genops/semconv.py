@@ -51,6 +51,7 @@ GENOPS_UPSTREAM_URL = "genops.upstream.url"  # query string removed (keys never 
 GENOPS_COST_USD = "genops.cost.usd"  # absent when the price is unknown
 GENOPS_COST_INPUT_USD = "genops.cost.input_usd"
 GENOPS_COST_OUTPUT_USD = "genops.cost.output_usd"
+GENOPS_COST_CACHE_SAVINGS_USD = "genops.cost.cache_savings_usd"  # what prompt-cache reads saved (> 0 only)
 GENOPS_COST_UNKNOWN = "genops.cost.unknown"  # "true" when no price was found; reason in ..._reason
 GENOPS_COST_UNKNOWN_REASON = "genops.cost.unknown_reason"
 GENOPS_USAGE_ESTIMATED = "genops.usage.estimated"  # "true" when tokens were estimated, not reported
