@@ -497,7 +497,7 @@ WHERE {f}
 GROUP BY time
 ORDER BY time""", (0, 4, 12, 8), unit="short", bars=True, stack=True),
         timeseries("Flagged calls by action", f"""
-SELECT $__timeInterval(Timestamp) AS time, if(SafetyAction = '', 'annotate', SafetyAction) AS action, count() AS calls
+SELECT $__timeInterval(Timestamp) AS time, if(SafetyAction = '', '(none)', SafetyAction) AS action, count() AS calls
 FROM genops_calls
 WHERE {f} AND {FINDINGS} > 0
 GROUP BY time, action
