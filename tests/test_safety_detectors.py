@@ -132,3 +132,37 @@ def test_openai_response_texts_for_chat_and_responses():
     assert [tuple(p) for p in adapter.response_texts(responses, orjson.dumps(body))] == [("assistant", 0, 0, "out")]
     streamed = Call(operation="chat", output_text=["a", "b"])
     assert [tuple(p) for p in adapter.response_texts(streamed, None)] == [("assistant", 0, 0, "ab")]
+
+
+class _Span:
+    """Collects what the guard writes (the real span is checked end to end in test_safety_proxy)."""
+
+    def __init__(self):
+        self.attributes, self.events = {}, []
+
+    def set_attributes(self, attributes):
+        self.attributes.update(attributes)
+
+    def set_attribute(self, name, value):
+        self.attributes[name] = value
+
+    def add_event(self, name, attributes):
+        self.events.append((name, attributes))
+
+
+async def test_guard_redacts_an_upstream_error_that_quotes_the_request():
+    from genops.proxy.safety.capture import Capture
+    from genops.proxy.safety.guard import CallGuard
+
+    adapter = OpenAIAdapter("http://upstream")
+    body = {"model": "m", "messages": [{"role": "user", "content": "card 4111 1111 1111 1111"}]}
+    call = adapter.parse_request("POST", "/chat/completions", orjson.dumps(body), {})
+    call.error_message = "Invalid content: 'card 4111 1111 1111 1111' is not allowed"
+    guard = CallGuard(adapter, call, Policy(pii="redact"), Capture("metadata"), 4096)
+    span = _Span()
+    await guard.finish(span)
+    assert call.error_message == "Invalid content: 'card [REDACTED:payment_card]' is not allowed"
+    assert span.attributes["genops.safety.pii.count"] == 1
+    assert [name for name, _ in span.events] == ["gen_ai.evaluation.result"]
+    assert "gen_ai.input.messages" not in span.attributes  # metadata capture: sizes only
+    assert span.attributes["genops.content.input.chars"] == len("card 4111 1111 1111 1111")

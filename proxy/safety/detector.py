@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 from genops.proxy.safety.findings import Match
 
@@ -39,23 +39,32 @@ class Detector:
     lowercase: bool = False
 
     def applies(self, text: str, lower: str) -> bool:
-        """Cheap prefilter: can this text contain a hit at all?"""
-        if self.hints and not any(h in text for h in self.hints):
-            return False
-        if self.lower_hints and not any(h in lower for h in self.lower_hints):
-            return False
+        """Cheap prefilter: can this text contain a hit at all? (Plain loops: this runs per text.)"""
+        if self.hints:
+            for hint in self.hints:
+                if hint in text:
+                    break
+            else:
+                return False
+        if self.lower_hints:
+            for hint in self.lower_hints:
+                if hint in lower:
+                    break
+            else:
+                return False
         return True
 
-    def scan(self, text: str, lower: str) -> Iterator[Match]:
+    def scan(self, text: str, lower: str) -> list[Match]:
         """Every validated hit in ``text`` (``lower`` is ``text.lower()``, computed once by the caller)."""
         if not self.applies(text, lower):
-            return
+            return []
         pattern, subject = self.pattern, text
         if self.lowercase:
             if len(lower) == len(text):
                 subject = lower
             else:
                 pattern = _ignorecase(self.pattern)
+        out = []
         for m in pattern.finditer(subject):
             confidence = self.confidence
             if self.validate is not None:
@@ -65,7 +74,8 @@ class Detector:
                 confidence = checked
             start, end = m.span(self.group)
             if end > start:
-                yield Match(self.name, self.category, start, end, confidence, self.severity)
+                out.append(Match(self.name, self.category, start, end, confidence, self.severity))
+        return out
 
 
 _IGNORECASE: dict[re.Pattern[str], re.Pattern[str]] = {}

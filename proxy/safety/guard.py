@@ -22,7 +22,14 @@ from genops.proxy.providers.base import Call, ProviderAdapter, RequestError, Tex
 from genops.proxy.safety.capture import Capture, capped_json, messages
 from genops.proxy.safety.findings import CATEGORIES, Finding
 from genops.proxy.safety.policy import Policy, parse_policy, parse_route_policies, rank
-from genops.proxy.safety.scanner import INDIRECT_ROLES, highest_severity, mask_parts, scan_parts_async
+from genops.proxy.safety.scanner import (
+    INDIRECT_ROLES,
+    highest_severity,
+    mask_parts,
+    mask_text,
+    scan_parts_async,
+    scan_text,
+)
 
 log = logging.getLogger("genops.safety")
 
@@ -130,10 +137,20 @@ class CallGuard:
             response_parts = self.adapter.response_texts(call, self.response_body)
             response_findings = await self._scan(response_parts, "response")
         findings = self.request_findings + response_findings
+        self._redact_error_message()
         span.set_attributes(self._attributes(findings))
         for event in self._events(findings):
             span.add_event(sc.GEN_AI_EVALUATION_RESULT_EVENT, event)
         span.set_attributes(self._content(request_parts, response_parts, findings))
+
+    def _redact_error_message(self) -> None:
+        """An upstream error may quote the request: the stored status message gets the same redaction."""
+        message = self.call.error_message
+        categories = tuple(c for c in CATEGORIES if rank(self.policy.action(c)) >= rank("redact"))
+        if message and categories:
+            hits = scan_text(message, categories)
+            if hits:
+                self.call.error_message = mask_text(message, hits)
 
     # -- pieces -------------------------------------------------------------------------------
     def _request_parts(self) -> list[TextPart]:
