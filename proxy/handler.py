@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 import zlib
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,7 +25,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from genops import semconv as sc
 from genops.config import Settings
-from genops.proxy.context import call_context
+from genops.proxy.context import call_context, request_id_for
 from genops.proxy.headers import downstream_headers, upstream_headers
 from genops.proxy.pricing import Price, price_call
 from genops.proxy.providers.base import Call, ProviderAdapter, RequestError, Upstream
@@ -83,7 +82,7 @@ class ProxyHandler:
         started_ns = time.time_ns()
         started_perf = time.perf_counter_ns()
         adapter = self.adapter
-        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        request_id = request_id_for(request.headers)
         tail = request.match_info.get("tail", "")
         tail = "/" + tail if tail and not tail.startswith("/") else tail
         call = Call()

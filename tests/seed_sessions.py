@@ -79,7 +79,7 @@ def agent_span(trace_id: str, span_id: str, parent_id: str, name: str, start_ms:
 SESSION = "trip-42"
 T1 = "a1" * 16  # instrumented part of the run (traceparent passed to the proxy)
 T2 = "b2" * 16  # a later call that sent only session headers: its own trace
-CTX = {sc.GEN_AI_CONVERSATION_ID: SESSION, sc.GENOPS_USER_ID: "alice"}
+CTX = {sc.GEN_AI_CONVERSATION_ID: SESSION, sc.GENOPS_USER_ID: "alice", sc.GENOPS_SESSION_NAME: "Trip to Lisbon"}
 
 AGENT_RUN = [
     agent_span(T1, "0000000000000001", "", "invoke_agent planner", 0, 4000,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
+import random
 import threading
 import uuid
 from pathlib import Path
@@ -291,3 +293,30 @@ def test_annotation_query_runs_with_grafana_macros_expanded(client: Any, day_db:
     assert any("latency_p95" in text and "openai/gpt-4o-mini" in text for _, _, text, _ in rows)
     assert all(end >= start for start, end, _, _ in rows)
     assert all("latency_p95" in tags or len(tags) == 3 for _, _, _, tags in rows)
+
+
+def test_stl_decides_which_entities_get_a_seasonal_baseline(client: Any) -> None:
+    from genops.collectors.anomaly.detectors.traffic_drop import TrafficDrop
+
+    database = "anomaly_stl_" + uuid.uuid4().hex[:8]
+    migrate(client, database)
+    rng = random.Random(5)
+    end = dt.datetime(2026, 11, 9)
+    rows = []
+    for minute in range(0, 7 * 24 * 60, 10):
+        t = end - dt.timedelta(days=7) + dt.timedelta(minutes=minute)
+        hour = t.hour + t.minute / 60
+        cyclic = 20 * (1.2 + math.cos(2 * math.pi * (hour - 15) / 24))
+        for value, calls in (("cyclic", cyclic), ("flat", 20.0)):
+            rows.append([t.replace(tzinfo=dt.timezone.utc), "service", value, max(0, int(rng.gauss(calls, 3))), 0, 0, 0.0, 0])
+        if minute >= 5 * 24 * 60:  # a newcomer: two days of history only
+            rows.append([t.replace(tzinfo=dt.timezone.utc), "service", "young", max(0, int(rng.gauss(cyclic, 3))), 0, 0, 0.0, 0])
+    client.insert(f"{database}.genops_rollup_dim_1m", rows,
+                  column_names=["Minute", "Dimension", "Value", "Calls", "Errors", "Tokens", "CostUsd", "SafetyFindings"])
+    strength = {r["entity"]: r["strength"] for r in queries.rows(
+        client, "seasonality", database=database, from_ts=end - dt.timedelta(days=7), to_ts=end, hours=168,
+        dimension_filter="Dimension = 'service'")}
+    assert strength["service=cyclic"] > 0.8 > 0.3 > strength["service=flat"]
+    ctx = PassContext(client, database)
+    assert TrafficDrop().seasonal_entities(ctx, end, "Dimension = 'service'") == {"service=cyclic"}
+    client.command(f"DROP DATABASE {database}")

@@ -56,7 +56,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory, fake_upstream) -> Iterator[
 
 
 EXPECTED_SESSION_TREE = """\
-session trip-42 · user alice · 2 traces · 4 calls · 1 error · 620 in / 270 out tokens · $0.000913 · 5.10 s
+session trip-42 (Trip to Lisbon) · user alice · 2 traces · 4 calls · 1 error · 620 in / 270 out tokens · $0.000913 · 5.10 s
 └─ /planner  (4 calls · 1 error · 620 in / 270 out tokens · $0.000913 · 5.10 s)
    ├─ invoke_agent planner  4.00 s  ★ task_success=true
    │  ├─ chat gpt-4o  800 ms  120 in / 40 out  $0.000700  prompt trip-plan@v2  req req-plan-1  ★ thumbs_up=true

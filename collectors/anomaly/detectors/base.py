@@ -79,11 +79,30 @@ class Detector(ABC):
         return Grid(first, t_to, step)
 
     def fetch(self, ctx: PassContext, sql: str, grid: Grid, fills: dict[str, float],
-              text_columns: tuple[str, ...] = (), **params: Any) -> dict[str, Series]:
-        """Window rows of ``sql`` over the grid, as per-entity series."""
+              text_columns: tuple[str, ...] = (), *, slices: list[tuple[dt.datetime, dt.datetime]] | None = None,
+              **params: Any) -> dict[str, Series]:
+        """Window rows of ``sql`` over the grid, as per-entity series.
+
+        With ``slices`` (minute ranges), only those minutes are read and every window not
+        wholly inside one of them is NaN in every column: "unknown", never "zero calls".
+        """
+        minute_filter = "1"
+        if slices:
+            minute_filter = " OR ".join(
+                f"(Minute >= toDateTime({queries.unix(a)}) AND Minute < toDateTime({queries.unix(b)}))"
+                for a, b in slices)
         rows = ctx.rows(sql, from_ts=grid.first - dt.timedelta(minutes=ctx.step_minutes), to_ts=grid.last,
-                        window=self.window_minutes, **params)
-        return to_series(rows, grid, fills, text_columns)
+                        window=self.window_minutes, minute_filter=minute_filter, **params)
+        data = to_series(rows, grid, fills, text_columns)
+        if slices:
+            times = grid.times
+            known = np.zeros(len(times), dtype=bool)
+            for a, b in slices:
+                known |= (times >= queries.unix(a) + self.window_minutes * 60) & (times <= queries.unix(b))
+            for series in data.values():
+                for column in series.columns.values():
+                    column[~known] = np.nan
+        return data
 
 
 class BaselineDetector(Detector):
@@ -98,13 +117,48 @@ class BaselineDetector(Detector):
     use_seasonality: ClassVar[bool] = False
     min_history_points: ClassVar[int] = 12
 
-    def baseline(self, values: np.ndarray, at: np.ndarray, step: int) -> Baseline:
+    def baseline(self, values: np.ndarray, at: np.ndarray, step: int, *, seasonal: bool | None = None) -> Baseline:
         return robust_baseline(values, at, step_minutes=step, window_minutes=self.window_minutes,
                                lookback_minutes=self.lookback_minutes, min_points=self.min_history_points,
-                               use_seasonality=self.use_seasonality)
+                               use_seasonality=self.use_seasonality if seasonal is None else seasonal)
+
+    recent_minutes: ClassVar[int] = 0  # history a seasonal detector needs in full (beyond the lookback)
+    min_seasonal_strength: ClassVar[float] = 0.3
+    min_seasonal_days: ClassVar[int] = 3
+
+    def seasonal_entities(self, ctx: PassContext, t_from: dt.datetime, dimension_filter: str) -> set[str]:
+        """Entities with a daily cycle worth modelling: STL strength >= ``min_seasonal_strength``
+        (ClickHouse's seriesDecomposeSTL over the hourly calls of the week before ``t_from``)
+        and calls from at least ``min_seasonal_days`` days back. Others use the trailing baseline.
+        """
+        to = t_from.replace(minute=0, second=0, microsecond=0)
+        hours = 7 * 24
+        rows = ctx.rows("seasonality", from_ts=to - dt.timedelta(hours=hours), to_ts=to, hours=hours,
+                        dimension_filter=dimension_filter)
+        return {r["entity"] for r in rows if r["strength"] is not None and r["strength"] >= self.min_seasonal_strength
+                and r["first_hour"] <= hours - 24 * self.min_seasonal_days}
 
     def history_minutes(self) -> int:
         return (7 * 24 * 60 + 30) if self.use_seasonality else self.lookback_minutes + self.window_minutes
+
+    def seasonal_slices(self, ctx: PassContext, t_from: dt.datetime, t_to: dt.datetime
+                        ) -> list[tuple[dt.datetime, dt.datetime]] | None:
+        """For a short (live) pass of a seasonal detector: the minutes its baselines read.
+
+        The recent trailing history plus the same hours on each of the previous 7 days, so
+        a live pass reads a fraction of a week of rollups instead of all of it. Long
+        (backfill) passes read everything in one go instead: None.
+        """
+        if not self.use_seasonality or t_to - t_from > dt.timedelta(hours=6):
+            return None
+        step = dt.timedelta(minutes=ctx.step_minutes)
+        window = dt.timedelta(minutes=self.window_minutes)
+        recent = dt.timedelta(minutes=max(self.lookback_minutes, self.recent_minutes))
+        slices = [(t_from - recent - window - step, t_to)]
+        for k in range(1, 8):
+            day = dt.timedelta(days=k)
+            slices.append((t_from - day - window - 2 * step, t_to - day + 2 * step))
+        return slices
 
 
 def hits_from_scores(detector: Detector, grid: Grid, entity: str, at: np.ndarray, fire: np.ndarray,

@@ -16,7 +16,8 @@ class CostSurge(BaselineDetector):
     ``property.<name>=`` entity.
 
     Method: spend in USD over the last 15 minutes against a seasonal baseline (same window
-    at the same time of day on up to 7 previous days once 3 exist, else the trailing 2
+    at the same time of day on up to 7 previous days, for entities with 3+ days of history
+    and a daily cycle by STL strength >= 0.3 as in ``traffic_drop``; else the trailing 2
     hours' median/MAD; minutes without calls count as zero). When an entity's calls carry no
     cost at all (unknown model prices), tokens are used instead. Score = (observed -
     expected) / max(1.4826 * MAD, 25% of expected, a floor of 1 cent or 1000 tokens).
@@ -31,6 +32,7 @@ class CostSurge(BaselineDetector):
     threshold: ClassVar[float] = 6.0
     lookback_minutes: ClassVar[int] = 120
     use_seasonality: ClassVar[bool] = True
+    recent_minutes: ClassVar[int] = 24 * 60  # the 24-hour p95 needs the whole last day
     min_ratio: ClassVar[float] = 2.0
     min_calls: ClassVar[int] = 5
     dimension_filter: ClassVar[str] = "Dimension IN ('service', 'user') OR startsWith(Dimension, 'property.')"
@@ -41,8 +43,9 @@ class CostSurge(BaselineDetector):
     def detect(self, ctx: PassContext, t_from: dt.datetime, t_to: dt.datetime) -> list[Hit]:
         grid = self.grid(ctx, t_from, t_to, self.history_minutes())
         data = self.fetch(ctx, "dim_windows", grid, {"calls": 0, "cost_usd": 0.0, "tokens": 0},
-                          dimension_filter=self.dimension_filter)
+                          dimension_filter=self.dimension_filter, slices=self.seasonal_slices(ctx, t_from, t_to))
         at = grid.eval_indexes(t_from)
+        seasonal = self.seasonal_entities(ctx, t_from, self.dimension_filter)
         hits: list[Hit] = []
         for entity, series in data.items():
             metric = "cost_usd" if np.nansum(series["cost_usd"]) > 0 else "tokens"
@@ -50,7 +53,7 @@ class CostSurge(BaselineDetector):
             calls = series["calls"]
             first = int(np.argmax(calls > 0)) if np.any(calls > 0) else len(calls)
             values[:first] = np.nan
-            base = self.baseline(values, at, ctx.step_minutes)
+            base = self.baseline(values, at, ctx.step_minutes, seasonal=entity in seasonal)
             step = ctx.step_minutes
             day_high = upper_quantile(values, at, lookback=24 * 60 // step, gap=self.window_minutes // step, q=0.95)
             observed = series[metric][at]

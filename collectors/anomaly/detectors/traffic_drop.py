@@ -14,8 +14,10 @@ class TrafficDrop(BaselineDetector):
     """Traffic drop per service (``service=<name>``).
 
     Method: calls over the last 30 minutes against a seasonal baseline: the median/MAD of
-    the same 30-minute window at the same time of day (±5 minutes) on up to 7 previous days
-    once at least 3 days exist; before that, the median/MAD of the trailing 2 hours. Minutes
+    the same 30-minute window at the same time of day (±5 minutes) on up to 7 previous days,
+    for services with at least 3 days of history whose hourly calls show a daily cycle
+    (STL seasonal strength >= 0.3, from ClickHouse's seriesDecomposeSTL); otherwise the
+    median/MAD of the trailing 2 hours. Minutes
     without calls count as zero. Score = (expected - observed) / max(1.4826 * MAD,
     sqrt(expected)) (Poisson noise floor). Fires at score >= 3.5 when observed <= 10% of
     expected: agent traffic is bursty (sessions come in clumps), so "stopped" means near
@@ -35,16 +37,18 @@ class TrafficDrop(BaselineDetector):
 
     def detect(self, ctx: PassContext, t_from: dt.datetime, t_to: dt.datetime) -> list[Hit]:
         grid = self.grid(ctx, t_from, t_to, self.history_minutes())
-        data = self.fetch(ctx, "dim_windows", grid, {"calls": 0}, dimension_filter="Dimension = 'service'")
+        data = self.fetch(ctx, "dim_windows", grid, {"calls": 0}, dimension_filter="Dimension = 'service'",
+                          slices=self.seasonal_slices(ctx, t_from, t_to))
         at = grid.eval_indexes(t_from)
+        seasonal = self.seasonal_entities(ctx, t_from, "Dimension = 'service'")
         hits: list[Hit] = []
         for entity, series in data.items():
             calls = series["calls"]
             # before an entity's first call the zeros are "not born yet", not "stopped"
-            first = int(np.argmax(calls > 0)) if np.any(calls > 0) else len(calls)
+            first = int(np.argmax(calls > 0)) if np.any(calls > 0) else len(calls)  # NaN > 0 is False
             values = calls.copy()
             values[:first] = np.nan
-            base = self.baseline(values, at, ctx.step_minutes)
+            base = self.baseline(values, at, ctx.step_minutes, seasonal=entity in seasonal)
             observed = calls[at]
             expected = base.expected
             with np.errstate(invalid="ignore", divide="ignore"):

@@ -12,6 +12,7 @@ FROM {database}.genops_rollup_dim_1m
 ARRAY JOIN range(intDiv({window}, {step})) AS k
 WHERE ({dimension_filter})
   AND Minute >= toDateTime({from_ts}) - toIntervalMinute({window}) AND Minute < toDateTime({to_ts})
+  AND ({minute_filter})
 GROUP BY entity, t
 HAVING t > {from_ts} AND t <= {to_ts}
 ORDER BY entity, t

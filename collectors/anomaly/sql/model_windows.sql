@@ -2,6 +2,7 @@
 -- window end t (every {step} minutes, each window {window} minutes long). Each minute row
 -- is repeated into the {window}/{step} windows that contain it (ARRAY JOIN), so the
 -- t-digest states merge into a true windowed p95 rather than an average of per-minute p95s.
+-- {minute_filter} narrows the read to the slices a live pass needs (or is 1).
 SELECT
     concat(Provider, '/', RequestModel) AS entity,
     toUnixTimestamp(toStartOfInterval(Minute, toIntervalMinute({step})) + toIntervalMinute({step} * (k + 1))) AS t,
@@ -17,6 +18,7 @@ SELECT
 FROM {database}.genops_rollup_model_1m
 ARRAY JOIN range(intDiv({window}, {step})) AS k
 WHERE Minute >= toDateTime({from_ts}) - toIntervalMinute({window}) AND Minute < toDateTime({to_ts})
+  AND ({minute_filter})
 GROUP BY entity, t
 HAVING t > {from_ts} AND t <= {to_ts}
 ORDER BY entity, t

@@ -55,6 +55,9 @@ def trace_text(settings: Settings, ident: str, *, url: str | None = None, ascii_
     forest = build_tree(spans, scores)
     if kind == "session":
         head = f"session {ident}"
+        name = first_attr(forest, sc.GENOPS_SESSION_NAME, where=(sc.GEN_AI_CONVERSATION_ID, ident))
+        if name:
+            head += f" ({name})"
     elif kind == "request":
         head = f"request {ident} · trace {trace_ids[0]}"
     else:
