@@ -57,6 +57,7 @@ def create_app(path: str) -> web.Application:
         body = _decode_body(await request.read(), request.headers.get("Content-Encoding", ""))
         query = params.get("query", "")
         settings = {k: v for k, v in params.items() if k not in _NOT_SETTINGS and not k.startswith("param_")}
+        bound = {k[len("param_"):]: v for k, v in params.items() if k.startswith("param_")}  # {name:Type} values
         database = params.get("database") or request.headers.get("X-ClickHouse-Database") or "default"
         fmt = params.get("default_format") or "TabSeparated"
         try:
@@ -75,7 +76,7 @@ def create_app(path: str) -> web.Application:
             sql = (query + "\n" + body.decode()) if query and body else (query or body.decode())
             for key, value in settings.items():
                 sess.query(f"SET {key} = '{value}'")
-            result = sess.query(sql, fmt)
+            result = sess.query(sql, fmt, params=bound or None)
             data = result.bytes() if hasattr(result, "bytes") else bytes(result)
             return web.Response(body=data or b"", headers={"X-ClickHouse-Summary": "{}",
                                                            "X-ClickHouse-Format": fmt,
