@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from genops import semconv as sc
-from genops.storage.rows import TRACE_COLUMNS, insert_rows
+from genops.storage.rows import insert_rows
 
 DEMO_SCOPE = "genops.demo"
 
