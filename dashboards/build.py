@@ -497,7 +497,7 @@ WHERE {f}
 GROUP BY time
 ORDER BY time""", (0, 4, 12, 8), unit="short", bars=True, stack=True),
         timeseries("Flagged calls by action", f"""
-SELECT $__timeInterval(Timestamp) AS time, if(SafetyAction = '', 'annotate', SafetyAction) AS action, count() AS calls
+SELECT $__timeInterval(Timestamp) AS time, if(SafetyAction = '', '(none)', SafetyAction) AS action, count() AS calls
 FROM genops_calls
 WHERE {f} AND {FINDINGS} > 0
 GROUP BY time, action
@@ -583,13 +583,13 @@ def agents() -> dict[str, Any]:
         "description": "A trace id for the trace view; empty shows the latest trace.",
     }]
     panels = [
-        stat("Sessions", f"SELECT uniqExact(SessionId) AS sessions FROM genops_calls WHERE {f} AND SessionId != ''",
+        stat("Sessions", f"SELECT uniq(SessionId) AS sessions FROM genops_calls WHERE {f} AND SessionId != ''",
              (0, 0, 6, 4), unit="short"),
-        stat("Calls per session (avg)", f"SELECT count() / greatest(uniqExact(SessionId), 1) AS calls_per_session FROM genops_calls WHERE {f} AND SessionId != ''",
+        stat("Calls per session (avg)", f"SELECT count() / greatest(uniq(SessionId), 1) AS calls_per_session FROM genops_calls WHERE {f} AND SessionId != ''",
              (6, 0, 6, 4), unit="short"),
-        stat("Agents", f"SELECT uniqExact(AgentName) AS agents FROM genops_calls WHERE {f} AND AgentName != ''",
+        stat("Agents", f"SELECT uniq(AgentName) AS agents FROM genops_calls WHERE {f} AND AgentName != ''",
              (12, 0, 6, 4), unit="short"),
-        stat("Traces", f"SELECT uniqExact(TraceId) AS traces FROM genops_calls WHERE {f}", (18, 0, 6, 4), unit="short"),
+        stat("Traces", f"SELECT uniq(TraceId) AS traces FROM genops_calls WHERE {f}", (18, 0, 6, 4), unit="short"),
         table("Sessions", f"""
 SELECT SessionId AS session,
        any(UserId) AS user,
