@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import orjson
@@ -11,7 +10,9 @@ from aiohttp import web
 from genops.config import Settings
 from genops.proxy.admin import AdminRoutes
 from genops.proxy.feedback import FeedbackRoutes
+from genops.proxy.context import request_id_for
 from genops.proxy.handler import REQUEST_ID_HEADER, ProxyHandler, SessionHolder
+from genops.proxy.safety.guard import drain_pending
 from genops.proxy.providers import build_adapters
 from genops.proxy.recent import RecentCalls
 from genops.proxy.telemetry import Telemetry
@@ -36,7 +37,7 @@ def _unknown_route(known: list[str]):
             }
         }
         # Every response carries a request id, even one no adapter served (no span is recorded).
-        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        request_id = request_id_for(request.headers)
         return web.Response(status=404, body=orjson.dumps(body), content_type="application/json",
                             headers={REQUEST_ID_HEADER: request_id})
 
@@ -64,6 +65,7 @@ def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any) -> web
         await sessions.close()
 
     app.on_cleanup.append(close_sessions)
+    app.on_cleanup.append(drain_pending)  # post-response safety scans end their spans before export stops
     app[TELEMETRY_KEY] = telemetry
     app[CLIENT_KEY] = sql_client
     app[SETTINGS_KEY] = settings

@@ -20,6 +20,7 @@ response, so none of this adds latency.
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any, Iterable, Mapping
 
 import orjson
@@ -55,6 +56,8 @@ _PREFIXES = (("genops-", _GENOPS), ("helicone-", _HELICONE))
 # Helicone's documented equivalents only (it has no agent name or prompt version header).
 _HELICONE_KEYS = frozenset({"session-id", "session-path", "session-name", "user-id", "prompt-id"})
 PORTKEY_METADATA = "x-portkey-metadata"
+# The client's own request id: ours, else Helicone's (so feedback code written for Helicone keeps its ids).
+REQUEST_ID_HEADERS = ("GenOps-Request-Id", "Helicone-Request-Id")
 PORTKEY_USER_KEY = "_user"
 
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
@@ -181,6 +184,15 @@ def context_attributes(headers: Iterable[tuple[str, str]], body_context: Mapping
     for key, value in (body_context or {}).items():
         collector.add(key, value, _BODY)
     return collector.attributes()
+
+
+def request_id_for(headers: Mapping[str, str]) -> str:
+    """The call's request id: the client's own (capped at :data:`MAX_VALUE_CHARS`), else a new one."""
+    for name in REQUEST_ID_HEADERS:
+        value = headers.get(name, "").strip()
+        if value:
+            return value[:MAX_VALUE_CHARS]
+    return uuid.uuid4().hex
 
 
 def call_context(headers: CIMultiDictProxy[str], adapter: ProviderAdapter, call: Call) -> dict[str, Any]:

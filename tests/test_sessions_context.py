@@ -185,6 +185,20 @@ def test_request_id_on_every_response_path(proxy, fake_upstream):
     assert status == 404 and headers.get("GenOps-Request-Id")
 
 
+def test_helicone_request_id_alias_and_request_id_cap(proxy, fake_upstream, request_id):
+    client = sdk(proxy, {"Helicone-Request-Id": request_id})
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert raw.headers["genops-request-id"] == request_id
+    proxy.span(request_id)
+    assert "helicone-request-id" not in forwarded_headers(fake_upstream)
+
+    long_id = "r" * 300
+    raw = sdk(proxy, {"GenOps-Request-Id": long_id, "Helicone-Request-Id": "loses"}) \
+        .chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert raw.headers["genops-request-id"] == long_id[:256]
+    proxy.span(long_id[:256])
+
+
 def test_anthropic_sdk_headers_aliases_and_metadata_user(proxy, fake_upstream, request_id):
     import anthropic
 
