@@ -16,6 +16,7 @@ from genops.proxy.safety.guard import drain_pending
 from genops.proxy.providers import build_adapters
 from genops.proxy.recent import RecentCalls
 from genops.proxy.telemetry import Telemetry
+from genops.proxy.workers import AdminForwarder
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -44,14 +45,23 @@ def _unknown_route(known: list[str]):
     return handler
 
 
-def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any) -> web.Application:
-    """Build the proxy app. ``sql_client`` serves readiness checks and read-only SQL."""
+def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any,
+               admin_forward_url: str | None = None) -> web.Application:
+    """Build the proxy app. ``sql_client`` serves readiness checks, read-only SQL and feedback.
+
+    A worker of ``genops serve --workers N`` has no store: it passes ``admin_forward_url``
+    and its admin paths are answered by the supervisor there.
+    """
     app = web.Application(client_max_size=settings.max_body_bytes, handler_args={"max_field_size": 65536})
     sessions = SessionHolder()
-    AdminRoutes(sql_client, settings.database, settings.resolved_admin_token()).register(app)
-    recent = RecentCalls()  # request ids just served, for feedback that beats the span export
-    telemetry.add_span_processor(recent)
-    FeedbackRoutes(sql_client, settings.database, settings.resolved_admin_token(), recent).register(app)
+    if admin_forward_url:
+        AdminForwarder(admin_forward_url).register(app)
+        app.router.add_get("/healthz", lambda _: web.json_response({"status": "ok"}))
+    else:
+        AdminRoutes(sql_client, settings.database, settings.resolved_admin_token()).register(app)
+        recent = RecentCalls()  # request ids just served, for feedback that beats the span export
+        telemetry.add_span_processor(recent)
+        FeedbackRoutes(sql_client, settings.database, settings.resolved_admin_token(), recent).register(app)
     known = []
     for adapter in build_adapters(settings):
         handler = ProxyHandler(adapter, settings, sessions, telemetry.tracer)

@@ -18,6 +18,7 @@ from genops.collectors.receiver import RECEIVER_STATS_KEY, create_receiver_app
 from genops.config import Settings
 from genops.proxy.app import create_app
 from genops.proxy.telemetry import build_telemetry
+from genops.proxy.workers import attach_workers, supervisor_settings
 from genops.storage.client import open_client
 from genops.storage.migrate import migrate
 from genops.storage.pipeline import SpanPipeline, build_pipeline
@@ -46,7 +47,7 @@ def read_state(settings: Settings) -> dict[str, Any] | None:
     return state
 
 
-def _install_uvloop() -> str:
+def install_uvloop() -> str:
     try:
         import uvloop
     except ImportError:
@@ -91,7 +92,14 @@ async def start_receiver(settings: Settings, pipeline: SpanPipeline) -> web.AppR
 
 
 def serve(settings: Settings) -> None:
-    """Run the proxy (and the embedded OTLP receiver) until SIGINT/SIGTERM; pending spans are stored first."""
+    """Run the proxy (and the embedded OTLP receiver) until SIGINT/SIGTERM; pending spans are stored first.
+
+    With ``settings.workers > 1`` this process becomes the supervisor of proxy workers that
+    share the public port (see :mod:`genops.proxy.workers`); it keeps the store and admin.
+    """
+    public = settings
+    if settings.workers > 1:
+        settings = supervisor_settings(settings)
     client, applied, pipeline = open_store(settings)
     sql_client = open_client(settings, database=settings.database)  # unqualified names mean our tables
     telemetry = build_telemetry(settings, pipeline if settings.export_enabled else None)
@@ -106,10 +114,11 @@ def serve(settings: Settings) -> None:
 
     # Registered after the provider catch-all; aiohttp resolves the exact /metrics path first.
     app.router.add_get("/metrics", metrics)
-    loop_name = _install_uvloop()
+    loop_name = install_uvloop()
 
     async def on_startup(_: web.Application) -> None:
         url = f"http://{settings.host}:{settings.port}"
+        public_url = f"http://{public.host}:{public.port}"
         receiver_box["runner"] = await start_receiver(settings, pipeline)
         otlp_url = f"http://{settings.otlp_bind_host}:{settings.otlp_port}" if receiver_box["runner"] else ""
         state = {"pid": os.getpid(), "url": url, "database": settings.database, "otlp_url": otlp_url}
@@ -120,7 +129,7 @@ def serve(settings: Settings) -> None:
                    "data_dir": str(settings.data_path), "migrations_applied": len(applied), "loop": loop_name,
                    "otlp_receiver": otlp_url, "spool_replay_spans": pipeline.spool.pending_spans},
         )
-        print(f"GenOps proxy listening on {url}  (OpenAI SDKs: OPENAI_BASE_URL={url}/v1)", file=sys.stderr, flush=True)
+        print(f"GenOps proxy listening on {public_url}  (OpenAI SDKs: OPENAI_BASE_URL={public_url}/v1)", file=sys.stderr, flush=True)
         print(f"Traces go to {settings.storage_description()}; query them with: genops sql \"SELECT ...\"",
               file=sys.stderr, flush=True)
         if otlp_url:
@@ -142,6 +151,8 @@ def serve(settings: Settings) -> None:
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
+    if public.workers > 1:
+        attach_workers(app, public, settings, f"http://127.0.0.1:{settings.otlp_port}")
     web.run_app(
         app,
         host=settings.host,

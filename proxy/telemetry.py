@@ -8,6 +8,8 @@ own threads (:mod:`genops.storage.pipeline`), so the request path only pays for 
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass, field
 
 from opentelemetry.sdk.resources import Resource
@@ -52,7 +54,12 @@ def build_telemetry(settings: Settings, pipeline: SpanPipeline | None) -> Teleme
     ``pipeline`` stores the spans; None stores nothing (``GENOPS_EXPORT_ENABLED=false``).
     ``GENOPS_OTLP_ENDPOINT`` adds an OTLP/HTTP exporter to another collector.
     """
-    resource = Resource.create({"service.name": settings.service_name, "service.version": __version__})
+    resource = Resource.create({
+        "service.name": settings.service_name,
+        "service.version": __version__,
+        # which process recorded the span (one per worker with --workers N)
+        "service.instance.id": f"{socket.gethostname()}-{os.getpid()}",
+    })
     provider = TracerProvider(resource=resource, span_limits=SpanLimits(max_span_attributes=1024))
     processors: list[SpanProcessor] = []
     if pipeline is not None:

@@ -11,7 +11,10 @@ from genops.logs import setup_logging
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="run the tracing proxy")
-    add_setting_flags(parser, ("host", "port", *STORAGE_FLAGS, "openai_base_url", "otlp_endpoint", "otlp_port", "log_level", "log_format"))
+    add_setting_flags(parser, ("host", "port", *STORAGE_FLAGS, "openai_base_url", "otlp_endpoint", "otlp_port", "workers", "log_level", "log_format"))
+    # Set by the supervisor of `--workers N` for its worker processes; not for users.
+    parser.add_argument("--worker-admin-url", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-otlp-url", default=None, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
 
@@ -23,7 +26,12 @@ def run(args: argparse.Namespace) -> int:
     from genops.storage.spool import SpoolLocked
 
     try:
-        serve(settings)
+        if args.worker_admin_url:
+            from genops.proxy.workers import serve_worker
+
+            serve_worker(settings, args.worker_admin_url, args.worker_otlp_url)
+        else:
+            serve(settings)
     except (StorageError, SpoolLocked) as exc:
         print(f"genops: {exc}", file=sys.stderr)
         return 1
