@@ -106,9 +106,18 @@ def _comparable(dashboard: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def _covers(remote: Any, wanted: Any) -> bool:
+    """True when ``remote`` holds everything ``wanted`` says; fields Grafana adds on save are ignored."""
+    if isinstance(wanted, dict):
+        return isinstance(remote, dict) and all(k in remote and _covers(remote[k], v) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        return isinstance(remote, list) and len(remote) == len(wanted) and all(map(_covers, remote, wanted))
+    return remote == wanted
+
+
 def _datasource_differs(remote: dict[str, Any], wanted: dict[str, Any]) -> bool:
     for key in ("name", "type", "access", "jsonData"):
-        if remote.get(key) != wanted.get(key):
+        if not _covers(remote.get(key), wanted.get(key)):
             return True
     if "secureJsonData" in wanted and not (remote.get("secureJsonFields") or {}).get("password"):
         return True
@@ -209,7 +218,7 @@ class Pusher:
                 raise
             remote = None
         if remote is not None and not force:
-            same = _comparable(remote.get("dashboard") or {}) == _comparable(dashboard)
+            same = _covers(remote.get("dashboard") or {}, _comparable(dashboard))
             if same and (remote.get("meta") or {}).get("folderUid") == folder:
                 report.unchanged.append(name)
                 return
