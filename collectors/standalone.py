@@ -16,11 +16,11 @@ log = logging.getLogger("genops.collector")
 
 def run_collector(settings: Settings) -> None:
     """Receive OTLP until SIGINT/SIGTERM; every accepted span is stored (or left in the spool) before exit."""
-    from genops.proxy.server import _install_uvloop, open_store
+    from genops.proxy.server import install_uvloop, open_store
 
     client, applied, pipeline = open_store(settings)
     app = create_receiver_app(settings, pipeline)
-    loop_name = _install_uvloop()
+    loop_name = install_uvloop()
     url = f"http://{settings.otlp_bind_host}:{settings.otlp_port}"
 
     async def on_startup(_: web.Application) -> None:
