@@ -29,7 +29,7 @@ from genops.proxy.context import call_context, request_id_for
 from genops.proxy.headers import downstream_headers, upstream_headers
 from genops.proxy.pricing import Price, price_call
 from genops.proxy.providers.base import Call, ProviderAdapter, RequestError, Upstream
-from genops.proxy.safety.guard import CallGuard, SafetyConfig
+from genops.proxy.safety.guard import CallGuard, SafetyConfig, run_in_background
 from genops.proxy.spans import call_attributes
 from genops.proxy.targets import TargetPolicy, route_upstream
 from genops.proxy.tokenizer import estimate_missing_usage
@@ -118,8 +118,7 @@ class ProxyHandler:
             response = self._error(exc.status, exc.message, exc.error_type, exc.code, request_id, span)
         finally:
             call.extra_attributes.update(call_context(request.headers, adapter, call))
-            await self._safety_finish(request, span)
-            self._finish_span(span, call, upstream, status, request_id, started_perf)
+            await self._safety_then_finish(request, span, call, upstream, status, request_id, started_perf)
         return response
 
     # -- forwarding ---------------------------------------------------------------------
@@ -236,17 +235,30 @@ class ProxyHandler:
         if guard is not None:
             guard.observe_response(decoded)
 
-    @staticmethod
-    async def _safety_finish(request: web.Request, span: trace.Span) -> None:
+    async def _safety_then_finish(self, request: web.Request, span: trace.Span, call: Call, upstream: Upstream | None,
+                                  status: int, request_id: str, started_perf: int) -> None:
+        """Annotate the span with the safety scan, then finish it. A big scan runs in the background
+        with the span's end time fixed now: an aiohttp connection serves its next keep-alive request
+        only after this handler returns, so awaiting the scan here would delay the client's next call."""
         guard: CallGuard | None = request.get(SAFETY_KEY)
+        ended_perf = time.perf_counter_ns()
+        if guard is not None and guard.needs_thread():
+            async def later() -> None:
+                await guard.finish(span)
+                self._finish_span(span, call, upstream, status, request_id, started_perf, ended_perf)
+
+            run_in_background(later())
+            return
         if guard is not None:
             await guard.finish(span)
+        self._finish_span(span, call, upstream, status, request_id, started_perf, ended_perf)
 
     # -- spans --------------------------------------------------------------------------
 
     def _finish_span(self, span: trace.Span, call: Call, upstream: Upstream | None, status: int, request_id: str,
-                     started_perf: int) -> None:
-        ended_perf = time.perf_counter_ns()
+                     started_perf: int, ended_perf: int | None = None) -> None:
+        now_perf = time.perf_counter_ns()
+        ended_perf = ended_perf or now_perf
         attributes = call_attributes(self.adapter, call, upstream, status, request_id, started_perf, ended_perf)
         if call.operation:
             price = price_call(self.adapter.price_provider(call), call.response_model or call.model, call.usage)
@@ -262,7 +274,7 @@ class ProxyHandler:
         span.set_attributes(attributes)
         if call.error_type or status >= 400:
             span.set_status(Status(StatusCode.ERROR, call.error_message or f"HTTP {status}"))
-        span.end()
+        span.end(end_time=time.time_ns() - (now_perf - ended_perf))
 
     # -- helpers ------------------------------------------------------------------------
 

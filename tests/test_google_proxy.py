@@ -272,3 +272,46 @@ def test_vertex_bad_location_and_upstream_error(proxy, fake_upstream, request_id
     via = _raw(proxy.url + "/vertex" + path.format("us-central1"), BODY, {**headers, "GenOps-Request-Id": request_id})
     assert via == direct and via[0] == 429
     assert proxy.span(request_id)["SpanAttributes"]["error.type"] == "RESOURCE_EXHAUSTED"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_vertex_openai_compatible_endpoint(proxy, fake_upstream, request_id, stream):
+    import openai
+
+    path = "/v1beta1/projects/proj-1/locations/us-central1/endpoints/openapi"
+    direct = openai.OpenAI(base_url=f"{fake_upstream.url}/vertex/us-central1{path}", api_key="ya29.t", max_retries=0)
+    via = openai.OpenAI(base_url=f"{proxy.url}/vertex{path}", api_key="ya29.t", max_retries=0,
+                        default_headers={"GenOps-Request-Id": request_id})
+    model = "google/gemini-2.0-flash-001"
+    messages = [{"role": "user", "content": PROMPT}]
+    if stream:
+        expected = [c.model_dump() for c in direct.chat.completions.create(model=model, messages=messages, stream=True)]
+        assert [c.model_dump() for c in via.chat.completions.create(model=model, messages=messages, stream=True)] == expected
+    else:
+        expected = direct.chat.completions.create(model=model, messages=messages)
+        assert via.chat.completions.create(model=model, messages=messages).model_dump() == expected.model_dump()
+    assert fake_upstream.requests()[-1]["path"] == f"/vertex/us-central1{path}/chat/completions"
+    attrs = proxy.span(request_id)["SpanAttributes"]
+    assert attrs["gen_ai.provider.name"] == "gcp.vertex_ai"
+    assert attrs["gen_ai.operation.name"] == "chat"
+    assert attrs["gen_ai.request.model"] == model
+    if stream:  # not asked for stream usage (unknown support): estimated, and marked so
+        assert attrs["genops.usage.estimated"] == "true"
+        assert float(attrs["genops.cost.usd"]) > 0
+    else:
+        price = calc_price(Usage(input_tokens=expected.usage.prompt_tokens, output_tokens=expected.usage.completion_tokens),
+                           model, provider_id="google")
+        assert float(attrs["genops.cost.usd"]) == pytest.approx(float(price.total_price))
+
+
+def test_vertex_embedding_predict_token_statistics(proxy, fake_upstream, request_id):
+    path = "/v1/projects/p/locations/us-central1/publishers/google/models/text-embedding-005:predict"
+    body = {"instances": [{"content": "one two three"}, {"content": "four five"}]}
+    headers = {"Authorization": "Bearer t"}
+    direct = _raw(fake_upstream.url + "/vertex/us-central1" + path, body, headers)
+    via = _raw(proxy.url + "/vertex" + path, body, {**headers, "GenOps-Request-Id": request_id})
+    assert via == direct and via[0] == 200
+    tokens = sum(p["embeddings"]["statistics"]["token_count"] for p in orjson.loads(direct[1])["predictions"])
+    attrs = proxy.span(request_id)["SpanAttributes"]
+    assert attrs["gen_ai.operation.name"] == "embeddings"
+    assert attrs["gen_ai.usage.input_tokens"] == str(tokens) == "5"

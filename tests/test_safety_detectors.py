@@ -166,3 +166,34 @@ async def test_guard_redacts_an_upstream_error_that_quotes_the_request():
     assert [name for name, _ in span.events] == ["gen_ai.evaluation.result"]
     assert "gen_ai.input.messages" not in span.attributes  # metadata capture: sizes only
     assert span.attributes["genops.content.input.chars"] == len("card 4111 1111 1111 1111")
+
+
+def test_anthropic_and_gemini_texts_and_rewrite():
+    from genops.proxy.providers.anthropic import AnthropicAdapter
+    from genops.proxy.providers.gemini import GeminiAdapter
+
+    anthropic = AnthropicAdapter("http://upstream")
+    body = {"model": "c", "max_tokens": 5, "system": [{"type": "text", "text": "sys a@b.io"}], "messages": [
+        {"role": "user", "content": "hi a@b.io"},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+                                      "content": [{"type": "text", "text": "tool a@b.io"}]}]}]}
+    call = anthropic.parse_request("POST", "/v1/messages", orjson.dumps(body), {})
+    parts = anthropic.request_texts(call)
+    assert [tuple(p) for p in parts] == [("system", -1, 0, "sys a@b.io"), ("user", 0, 0, "hi a@b.io"),
+                                         ("tool", 1, 1000, "tool a@b.io")]
+    new_body = anthropic.replace_request_texts(call, {i: p.text.replace("a@b.io", "X") for i, p in enumerate(parts)})
+    assert b"a@b.io" not in new_body and orjson.loads(new_body)["messages"][1]["content"][0]["content"][0]["text"] == "tool X"
+
+    gemini = GeminiAdapter("http://upstream")
+    body = {"systemInstruction": {"parts": [{"text": "sys"}]}, "contents": [
+        {"role": "user", "parts": [{"text": "hi a@b.io"}]},
+        {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {}}}]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {"rows": ["a@b.io", 3]}}}]}]}
+    call = gemini.parse_request("POST", "/v1beta/models/gemini-2.5-flash:generateContent", orjson.dumps(body), {})
+    assert [tuple(p) for p in gemini.request_texts(call)] == [
+        ("system", -1, 0, "sys"), ("user", 0, 0, "hi a@b.io"), ("tool", 2, 1000, "a@b.io")]
+    gemini.replace_request_texts(call, {2: "[REDACTED:email]"})
+    assert call.request_json["contents"][2]["parts"][0]["functionResponse"]["response"]["rows"] == ["[REDACTED:email]", 3]
+    response = {"candidates": [{"content": {"role": "model", "parts": [{"text": "thinking", "thought": True},
+                                                                       {"text": "answer"}]}}]}
+    assert [tuple(p) for p in gemini.response_texts(call, orjson.dumps(response))] == [("assistant", 0, 1, "answer")]

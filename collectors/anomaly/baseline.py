@@ -9,6 +9,7 @@ in the history (earlier incidents) barely move them.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -126,3 +127,35 @@ def robust_baseline(values: np.ndarray, at: np.ndarray, *, step_minutes: int, wi
         points = np.where(ok, s_points, points)
         used_seasonal = ok
     return Baseline(med, sigma, points, used_seasonal)
+
+
+def poisson_tail(k: float, lam: float) -> float:
+    """P(X >= k) for X ~ Poisson(lam): how surprising ``k`` events are when ``lam`` are expected.
+
+    For rare events (errors at a 1% rate, safety findings) the normal approximation behind a
+    z-score badly understates this tail on small windows; this is exact.
+    """
+    k = int(math.ceil(k))
+    if k <= 0:
+        return 1.0
+    if lam <= 0:
+        return 0.0
+    term = math.exp(-lam)  # P(X = 0)
+    below = term
+    for i in range(1, k):
+        term *= lam / i
+        below += term
+    return max(0.0, 1.0 - below) if below < 0.999999 else _upper_sum(k, lam)
+
+
+def _upper_sum(k: int, lam: float) -> float:
+    """P(X >= k) summed upward (accurate when it is tiny)."""
+    log_term = -lam + k * math.log(lam) - math.lgamma(k + 1)
+    total, i = 0.0, k
+    while True:
+        term = math.exp(log_term)
+        total += term
+        i += 1
+        log_term += math.log(lam / i)
+        if term < total * 1e-12 or i > k + 10_000:
+            return total

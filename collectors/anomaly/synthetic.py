@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from genops import semconv as sc
-from genops.storage.rows import TRACE_COLUMNS, insert_rows
+from genops.storage.rows import insert_rows
 
 DEMO_SCOPE = "genops.demo"
 
@@ -332,6 +332,11 @@ class Generator:
     def _injected_rows(self, minute_no: int, minute: dt.datetime, base_ns: int,
                        active: list[Injection]) -> Iterator[list[Any]]:
         rng = self.rng
+        gone = {int(i.target) for i in active if i.kind == "model_gone"}
+
+        def model(preferred: int) -> int:  # injected calls also avoid a model that is "gone"
+            return next(m for m in (preferred, *range(len(MODELS))) if m not in gone)
+
         for inj in active:
             if inj.kind == "new_model":
                 service = SERVICES[0]
@@ -347,14 +352,15 @@ class Generator:
                 service = SERVICES[3]
                 context = 2000 + (minute_no - _minute_no(self.start, inj.start)) * 3000
                 for k in range(15):
-                    yield self._call(base_ns + k * 4_000_000_000, service, 2, "user-05", session=inj.target,
+                    yield self._call(base_ns + k * 4_000_000_000, service, model(2), "user-05", session=inj.target,
                                      input_tokens=context + k * 200, active=[])
             elif inj.kind == "cost_surge":
                 # a user (or a feature) suddenly sending long-context, long-output calls
                 service = SERVICES[1]
                 for _ in range(3 if inj.target.startswith("user-") else 6):
-                    row = self._call(base_ns + rng.randrange(0, 60_000_000_000), service, 2,
-                                     inj.target if inj.target.startswith("user-") else "user-00",
+                    # a user's surge is theirs alone; a feature's (a new prompt) is spread over users
+                    user = inj.target if inj.target.startswith("user-") else rng.choices(self.users, self.user_weights)[0]
+                    row = self._call(base_ns + rng.randrange(0, 60_000_000_000), service, model(2), user,
                                      input_tokens=int(rng.lognormvariate(math.log(6000), 0.3)), active=[])
                     if inj.target.startswith("feature:"):
                         row[11][sc.GENOPS_PROPERTY_PREFIX + "feature"] = inj.target.split(":", 1)[1]
@@ -362,7 +368,7 @@ class Generator:
             elif inj.kind == "agent_loop":
                 service = SERVICES[3]
                 for k in range(3):
-                    yield self._call(base_ns + k * 20_000_000_000, service, 0, "user-07", session=inj.target,
+                    yield self._call(base_ns + k * 20_000_000_000, service, model(0), "user-07", session=inj.target,
                                      input_tokens=4242, active=[])
 
 

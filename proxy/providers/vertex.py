@@ -5,7 +5,9 @@ is ``aiplatform.googleapis.com``), from ``GENOPS_VERTEX_BASE_URL``. The Bearer t
 forwarded untouched. Each publisher speaks its own wire format, which this adapter reuses
 from the provider modules: Google's models the Gemini format (``generateContent`` /
 ``streamGenerateContent``), Anthropic's Claude the Messages format (``rawPredict`` /
-``streamRawPredict``), others (Mistral, Llama...) the OpenAI chat format.
+``streamRawPredict``), others (Mistral, Llama...) the OpenAI chat format. Vertex's own
+OpenAI-compatible endpoint (``.../locations/{l}/endpoints/openapi/chat/completions``, model
+``google/gemini-...`` or ``meta/llama-...`` in the body) is read as OpenAI chat too.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from genops.proxy.providers.base import (
     TextSlot,
     Upstream,
     parse_json_body,
+    pick,
     write_texts,
 )
 from genops.proxy.providers.openai import OpenAIStream, body_context as openai_body_context
@@ -35,6 +38,10 @@ from genops.proxy.providers.openai import read_usage as read_openai_usage
 _PATH = re.compile(
     r"^/(?P<version>v1\w*)/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
     r"/publishers/(?P<publisher>[^/]+)/models/(?P<model>[^/:]+):(?P<method>\w+)$"
+)
+_OPENAPI = re.compile(
+    r"^/(?P<version>v1\w*)/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
+    r"/endpoints/openapi/chat/completions$"
 )
 _LOCATION = re.compile(r"/locations/([^/]+)")
 _VALID_LOCATION = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -75,6 +82,16 @@ class VertexAdapter(ProviderAdapter):
 
     def parse_request(self, method: str, tail: str, body: bytes, headers: CIMultiDict[str]) -> Call:
         match = _PATH.match(tail)
+        if method == "POST" and match is None and (openapi := _OPENAPI.match(tail)) is not None:
+            self.base_for(openapi["location"])
+            request = parse_json_body(body)
+            if not isinstance(request, dict):
+                raise RequestError(400, "The request body must be a JSON object.", "INVALID_ARGUMENT")
+            model = request.get("model")
+            # OpenAI format; the model names its publisher ("google/gemini-2.0-flash-001").
+            return Call(operation="chat", model=model if isinstance(model, str) else None,
+                        stream=request.get("stream") is True, request_json=request,
+                        request_attributes=pick(request, openai.REQUEST_PARAMETERS), variant="openapi")
         if method != "POST" or match is None:
             return Call()
         self.base_for(match["location"])  # refuse a malformed location before anything else
@@ -98,6 +115,8 @@ class VertexAdapter(ProviderAdapter):
     def parse_response(self, call: Call, status: int, body: bytes) -> None:
         if call.variant == "anthropic":
             anthropic.read_response(call, status, body)
+        elif call.variant == "google" and call.operation == "embeddings" and status < 400:
+            read_predict_statistics(call, body)
         elif call.variant == "google" or status >= 400:
             gemini.read_response(call, status, body)
         else:
@@ -121,6 +140,9 @@ class VertexAdapter(ProviderAdapter):
         return call.stream and status < 400
 
     def price_provider(self, call: Call) -> str | None:
+        if call.variant == "openapi":
+            publisher = (call.model or "").partition("/")[0]
+            return PRICE_PROVIDERS.get("mistralai" if publisher == "mistral" else publisher)
         return PRICE_PROVIDERS.get(call.variant or "google")
 
     def error_body(self, status: int, message: str, error_type: str, code: str | None = None) -> bytes:
@@ -172,3 +194,23 @@ def _instances_slots(instances: list[Any]) -> Iterator[TextSlot]:
     for i, instance in enumerate(instances):
         if isinstance(instance, dict) and isinstance(instance.get("content"), str):
             yield TextPart("user", i, 0, instance["content"]), instance, "content"
+
+
+def read_predict_statistics(call: Call, body: bytes) -> None:
+    """Input tokens of a text-embedding ``:predict`` (``predictions[].embeddings.statistics.token_count``)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return
+    predictions = data.get("predictions") if isinstance(data, dict) else None
+    if not isinstance(predictions, list):
+        return
+    total = None
+    for prediction in predictions:
+        statistics = ((prediction or {}).get("embeddings") or {}).get("statistics") if isinstance(prediction, dict) else None
+        count = statistics.get("token_count") if isinstance(statistics, dict) else None
+        if isinstance(count, (int, float)) and not isinstance(count, bool):
+            total = (total or 0) + int(count)
+    if total is not None:
+        call.usage.input_tokens = total
+        call.usage.output_tokens = 0

@@ -10,6 +10,7 @@ its response (``finish``), so ``annotate`` and ``redact`` never delay a byte, st
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict
@@ -24,6 +25,7 @@ from genops.proxy.safety.findings import CATEGORIES, Finding
 from genops.proxy.safety.policy import Policy, parse_policy, parse_route_policies, rank
 from genops.proxy.safety.scanner import (
     INDIRECT_ROLES,
+    INLINE_LIMIT,
     highest_severity,
     mask_parts,
     mask_text,
@@ -39,6 +41,22 @@ BLOCKED_CODE = "safety_policy_blocked"
 MAX_LISTED_FINDINGS = 50
 #: gen_ai.evaluation.score.label of a finding type, by the action applied to it.
 _LABELS = {"block": "blocked", "mask-upstream": "masked", "redact": "redacted", "annotate": "detected"}
+
+
+_PENDING: set[asyncio.Task[None]] = set()
+
+
+def run_in_background(work: Any) -> None:
+    """Run a post-response scan (and the span's end) as a task the shutdown waits for."""
+    task = asyncio.get_running_loop().create_task(work)
+    _PENDING.add(task)
+    task.add_done_callback(_PENDING.discard)
+
+
+async def drain_pending(_: Any = None) -> None:
+    """Wait for post-response scans still running (app cleanup, before the span exporter stops)."""
+    while _PENDING:
+        await asyncio.gather(*list(_PENDING), return_exceptions=True)
 
 
 class SafetyConfig:
@@ -112,6 +130,16 @@ class CallGuard:
                 f"({shown}). The request was not sent to the model.")
 
     # -- after the response --------------------------------------------------------------------
+    def needs_thread(self) -> bool:
+        """True when what is left to scan is big enough to go to a worker thread (and the caller
+        should not wait for it)."""
+        if not self.active or not self.policy.scanned:
+            return False
+        size = len(self.response_body or b"") + sum(len(t) for t in self.call.output_text)
+        if self.request_findings is None:
+            size += sum(len(p.text) for p in self._request_parts())
+        return size > INLINE_LIMIT
+
     def observe_response(self, body: bytes) -> None:
         """Keep a complete (non-streamed) response body for scanning after it was sent."""
         self.response_body = body

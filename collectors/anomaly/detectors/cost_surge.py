@@ -9,6 +9,7 @@ import numpy as np
 
 from genops.collectors.anomaly.baseline import upper_quantile
 from genops.collectors.anomaly.detectors.base import BaselineDetector, Hit, PassContext, hits_from_scores
+from genops.collectors.anomaly.queries import from_unix
 
 
 class CostSurge(BaselineDetector):
@@ -25,7 +26,9 @@ class CostSurge(BaselineDetector):
     percentile window of the trailing 24 hours (bursty entities, such as a small user whose
     rare long sessions dwarf their median, are judged against their usual peaks), and the
     increase is material: at least $0.50 (or 100,000 tokens) more than expected in 15
-    minutes, i.e. $2 an hour. Minimum volume: 5 calls in the window.
+    minutes, i.e. $2 an hour. Minimum volume: 5 calls in the window. Of the surges one
+    cause raises together (a user, their service, its properties; or a runaway session) only
+    the most specific is reported (see ``most_specific``).
     """
 
     name: ClassVar[str] = "cost_surge"
@@ -39,6 +42,7 @@ class CostSurge(BaselineDetector):
     above_day_high: ClassVar[float] = 1.0
     min_increase: ClassVar[dict[str, float]] = {"cost_usd": 0.50, "tokens": 100_000}
     abs_floor: ClassVar[dict[str, float]] = {"cost_usd": 0.01, "tokens": 1000}
+    explained_share: ClassVar[float] = 0.7
 
     def detect(self, ctx: PassContext, t_from: dt.datetime, t_to: dt.datetime) -> list[Hit]:
         grid = self.grid(ctx, t_from, t_to, self.history_minutes())
@@ -69,4 +73,41 @@ class CostSurge(BaselineDetector):
             hits += hits_from_scores(self, grid, entity, at, fire, observed, expected, score, self.threshold,
                                      metric, "USD" if metric == "cost_usd" else "tokens",
                                      {"calls": calls[at]})
-        return hits
+        if not hits:
+            return hits
+        sessions = ctx.rows("session_windows", from_ts=t_from, to_ts=t_to, window=self.window_minutes,
+                            min_calls=10**12, min_cost=self.explained_share * self.min_increase["cost_usd"])
+        return self.most_specific(hits, sessions)
+
+    def most_specific(self, hits: list[Hit], sessions: list[dict]) -> list[Hit]:
+        """Drop the surges another, more specific one explains at the same time.
+
+        One heavy user raises their user entity, their service, its team and feature
+        properties at once. A hit is dropped when a more specific entity (session > user >
+        property > service) rose by at least ``explained_share`` of its increase in the same
+        window; the kept hit lists what it explains in ``details["explains"]``. A session's
+        spend in the window counts as its increase (sessions are new, so expected ~0), and
+        surges a runaway session explains are left to ``runaway_agent``.
+        """
+        def rank(entity: str) -> int:
+            return 0 if entity.startswith("session=") else 1 if entity.startswith("user=") else \
+                2 if entity.startswith("property.") else 3
+
+        explainers: dict[dt.datetime, list[tuple[int, float, str, str]]] = {}
+        for h in hits:
+            explainers.setdefault(h.t, []).append((rank(h.entity), h.observed - h.expected, h.entity, h.metric))
+        for row in sessions:
+            explainers.setdefault(from_unix(row["t"]), []).append((0, float(row["cost_usd"]), row["entity"], "cost_usd"))
+        kept = []
+        for h in hits:
+            increase = h.observed - h.expected
+            by = [e for r, inc, e, m in explainers[h.t]
+                  if r < rank(h.entity) and m == h.metric and inc >= self.explained_share * increase]
+            if by:
+                continue
+            explains = sorted(e for r, inc, e, m in explainers[h.t]
+                              if r > rank(h.entity) and m == h.metric and increase >= self.explained_share * inc)
+            if explains:
+                h.details["explains"] = explains
+            kept.append(h)
+        return kept

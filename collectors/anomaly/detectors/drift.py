@@ -19,7 +19,7 @@ class ModelDrift(Detector):
     - ``new_model``: a model whose first call in the last 7 days came within the last hour,
       with at least 5 calls in the window. Needs 12 hours of data in the store first, so a
       fresh install does not report every model as new.
-    - ``model_gone``: no call in the window from a model that had calls in at least 90% of
+    - ``model_gone``: no call for 30 minutes (two back-to-back windows) from a model that had calls in at least 90% of
       the windows of the previous 24 hours (or since its first call, from 6 hours on) and a trailing 2-hour median of at least 10
       calls per window.
     - ``response_model_mismatch``: at least half the calls (and at least 5) answered by a
@@ -37,6 +37,7 @@ class ModelDrift(Detector):
     min_new_calls: ClassVar[int] = 5
     gone_min_expected: ClassVar[float] = 10.0
     gone_min_presence: ClassVar[float] = 0.9
+    silent_windows: ClassVar[int] = 3  # steps between two back-to-back 15-minute windows
     mismatch_share: ClassVar[float] = 0.5
     mismatch_normal_share: ClassVar[float] = 0.2
     min_store_history_s: ClassVar[int] = 12 * 3600
@@ -73,7 +74,11 @@ class ModelDrift(Detector):
                                  for i in at])
             med, _, _ = trailing(np.where(np.arange(len(calls)) >= first, calls, np.nan), at,
                                  lookback=120 // step, gap=self.window_minutes // step, min_points=6)
-            gone = (calls[at] == 0) & (presence >= self.gone_min_presence) & (np.nan_to_num(med) >= self.gone_min_expected)
+            # silent for two back-to-back windows (30 minutes): agent sessions come in clumps, so
+            # one empty window of a model that sessions stick to is not yet "gone"
+            before = np.where(at >= self.silent_windows, calls[np.maximum(at - self.silent_windows, 0)], np.nan)
+            gone = ((calls[at] == 0) & (before == 0) & (presence >= self.gone_min_presence)
+                    & (np.nan_to_num(med) >= self.gone_min_expected))
             for j in np.nonzero(gone)[0]:
                 i = int(at[j])
                 hits.append(Hit(self.name, entity, grid.time_at(i), 0.0, float(med[j]), float(med[j]),

@@ -18,7 +18,7 @@ class LatencyRegression(BaselineDetector):
     with the median and MAD of the same windowed p95 over the trailing 24 hours (windows
     overlapping the current one skipped). Score = (p95 - median) / max(1.4826 * MAD,
     10% of the median, median / sqrt(calls) for the sampling noise of a p95 of few calls). Fires at score >= 5 when the p95 is also at least 1.5x the median.
-    Minimum volume: 30 successful calls in the window, and 12 such windows of history, so a
+    Minimum volume: 20 successful calls in the window, and 12 such windows of history, so a
     quiet model never alerts on one slow call.
     """
 
@@ -26,7 +26,7 @@ class LatencyRegression(BaselineDetector):
     metric: ClassVar[str] = "latency_p95_ms"
     value_column: ClassVar[str] = "latency_p95"
     volume_column: ClassVar[str] = "ok_calls"
-    min_volume: ClassVar[int] = 30
+    min_volume: ClassVar[int] = 20
     min_ratio: ClassVar[float] = 1.5
     relative_floor: ClassVar[float] = 0.10
     sampling_noise: ClassVar[float] = 1.0

@@ -15,7 +15,7 @@ class RateLimitBurst(BaselineDetector):
     Method: the share of calls answered 429 over the last 15 minutes against the median/MAD
     of that share over the trailing 24 hours, with the binomial noise floor of
     ``error_rate``. Fires at score >= 5 with at least 5 429s, a share of at least 5% and
-    3x the median. Minimum volume: 20 calls in the window.
+    3x the median, and a Poisson tail below 1e-5. Minimum volume: 20 calls in the window.
     """
 
     name: ClassVar[str] = "rate_limit_burst"

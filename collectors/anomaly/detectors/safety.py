@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from genops.collectors.anomaly.baseline import pooled_rate
+from genops.collectors.anomaly.baseline import poisson_tail, pooled_rate
 from genops.collectors.anomaly.detectors.base import BaselineDetector, Hit, PassContext, hits_from_scores
 
 
@@ -17,8 +17,9 @@ class SafetySurge(BaselineDetector):
     Method: findings per call over the last 15 minutes against the median/MAD of the same
     ratio over the trailing 24 hours. Score = (ratio - median) / max(1.4826 * MAD,
     Poisson noise sqrt(p / calls) with p the larger of the median and the pooled ratio of
-    the history (at least 0.01), 0.01). Fires at score >= 5 with at least
-    5 findings in the window and a ratio of 3x the median. Minimum volume: 30 calls.
+    the history (at least 0.01), 0.01). Fires at score >= 5 with at least 5 findings in the
+    window, a ratio of 3x the median, and a Poisson tail P(findings >= observed | calls * p)
+    below 1e-6. Minimum volume: 30 calls.
     """
 
     name: ClassVar[str] = "safety_surge"
@@ -43,6 +44,9 @@ class SafetySurge(BaselineDetector):
                 score = (observed - base.expected) / scale
                 fire = ((score >= self.threshold) & (findings[at] >= 5) & (observed >= 3 * base.expected))
             fire &= ~np.isnan(observed) & ~np.isnan(base.expected)
+            for j in np.nonzero(fire)[0]:  # the count must be implausible at the expected rate too
+                if poisson_tail(findings[at[j]], p[j] * calls[at[j]]) > 1e-6:
+                    fire[j] = False
             hits += hits_from_scores(self, grid, entity, at, fire, observed, base.expected, score, self.threshold,
                                      "findings_per_call", "ratio", {"calls": calls[at], "findings": findings[at]})
         return hits

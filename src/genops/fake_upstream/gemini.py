@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from genops.fake_upstream import anthropic
+from genops.fake_upstream import anthropic, openai
 from genops.fake_upstream.common import Controls, count_tokens, dumps, record, reply_pieces
 
 ERRORS = {
@@ -147,6 +147,8 @@ async def _dispatch(request: web.Request, model: str, method: str, body: bytes) 
         if not data.get("contents"):
             return error_response(400, "* GenerateContentRequest.contents: contents is not specified\n")
         return await _generate(request, data, controls, model, method, body_id)
+    if method == "predict" and "embedding" in model:
+        return await vertex_predict_embeddings(request, data)
     if method == "countTokens":
         return web.Response(body=dumps({"totalTokens": count_tokens(_prompt_text(data)) + 2,
                                         "promptTokensDetails": [{"modality": "TEXT",
@@ -184,6 +186,25 @@ async def vertex(request: web.Request) -> web.StreamResponse:
     return await _dispatch(request, model, method, body)
 
 
+async def vertex_openapi(request: web.Request) -> web.StreamResponse:
+    """Vertex AI's OpenAI-compatible chat endpoint: the fake OpenAI's format, Google's auth and hosts."""
+    if request.match_info["host_location"] != request.match_info["location"]:
+        await record(request)
+        return error_response(400, "Location mismatch.")
+    return await openai.chat_completions(request)
+
+
+async def vertex_predict_embeddings(request: web.Request, data: dict[str, Any]) -> web.Response:
+    """``:predict`` of a text-embedding model: predictions with token statistics."""
+    predictions = []
+    for instance in data.get("instances") or ():
+        text = str((instance or {}).get("content", ""))
+        predictions.append({"embeddings": {"statistics": {"truncated": False, "token_count": count_tokens(text)},
+                                           "values": _embedding(text)["values"]}})
+    return web.Response(body=dumps({"predictions": predictions, "metadata": {"billableCharacterCount": 10}}),
+                        content_type="application/json")
+
+
 def register(app: web.Application, prefix: str = "") -> None:
     """Mount the fake Gemini API and the fake Vertex AI endpoints under ``prefix``."""
     for version in ("v1beta", "v1"):
@@ -191,3 +212,6 @@ def register(app: web.Application, prefix: str = "") -> None:
     app.router.add_post(
         prefix + "/vertex/{host_location}/{version}/projects/{project}/locations/{location}/publishers/{publisher}"
                  "/models/{model_method}", vertex)
+    app.router.add_post(
+        prefix + "/vertex/{host_location}/{version}/projects/{project}/locations/{location}/endpoints/openapi"
+                 "/chat/completions", vertex_openapi)
