@@ -218,24 +218,21 @@ def run_loop(args: argparse.Namespace) -> int:
     return 0
 
 
-LIST_SQL = """SELECT detector, entity, `start`, `end`, status, severity, metric, round(observed, 4) AS observed,
-       round(expected, 4) AS expected, round(score, 2) AS score
-FROM genops_anomalies FINAL {where}
-ORDER BY `start` DESC LIMIT {limit}"""
-
-
 def list_anomalies(args: argparse.Namespace) -> int:
-    from genops.commands.sql import query, render
+    from genops.commands.sql import query
+    from genops.commands.sql import render as render_result
     from genops.storage.sql import QueryError
 
+    from genops.collectors.anomaly.queries import render
+
     settings = settings_from_args(args)
-    where = "" if args.status == "all" else f"WHERE status = '{args.status}'"
+    status_filter = "1" if args.status == "all" else f"status = '{args.status}'"  # choices: no injection
     try:
-        result = query(settings, LIST_SQL.format(where=where, limit=max(1, int(args.limit))))
+        result = query(settings, render("list_anomalies", status_filter=status_filter, limit=max(1, int(args.limit))))
     except QueryError as exc:
         print(f"genops: {exc}", file=sys.stderr)
         return 1
-    sys.stdout.write(render(result, args.format))
+    sys.stdout.write(render_result(result, args.format))
     return 0
 
 
