@@ -1,1 +1,1 @@
-"""dashboards"""
+"""Grafana dashboards for GenOps: definitions (``build``), the JSON files (``grafana/``), and ``push`` to a Grafana."""

@@ -617,8 +617,8 @@ GROUP BY time, agent
 ORDER BY time""", (0, 14, 12, 8), unit="short", stack=True),
         table("Agents", f"""
 SELECT if(AgentName = '', '(no agent)', AgentName) AS agent,
-       uniqExact(SessionId) AS sessions,
-       uniqExact(TraceId) AS traces,
+       uniq(SessionId) AS sessions,
+       uniq(TraceId) AS traces,
        count() AS calls,
        countIf(StatusCode = 'Error') AS errors,
        round(quantile(0.95)(Duration / 1e6), 1) AS p95_ms,
@@ -638,6 +638,7 @@ SELECT TraceId AS trace,
        round(sum(ifNull(CostUsd, 0)), 4) AS cost_usd
 FROM genops_calls
 WHERE {f}
+  AND TraceId IN (SELECT TraceId FROM genops_calls WHERE {f} ORDER BY Timestamp DESC LIMIT 100)
 GROUP BY trace
 ORDER BY started DESC
 LIMIT 100""", (0, 22, 24, 8), overrides=[link_override("trace", "Open trace", trace_link),

@@ -13,11 +13,14 @@ import orjson
 from aiohttp import web
 
 from genops.collectors.anomaly.service import attach as attach_anomaly_jobs
+from genops.collectors.metrics import metrics_handler
+from genops.collectors.receiver import RECEIVER_STATS_KEY, create_receiver_app
 from genops.config import Settings
 from genops.proxy.app import create_app
 from genops.proxy.telemetry import build_telemetry
 from genops.storage.client import open_client
 from genops.storage.migrate import migrate
+from genops.storage.pipeline import SpanPipeline, build_pipeline
 
 log = logging.getLogger("genops.serve")
 
@@ -52,37 +55,90 @@ def _install_uvloop() -> str:
     return "uvloop"
 
 
-def serve(settings: Settings) -> None:
-    """Run the proxy until SIGINT/SIGTERM; every pending span is flushed before exit."""
+def open_store(settings: Settings) -> tuple[Any, list[Any], SpanPipeline]:
+    """Migrate the store and start the span pipeline; returns (client, applied migrations, pipeline).
+
+    The embedded chDB engine lives in this process (see README, "Architecture"). Against a
+    ClickHouse server the pipeline gets its own client with the export timeout, so a hung
+    server turns into a retry from the spool instead of a stuck thread.
+    """
     settings.data_path.mkdir(parents=True, exist_ok=True)
     client = open_client(settings)
     applied = migrate(client, settings.database, retention_days=settings.retention_days)
+    export_client = client
+    if not settings.embedded:
+        export_client = open_client(settings, connect_timeout=min(10.0, settings.export_timeout_s),
+                                    send_receive_timeout=settings.export_timeout_s)
+    return client, applied, build_pipeline(settings, export_client)
+
+
+async def start_receiver(settings: Settings, pipeline: SpanPipeline) -> web.AppRunner | None:
+    """Start the OTLP/HTTP receiver on its own port in this event loop (None when disabled or the port is taken)."""
+    if not settings.otlp_port:
+        return None
+    runner = web.AppRunner(create_receiver_app(settings, pipeline), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.otlp_bind_host, settings.otlp_port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        log.error("OTLP receiver not started: cannot listen", extra={
+            "host": settings.otlp_bind_host, "port": settings.otlp_port, "error": exc.strerror or str(exc)})
+        print(f"genops: OTLP receiver not started, cannot listen on {settings.otlp_bind_host}:{settings.otlp_port}: "
+              f"{exc.strerror or exc} (set GENOPS_OTLP_PORT, or 0 to disable)", file=sys.stderr, flush=True)
+        return None
+    return runner
+
+
+def serve(settings: Settings) -> None:
+    """Run the proxy (and the embedded OTLP receiver) until SIGINT/SIGTERM; pending spans are stored first."""
+    client, applied, pipeline = open_store(settings)
     sql_client = open_client(settings, database=settings.database)  # unqualified names mean our tables
-    telemetry = build_telemetry(settings, client)
+    telemetry = build_telemetry(settings, pipeline if settings.export_enabled else None)
     app = create_app(settings, telemetry, sql_client)
     attach_anomaly_jobs(app, settings, sql_client)  # background, off the request path; see collectors/anomaly
+    receiver_box: dict[str, web.AppRunner | None] = {"runner": None}
+
+    async def metrics(request: web.Request) -> web.Response:
+        runner = receiver_box["runner"]
+        stats = runner.app.get(RECEIVER_STATS_KEY) if runner is not None else None
+        return await metrics_handler(pipeline, stats)(request)
+
+    # Registered after the provider catch-all; aiohttp resolves the exact /metrics path first.
+    app.router.add_get("/metrics", metrics)
     loop_name = _install_uvloop()
 
     async def on_startup(_: web.Application) -> None:
         url = f"http://{settings.host}:{settings.port}"
-        state = {"pid": os.getpid(), "url": url, "database": settings.database}
+        receiver_box["runner"] = await start_receiver(settings, pipeline)
+        otlp_url = f"http://{settings.otlp_bind_host}:{settings.otlp_port}" if receiver_box["runner"] else ""
+        state = {"pid": os.getpid(), "url": url, "database": settings.database, "otlp_url": otlp_url}
         state_path(settings).write_bytes(orjson.dumps(state))
         log.info(
             "genops proxy listening",
             extra={"url": url, "openai_base_url": f"{url}/v1", "storage": settings.storage_description(),
-                   "data_dir": str(settings.data_path), "migrations_applied": len(applied), "loop": loop_name},
+                   "data_dir": str(settings.data_path), "migrations_applied": len(applied), "loop": loop_name,
+                   "otlp_receiver": otlp_url, "spool_replay_spans": pipeline.spool.pending_spans},
         )
         print(f"GenOps proxy listening on {url}  (OpenAI SDKs: OPENAI_BASE_URL={url}/v1)", file=sys.stderr, flush=True)
         print(f"Traces go to {settings.storage_description()}; query them with: genops sql \"SELECT ...\"",
               file=sys.stderr, flush=True)
+        if otlp_url:
+            print(f"OTLP/HTTP receiver on {otlp_url}/v1/traces (agents: OTEL_EXPORTER_OTLP_ENDPOINT={otlp_url})",
+                  file=sys.stderr, flush=True)
 
     async def on_cleanup(_: web.Application) -> None:
         try:
             state_path(settings).unlink()
         except OSError:
             pass
-        telemetry.shutdown()
-        log.info("genops proxy stopped; spans flushed")
+        if receiver_box["runner"] is not None:
+            await receiver_box["runner"].cleanup()
+        await asyncio.get_running_loop().run_in_executor(None, telemetry.shutdown)
+        if not settings.export_enabled:
+            pipeline.shutdown()
+        log.info("genops proxy stopped; spans flushed", extra={
+            "exported": pipeline.counters.exported, "left_in_spool": pipeline.spool.pending_spans})
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)

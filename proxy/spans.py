@@ -44,6 +44,9 @@ def call_attributes(adapter: ProviderAdapter, call: Call, upstream: Upstream | N
         attrs[sc.GEN_AI_RESPONSE_MODEL] = str(call.response_model)
     if call.finish_reasons:
         attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = call.finish_reasons
+    if call.tool_calls:
+        attrs[sc.GENOPS_RESPONSE_TOOL_CALLS] = len(call.tool_calls)
+        attrs[sc.GENOPS_RESPONSE_TOOL_NAMES] = call.tool_calls
 
     usage = call.usage
     for attribute, value in (

@@ -1,13 +1,14 @@
-"""The proxy's OpenTelemetry pipeline: tracer provider -> batch processor -> ClickHouse exporter.
+"""The proxy's OpenTelemetry pipeline: span recorder -> span processors -> span pipeline.
 
-The SDK's ``BatchSpanProcessor`` queues finished spans and exports them on its own thread,
-so the request path only pays for creating the span.
+The hot path records through :class:`~genops.proxy.recorder.SpanRecorder`; at ``end()`` it
+hands each finished span to the processors. :class:`~genops.storage.exporter.PipelineSpanProcessor`
+only queues it: conversion, batching, the disk spool and the inserts run on the pipeline's
+own threads (:mod:`genops.storage.pipeline`), so the request path only pays for the span.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider
@@ -18,15 +19,17 @@ from genops import __version__
 from genops import semconv as sc
 from genops.config import Settings
 from genops.proxy.recorder import SpanRecorder
-from genops.storage.exporter import ClickHouseSpanExporter
+from genops.storage.exporter import PipelineSpanProcessor
+from genops.storage.pipeline import SpanPipeline
 
 
 @dataclass
 class Telemetry:
-    """The pieces the app needs: a tracer, and a provider to flush at shutdown."""
+    """The pieces the app needs: the recorder, the provider and the span pipeline (None when export is off)."""
 
     provider: TracerProvider
     tracer: SpanRecorder
+    pipeline: SpanPipeline | None = None
     exporters: list[SpanExporter] = field(default_factory=list)
 
     def add_span_processor(self, processor: SpanProcessor) -> None:
@@ -35,17 +38,26 @@ class Telemetry:
         self.tracer.processors.append(processor)
         self.provider.add_span_processor(processor)
 
-    def shutdown(self) -> None:
-        """Flush every pending span, then stop (called on SIGTERM / app cleanup)."""
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Hand every pending span on, then spool and insert them (SIGTERM / app cleanup)."""
         self.provider.force_flush()
         self.provider.shutdown()
+        if self.pipeline is not None:
+            self.pipeline.shutdown(timeout_s)
 
 
-def build_telemetry(settings: Settings, client: Any) -> Telemetry:
-    """A private tracer provider (the global one is left to the host application)."""
+def build_telemetry(settings: Settings, pipeline: SpanPipeline | None) -> Telemetry:
+    """A private tracer provider (the global one is left to the host application).
+
+    ``pipeline`` stores the spans; None stores nothing (``GENOPS_EXPORT_ENABLED=false``).
+    ``GENOPS_OTLP_ENDPOINT`` adds an OTLP/HTTP exporter to another collector.
+    """
     resource = Resource.create({"service.name": settings.service_name, "service.version": __version__})
     provider = TracerProvider(resource=resource, span_limits=SpanLimits(max_span_attributes=1024))
-    exporters: list[SpanExporter] = [ClickHouseSpanExporter(client, settings.database)]
+    processors: list[SpanProcessor] = []
+    if pipeline is not None:
+        processors.append(PipelineSpanProcessor(pipeline))
+    exporters: list[SpanExporter] = []
     if settings.otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -53,16 +65,14 @@ def build_telemetry(settings: Settings, client: Any) -> Telemetry:
         if not endpoint.endswith("/v1/traces"):
             endpoint += "/v1/traces"
         exporters.append(OTLPSpanExporter(endpoint=endpoint))
-    processors = []
-    for exporter in exporters:
-        processor = BatchSpanProcessor(
-            exporter,
+        processors.append(BatchSpanProcessor(
+            exporters[-1],
             max_queue_size=settings.export_queue_size,
             schedule_delay_millis=settings.export_interval_ms,
             max_export_batch_size=min(settings.export_batch_size, settings.export_queue_size),
-        )
+        ))
+    for processor in processors:
         provider.add_span_processor(processor)  # so provider.shutdown() flushes it
-        processors.append(processor)
     # The hot path records through SpanRecorder (same processors, far cheaper than Tracer.start_span).
     tracer = SpanRecorder(resource, InstrumentationScope(sc.PROXY_SCOPE, __version__), processors)
-    return Telemetry(provider=provider, tracer=tracer, exporters=exporters)
+    return Telemetry(provider=provider, tracer=tracer, pipeline=pipeline, exporters=exporters)

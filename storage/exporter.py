@@ -1,53 +1,34 @@
-"""An OpenTelemetry SDK span exporter that writes ``otel_traces`` rows to ClickHouse.
+"""Hands the proxy's finished OpenTelemetry spans to the span pipeline.
 
-It sits behind the SDK's ``BatchSpanProcessor``, which batches spans off the request
-path on its own thread; this class only converts and inserts.
+:class:`PipelineSpanProcessor` replaces the SDK's ``BatchSpanProcessor``: ``on_end`` only
+appends the span to the pipeline's bounded queue (no conversion, no I/O, no lock held),
+so the request path pays nothing for storage. Conversion, batching, the disk spool and
+the inserts happen on the pipeline's threads (:mod:`genops.storage.pipeline`).
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-from typing import Any, Sequence
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-
-from genops.storage.rows import insert_rows, spans_to_rows
-
-log = logging.getLogger("genops.storage.exporter")
+from genops.storage.pipeline import SpanPipeline
 
 
-class ClickHouseSpanExporter(SpanExporter):
-    """Writes each exported batch as one insert into ``{database}.otel_traces``."""
+class PipelineSpanProcessor(SpanProcessor):
+    """An SDK span processor that queues every sampled, finished span into a :class:`SpanPipeline`."""
 
-    def __init__(self, client: Any, database: str) -> None:
-        self._client = client
-        self._database = database
-        self._lock = threading.Lock()
-        self._shutdown = False
-        self.exported = 0
-        self.failed = 0
+    def __init__(self, pipeline: SpanPipeline) -> None:
+        self.pipeline = pipeline
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._shutdown:
-            return SpanExportResult.FAILURE
-        rows = spans_to_rows(spans)
-        started = time.perf_counter()
-        try:
-            with self._lock:
-                insert_rows(self._client, self._database, rows)
-        except Exception as exc:  # noqa: BLE001 - a failed batch must never kill the export thread
-            self.failed += len(rows)
-            log.warning("span export failed", extra={"spans": len(rows), "error": str(exc).splitlines()[0][:300]})
-            return SpanExportResult.FAILURE
-        self.exported += len(rows)
-        log.debug("spans exported", extra={"spans": len(rows), "ms": round((time.perf_counter() - started) * 1000, 2)})
-        return SpanExportResult.SUCCESS
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.context.trace_flags.sampled:
+            self.pipeline.submit_sdk_spans([span])
 
     def shutdown(self) -> None:
-        self._shutdown = True
+        """The pipeline is shut down by its owner (it may also serve the OTLP receiver)."""
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
+        return self.pipeline.flush(timeout_millis / 1000)

@@ -152,3 +152,46 @@ def insert_rows(client: Any, database: str, rows: Sequence[Sequence[Any]], **set
     """Insert ``otel_traces`` rows (built by this module) in one batch."""
     if rows:
         client.insert(f"{database}.{TRACES_TABLE}", rows, column_names=TRACE_COLUMNS, settings=settings or None)
+
+
+# -- JSONEachRow rows (the pipeline's format) ------------------------------------------
+#
+# The export pipeline serialises rows with orjson and inserts them ``FORMAT JSONEachRow``,
+# so ClickHouse parses them in C++ (no Python-side column serialisation holding the GIL).
+# A JSON row is a dict keyed by :data:`TRACE_COLUMNS`; DateTime64(9) values are strings
+# ``"<seconds>.<nanoseconds>"`` (a bare integer of nanoseconds overflows DateTime64).
+
+# OTLP enum numbers (opentelemetry-proto Span.SpanKind / Status.StatusCode) to the names above.
+OTLP_KIND_NAMES = {0: "Unspecified", 1: "Internal", 2: "Server", 3: "Client", 4: "Producer", 5: "Consumer"}
+OTLP_STATUS_NAMES = {0: "Unset", 1: "Ok", 2: "Error"}
+# OTLP/JSON may spell enums by name.
+OTLP_KIND_BY_NAME = {
+    "SPAN_KIND_UNSPECIFIED": 0, "SPAN_KIND_INTERNAL": 1, "SPAN_KIND_SERVER": 2,
+    "SPAN_KIND_CLIENT": 3, "SPAN_KIND_PRODUCER": 4, "SPAN_KIND_CONSUMER": 5,
+}
+OTLP_STATUS_BY_NAME = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+
+
+def ts64(unix_nano: int) -> str:
+    """A DateTime64(9) value for JSONEachRow from Unix nanoseconds."""
+    seconds, nanos = divmod(int(unix_nano), 1_000_000_000)
+    return f"{seconds}.{nanos:09d}"
+
+
+def span_to_json_row(span: ReadableSpan) -> dict[str, Any]:
+    """One SDK span as a JSONEachRow row (same values as :func:`span_to_row`)."""
+    row = dict(zip(TRACE_COLUMNS, span_to_row(span)))
+    row["Timestamp"] = ts64(row["Timestamp"])
+    row["Events.Timestamp"] = [ts64(t) for t in row["Events.Timestamp"]]
+    return row
+
+
+def json_rows_payload(rows: Iterable[Mapping[str, Any]]) -> bytes:
+    """Rows as one JSONEachRow payload (newline-separated objects)."""
+    return b"\n".join(orjson.dumps(row) for row in rows)
+
+
+def insert_json_payload(client: Any, database: str, payload: bytes, **settings: Any) -> None:
+    """Insert a JSONEachRow payload built by :func:`json_rows_payload` (parsed by ClickHouse in C++)."""
+    if payload:
+        client.raw_insert(f"{database}.{TRACES_TABLE}", None, payload, fmt="JSONEachRow", settings=settings or None)

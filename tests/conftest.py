@@ -83,6 +83,7 @@ class Proxy:
     env: dict[str, str]
     log_path: Path
     token: str = ""
+    otlp_url: str = ""  # the embedded OTLP/HTTP receiver (GENOPS_OTLP_PORT, a free port per proxy)
 
     def sql(self, query: str) -> list[dict[str, Any]]:
         """Rows of a read-only query, through the server's SQL endpoint."""
@@ -143,6 +144,7 @@ def start_proxy(data_dir: Path, extra_env: dict[str, str] | None = None, *, port
             "GENOPS_DATA_DIR": str(data_dir),
             "GENOPS_EXPORT_INTERVAL_MS": "100",
             "GENOPS_LOG_LEVEL": "info",
+            "GENOPS_OTLP_PORT": str(free_port()),  # never the shared default 4318
         }
     )
     env.update(extra_env or {})
@@ -153,7 +155,9 @@ def start_proxy(data_dir: Path, extra_env: dict[str, str] | None = None, *, port
         [sys.executable, "-m", "genops", "serve", *args], env=env, stdout=log_file, stderr=subprocess.STDOUT,
         cwd=str(data_dir),
     )
-    proxy = Proxy(f"http://127.0.0.1:{port}", data_dir, process, env, log_path)
+    otlp_port = int(env["GENOPS_OTLP_PORT"])
+    proxy = Proxy(f"http://127.0.0.1:{port}", data_dir, process, env, log_path,
+                  otlp_url=f"http://127.0.0.1:{otlp_port}" if otlp_port else "")
     if wait:
         wait_ready(proxy)
     return proxy

@@ -200,3 +200,32 @@ def test_wheel_ships_dashboards_and_migrations(tmp_path: Path) -> None:
     assert shipped == {f"{name}.json" for name in build.DASHBOARDS}
     migrations = {n.rsplit("/", 1)[1] for n in names if n.startswith("genops/storage/migrations/")}
     assert migrations == {p.name for p in (ROOT / "storage" / "migrations").glob("*.sql")}
+
+
+def test_jobs_healthcheck_reads_the_watermark_the_jobs_write(chdb_dir: Path) -> None:
+    """The jobs' healthcheck runs `genops sql`: check its SQL on the real schema and its CSV output."""
+    import datetime as dt
+    import shlex
+    import uuid
+
+    from conftest import open_chdb
+    from genops.collectors.anomaly import store
+    from genops.commands.sql import render
+    from genops.storage.migrate import migrate
+    from genops.storage.sql import run_readonly
+
+    command = SERVICES["jobs"]["healthcheck"]["test"][1]
+    words = shlex.split(command.split("|")[0])
+    assert words[:4] == ["genops", "sql", "--format", "csv"]
+    assert command.split("|")[1].split() == ["grep", "-qx", "1"]
+    database = "health_" + uuid.uuid4().hex[:8]
+    migrate(open_chdb(chdb_dir), database)
+    client = open_chdb(chdb_dir, database)
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)  # the jobs keep naive UTC
+    lines = lambda: render(run_readonly(client, words[4]), "csv").splitlines()  # noqa: E731
+    assert "1" not in lines()  # no pass yet: unhealthy
+    store.set_watermark(client, database, now - dt.timedelta(hours=1))
+    assert "1" not in lines()  # stale
+    store.set_watermark(client, database, now - dt.timedelta(minutes=3))
+    assert lines() == ["fresh", "1"]
+    client.command(f"DROP DATABASE {database}")

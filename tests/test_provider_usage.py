@@ -49,3 +49,61 @@ def test_gemini_usage_metadata_thoughts_tool_prompt_and_long_context_tier():
     low = price_call("google", "gemini-2.5-pro", Usage(input_tokens=100_000)).total_usd
     high = price_call("google", "gemini-2.5-pro", Usage(input_tokens=300_000)).total_usd
     assert high > 3 * low  # the per-token input rate is higher above the tier boundary
+
+
+def _sse(payload: dict, event: str | None = None) -> bytes:
+    import orjson
+
+    return (f"event: {event}\n".encode() if event else b"") + b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def test_tool_calls_read_from_every_wire_format():
+    import orjson
+
+    from genops import semconv as sc
+    from genops.proxy.providers.base import Upstream
+    from genops.proxy.providers.openai import OpenAIAdapter
+    from genops.proxy.spans import call_attributes
+
+    # Anthropic: tool_use blocks, whole and streamed.
+    call = Call(operation="chat")
+    anthropic.read_response(call, 200, orjson.dumps({"id": "msg_1", "model": "claude-sonnet-4-6", "stop_reason": "tool_use",
+        "content": [{"type": "text", "text": "Let me look."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]}))
+    assert call.tool_calls == ["get_weather"]
+    call = Call(operation="chat", stream=True)
+    stream = anthropic.AnthropicStream(call, 0)
+    stream.observe(_sse({"type": "content_block_start", "index": 1, "content_block":
+                         {"type": "tool_use", "id": "toolu_2", "name": "search", "input": {}}}, "content_block_start")
+                   + _sse({"type": "content_block_delta", "index": 1, "delta":
+                           {"type": "input_json_delta", "partial_json": "{\"q\":"}}, "content_block_delta"))
+    assert call.tool_calls == ["search"] and stream.first_token_ns is not None
+
+    # Gemini: functionCall parts.
+    call = Call(operation="generate_content")
+    gemini.read_chunk(call, {"candidates": [{"content": {"parts": [{"functionCall": {"name": "lookup", "args": {}}}]},
+                                             "finishReason": "STOP"}]})
+    assert call.tool_calls == ["lookup"]
+
+    # OpenAI: chat tool_calls (whole; streamed, named once per call), Responses function_call items.
+    adapter = OpenAIAdapter("http://unused")
+    call = Call(operation="chat")
+    adapter.parse_response(call, 200, orjson.dumps({"id": "c", "model": "gpt-4o", "choices": [{"finish_reason": "tool_calls",
+        "message": {"role": "assistant", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "a", "arguments": "{}"}},
+            {"id": "call_2", "type": "function", "function": {"name": "b", "arguments": "{}"}}]}}]}))
+    assert call.tool_calls == ["a", "b"]
+    call = Call(operation="chat", stream=True)
+    stream = adapter.new_stream(call, 0)
+    for delta in ({"index": 0, "id": "call_1", "type": "function", "function": {"name": "a", "arguments": ""}},
+                  {"index": 0, "function": {"arguments": "{\"x\":1}"}}):
+        stream.observe(_sse({"id": "c", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"tool_calls": [delta]}}]}))
+    assert call.tool_calls == ["a"]
+    call = Call(operation="responses")
+    adapter.parse_response(call, 200, orjson.dumps({"id": "r", "model": "gpt-4o", "status": "completed",
+                                                    "output": [{"type": "function_call", "name": "f", "arguments": "{}"}]}))
+    assert call.tool_calls == ["f"]
+
+    attrs = call_attributes(adapter, call, Upstream(url="http://u/v1/responses", stored_url="http://u/v1/responses"),
+                            200, "rid", 0, 1)
+    assert attrs[sc.GENOPS_RESPONSE_TOOL_CALLS] == 1 and attrs[sc.GENOPS_RESPONSE_TOOL_NAMES] == ["f"]

@@ -197,3 +197,23 @@ def test_anthropic_and_gemini_texts_and_rewrite():
     response = {"candidates": [{"content": {"role": "model", "parts": [{"text": "thinking", "thought": True},
                                                                        {"text": "answer"}]}}]}
     assert [tuple(p) for p in gemini.response_texts(call, orjson.dumps(response))] == [("assistant", 0, 1, "answer")]
+
+
+async def test_guard_is_inert_for_pass_through_and_for_policy_off():
+    from genops.proxy.safety.capture import Capture
+    from genops.proxy.safety.guard import CallGuard
+
+    adapter = OpenAIAdapter("http://upstream")
+    models = adapter.parse_request("GET", "/models", b"", {})
+    span = _Span()
+    guard = CallGuard(adapter, models, Policy("block", "block", "block"), Capture("full"), 4096)
+    assert await guard.before_forward(b"") == b""
+    await guard.finish(span)
+    assert span.attributes == {} and span.events == []
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "mail a@b.io, key sk-proj-Q7hT2mW9xK4pL8vR3nB6cY1zD5fJ0gH2sA9eU4iO"}]}
+    call = adapter.parse_request("POST", "/chat/completions", orjson.dumps(body), {})
+    guard = CallGuard(adapter, call, Policy(pii="off", secrets="annotate", injection="off"), Capture("metadata"), 4096)
+    span = _Span()
+    await guard.finish(span)
+    assert (span.attributes["genops.safety.pii.count"], span.attributes["genops.safety.secrets.count"]) == (0, 1)

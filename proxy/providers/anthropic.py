@@ -36,6 +36,8 @@ REQUEST_PARAMETERS = {
     "stop_sequences": sc.GEN_AI_REQUEST_STOP_SEQUENCES,
 }
 
+TOOL_BLOCKS = ("tool_use", "server_tool_use")  # content blocks that are tool calls
+
 # HTTP status -> Anthropic error type (https://docs.anthropic.com/en/api/errors).
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -119,6 +121,9 @@ def read_response(call: Call, status: int, body: bytes) -> None:
     call.response_model = data.get("model")
     if data.get("stop_reason"):
         call.finish_reasons.append(str(data["stop_reason"]))
+    for block in data.get("content") or ():
+        if isinstance(block, dict) and block.get("type") in TOOL_BLOCKS:
+            call.tool_calls.append(str(block.get("name") or ""))
     read_usage(call, data.get("usage"))
 
 
@@ -194,8 +199,9 @@ class AnthropicStream(StreamState):
                 call.output_text.append(text)
         elif kind == "content_block_start":
             block = payload.get("content_block") or {}
-            if block.get("type") in ("tool_use", "server_tool_use"):
+            if block.get("type") in TOOL_BLOCKS:
                 self.mark_first_token()
+                call.tool_calls.append(str(block.get("name") or ""))
         elif kind == "message_start":
             message = payload.get("message") or {}
             call.response_id = message.get("id") or call.response_id

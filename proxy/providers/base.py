@@ -56,6 +56,7 @@ class Call:
     first_token_perf_ns: int | None = None  # perf_counter_ns of the first content chunk
     extra_attributes: dict[str, Any] = field(default_factory=dict)
     variant: str | None = None  # adapter-private: which wire format a multi-format route speaks
+    tool_calls: list[str] = field(default_factory=list)  # names of the tool calls the model made
 
 
 class TextPart(NamedTuple):

@@ -135,6 +135,9 @@ def read_chunk(call: Call, data: Any, stream: StreamState | None = None) -> None
             if isinstance(text, str) and not part.get("thought"):
                 call.output_text_chars += len(text)
                 call.output_text.append(text)
+            function_call = part.get("functionCall")
+            if isinstance(function_call, dict):
+                call.tool_calls.append(str(function_call.get("name") or ""))
         if candidate.get("finishReason"):
             call.finish_reasons.append(str(candidate["finishReason"]))
     read_usage(call, data.get("usageMetadata"))

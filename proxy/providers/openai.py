@@ -224,6 +224,9 @@ class OpenAIStream(StreamState):
             text = delta.get("content") or choice.get("text") or delta.get("reasoning_content")
             if text or delta.get("tool_calls") or delta.get("refusal"):
                 self.mark_first_token()
+                for tool_call in delta.get("tool_calls") or ():
+                    if isinstance(tool_call, dict) and tool_call.get("id"):  # only a call's first delta has the id
+                        call.tool_calls.append(str((tool_call.get("function") or {}).get("name") or ""))
                 if isinstance(text, str):
                     call.output_text_chars += len(text)
                     call.output_text.append(text)
@@ -257,6 +260,10 @@ class OpenAIStream(StreamState):
                     call.finish_reasons.append(str(status))
                 if kind == "response.failed" and isinstance(response.get("error"), dict):
                     read_error(call, {"error": response["error"]})
+        elif kind == "response.output_item.added":
+            item = chunk.get("item") or {}
+            if item.get("type") == "function_call":
+                call.tool_calls.append(str(item.get("name") or ""))
         elif kind == "error":
             read_error(call, {"error": chunk})
 
@@ -335,12 +342,20 @@ class OpenAIAdapter(ProviderAdapter):
             call.response_model = data.get("model")
             if data.get("status"):
                 call.finish_reasons.append(str(data["status"]))
+            for item in data.get("output") or ():
+                if isinstance(item, dict) and item.get("type") == "function_call":
+                    call.tool_calls.append(str(item.get("name") or ""))
         else:
             call.response_id = data.get("id")
             call.response_model = data.get("model")
             for choice in data.get("choices") or ():
                 if isinstance(choice, dict) and choice.get("finish_reason"):
                     call.finish_reasons.append(str(choice["finish_reason"]))
+                message = choice.get("message") if isinstance(choice, dict) else None
+                tool_calls = message.get("tool_calls") if isinstance(message, dict) else None
+                for tool_call in tool_calls or ():
+                    if isinstance(tool_call, dict):
+                        call.tool_calls.append(str((tool_call.get("function") or {}).get("name") or ""))
         read_usage(call, data.get("usage"))
 
     def new_stream(self, call: Call, started_ns: int) -> StreamState:

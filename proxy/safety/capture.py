@@ -74,10 +74,13 @@ def messages(parts: Sequence[TextPart], default_role: str,
 
 def capped_json(value: list[dict[str, Any]], max_chars: int) -> tuple[str, bool]:
     """JSON of ``value`` no longer than ``max_chars``: the longest texts are cut first. Returns (json, truncated)."""
+    contents = [p for m in value for p in m["parts"]]
+    for p in contents:  # no single text can be kept longer than the cap: cut before serializing (1 MB prompts)
+        if len(p["content"]) > max_chars:
+            p["content"] = p["content"][:max_chars]
     text = orjson.dumps(value).decode()
     if len(text) <= max_chars:
         return text, False
-    contents = [p for m in value for p in m["parts"]]
     # Cut every part to a common length limit found by halving, so short parts survive whole.
     lo, hi = 0, max(len(p["content"]) for p in contents)
     originals = [p["content"] for p in contents]

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "genops.commands.demo_traffic",
     "genops.commands.trace",
     "genops.commands.redteam",
+    "genops.commands.collector",
     "genops.commands.dashboards",
 )
 

@@ -200,6 +200,13 @@ class Settings:
     export_batch_size: int = _setting(512, _parse_int(1, 100_000), "spans per insert")
     export_interval_ms: int = _setting(1000, _parse_int(10, 600_000), "longest a span waits before export")
     export_queue_size: int = _setting(65536, _parse_int(16, 10_000_000), "spans buffered in memory for export")
+    export_enabled: bool = _setting(True, _parse_bool, "store the proxy's spans (false only for benchmarks)")
+    export_timeout_s: float = _setting(10.0, _parse_float(0.1, 3600), "time allowed for one insert into a ClickHouse server")
+    spool_max_bytes: int = _setting(1 << 30, _parse_int(1 << 20, 1 << 44), "disk spool limit; beyond it the oldest spans are dropped")
+    spool_fsync: bool = _setting(False, _parse_bool, "fsync every spooled batch (survives power loss, costs disk syncs)")
+    otlp_host: str = _setting("", _parse_str, "address of the OTLP/HTTP receiver; empty = the proxy's host")
+    otlp_port: int = _setting(4318, _parse_int(0, 65535), "OTLP/HTTP receiver port (genops serve: 0 = no receiver)")
+    otlp_max_body_bytes: int = _setting(20 * 1024 * 1024, _parse_int(1024, 1 << 34), "largest OTLP request, after gunzip")
     log_level: str = _setting("info", _parse_choice("debug", "info", "warning", "error"), "log level")
     log_format: str = _setting("json", _parse_choice("json", "text"), "structured JSON logs or plain text")
     capture_headers: bool = _setting(False, _parse_bool, "record non-secret request headers on spans")
@@ -243,6 +250,16 @@ class Settings:
         if self.clickhouse_url.startswith("chdb://") and len(self.clickhouse_url) > len("chdb://"):
             return Path(self.clickhouse_url[len("chdb://") :]).expanduser().resolve()
         return self.data_path / "clickhouse"
+
+    @property
+    def spool_path(self) -> Path:
+        """Directory of the durable export spool."""
+        return self.data_path / "spool"
+
+    @property
+    def otlp_bind_host(self) -> str:
+        """Where the OTLP receiver listens."""
+        return self.otlp_host or self.host
 
     def storage_description(self) -> str:
         """Where data goes, for humans (never includes a password)."""

@@ -11,7 +11,7 @@ from genops.logs import setup_logging
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="run the tracing proxy")
-    add_setting_flags(parser, ("host", "port", *STORAGE_FLAGS, "openai_base_url", "otlp_endpoint", "log_level", "log_format"))
+    add_setting_flags(parser, ("host", "port", *STORAGE_FLAGS, "openai_base_url", "otlp_endpoint", "otlp_port", "log_level", "log_format"))
     parser.set_defaults(func=run)
 
 
@@ -20,10 +20,11 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level, settings.log_format)
     from genops.proxy.server import serve
     from genops.storage.client import StorageError
+    from genops.storage.spool import SpoolLocked
 
     try:
         serve(settings)
-    except StorageError as exc:
+    except (StorageError, SpoolLocked) as exc:
         print(f"genops: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

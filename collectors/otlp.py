@@ -1,0 +1,293 @@
+"""OTLP trace payloads (protobuf or JSON) to ``otel_traces`` JSON rows.
+
+The values are spelled by :mod:`genops.storage.rows`, the same helpers the proxy's own
+spans go through, so stored rows look the same whichever way a span arrived. Spans with a
+malformed id are rejected one by one (OTLP partial success); a payload that cannot be
+decoded at all is an :class:`OtlpError` (HTTP 400).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import orjson
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from genops.storage.rows import (
+    OTLP_KIND_BY_NAME,
+    OTLP_KIND_NAMES,
+    OTLP_STATUS_BY_NAME,
+    OTLP_STATUS_NAMES,
+    attribute_string,
+    ts64,
+)
+
+
+class OtlpError(ValueError):
+    """The payload is not a valid OTLP ExportTraceServiceRequest (the message says why)."""
+
+
+@dataclass
+class Decoded:
+    """The rows of one request, and how many spans were rejected and why."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    rejected: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def reject(self, message: str) -> None:
+        self.rejected += 1
+        if len(self.errors) < 5:
+            self.errors.append(message)
+
+
+# -- protobuf ------------------------------------------------------------------------------
+
+
+def _pb_value(value: Any) -> Any:
+    """An OTLP AnyValue as a plain Python value (what attribute_string expects)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "double_value":
+        return value.double_value
+    if kind == "array_value":
+        return [_pb_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _pb_value(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return value.bytes_value
+    return ""
+
+
+def _pb_attrs(attributes: Any) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for kv in attributes:
+        value = kv.value
+        which = value.WhichOneof("value")
+        # Inlined common cases (this loop is most of the receiver's CPU time).
+        if which == "string_value":
+            out[kv.key] = value.string_value
+        elif which == "int_value":
+            out[kv.key] = str(value.int_value)
+        elif which == "bool_value":
+            out[kv.key] = "true" if value.bool_value else "false"
+        else:
+            out[kv.key] = attribute_string(_pb_value(value))
+    return out
+
+
+def decode_protobuf(body: bytes) -> Decoded:
+    """Decode a binary ExportTraceServiceRequest into rows."""
+    request = ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(body)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise OtlpError(f"the body is not a valid protobuf ExportTraceServiceRequest ({exc})") from None
+    decoded = Decoded()
+    rows = decoded.rows
+    for resource_spans in request.resource_spans:
+        resource = _pb_attrs(resource_spans.resource.attributes)
+        service = resource.get("service.name", "")
+        for scope_spans in resource_spans.scope_spans:
+            scope = scope_spans.scope
+            scope_name, scope_version = scope.name, scope.version
+            for span in scope_spans.spans:
+                trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+                if len(trace_id) != 16 or trace_id == b"\0" * 16:
+                    decoded.reject(f"span {span.name!r}: trace_id must be 16 bytes and not all zero")
+                    continue
+                if len(span_id) != 8 or span_id == b"\0" * 8:
+                    decoded.reject(f"span {span.name!r}: span_id must be 8 bytes and not all zero")
+                    continue
+                if parent and len(parent) != 8:
+                    decoded.reject(f"span {span.name!r}: parent_span_id must be empty or 8 bytes")
+                    continue
+                start = span.start_time_unix_nano
+                end = span.end_time_unix_nano
+                events = span.events
+                links = span.links
+                status = span.status
+                rows.append({
+                    "Timestamp": ts64(start),
+                    "TraceId": trace_id.hex(),
+                    "SpanId": span_id.hex(),
+                    "ParentSpanId": parent.hex() if parent and parent != b"\0" * 8 else "",
+                    "TraceState": span.trace_state,
+                    "SpanName": span.name,
+                    "SpanKind": OTLP_KIND_NAMES.get(span.kind, "Unspecified"),
+                    "ServiceName": service,
+                    "ResourceAttributes": resource,
+                    "ScopeName": scope_name,
+                    "ScopeVersion": scope_version,
+                    "SpanAttributes": _pb_attrs(span.attributes),
+                    "Duration": end - start if end > start else 0,
+                    "StatusCode": OTLP_STATUS_NAMES.get(status.code, "Unset"),
+                    "StatusMessage": status.message,
+                    "Events.Timestamp": [ts64(e.time_unix_nano) for e in events] if events else [],
+                    "Events.Name": [e.name for e in events] if events else [],
+                    "Events.Attributes": [_pb_attrs(e.attributes) for e in events] if events else [],
+                    "Links.TraceId": [link.trace_id.hex() for link in links] if links else [],
+                    "Links.SpanId": [link.span_id.hex() for link in links] if links else [],
+                    "Links.TraceState": [link.trace_state for link in links] if links else [],
+                    "Links.Attributes": [_pb_attrs(link.attributes) for link in links] if links else [],
+                })
+    return decoded
+
+
+# -- JSON (OTLP/JSON: ids are hex strings, enums are numbers, 64-bit ints may be strings) ----
+
+
+def _json_value(value: Any) -> Any:
+    if not isinstance(value, Mapping):
+        raise OtlpError(f"an attribute value must be an AnyValue object, got {type(value).__name__}")
+    if "stringValue" in value:
+        return str(value["stringValue"])
+    if "intValue" in value:
+        return int(value["intValue"])
+    if "boolValue" in value:
+        return bool(value["boolValue"])
+    if "doubleValue" in value:
+        return float(value["doubleValue"])
+    if "arrayValue" in value:
+        return [_json_value(v) for v in (value["arrayValue"] or {}).get("values", [])]
+    if "kvlistValue" in value:
+        return {kv["key"]: _json_value(kv.get("value", {})) for kv in (value["kvlistValue"] or {}).get("values", [])}
+    if "bytesValue" in value:
+        return base64.b64decode(value["bytesValue"])
+    return ""
+
+
+def _json_attrs(attributes: Any) -> dict[str, str]:
+    if attributes is None:
+        return {}
+    if not isinstance(attributes, list):
+        raise OtlpError("attributes must be a list of {key, value} objects")
+    out: dict[str, str] = {}
+    for kv in attributes:
+        if not isinstance(kv, Mapping) or not isinstance(kv.get("key"), str):
+            raise OtlpError("attributes must be a list of {key, value} objects")
+        out[kv["key"]] = attribute_string(_json_value(kv.get("value", {})))
+    return out
+
+
+def _hex_id(value: Any, size: int) -> str | None:
+    """A lower-case hex id of ``size`` bytes, or None when malformed."""
+    if not isinstance(value, str) or len(value) != size * 2:
+        return None
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        return None
+    return None if raw == b"\0" * size else raw.hex()
+
+
+def _enum(value: Any, by_name: Mapping[str, int]) -> int:
+    if isinstance(value, str):
+        return by_name.get(value, 0)
+    return int(value or 0)
+
+
+def _list(obj: Mapping[str, Any], key: str) -> list[Any]:
+    value = obj.get(key) or []
+    if not isinstance(value, list):
+        raise OtlpError(f"{key} must be a list")
+    return value
+
+
+def decode_json(body: bytes) -> Decoded:
+    """Decode an OTLP/JSON ExportTraceServiceRequest into rows."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise OtlpError(f"the body is not valid JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise OtlpError("the body must be a JSON object with resourceSpans")
+    decoded = Decoded()
+    try:
+        for resource_spans in _list(payload, "resourceSpans"):
+            resource = _json_attrs((resource_spans.get("resource") or {}).get("attributes"))
+            service = resource.get("service.name", "")
+            for scope_spans in _list(resource_spans, "scopeSpans"):
+                scope = scope_spans.get("scope") or {}
+                for span in _list(scope_spans, "spans"):
+                    _json_span(span, resource, service, scope, decoded)
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        if isinstance(exc, OtlpError):
+            raise
+        raise OtlpError(f"the JSON does not follow the OTLP ExportTraceServiceRequest shape ({exc})") from None
+    return decoded
+
+
+def _json_span(span: Mapping[str, Any], resource: dict[str, str], service: str, scope: Mapping[str, Any],
+               decoded: Decoded) -> None:
+    name = str(span.get("name", ""))
+    trace_id = _hex_id(span.get("traceId"), 16)
+    span_id = _hex_id(span.get("spanId"), 8)
+    parent_raw = span.get("parentSpanId") or ""
+    parent = _hex_id(parent_raw, 8) if parent_raw else ""
+    if trace_id is None:
+        decoded.reject(f"span {name!r}: traceId must be 32 hex characters and not all zero")
+        return
+    if span_id is None:
+        decoded.reject(f"span {name!r}: spanId must be 16 hex characters and not all zero")
+        return
+    if parent is None:
+        decoded.reject(f"span {name!r}: parentSpanId must be empty or 16 hex characters")
+        return
+    start = int(span.get("startTimeUnixNano") or 0)
+    end = int(span.get("endTimeUnixNano") or 0)
+    status = span.get("status") or {}
+    events = _list(span, "events")
+    links = _list(span, "links")
+    decoded.rows.append({
+        "Timestamp": ts64(start),
+        "TraceId": trace_id,
+        "SpanId": span_id,
+        "ParentSpanId": parent,
+        "TraceState": str(span.get("traceState", "")),
+        "SpanName": name,
+        "SpanKind": OTLP_KIND_NAMES.get(_enum(span.get("kind"), OTLP_KIND_BY_NAME), "Unspecified"),
+        "ServiceName": service,
+        "ResourceAttributes": resource,
+        "ScopeName": str(scope.get("name", "")),
+        "ScopeVersion": str(scope.get("version", "")),
+        "SpanAttributes": _json_attrs(span.get("attributes")),
+        "Duration": max(0, end - start),
+        "StatusCode": OTLP_STATUS_NAMES.get(_enum(status.get("code"), OTLP_STATUS_BY_NAME), "Unset"),
+        "StatusMessage": str(status.get("message", "")),
+        "Events.Timestamp": [ts64(int(e.get("timeUnixNano") or 0)) for e in events],
+        "Events.Name": [str(e.get("name", "")) for e in events],
+        "Events.Attributes": [_json_attrs(e.get("attributes")) for e in events],
+        "Links.TraceId": [_hex_id(link.get("traceId"), 16) or "" for link in links],
+        "Links.SpanId": [_hex_id(link.get("spanId"), 8) or "" for link in links],
+        "Links.TraceState": [str(link.get("traceState", "")) for link in links],
+        "Links.Attributes": [_json_attrs(link.get("attributes")) for link in links],
+    })
+
+
+# -- responses -------------------------------------------------------------------------------
+
+
+def response_body(decoded: Decoded, *, as_json: bool) -> bytes:
+    """The ExportTraceServiceResponse for a request (partial_success when spans were rejected)."""
+    message = "; ".join(decoded.errors)
+    if as_json:
+        if not decoded.rejected:
+            return b"{}"
+        return orjson.dumps({"partialSuccess": {"rejectedSpans": str(decoded.rejected), "errorMessage": message}})
+    response = ExportTraceServiceResponse()
+    if decoded.rejected:
+        response.partial_success.rejected_spans = decoded.rejected
+        response.partial_success.error_message = message
+    return response.SerializeToString()

@@ -1,0 +1,320 @@
+"""The span pipeline shared by the proxy's own spans and the OTLP receiver.
+
+    submit (never blocks) -> bounded memory queue -> [batcher thread] batches by size and age,
+    converts, serialises (orjson, JSONEachRow) and writes each batch to the disk spool
+    -> [sender thread] inserts the oldest spooled batch, retrying with exponential backoff,
+    with the batch's ClickHouse ``insert_deduplication_token`` -> acknowledged, leaves the spool.
+
+Guarantees: the caller is never blocked or slowed by storage; a batch is on disk within
+one flush interval of its first span; batches reach ClickHouse in order and exactly once
+(deduplication token + ``non_replicated_deduplication_window``, migration 0010); when the
+spool is full the oldest batches are dropped and counted; when the memory queue is full
+new spans are dropped and counted (the OTLP receiver sheds load with 503 before that).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from genops.storage.rows import insert_json_payload, json_rows_payload, span_to_json_row
+from genops.storage.spool import Spool
+
+log = logging.getLogger("genops.storage.pipeline")
+
+# Export latency histogram buckets (seconds).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Sink(Protocol):
+    """Where batches go: one call inserts one JSONEachRow payload with its dedup token."""
+
+    def insert(self, payload: bytes, token: str) -> None: ...
+
+
+class ClickHouseSink:
+    """Inserts into ``{database}.otel_traces`` (parsed by ClickHouse in C++), deduplicated by token."""
+
+    def __init__(self, client: Any, database: str) -> None:
+        self.client = client
+        self.database = database
+
+    def insert(self, payload: bytes, token: str) -> None:
+        insert_json_payload(
+            self.client, self.database, payload,
+            insert_deduplication_token=token,
+            # dependent materialized views (genops_calls, ...) skip a duplicate block too
+            deduplicate_blocks_in_dependent_materialized_views=1,
+        )
+
+
+@dataclass
+class Histogram:
+    """A Prometheus histogram (cumulative buckets are computed when rendered)."""
+
+    buckets: tuple[float, ...] = LATENCY_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+        else:
+            self.counts[-1] += 1
+        self.total += value
+        self.count += 1
+
+
+@dataclass
+class Counters:
+    """Everything ``/metrics`` reports about the pipeline (monotonic unless named a gauge)."""
+
+    received: dict[str, int] = field(default_factory=dict)  # by source
+    spooled: int = 0
+    exported: int = 0
+    replayed: int = 0
+    dropped_queue_full: int = 0
+    dropped_invalid: int = 0
+    export_failures: int = 0
+    batches_exported: int = 0
+    spool_write_errors: int = 0
+    latency: Histogram = field(default_factory=Histogram)
+
+
+class SpanPipeline:
+    """Bounded, batched, spooled, retried export of ``otel_traces`` rows."""
+
+    def __init__(self, sink: Sink, spool: Spool, *, batch_size: int = 512, interval_s: float = 1.0,
+                 queue_size: int = 65536, backoff_initial_s: float = 0.1, backoff_max_s: float = 10.0) -> None:
+        self.sink = sink
+        self.spool = spool
+        self.batch_size = batch_size
+        self.interval_s = interval_s
+        self.queue_size = queue_size
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.counters = Counters()
+        # Items are (converter, item): converter(item) -> row dict, run on the batcher thread.
+        self._queue: deque[tuple[Callable[[Any], dict[str, Any]] | None, Any]] = deque()
+        self._wake_batcher = threading.Event()
+        self._wake_sender = threading.Event()
+        self._stopping = threading.Event()
+        self._flush_requests: list[threading.Event] = []
+        self._flush_lock = threading.Lock()
+        self._backoff = 0.0
+        self._batcher = threading.Thread(target=self._batch_loop, name="genops-span-batcher", daemon=True)
+        self._sender = threading.Thread(target=self._send_loop, name="genops-span-sender", daemon=True)
+        self._started = False
+
+    # -- intake (any thread; never blocks) ----------------------------------------------------
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._batcher.start()
+            self._sender.start()
+
+    @property
+    def queued(self) -> int:
+        """Spans waiting in memory (gauge)."""
+        return len(self._queue)
+
+    def has_room(self, spans: int) -> bool:
+        """Whether ``spans`` more spans fit in the memory queue (the receiver sheds load when not)."""
+        return len(self._queue) + spans <= self.queue_size
+
+    def submit(self, items: list[Any], source: str, convert: Callable[[Any], dict[str, Any]] | None = None) -> int:
+        """Queue spans (``convert`` turns each into a row on the batcher thread; None = already rows).
+
+        Returns how many were accepted; the rest are dropped and counted.
+        """
+        received = self.counters.received
+        received[source] = received.get(source, 0) + len(items)
+        room = self.queue_size - len(self._queue)
+        accepted = items if room >= len(items) else items[:max(room, 0)]
+        if len(accepted) < len(items):
+            self.counters.dropped_queue_full += len(items) - len(accepted)
+        append = self._queue.append
+        for item in accepted:
+            append((convert, item))
+        if len(self._queue) >= self.batch_size:
+            self._wake_batcher.set()
+        return len(accepted)
+
+    def submit_sdk_spans(self, spans: list[Any]) -> int:
+        """Queue finished OpenTelemetry SDK spans (converted off the caller's thread)."""
+        return self.submit(spans, "proxy", span_to_json_row)
+
+    # -- batcher ------------------------------------------------------------------------------
+
+    def _take_batch(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        queue = self._queue
+        while queue and len(rows) < self.batch_size:
+            convert, item = queue.popleft()
+            try:
+                rows.append(convert(item) if convert is not None else item)
+            except Exception:  # noqa: BLE001 - one bad span must not stop the pipeline
+                log.exception("span conversion failed; span dropped")
+                self.counters.dropped_invalid += 1
+        return rows
+
+    def _spool_batch(self, rows: list[dict[str, Any]]) -> None:
+        payload = json_rows_payload(rows)
+        try:
+            self.spool.append(payload, len(rows))
+        except OSError as exc:
+            # Disk trouble: the batch still goes out, just without the durability of the spool.
+            self.counters.spool_write_errors += 1
+            log.error("spool write failed; inserting without spooling", extra={"error": str(exc)})
+            self._insert_direct(payload, len(rows))
+            return
+        self.counters.spooled += len(rows)
+        self._wake_sender.set()
+
+    def _insert_direct(self, payload: bytes, spans: int) -> None:
+        import uuid
+
+        token = uuid.uuid4().hex
+        delay = self.backoff_initial_s
+        while True:
+            try:
+                self.sink.insert(payload, token)
+                self.counters.exported += spans
+                return
+            except Exception:  # noqa: BLE001
+                self.counters.export_failures += 1
+                if self._stopping.is_set():
+                    self.counters.dropped_queue_full += spans
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, self.backoff_max_s)
+
+    def _batch_loop(self) -> None:
+        last_flush = time.monotonic()
+        while True:
+            timeout = max(0.0, last_flush + self.interval_s - time.monotonic())
+            self._wake_batcher.wait(timeout)
+            self._wake_batcher.clear()
+            stopping = self._stopping.is_set()
+            with self._flush_lock:
+                flushes, self._flush_requests = self._flush_requests, []
+            due = time.monotonic() - last_flush >= self.interval_s
+            while self._queue and (len(self._queue) >= self.batch_size or due or flushes or stopping):
+                self._spool_batch(self._take_batch())
+                last_flush = time.monotonic()
+            if due:
+                last_flush = time.monotonic()
+            for event in flushes:
+                event.set()
+            if stopping and not self._queue:
+                return
+
+    # -- sender -------------------------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        while True:
+            if self._backoff:
+                if self._stopping.is_set():  # shutting down: keep trying until the deadline, gently
+                    time.sleep(min(self._backoff, 0.2))
+                else:  # SIGTERM cuts the wait short for a last try
+                    self._stopping.wait(self._backoff + random.uniform(0, self._backoff / 4))
+            else:
+                self._wake_sender.wait(0.5)
+            self._wake_sender.clear()
+            self._send_pending()
+            if self._stopping.is_set() and (not self._batcher.is_alive() and
+                                            (self.spool.pending_batches == 0 or self._give_up)):
+                return
+
+    _give_up = False
+    _outage = False
+
+    def _send_pending(self) -> None:
+        while True:
+            head = self.spool.peek()
+            if head is None:
+                self._backoff = 0.0
+                self._outage = False
+                return
+            record, payload = head
+            started = time.perf_counter()
+            try:
+                self.sink.insert(payload, record.token)
+            except Exception as exc:  # noqa: BLE001 - any storage error means "keep it and retry"
+                self.counters.export_failures += 1
+                self._backoff = min(self.backoff_max_s, max(self.backoff_initial_s, self._backoff * 2))
+                self._outage = True  # everything inserted until the spool is empty again counts as replayed
+                log.warning("span export failed; batch kept in the spool for retry",
+                            extra={"spans": record.spans, "retry_in_s": round(self._backoff, 2),
+                                   "spooled_batches": self.spool.pending_batches,
+                                   "error": str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__})
+                if self._stopping.is_set() and time.monotonic() >= self._deadline:
+                    self._give_up = True
+                return
+            self.counters.latency.observe(time.perf_counter() - started)
+            self.spool.ack(record)
+            self._backoff = 0.0
+            self.counters.exported += record.spans
+            self.counters.batches_exported += 1
+            if record.replay or self._outage:
+                self.counters.replayed += record.spans
+
+    # -- flush and stop -----------------------------------------------------------------------
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Spool everything queued so far and wait until the spool is empty (or ``timeout_s``)."""
+        event = threading.Event()
+        with self._flush_lock:
+            self._flush_requests.append(event)
+        self._wake_batcher.set()
+        deadline = time.monotonic() + timeout_s
+        if not event.wait(timeout_s):
+            return False
+        while self.spool.pending_batches and time.monotonic() < deadline:
+            self._wake_sender.set()
+            time.sleep(0.01)
+        return self.spool.pending_batches == 0
+
+    _deadline = float("inf")
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Spool every queued span, try to insert what is spooled until ``timeout_s``, then stop.
+
+        Anything still unsent stays in the spool and is replayed at the next start.
+        """
+        if not self._started:
+            self.spool.close()
+            return
+        self._deadline = time.monotonic() + timeout_s
+        self._stopping.set()
+        self._wake_batcher.set()
+        self._batcher.join(timeout_s)
+        self._wake_sender.set()
+        self._sender.join(max(0.1, self._deadline - time.monotonic()))
+        if self.spool.pending_batches:
+            log.warning("spans left in the spool for the next start",
+                        extra={"spans": self.spool.pending_spans, "batches": self.spool.pending_batches})
+        self.spool.close()
+
+
+def build_pipeline(settings: Any, client: Any) -> SpanPipeline:
+    """The pipeline for ``settings`` (spool under ``GENOPS_DATA_DIR/spool``), started."""
+    spool = Spool(settings.spool_path, max_bytes=settings.spool_max_bytes, fsync=settings.spool_fsync)
+    pipeline = SpanPipeline(
+        ClickHouseSink(client, settings.database),
+        spool,
+        batch_size=settings.export_batch_size,
+        interval_s=settings.export_interval_ms / 1000,
+        queue_size=settings.export_queue_size,
+    )
+    pipeline.start()
+    return pipeline

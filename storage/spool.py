@@ -1,0 +1,247 @@
+"""A durable, bounded, append-only spool of span batches on local disk.
+
+Every batch is written here before it is inserted (write-ahead), so a batch survives a
+storage outage, a restart and a SIGKILL; it leaves the spool only once ClickHouse has
+acknowledged it. Batches are replayed strictly in the order they were written, each with
+the deduplication token it was first given, so a batch whose first insert did land (but
+whose acknowledgement was lost) is not stored twice.
+
+Layout under the spool directory:
+- ``NNNNNNNNNNNNNNNN.seg``: segment files of records
+  ``magic(4) | payload length(4) | span count(4) | crc32(4) | token(32, ascii) | payload``;
+- ``cursor``: ``<segment> <offset>`` of the first record not yet acknowledged (atomic rename);
+- ``lock``: held with ``flock`` so two processes never share a spool.
+
+When the spool would exceed its size limit, the oldest segment is dropped and its spans
+are counted as dropped. A torn record at the end of a segment (a crash in the middle of
+a write) ends that segment's readable data.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import struct
+import threading
+import uuid
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("genops.storage.spool")
+
+MAGIC = b"GSP1"
+HEADER = struct.Struct(">4sIII32s")
+CURSOR = "cursor"
+SUFFIX = ".seg"
+
+
+class SpoolLocked(RuntimeError):
+    """Another process holds this spool."""
+
+
+@dataclass
+class Record:
+    """One batch in the spool."""
+
+    segment: int
+    offset: int
+    length: int  # header + payload bytes
+    spans: int
+    token: str
+    payload: bytes | None  # kept in memory while the cache allows; else read back from disk
+    replay: bool = False  # found on disk at start (not written by this process)
+
+
+class Spool:
+    """Append batches, read the oldest unacknowledged one, acknowledge it. Thread-safe."""
+
+    def __init__(self, directory: Path, *, max_bytes: int, segment_bytes: int = 16 << 20,
+                 cache_bytes: int = 64 << 20, fsync: bool = False) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.segment_bytes = max(1 << 16, min(segment_bytes, max(max_bytes // 4, 1 << 16)))
+        self.cache_bytes = cache_bytes
+        self.fsync = fsync
+        self._lock = threading.Lock()
+        self._lock_file = open(self.directory / "lock", "a+")  # noqa: SIM115 - held for the spool's life
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise SpoolLocked(f"the spool {self.directory} is in use by another GenOps process") from None
+        self._pending: deque[Record] = deque()
+        self._segment_sizes: dict[int, int] = {}
+        self._cached = 0
+        self.dropped_spans = 0
+        self._write_fd: int | None = None
+        self._write_segment = 0
+        self._recover()
+
+    # -- startup ----------------------------------------------------------------------------
+
+    def _segments(self) -> list[int]:
+        found = []
+        for path in self.directory.glob("*" + SUFFIX):
+            try:
+                found.append(int(path.stem))
+            except ValueError:
+                continue
+        return sorted(found)
+
+    def _path(self, segment: int) -> Path:
+        return self.directory / f"{segment:016d}{SUFFIX}"
+
+    def _recover(self) -> None:
+        """Index every record after the cursor; drop fully acknowledged segments."""
+        cursor_segment, cursor_offset = self._read_cursor()
+        segments = self._segments()
+        for segment in segments:
+            path = self._path(segment)
+            if segment < cursor_segment:
+                path.unlink(missing_ok=True)
+                continue
+            data = path.read_bytes()
+            self._segment_sizes[segment] = len(data)
+            offset = cursor_offset if segment == cursor_segment else 0
+            while offset + HEADER.size <= len(data):
+                magic, length, spans, crc, token = HEADER.unpack_from(data, offset)
+                end = offset + HEADER.size + length
+                if magic != MAGIC or end > len(data):
+                    log.warning("spool: torn record ignored", extra={"segment": segment, "offset": offset})
+                    break
+                payload = data[offset + HEADER.size:end]
+                if zlib.crc32(payload) != crc:
+                    log.warning("spool: corrupt record ignored", extra={"segment": segment, "offset": offset})
+                    break
+                self._pending.append(Record(segment, offset, end - offset, spans, token.decode(), None, replay=True))
+                offset = end
+        self._write_segment = (segments[-1] + 1) if segments else max(cursor_segment, 1)
+        for segment in list(self._segment_sizes):
+            if not any(r.segment == segment for r in self._pending):
+                self._path(segment).unlink(missing_ok=True)
+                del self._segment_sizes[segment]
+        if self._pending:
+            log.info("spool: batches to replay", extra={"batches": len(self._pending), "spans": self.pending_spans})
+
+    def _read_cursor(self) -> tuple[int, int]:
+        try:
+            segment, offset = (self.directory / CURSOR).read_text().split()
+            return int(segment), int(offset)
+        except (OSError, ValueError):
+            return 0, 0
+
+    def _write_cursor(self, segment: int, offset: int) -> None:
+        tmp = self.directory / (CURSOR + ".tmp")
+        tmp.write_text(f"{segment} {offset}\n")
+        os.replace(tmp, self.directory / CURSOR)
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def append(self, payload: bytes, spans: int) -> Record:
+        """Write one batch durably (to the OS; ``fsync`` too when configured) and index it."""
+        token = uuid.uuid4().hex
+        header = HEADER.pack(MAGIC, len(payload), spans, zlib.crc32(payload), token.encode())
+        size = HEADER.size + len(payload)
+        with self._lock:
+            self._make_room(size)
+            if self._write_fd is None or self._segment_sizes.get(self._write_segment, 0) + size > self.segment_bytes:
+                self._rotate()
+            offset = self._segment_sizes[self._write_segment]
+            os.write(self._write_fd, header + payload)  # one write: a crash leaves a whole or a torn record
+            if self.fsync:
+                os.fsync(self._write_fd)
+            self._segment_sizes[self._write_segment] = offset + size
+            keep = self._cached + len(payload) <= self.cache_bytes
+            if keep:
+                self._cached += len(payload)
+            record = Record(self._write_segment, offset, size, spans, token, payload if keep else None)
+            self._pending.append(record)
+            return record
+
+    def _rotate(self) -> None:
+        if self._write_fd is not None:
+            if self.fsync:
+                os.fsync(self._write_fd)
+            os.close(self._write_fd)
+            self._write_segment += 1
+        path = self._path(self._write_segment)
+        self._write_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._segment_sizes[self._write_segment] = os.fstat(self._write_fd).st_size
+
+    def _make_room(self, size: int) -> None:
+        """Drop whole oldest segments until ``size`` more bytes fit under the limit."""
+        while self._segment_sizes and sum(self._segment_sizes.values()) + size > self.max_bytes:
+            oldest = min(self._segment_sizes)
+            if oldest == self._write_segment:
+                if self._write_fd is None:
+                    break
+                self._rotate()  # never drop the segment being written: start a new one first
+            dropped = 0
+            while self._pending and self._pending[0].segment == oldest:
+                record = self._pending.popleft()
+                dropped += record.spans
+                if record.payload is not None:
+                    self._cached -= len(record.payload)
+            self.dropped_spans += dropped
+            self._path(oldest).unlink(missing_ok=True)
+            del self._segment_sizes[oldest]
+            log.warning("spool full: oldest batches dropped", extra={"spans": dropped, "segment": oldest})
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def peek(self) -> tuple[Record, bytes] | None:
+        """The oldest unacknowledged batch and its payload, or None."""
+        with self._lock:
+            if not self._pending:
+                return None
+            record = self._pending[0]
+            if record.payload is not None:
+                return record, record.payload
+            path = self._path(record.segment)
+        with open(path, "rb") as handle:
+            handle.seek(record.offset + HEADER.size)
+            return record, handle.read(record.length - HEADER.size)
+
+    def ack(self, record: Record) -> None:
+        """Mark ``record`` stored; advance the cursor; delete segments left behind."""
+        with self._lock:
+            if not self._pending or self._pending[0] is not record:
+                return  # dropped meanwhile (spool full)
+            self._pending.popleft()
+            if record.payload is not None:
+                self._cached -= len(record.payload)
+            self._write_cursor(record.segment, record.offset + record.length)
+            for segment in [s for s in self._segment_sizes if s < record.segment or
+                            (s == record.segment and s != self._write_segment and
+                             not (self._pending and self._pending[0].segment == s))]:
+                self._path(segment).unlink(missing_ok=True)
+                del self._segment_sizes[segment]
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def pending_batches(self) -> int:
+        return len(self._pending)
+
+    @property
+    def pending_spans(self) -> int:
+        return sum(r.spans for r in list(self._pending))
+
+    @property
+    def bytes_on_disk(self) -> int:
+        return sum(self._segment_sizes.values())
+
+    def close(self) -> None:
+        """Close the segment being written and release the lock (pending batches stay on disk)."""
+        with self._lock:
+            if self._write_fd is not None:
+                os.close(self._write_fd)
+                self._write_fd = None
+            try:
+                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+            finally:
+                self._lock_file.close()

@@ -1,0 +1,95 @@
+"""The disk spool on its own (order, restart recovery, torn writes, drop-oldest, locking) and 503 shedding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from genops.collectors.receiver import create_receiver_app
+from genops.config import Settings
+from genops.storage.pipeline import SpanPipeline
+from genops.storage.spool import Spool, SpoolLocked
+
+
+def drain(spool: Spool) -> list[tuple[bytes, str]]:
+    out = []
+    while (head := spool.peek()) is not None:
+        record, payload = head
+        out.append((payload, record.token))
+        spool.ack(record)
+    return out
+
+
+def test_batches_come_back_in_order_across_a_restart(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16, cache_bytes=0)
+    tokens = [spool.append(f"batch-{i}".encode() * 500, 500).token for i in range(40)]  # several segments
+    for _ in range(5):  # the first five are stored
+        record, _payload = spool.peek()
+        spool.ack(record)
+    spool.close()  # a crash or SIGTERM: the rest stays on disk
+
+    reopened = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16)
+    assert reopened.pending_batches == 35 and reopened.pending_spans == 35 * 500
+    replayed = drain(reopened)
+    assert [payload for payload, _ in replayed] == [f"batch-{i}".encode() * 500 for i in range(5, 40)]
+    assert [token for _, token in replayed] == tokens[5:]  # same dedup token as the first attempt
+    reopened.close()
+    assert Spool(tmp_path, max_bytes=1 << 20).pending_batches == 0
+    assert len(list(tmp_path.glob("*.seg"))) <= 1  # acknowledged segments are deleted
+
+
+def test_a_torn_last_record_is_ignored(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    spool.append(b"whole", 1)
+    spool.append(b"torn-record-payload", 1)
+    spool.close()
+    segment = next(tmp_path.glob("*.seg"))
+    segment.write_bytes(segment.read_bytes()[:-5])  # a SIGKILL in the middle of the write
+    reopened = Spool(tmp_path, max_bytes=1 << 20)
+    assert [payload for payload, _ in drain(reopened)] == [b"whole"]
+    reopened.close()
+
+
+def test_full_spool_drops_the_oldest_and_counts_them(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 18, segment_bytes=1 << 16)
+    for i in range(40):
+        spool.append(bytes([i]) * 20_000, 10)
+    assert spool.bytes_on_disk <= 1 << 18
+    assert spool.dropped_spans > 0
+    kept = drain(spool)
+    assert spool.dropped_spans + 10 * len(kept) == 400
+    first_kept = kept[0][0][0]
+    assert [payload[0] for payload, _ in kept] == list(range(first_kept, 40))  # the newest survive, in order
+    spool.close()
+
+
+def test_one_process_per_spool(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    with pytest.raises(SpoolLocked):
+        Spool(tmp_path, max_bytes=1 << 20)
+    spool.close()
+    Spool(tmp_path, max_bytes=1 << 20).close()
+
+
+async def test_receiver_sheds_load_with_503_and_retry_after(tmp_path: Path) -> None:
+    """When the export queue is full the receiver answers 503 + Retry-After and keeps nothing."""
+    pipeline = SpanPipeline(sink=None, spool=Spool(tmp_path, max_bytes=1 << 20), queue_size=16)  # not started
+    app = create_receiver_app(Settings(data_dir=str(tmp_path)), pipeline)
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+    def request(n: int) -> bytes:
+        spans = [Span(trace_id=bytes([1]) * 16, span_id=bytes([i + 1]) * 8, name="s") for i in range(n)]
+        return ExportTraceServiceRequest(
+            resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])]).SerializeToString()
+
+    async with TestClient(TestServer(app)) as client:
+        ok = await client.post("/v1/traces", data=request(10), headers={"Content-Type": "application/x-protobuf"})
+        assert ok.status == 200
+        shed = await client.post("/v1/traces", data=request(10), headers={"Content-Type": "application/x-protobuf"})
+        assert shed.status == 503
+        assert shed.headers["Retry-After"] == "1"
+    assert pipeline.queued == 10
+    pipeline.spool.close()
