@@ -106,9 +106,18 @@ def _comparable(dashboard: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def _covers(remote: Any, wanted: Any) -> bool:
+    """True when ``remote`` holds everything ``wanted`` says; fields Grafana adds on save are ignored."""
+    if isinstance(wanted, dict):
+        return isinstance(remote, dict) and all(k in remote and _covers(remote[k], v) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        return isinstance(remote, list) and len(remote) == len(wanted) and all(map(_covers, remote, wanted))
+    return remote == wanted
+
+
 def _datasource_differs(remote: dict[str, Any], wanted: dict[str, Any]) -> bool:
     for key in ("name", "type", "access", "jsonData"):
-        if remote.get(key) != wanted.get(key):
+        if not _covers(remote.get(key), wanted.get(key)):
             return True
     if "secureJsonData" in wanted and not (remote.get("secureJsonFields") or {}).get("password"):
         return True
@@ -128,6 +137,7 @@ class Pusher:
         self.url = url.rstrip("/") + "/"
         self.api = GrafanaApi.from_url(self.url, credential=token, timeout=timeout)
         self.timeout = timeout
+        self.step = "connecting"  # what was being done, for error messages
 
     def push(self, dashboards: list[dict[str, Any]], *, folder: str = DEFAULT_FOLDER,
              datasource: dict[str, Any] | None = None, force: bool = False) -> PushReport:
@@ -152,6 +162,7 @@ class Pusher:
         from grafana_client.client import GrafanaClientError
 
         uid = folder_uid(title)
+        self.step = f"writing the folder {title!r}"
         try:
             existing = self.api.folder.get_folder(uid)
         except GrafanaClientError as exc:
@@ -184,6 +195,7 @@ class Pusher:
         from grafana_client.client import GrafanaClientError
 
         name = f"datasource:{wanted['name']}"
+        self.step = f"writing the datasource {wanted['name']!r}"
         try:
             remote = self.api.datasource.get_datasource_by_uid(wanted["uid"])
         except GrafanaClientError as exc:
@@ -202,6 +214,7 @@ class Pusher:
         from grafana_client.client import GrafanaClientError
 
         name = f"dashboard:{dashboard['title']}"
+        self.step = f"writing the dashboard {dashboard['title']!r}"
         try:
             remote = self.api.dashboard.get_dashboard(dashboard["uid"])
         except GrafanaClientError as exc:
@@ -209,7 +222,7 @@ class Pusher:
                 raise
             remote = None
         if remote is not None and not force:
-            same = _comparable(remote.get("dashboard") or {}) == _comparable(dashboard)
+            same = _covers(remote.get("dashboard") or {}, _comparable(dashboard))
             if same and (remote.get("meta") or {}).get("folderUid") == folder:
                 report.unchanged.append(name)
                 return
@@ -230,7 +243,8 @@ class Pusher:
         if isinstance(exc, GrafanaTimeoutError):
             return f"{where} did not answer within {self.timeout:g} s"
         if isinstance(exc, GrafanaClientError) and exc.status_code == 403:
-            return f"{where} refused the request (403 Forbidden): the token needs the Editor or Admin role"
+            return (f"{where} refused {self.step} (403 Forbidden): the token's role is too low "
+                    "(the datasource needs Admin, folders and dashboards Editor; --no-datasource skips the datasource)")
         if isinstance(exc, (GrafanaClientError, GrafanaServerError)):
             return f"{where} answered with an error: {_first_line(str(exc))}"
         if isinstance(exc, GrafanaException):

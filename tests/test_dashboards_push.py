@@ -21,6 +21,7 @@ from genops.cli import main
 from genops.dashboards.push import DATASOURCE_UID, load_dashboards
 
 TOKEN = "glsa_test_token"
+EDITOR_TOKEN = "glsa_editor_token"  # may write dashboards and folders, not datasources
 
 
 @dataclass
@@ -60,7 +61,10 @@ def _handler(state: FakeGrafana) -> type[BaseHTTPRequestHandler]:
             if not path.startswith(state.prefix + "/api/"):
                 return self._send(404, {"message": "Not found"})
             path = path[len(state.prefix) + len("/api"):]
-            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            if self.headers.get("Authorization") == f"Bearer {EDITOR_TOKEN}":
+                if path.startswith("/datasources") and method != "GET":
+                    return self._send(403, {"message": "You'll need additional permissions to perform this action."})
+            elif self.headers.get("Authorization") != f"Bearer {TOKEN}":
                 return self._send(401, {"message": "invalid API key", "traceID": ""})
             parts = path.strip("/").split("/")
             if parts[0] == "folders":
@@ -128,7 +132,7 @@ def grafana(request: pytest.FixtureRequest) -> Iterator[FakeGrafana]:
     port = free_port()
     state = FakeGrafana(f"http://127.0.0.1:{port}{prefix}", prefix)
     server = ThreadingHTTPServer(("127.0.0.1", port), _handler(state))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield state
     server.shutdown()
@@ -186,6 +190,17 @@ def test_second_push_changes_nothing_and_a_ui_edit_is_repaired(grafana: FakeGraf
     assert grafana.writes() == []
     assert grafana.dashboards == stored
     assert "0 created, 0 updated, 8 unchanged" in capsys.readouterr().out
+    # Fields Grafana adds when it stores a dashboard do not count as a difference...
+    for entry in grafana.dashboards.values():
+        entry["dashboard"]["weekStart"] = ""
+        entry["dashboard"]["panels"][0]["pluginVersion"] = "12.3.1"
+    grafana.requests.clear()
+    assert push(grafana) == 0 and grafana.writes() == []
+    # ...but a panel removed in the UI does.
+    grafana.dashboards["genops-tokens"]["dashboard"]["panels"].pop()
+    grafana.requests.clear()
+    assert push(grafana) == 0
+    assert [w["body"]["dashboard"]["uid"] for w in grafana.writes()] == ["genops-tokens"]
     # Someone edits a dashboard in the UI: the next push puts it back, and only it.
     grafana.dashboards["genops-cost"]["dashboard"]["title"] = "edited"
     grafana.requests.clear()
@@ -248,3 +263,12 @@ def test_export_writes_the_shipped_files(tmp_path: Any) -> None:
     assert main(["dashboards", "export", str(tmp_path / "out")]) == 0
     written = {p.name: json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.json")}
     assert sorted(d["uid"] for d in written.values()) == [d["uid"] for d in load_dashboards()]
+
+
+def test_an_editor_token_is_told_what_it_may_not_do(grafana: FakeGrafana, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["dashboards", "push", "--grafana-url", grafana.url, "--token", EDITOR_TOKEN, "--clickhouse-url", CH_URL]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "refused writing the datasource 'GenOps ClickHouse' (403 Forbidden)" in err
+    assert main([*args, "--no-datasource"]) == 0
+    assert len(grafana.dashboards) == 6
