@@ -220,3 +220,17 @@ def test_openai_responses_stream_usage_from_response_completed(proxy, fake_upstr
     assert attrs["gen_ai.usage.output_tokens"] == str(completed.response.usage.output_tokens)
     assert attrs["gen_ai.response.id"] == completed.response.id
     assert "genops.usage.estimated" not in attrs
+
+
+def test_stored_upstream_url_has_no_credentials_or_query():
+    from multidict import CIMultiDict
+
+    from genops.proxy.providers.openai import OpenAIAdapter
+    from genops.proxy.targets import route_upstream
+
+    adapter = OpenAIAdapter("http://user:s3cret@vllm.internal:8000", name="upstream:vllm", prefix="/u/vllm/v1")
+    policy = TargetPolicy.from_settings(Settings(), env={})
+    upstream = route_upstream(adapter, policy, "/chat/completions", "key=abc", CIMultiDict())
+    assert upstream.url == "http://user:s3cret@vllm.internal:8000/v1/chat/completions?key=abc"  # sent as configured
+    assert upstream.stored_url == "http://vllm.internal:8000/v1/chat/completions"
+    assert "Helicone-Target-URL" in upstream.drop_headers
