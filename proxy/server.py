@@ -92,6 +92,9 @@ async def start_receiver(settings: Settings, pipeline: SpanPipeline) -> web.AppR
 
 def serve(settings: Settings) -> None:
     """Run the proxy (and the embedded OTLP receiver) until SIGINT/SIGTERM; pending spans are stored first."""
+    # The export threads (span conversion, spool, inserts) share the GIL with the event loop:
+    # a 1 ms switch interval (default 5 ms) bounds how long a request waits for it.
+    sys.setswitchinterval(0.001)
     client, applied, pipeline = open_store(settings)
     sql_client = open_client(settings, database=settings.database)  # unqualified names mean our tables
     telemetry = build_telemetry(settings, pipeline if settings.export_enabled else None)
