@@ -29,7 +29,7 @@ def run(batches: int = 400, spans_per_batch: int = 512, connections: int = 2, di
     data_dir = Path(tempfile.mkdtemp(prefix="genops-bench-ingest-"))
     port = free_port()
     env = {"GENOPS_DATA_DIR": str(data_dir), "GENOPS_OTLP_PORT": str(port), "GENOPS_LOG_LEVEL": "warning",
-           "GENOPS_EXPORT_BATCH_SIZE": os.environ.get("BENCH_EXPORT_BATCH", "8192"), "GENOPS_EXPORT_INTERVAL_MS": "1000"}
+           "GENOPS_EXPORT_INTERVAL_MS": "1000"}  # default batching (GENOPS_EXPORT_BATCH_SIZE 8192)
     process = start_process(["collector"], env, data_dir / "collector.log")
     base = f"http://127.0.0.1:{port}"
     try:

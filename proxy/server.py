@@ -97,6 +97,9 @@ def serve(settings: Settings) -> None:
     With ``settings.workers > 1`` this process becomes the supervisor of proxy workers that
     share the public port (see :mod:`genops.proxy.workers`); it keeps the store and admin.
     """
+    # The export threads (span conversion, spool, inserts) share the GIL with the event loop:
+    # a 1 ms switch interval (default 5 ms) bounds how long a request waits for it.
+    sys.setswitchinterval(0.001)
     public = settings
     if settings.workers > 1:
         settings = supervisor_settings(settings)

@@ -76,7 +76,7 @@ def build_telemetry(settings: Settings, pipeline: SpanPipeline | None) -> Teleme
             exporters[-1],
             max_queue_size=settings.export_queue_size,
             schedule_delay_millis=settings.export_interval_ms,
-            max_export_batch_size=min(settings.export_batch_size, settings.export_queue_size),
+            max_export_batch_size=min(512, settings.export_batch_size, settings.export_queue_size),  # OTLP requests stay small
         ))
     for processor in processors:
         provider.add_span_processor(processor)  # so provider.shutdown() flushes it

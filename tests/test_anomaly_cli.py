@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -72,9 +73,19 @@ def test_jobs_run_inside_serve_without_disturbing_the_proxy(demo_dir: Path, fake
         for _ in range(3):
             with urllib.request.urlopen(request, timeout=30) as response:
                 assert response.status == 200
-        # the embedded store belongs to serve: by-hand runs say so instead of failing obscurely
-        busy = genops(demo_dir, "jobs", "once")
+        # the embedded store belongs to serve: a by-hand pass or backfill goes through it
+        done = genops(demo_dir, "jobs", "once", "--backfill", "6h", "now", "--json")
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["windows"] == 72 and report["failed_detectors"] == []
+        bad = genops(demo_dir, "jobs", "once", "--detectors", "nope")
+        assert bad.returncode == 2 and "unknown detector" in bad.stderr
+        busy = genops(demo_dir, "jobs", "run")  # a second loop on the same store: refused, with the reason
         assert busy.returncode == 1 and "runs the anomaly jobs itself" in busy.stderr
+        unauthorized = urllib.request.Request(proxy.url + "/genops/v1/jobs/once", data=b"{}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(unauthorized, timeout=10)
+        assert denied.value.code == 401
         listed = genops(demo_dir, "jobs", "list", "--format", "json")  # read-only, through the server
         assert listed.returncode == 0 and json.loads(listed.stdout)
     finally:

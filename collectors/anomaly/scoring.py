@@ -16,10 +16,6 @@ from typing import Any
 from genops.collectors.anomaly import queries
 from genops.collectors.anomaly.synthetic import Injection
 
-ROWS_SQL = ("SELECT detector, entity, toUnixTimestamp(`start`) AS s, toUnixTimestamp(`end`) AS e "
-            "FROM {database}.genops_anomalies FINAL")
-
-
 @dataclass
 class DetectorScore:
     injected: int = 0
@@ -49,8 +45,8 @@ class Scorecard:
 
 
 def anomaly_spans(client: Any, database: str) -> list[tuple[str, str, dt.datetime, dt.datetime]]:
-    return [(r[0], r[1], queries.from_unix(r[2]), queries.from_unix(r[3]))
-            for r in client.query(ROWS_SQL.format(database=database)).result_rows]
+    return [(r["detector"], r["entity"], queries.from_unix(r["s"]), queries.from_unix(r["e"]))
+            for r in queries.rows(client, "anomaly_spans", database=database)]
 
 
 def score(client: Any, database: str, injections: list[Injection], days: float, detectors: list[str],

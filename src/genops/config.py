@@ -197,7 +197,7 @@ class Settings:
     stream_usage: str = _setting(
         "inject", _parse_choice("inject", "off"), "ask OpenAI streams for usage (hidden from the client)"
     )
-    export_batch_size: int = _setting(512, _parse_int(1, 100_000), "spans per insert")
+    export_batch_size: int = _setting(8192, _parse_int(1, 100_000), "spans per insert (ClickHouse favours few big inserts)")
     export_interval_ms: int = _setting(1000, _parse_int(10, 600_000), "longest a span waits before export")
     export_queue_size: int = _setting(65536, _parse_int(16, 10_000_000), "spans buffered in memory for export")
     export_enabled: bool = _setting(True, _parse_bool, "store the proxy's spans (false only for benchmarks)")

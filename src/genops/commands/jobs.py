@@ -5,7 +5,8 @@
 - ``--backfill FROM TO`` — evaluate history instead (no alerts; idempotent);
 - ``genops jobs list`` — recent anomalies; ``genops jobs annotation-query`` — the Grafana SQL.
 
-With the embedded store, ``genops serve`` owns the data directory and runs the jobs itself.
+With the embedded store, ``genops serve`` owns the data directory and runs the jobs itself;
+``genops jobs once`` (and ``--backfill``) then asks it to run the pass.
 """
 
 from __future__ import annotations
@@ -82,8 +83,9 @@ def _open_jobs(settings: Settings, args: argparse.Namespace):
         state = read_state(settings)
         if state:
             print(f"genops: genops serve (pid {state['pid']}) holds the embedded store at {settings.chdb_path} and "
-                  f"runs the anomaly jobs itself every {settings.jobs_interval_s:g}s; stop it to run or backfill "
-                  "the jobs by hand, or use a ClickHouse server (GENOPS_CLICKHOUSE_URL)", file=sys.stderr)
+                  f"runs the anomaly jobs itself every {settings.jobs_interval_s:g}s; `genops jobs once` goes "
+                  "through it, for a loop of your own stop it or use a ClickHouse server (GENOPS_CLICKHOUSE_URL)",
+                  file=sys.stderr)
             return None
     try:
         client = open_client(settings)
@@ -121,9 +123,66 @@ def _setup_logging(settings: Settings) -> None:
     setup_logging(settings.log_level, settings.log_format)
 
 
+def _serving(settings: Settings) -> dict[str, Any] | None:
+    if not settings.embedded:
+        return None
+    from genops.proxy.server import read_state
+
+    return read_state(settings)
+
+
+def _once_via_server(settings: Settings, state: dict[str, Any], args: argparse.Namespace) -> int:
+    """``jobs once`` while ``genops serve`` holds the embedded store: the server runs the pass."""
+    import urllib.error
+    import urllib.request
+
+    from genops.collectors.anomaly.service import JOBS_PATH
+
+    body: dict[str, Any] = {"detectors": [n.strip() for n in args.detectors.split(",") if n.strip()],
+                            "no_alerts": args.no_alerts}
+    if args.backfill:
+        start, end = parse_time(args.backfill[0]), parse_time(args.backfill[1])
+        body["backfill"] = [start.isoformat(), end.isoformat()]
+    request = urllib.request.Request(
+        state["url"].rstrip("/") + JOBS_PATH, data=orjson.dumps(body), method="POST",
+        headers={"Authorization": f"Bearer {settings.resolved_admin_token()}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=3600) as response:
+            report = orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            print("genops: the running genops serve does not run the anomaly jobs (GENOPS_JOBS_IN_SERVE=off); "
+                  "stop it to run them by hand", file=sys.stderr)
+            return 1
+        try:
+            message = orjson.loads(exc.read())["error"]["message"]
+        except Exception:  # noqa: BLE001 - fall back to the status line
+            message = f"HTTP {exc.code}"
+        print(f"genops: {message}", file=sys.stderr)
+        return 2 if exc.code == 400 else 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"genops: cannot reach genops serve at {state['url']}: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+        return 1
+    _print_report(_Report(report), args.json)
+    return 1 if report.get("failed_detectors") else 0
+
+
+class _Report:
+    """A report dict from the server, printable like a local PassReport."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.data
+
+
 def run_once(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     _setup_logging(settings)
+    state = _serving(settings)
+    if state:
+        return _once_via_server(settings, state, args)
     jobs = _open_jobs(settings, args)
     if jobs is None:
         return 1
@@ -159,24 +218,21 @@ def run_loop(args: argparse.Namespace) -> int:
     return 0
 
 
-LIST_SQL = """SELECT detector, entity, `start`, `end`, status, severity, metric, round(observed, 4) AS observed,
-       round(expected, 4) AS expected, round(score, 2) AS score
-FROM genops_anomalies FINAL {where}
-ORDER BY `start` DESC LIMIT {limit}"""
-
-
 def list_anomalies(args: argparse.Namespace) -> int:
-    from genops.commands.sql import query, render
+    from genops.commands.sql import query
+    from genops.commands.sql import render as render_result
     from genops.storage.sql import QueryError
 
+    from genops.collectors.anomaly.queries import render
+
     settings = settings_from_args(args)
-    where = "" if args.status == "all" else f"WHERE status = '{args.status}'"
+    status_filter = "1" if args.status == "all" else f"status = '{args.status}'"  # choices: no injection
     try:
-        result = query(settings, LIST_SQL.format(where=where, limit=max(1, int(args.limit))))
+        result = query(settings, render("list_anomalies", status_filter=status_filter, limit=max(1, int(args.limit))))
     except QueryError as exc:
         print(f"genops: {exc}", file=sys.stderr)
         return 1
-    sys.stdout.write(render(result, args.format))
+    sys.stdout.write(render_result(result, args.format))
     return 0
 
 
