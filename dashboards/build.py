@@ -32,7 +32,10 @@ TIME_SERIES, TABLE, TRACE = 0, 1, 3
 _QUERY_TYPES = {TIME_SERIES: "timeseries", TABLE: "table", TRACE: "traces"}
 
 # The filter every per-call panel shares: the time range, model calls only (agent and
-# tool spans sent by OTLP land in genops_calls too), and the four variables.
+# tool spans sent by OTLP land in genops_calls too), and the variables. `source` is the
+# instrumentation scope: an agent instrumented with an OpenAI SDK instrumentation that also
+# calls through the proxy records each call twice (its span and the proxy's), so pick
+# `genops.proxy` there to count each call once.
 # $__conditionalAll(cond, $var) becomes 1=1 when the variable is All, so an All
 # selection costs nothing and a chosen value narrows the primary-key scan.
 CALL_FILTER = """$__timeFilter(Timestamp)
@@ -40,7 +43,8 @@ CALL_FILTER = """$__timeFilter(Timestamp)
   AND $__conditionalAll(Provider IN (${provider:singlequote}), $provider)
   AND $__conditionalAll(RequestModel IN (${model:singlequote}), $model)
   AND $__conditionalAll(ServiceName IN (${service:singlequote}), $service)
-  AND $__conditionalAll(UserId IN (${user:singlequote}), $user)"""
+  AND $__conditionalAll(UserId IN (${user:singlequote}), $user)
+  AND $__conditionalAll(ScopeName IN (${source:singlequote}), $source)"""
 
 # genops_anomalies (storage/migrations/0031_anomalies.sql) is a ReplacingMergeTree(version):
 # an ongoing anomaly is re-inserted as it grows, so read it with FINAL (one row per anomaly).
@@ -161,7 +165,7 @@ def query_variable(name: str, label: str, sql: str, *, multi: bool = True, inclu
 
 
 def call_variables() -> list[dict[str, Any]]:
-    """datasource, provider, model, service, user: each list follows the ones before it."""
+    """datasource, provider, model, service, user, source: model follows provider, user follows service."""
     return [
         datasource_variable(),
         query_variable("provider", "Provider", """
@@ -182,6 +186,10 @@ SELECT DISTINCT UserId FROM genops_calls
 WHERE $__timeFilter(Timestamp) AND UserId != ''
   AND $__conditionalAll(ServiceName IN (${service:singlequote}), $service)
 ORDER BY UserId"""),
+        query_variable("source", "Recorded by", """
+SELECT DISTINCT ScopeName FROM genops_calls
+WHERE $__timeFilter(Timestamp) AND Operation NOT IN ('invoke_agent', 'create_agent', 'execute_tool')
+ORDER BY ScopeName"""),
     ]
 
 

@@ -36,6 +36,7 @@ TREE_ATTRIBUTES = (
     sc.ERROR_TYPE,
     sc.HTTP_RESPONSE_STATUS_CODE,
     "gen_ai.tool.name",
+    sc.GENOPS_RESPONSE_TOOL_NAMES,
 )
 
 

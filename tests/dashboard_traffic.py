@@ -37,7 +37,8 @@ PROPERTY_TEAMS = {"alice": "growth", "bob": "core", "carol": "growth", "dave": "
 class Seeded:
     """What was inserted, for assertions."""
 
-    calls: int
+    calls: int  # model calls the proxy recorded
+    sdk_calls: int  # the same kind of call recorded by an SDK instrumentation (sent by OTLP)
     agent_trace_ids: list[str]
     window_start: datetime
     window_end: datetime
@@ -161,11 +162,23 @@ def seed_traffic(client: Any, database: str, now: datetime | None = None) -> See
         root.end(end_time=_ns(at + timedelta(seconds=9)))
         agent_trace_ids.append(format(root.get_span_context().trace_id, "032x"))
 
+    # An agent instrumented with OpenTelemetry's OpenAI instrumentation sends its own client
+    # spans too: no cost, no user, another scope.
+    sdk_calls = 12
+    sdk_tracer = tracer("support-bot", "opentelemetry.instrumentation.openai_v2")
+    for i in range(sdk_calls):
+        at = start + timedelta(minutes=10 * i + 3)
+        span = sdk_tracer.start_span("chat gpt-4o", kind=SpanKind.CLIENT, start_time=_ns(at), attributes={
+            sc.GEN_AI_OPERATION_NAME: "chat", sc.GEN_AI_PROVIDER_NAME: "openai", sc.GEN_AI_REQUEST_MODEL: "gpt-4o",
+            sc.GEN_AI_USAGE_INPUT_TOKENS: 500, sc.GEN_AI_USAGE_OUTPUT_TOKENS: 50,
+        })
+        span.end(end_time=_ns(at + timedelta(milliseconds=700)))
+
     rows = spans_to_rows(exporter.get_finished_spans())
     insert_rows(client, database, rows)
     for provider in providers.values():
         provider.shutdown()
-    return Seeded(calls=calls, agent_trace_ids=agent_trace_ids, window_start=start, window_end=now)
+    return Seeded(calls=calls, sdk_calls=sdk_calls, agent_trace_ids=agent_trace_ids, window_start=start, window_end=now)
 
 
 ANOMALY_COLUMNS = ["detector", "entity", "start", "end", "observed", "expected", "score", "severity", "status",

@@ -21,6 +21,7 @@ def test_cache_reads_record_what_they_saved(proxy, fake_upstream, request_id):
     assert float(attrs["genops.cost.cache_savings_usd"]) == pytest.approx(float(uncached - cached))
     row = proxy.wait_rows(f"SELECT * FROM genops_cache_savings WHERE SpanId = '{proxy.span(request_id)['SpanId']}'")[0]
     assert row["Provider"] == "openai" and row["RequestModel"] == "gpt-4o" and row["Operation"] == "chat"
+    assert row["ScopeName"] == "genops.proxy"  # added by 0051 (the view changed in place)
     assert row["CacheReadTokens"] == 8
     assert row["SavingsUsd"] == pytest.approx(float(uncached - cached))
 

@@ -96,3 +96,4 @@ def test_every_adapter_reads_its_own_body_fields():
     mistral_call = Call(request_json={"user": "mistral-user"})
     mistral_call.variant = "mistralai"
     assert call_context(headers, vertex, mistral_call) == {"genops.user.id": "mistral-user"}
+

@@ -25,7 +25,7 @@ from genops.dashboards import build
 from genops.storage.migrate import migrate
 
 DASHBOARD_DIR = Path(build.__file__).resolve().parent / "grafana"
-CALL_VARIABLES = ("provider", "model", "service", "user")
+CALL_VARIABLES = ("provider", "model", "service", "user", "source")
 TRACE_COLUMNS = ("traceID", "spanID", "parentSpanID", "serviceName", "operationName", "startTime", "duration",
                  "tags", "serviceTags", "statusCode", "logs", "references", "kind")
 
@@ -182,6 +182,7 @@ def context(mode: str, seeded: Seeded, interval_ms: int) -> QueryContext:
         values.update(property="team", trace_id="")
     else:
         values = {"provider": ["openai"], "model": ["gpt-4o"], "service": ["research-agent"], "user": ["alice"],
+                  "source": ["genops.proxy"],
                   "detector": ["error_rate"], "severity": ["warning"], "property": "team",
                   "trace_id": seeded.agent_trace_ids[0]}
     return QueryContext(now - timedelta(hours=3), now + timedelta(minutes=1), interval_ms, values)
@@ -261,6 +262,7 @@ def test_variables_list_what_was_seeded_and_follow_each_other(store: tuple[Any, 
     assert set(ctx.options["model"]) == {m for _, m in MODELS}
     assert set(ctx.options["service"]) == set(SERVICES)
     assert set(ctx.options["user"]) == set(USERS)
+    assert set(ctx.options["source"]) == {"genops.proxy", "opentelemetry.instrumentation.openai_v2"}
     ctx.values["provider"] = ["openai"]
     _variable_options(client, DASHBOARDS["overview"], ctx)
     assert set(ctx.options["model"]) == {"gpt-4o", "gpt-4o-mini"}
@@ -277,10 +279,15 @@ def _stat(client: Any, name: str, title: str, ctx: QueryContext) -> Any:
 def test_figures_agree_with_the_seeded_traffic(store: tuple[Any, Seeded]) -> None:
     client, seeded = store
     ctx = context("all", seeded, 60_000)
-    assert _stat(client, "overview", "Requests", ctx) == seeded.calls
+    assert _stat(client, "overview", "Requests", ctx) == seeded.calls + seeded.sdk_calls
     calls = client.query("SELECT count(), countIf(StatusCode = 'Error'), sum(ifNull(CostUsd, 0)), countIf(CostKnown = 0), "
                          "countIf(SafetyAction = 'block') FROM genops_calls WHERE Operation = 'chat'").result_rows[0]
-    assert calls[0] == seeded.calls
+    assert calls[0] == seeded.calls + seeded.sdk_calls
+    # Counting each call once when an SDK instrumentation records it too: the proxy's spans only.
+    proxy_only = context("all", seeded, 60_000)
+    proxy_only.values["source"] = ["genops.proxy"]
+    assert _stat(client, "overview", "Requests", proxy_only) == seeded.calls
+    assert _stat(client, "cost", "Calls with unknown price", proxy_only) == calls[3] - seeded.sdk_calls
     assert _stat(client, "overview", "Error rate", ctx) == pytest.approx(calls[1] / calls[0])
     assert _stat(client, "cost", "Cost", ctx) == pytest.approx(calls[2])
     assert _stat(client, "cost", "Calls with unknown price", ctx) == calls[3] > 0

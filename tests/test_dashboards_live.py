@@ -69,10 +69,11 @@ def context(values: dict[str, Any]) -> QueryContext:
 @pytest.mark.parametrize("mode", ["all", "one"])
 def test_every_panel_runs_on_the_proxys_own_spans(proxy: Any, traffic: int, mode: str) -> None:
     if mode == "all":
-        values: dict[str, Any] = {v: [ALL] for v in ("provider", "model", "service", "user", "detector", "severity")}
+        values: dict[str, Any] = {v: [ALL] for v in ("provider", "model", "service", "user", "source", "detector",
+                                                     "severity")}
     else:
         values = {"provider": ["openai"], "model": ["gpt-4o-mini"], "service": ["genops-proxy"], "user": ["alice"],
-                  "detector": [ALL], "severity": [ALL]}
+                  "source": ["genops.proxy"], "detector": [ALL], "severity": [ALL]}
     values.update(property="team", trace_id="")
     results: dict[str, dict[str, Any]] = {}
     for name, model in DASHBOARDS.items():

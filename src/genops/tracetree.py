@@ -9,6 +9,7 @@ Each line shows duration, tokens, cost and the latest scores.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -225,8 +226,19 @@ def _score_text(score: dict[str, Any]) -> str:
     return f"{score['Name']}={value}{source}"
 
 
+def _tool_names(raw: str | None) -> list[str]:
+    """The tools a model call asked for (a JSON array as stored)."""
+    if not raw:
+        return []
+    try:
+        names = json.loads(raw)
+    except ValueError:
+        return [raw]
+    return [str(n) for n in names] if isinstance(names, list) else [str(names)]
+
+
 def span_line(node: SpanNode, parent_path: str, mark_request: str | None = None) -> str:
-    """One span: name, duration, tokens, cost, error, request id, path change, scores."""
+    """One span: name, duration, tokens, cost, tools asked for, error, prompt, request id, path change, scores."""
     a = node.attrs
     parts = [node.name or "(unnamed)", duration(node.duration_ns)]
     if node.has_usage:
@@ -238,6 +250,9 @@ def span_line(node: SpanNode, parent_path: str, mark_request: str | None = None)
             parts.append(money(float(a[sc.GENOPS_COST_USD])))
         elif a.get(sc.GENOPS_COST_UNKNOWN) == "true":
             parts.append("cost unknown")
+    tools = _tool_names(a.get(sc.GENOPS_RESPONSE_TOOL_NAMES))
+    if tools:
+        parts.append("→ " + ", ".join(tools))
     if node.is_error:
         reason = a.get(sc.ERROR_TYPE) or "error"
         http = a.get(sc.HTTP_RESPONSE_STATUS_CODE)
@@ -280,7 +295,7 @@ def render(forest: list[PathNode | SpanNode], header: str, *, mark_request: str 
         walk(node, "", i == len(forest) - 1, "")
     text = "\n".join(lines) + "\n"
     if ascii_only:
-        text = text.replace("·", "-").replace("★", "*").replace("◀", "<")
+        text = text.replace("·", "-").replace("★", "*").replace("◀", "<").replace("→", "->")
     return text
 
 

@@ -72,6 +72,8 @@ def trace_text(settings: Settings, ident: str, *, url: str | None = None, ascii_
     if kind == "session":
         head += f" · {len(trace_ids)}{'+' if more else ''} trace{'s' if len(trace_ids) != 1 else ''}"
     head += " · " + summary(totals(forest))
+    if len(spans) >= trace_sql.MAX_SPANS:
+        head += f" (first {trace_sql.MAX_SPANS} spans only)"
     return render(forest, head, mark_request=ident if kind == "request" else None, ascii_only=ascii_only)
 
 
