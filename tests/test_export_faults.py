@@ -234,3 +234,28 @@ def test_sigkill_under_load_replays_the_spool_after_restart(
         assert calls == len(stored)
     finally:
         restarted.stop()
+
+
+def test_sigkill_under_load_on_the_embedded_store(tmp_path: Path, fake_upstream: FakeUpstream) -> None:
+    """The default mode (chDB in the proxy process): SIGKILL mid-load, restart, nothing older than the bound lost."""
+    data_dir = tmp_path / "genops"
+    env = {**upstream_env(fake_upstream.url), "GENOPS_EXPORT_INTERVAL_MS": str(FLUSH_INTERVAL_MS)}
+    proxy = start_proxy(data_dir, env)
+    load = Load(proxy.url, tolerate_errors=True).start()
+    time.sleep(2.0)
+    proxy.process.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    proxy.process.wait()
+    load.stop()
+    restarted = start_proxy(data_dir, env)
+    try:
+        wait_drained(restarted)
+        stored, calls = stored_counts(restarted, load.prefix)
+        must_have = {rid for rid, at in load.answered.items() if at < killed_at - SIGKILL_LOSS_BOUND_S}
+        assert len(must_have) > 50
+        missing = must_have - set(stored)
+        assert not missing, f"{len(missing)} spans older than {SIGKILL_LOSS_BOUND_S}s before the kill were lost"
+        assert set(stored.values()) == {1}, "stored once, replay included"
+        assert calls == len(stored)
+    finally:
+        restarted.stop()
