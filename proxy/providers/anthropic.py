@@ -8,7 +8,7 @@ format is spoken by Claude on Vertex AI (``rawPredict`` / ``streamRawPredict``),
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 import orjson
 from multidict import CIMultiDict
@@ -25,7 +25,6 @@ from genops.proxy.providers.base import (
     as_int,
     parse_json_body,
     pick,
-    write_texts,
 )
 
 REQUEST_PARAMETERS = {
@@ -264,20 +263,11 @@ class AnthropicAdapter(ProviderAdapter):
     def error_body(self, status: int, message: str, error_type: str, code: str | None = None) -> bytes:
         return error_body(status, message)
 
-    def request_texts(self, call: Call) -> list[TextPart]:
-        return [slot[0] for slot in request_slots(call.request_json)]
+    def text_slots(self, call: Call) -> Iterator[TextSlot]:
+        return request_slots(call.request_json)
 
-    def replace_request_texts(self, call: Call, texts: Mapping[int, str]) -> bytes:
-        write_texts(request_slots(call.request_json), texts)
-        return orjson.dumps(call.request_json)
-
-    def response_texts(self, call: Call, body: bytes | None) -> list[TextPart]:
-        if body is None:
-            return super().response_texts(call, None)
-        try:
-            return response_parts(orjson.loads(body))
-        except orjson.JSONDecodeError:
-            return []
+    def response_parts(self, call: Call, data: Any) -> list[TextPart]:
+        return response_parts(data)
 
     def request_context(self, call: Call) -> dict[str, Any]:
         return body_context(call.request_json)

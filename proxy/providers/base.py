@@ -243,25 +243,44 @@ class ProviderAdapter:
         return self.price_provider_id
 
     # -- content: used by safety scanning and content capture (proxy/safety/) -----------------
-    # An adapter that implements these three gets PII/secret/injection scanning, masking before
-    # the upstream, and gen_ai.input/output.messages capture; the defaults mean "no text known".
-    def request_texts(self, call: Call) -> list[TextPart]:
-        """Every text of the parsed request (``call.request_json``) in a stable order: message
-        contents and text parts, tool results (role ``tool``), tool-call arguments, system
-        prompts, completion prompts, embedding inputs. Images and token arrays are skipped."""
+    # An adapter that implements the two hooks (text_slots, response_parts) gets PII/secret/
+    # injection scanning, masking before the upstream, and gen_ai.input/output.messages
+    # capture through the three methods below; the defaults mean "no text known".
+    def text_slots(self, call: Call) -> Iterable[TextSlot] | None:
+        """Every text of the parsed request (``call.request_json``) in a stable order, each with
+        where it lives (for rewriting): message contents and text parts, tool results (role
+        ``tool``), tool-call arguments, system prompts, completion prompts, embedding inputs.
+        Images and token arrays are skipped. None: this adapter knows no request texts."""
+        return None
+
+    def response_parts(self, call: Call, data: Any) -> list[TextPart]:
+        """Texts the model produced, from a complete parsed JSON response."""
         return []
+
+    def request_texts(self, call: Call) -> list[TextPart]:
+        """The request's texts (see :meth:`text_slots`)."""
+        slots = self.text_slots(call)
+        return [] if slots is None else [slot[0] for slot in slots]
 
     def replace_request_texts(self, call: Call, texts: Mapping[int, str]) -> bytes:
         """Replace the texts at these positions (indexes into ``request_texts(call)``) in
         ``call.request_json`` in place, and return the new request body to send upstream."""
-        raise NotImplementedError(f"{type(self).__name__} cannot rewrite request texts")
+        slots = self.text_slots(call)
+        if slots is None:
+            raise NotImplementedError(f"{type(self).__name__} cannot rewrite request texts")
+        write_texts(slots, texts)
+        return orjson.dumps(call.request_json)
 
     def response_texts(self, call: Call, body: bytes | None) -> list[TextPart]:
         """Texts the model produced: read from ``body`` for a complete response, or from
         ``call.output_text`` (collected by the stream reader) when ``body`` is None."""
-        if body is None and call.output_text:
-            return [TextPart("assistant", 0, 0, "".join(call.output_text))]
-        return []
+        if body is None:
+            return [TextPart("assistant", 0, 0, "".join(call.output_text))] if call.output_text else []
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return []
+        return self.response_parts(call, data)
 
     def error_body(self, status: int, message: str, error_type: str, code: str | None = None) -> bytes:
         """A proxy-made error in this provider's own shape."""

@@ -5,7 +5,7 @@ Also serves any OpenAI-compatible server (vLLM, Ollama, ...) when given another 
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 import orjson
 from multidict import CIMultiDict
@@ -22,7 +22,6 @@ from genops.proxy.providers.base import (
     as_int,
     parse_json_body,
     pick,
-    write_texts,
 )
 
 # Request path (after /v1) -> gen_ai.operation.name.
@@ -361,20 +360,10 @@ class OpenAIAdapter(ProviderAdapter):
     def new_stream(self, call: Call, started_ns: int) -> StreamState:
         return OpenAIStream(call, started_ns)
 
-    def request_texts(self, call: Call) -> list[TextPart]:
-        return [slot[0] for slot in request_slots(call.operation, call.request_json)]
+    def text_slots(self, call: Call) -> Iterator[TextSlot]:
+        return request_slots(call.operation, call.request_json)
 
-    def replace_request_texts(self, call: Call, texts: Mapping[int, str]) -> bytes:
-        write_texts(request_slots(call.operation, call.request_json), texts)
-        return orjson.dumps(call.request_json)
-
-    def response_texts(self, call: Call, body: bytes | None) -> list[TextPart]:
-        if body is None:
-            return super().response_texts(call, None)
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return []
+    def response_parts(self, call: Call, data: Any) -> list[TextPart]:
         return response_parts(call.operation, data)
 
     def request_context(self, call: Call) -> dict[str, Any]:

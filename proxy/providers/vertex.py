@@ -13,7 +13,7 @@ OpenAI-compatible endpoint (``.../locations/{l}/endpoints/openapi/chat/completio
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 import orjson
 from multidict import CIMultiDict
@@ -30,7 +30,6 @@ from genops.proxy.providers.base import (
     Upstream,
     parse_json_body,
     pick,
-    write_texts,
 )
 from genops.proxy.providers.openai import OpenAIStream, body_context as openai_body_context
 from genops.proxy.providers.openai import read_usage as read_openai_usage
@@ -168,20 +167,10 @@ class VertexAdapter(ProviderAdapter):
             return gemini.request_slots(request)
         return openai.request_slots("chat", request)
 
-    def request_texts(self, call: Call) -> list[TextPart]:
-        return [slot[0] for slot in self._slots(call)]
+    def text_slots(self, call: Call) -> Iterator[TextSlot]:
+        return self._slots(call)
 
-    def replace_request_texts(self, call: Call, texts: Mapping[int, str]) -> bytes:
-        write_texts(self._slots(call), texts)
-        return orjson.dumps(call.request_json)
-
-    def response_texts(self, call: Call, body: bytes | None) -> list[TextPart]:
-        if body is None:
-            return super().response_texts(call, None)
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return []
+    def response_parts(self, call: Call, data: Any) -> list[TextPart]:
         if call.variant == "anthropic":
             return anthropic.response_parts(data)
         if call.variant == "google":
