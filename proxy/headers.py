@@ -22,6 +22,8 @@ HOP_BY_HOP = frozenset(
 _NOT_UPSTREAM = HOP_BY_HOP | {"host", "content-length", "traceparent", "tracestate"}
 # Never sent back: recomputed by aiohttp for the body we write.
 _NOT_DOWNSTREAM = HOP_BY_HOP | {"content-length"}
+# Never relayed as is to an internal service (the client library sets them anew).
+_NOT_RELAYED = HOP_BY_HOP | {"host", "content-length"}
 
 # Prefixes of headers addressed to the proxy itself, stripped before forwarding (read from
 # the incoming request first). Helicone's and Portkey's headers are accepted as aliases
@@ -65,13 +67,23 @@ def _accept_encoding(client_value: str) -> str:
     return ", ".join(keep) if keep else "identity"
 
 
-def downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """Response headers to return to the client (rate-limit and request-id headers included)."""
-    drop = _connection_tokens(upstream)
+def _without(headers: CIMultiDictProxy[str], names: frozenset[str]) -> CIMultiDict[str]:
+    """``headers`` less ``names`` and the fields their ``Connection`` header lists."""
+    drop = _connection_tokens(headers)
     out: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream.items():
+    for name, value in headers.items():
         lower = name.lower()
-        if lower in _NOT_DOWNSTREAM or lower in drop:
+        if lower in names or lower in drop:
             continue
         out.add(name, value)
     return out
+
+
+def downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """Response headers to return to the client (rate-limit and request-id headers included)."""
+    return _without(upstream, _NOT_DOWNSTREAM)
+
+
+def relayed_request_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """Request headers to relay unchanged to an internal service (credentials included)."""
+    return _without(incoming, _NOT_RELAYED)

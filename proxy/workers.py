@@ -30,12 +30,12 @@ import aiohttp
 from aiohttp import web
 
 from genops.config import Settings
+from genops.proxy.headers import downstream_headers, relayed_request_headers
 
 log = logging.getLogger("genops.workers")
 
 # Paths a worker hands to the supervisor (they need the store).
 FORWARDED_PREFIXES = ("/genops/", "/readyz", "/metrics")
-_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "te", "upgrade"}
 
 
 def free_loopback_port() -> int:
@@ -118,14 +118,13 @@ class AdminForwarder:
     async def forward(self, request: web.Request) -> web.Response:
         if self._session is None:
             self._session = aiohttp.ClientSession(auto_decompress=False)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        headers = relayed_request_headers(request.headers)
         try:
             async with self._session.request(request.method, self.admin_url + request.path_qs,
                                              data=await request.read(), headers=headers,
                                              timeout=aiohttp.ClientTimeout(total=300)) as upstream:
                 body = await upstream.read()
-                out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
-                return web.Response(status=upstream.status, body=body, headers=out)
+                return web.Response(status=upstream.status, body=body, headers=downstream_headers(upstream.headers))
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return web.json_response({"error": {"message": f"the GenOps supervisor is unreachable: {type(exc).__name__}",
                                                 "type": "genops_error", "code": "supervisor_unreachable"}}, status=503)
