@@ -17,8 +17,8 @@ from genops.collectors.anomaly.service import attach as attach_anomaly_jobs
 from genops.collectors.metrics import metrics_handler
 from genops.collectors.receiver import RECEIVER_STATS_KEY, create_receiver_app
 from genops.config import Settings
-from genops.proxy.app import RECENT_KEY, create_app
-from genops.proxy.recent import recent_route
+from genops.proxy.app import ADMIN_KEY, RECENT_KEY, create_app
+from genops.proxy.worker_report import WorkerReports
 from genops.proxy.telemetry import build_telemetry
 from genops.proxy.workers import attach_workers, new_secret, supervisor_settings
 from genops.storage.client import open_client
@@ -134,16 +134,20 @@ def serve(settings: Settings) -> None:
     attach_anomaly_jobs(app, settings, sql_client)  # background, off the request path; see collectors/anomaly
     receiver_box: dict[str, web.AppRunner | None] = {"runner": None}
 
+    reports = WorkerReports(app[RECENT_KEY], secret, public.workers) if separate else None
+
     async def metrics(request: web.Request) -> web.Response:
         runner = receiver_box["runner"]
         stats = runner.app.get(RECEIVER_STATS_KEY) if runner is not None else None
-        return await metrics_handler(pipeline, stats)(request)
+        workers = reports.pipelines if reports is not None else (lambda: ())
+        return await metrics_handler(pipeline, stats, workers)(request)
 
     # Registered after the provider catch-all; aiohttp resolves the exact /metrics path first.
     app.router.add_get("/metrics", metrics)
-    if separate:
+    if reports is not None:
         ingest_route(app, pipeline, pipeline.sink, secret)  # the workers' span batches
-        recent_route(app, app[RECENT_KEY], secret)  # and the request ids they served, for feedback
+        reports.register(app)  # the ids they served (feedback) and their pipelines' state (/metrics)
+        app[ADMIN_KEY].readiness_checks.append(reports.not_ready)
     loop_name = install_uvloop()
 
     async def on_startup(_: web.Application) -> None:

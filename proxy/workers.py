@@ -37,7 +37,7 @@ from aiohttp import web
 
 from genops.config import Settings
 from genops.proxy.headers import downstream_headers, relayed_request_headers
-from genops.proxy.recent import RecentCallsPublisher
+from genops.proxy.worker_report import WorkerReporter
 from genops.storage.forward import SECRET_ENV, ForwardingSink
 
 log = logging.getLogger("genops.workers")
@@ -176,10 +176,11 @@ def serve_worker(settings: Settings, admin_url: str, index: int) -> None:
                                 interval_s=settings.export_interval_ms / 1000, queue_size=settings.export_queue_size)
         pipeline.start()
     telemetry = build_telemetry(settings, pipeline)
-    publisher = RecentCallsPublisher(admin_url, os.environ.get(SECRET_ENV, ""))
-    telemetry.add_span_processor(publisher)  # feedback, answered by the supervisor, knows our calls at once
+    # The supervisor answers feedback and /metrics for us: it hears of our calls and pipeline at once.
+    reporter = WorkerReporter(admin_url, os.environ.get(SECRET_ENV, ""), index, pipeline)
+    telemetry.add_span_processor(reporter)
     app = create_app(settings, telemetry, None, admin_forward_url=admin_url)
-    publisher.attach(app)
+    reporter.attach(app)
     install_uvloop()
     supervisor = os.getppid()
     orphaned: list[bool] = []

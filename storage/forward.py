@@ -28,7 +28,6 @@ from genops.storage.pipeline import ClickHouseSink, SpanPipeline
 #: Path of the store process's internal endpoint (on its loopback-only internal port).
 INGEST_PATH = "/genops/internal/rows"
 TOKEN_HEADER = "GenOps-Dedup-Token"
-SPANS_HEADER = "GenOps-Spans"
 #: Environment variable carrying the shared secret from the store process to its workers.
 SECRET_ENV = "GENOPS_INTERNAL_SECRET"
 
@@ -59,8 +58,7 @@ class ForwardingSink:
 
     def insert(self, payload: bytes, token: str) -> None:
         """Store one JSONEachRow batch; raises :class:`ForwardError` (or ``OSError``) when not stored."""
-        spans = payload.count(b"\n") + 1 if payload else 0
-        headers = {"Authorization": f"Bearer {self.secret}", TOKEN_HEADER: token, SPANS_HEADER: str(spans),
+        headers = {"Authorization": f"Bearer {self.secret}", TOKEN_HEADER: token,
                    "Content-Type": "application/x-ndjson"}
         for attempt in (1, 2):  # a keep-alive connection the server closed meanwhile gets one fresh retry
             connection = self._connection or http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
@@ -89,8 +87,7 @@ def ingest_route(app: web.Application, pipeline: SpanPipeline, sink: ClickHouseS
     """Register the store process's side: insert a worker's batch, answer 204 once it is stored.
 
     The insert runs on a thread (ClickHouse parses in C++ with the GIL released); the batch's
-    own token deduplicates a retry whose first attempt did land. Counted in the store's
-    ``/metrics`` as received from ``proxy`` and exported.
+    own token deduplicates a retry whose first attempt did land.
     """
 
     async def ingest(request: web.Request) -> web.Response:
@@ -100,19 +97,15 @@ def ingest_route(app: web.Application, pipeline: SpanPipeline, sink: ClickHouseS
         if len(token) != 32:
             return web.json_response({"error": f"missing or malformed {TOKEN_HEADER}"}, status=400)
         payload = await request.read()
-        spans = int(request.headers.get(SPANS_HEADER, "0") or 0)
         started = time.perf_counter()
         try:
             await asyncio.get_running_loop().run_in_executor(None, sink.insert, payload, token)
-        except Exception as exc:  # noqa: BLE001 - the worker keeps the batch and retries
-            pipeline.counters.export_failures += 1
+        except Exception as exc:  # noqa: BLE001 - the worker keeps the batch and retries (and counts the failure)
             message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             return web.json_response({"error": message}, status=503)
-        counters = pipeline.counters
-        counters.received["proxy"] = counters.received.get("proxy", 0) + spans
-        counters.exported += spans
-        counters.batches_exported += 1
-        counters.latency.observe(time.perf_counter() - started)
+        # Span counts come from the workers' own reports (proxy/worker_report.py); the insert
+        # latency is measured here, where the insert happens.
+        pipeline.counters.latency.observe(time.perf_counter() - started)
         return web.Response(status=204)
 
     app.router.add_post(INGEST_PATH, ingest)

@@ -80,7 +80,7 @@ def test_internal_endpoints_refuse_requests_without_the_secret(tmp_path, fake_up
         internal = json.loads((tmp_path / "data" / "serve.json").read_text())["url"]
         row = b'{"TraceId":"forged"}'
         for base in (internal, proxy.url):  # direct, and through the worker's admin forwarding
-            for path in ("/genops/internal/rows", "/genops/internal/recent"):
+            for path in ("/genops/internal/rows", "/genops/internal/report"):
                 request = urllib.request.Request(
                     base + path, data=row, method="POST",
                     headers={"Authorization": f"Bearer {proxy.token}", "GenOps-Dedup-Token": "f" * 32})
