@@ -47,16 +47,21 @@ WATCH_KEY = web.AppKey("genops.watch_supervisor", asyncio.Task)
 FORWARDED_PREFIXES = ("/genops/", "/readyz", "/metrics")
 
 
-def free_loopback_port() -> int:
-    """A port nobody listens on right now, on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_loopback_port(avoid: tuple[int, ...] = ()) -> int:
+    """A port nobody listens on right now, on 127.0.0.1, and none of ``avoid``."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in avoid:
+            return port
 
 
 def supervisor_settings(settings: Settings) -> Settings:
-    """The supervisor's own settings: loopback on an internal port."""
-    return dataclasses.replace(settings, host="127.0.0.1", port=free_loopback_port())
+    """The supervisor's own settings: loopback on an internal port (never the public one nor the
+    receiver's: they are not bound yet, so the kernel could hand out the same number)."""
+    return dataclasses.replace(settings, host="127.0.0.1",
+                               port=free_loopback_port(avoid=(settings.port, settings.otlp_port)))
 
 
 def new_secret() -> str:
