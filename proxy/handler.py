@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import zlib
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -21,7 +21,6 @@ from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from genops import semconv as sc
 from genops.config import Settings
@@ -36,7 +35,6 @@ from genops.proxy.tokenizer import estimate_missing_usage
 
 log = logging.getLogger("genops.proxy")
 
-_PROPAGATOR = TraceContextTextMapPropagator()
 REQUEST_ID_HEADER = "GenOps-Request-Id"
 SAFETY_KEY = "genops.safety"  # the call's CallGuard, kept on the aiohttp request
 
@@ -61,6 +59,24 @@ class _Decoder:
         except zlib.error:
             self._z = None
             return b""
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+def _traceparent(ctx: trace.SpanContext) -> str:
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def _trace_context_headers(headers: Any, span: trace.Span) -> None:
+    """Set ``traceparent`` (and ``tracestate``) for ``span`` exactly as ``TraceContextTextMapPropagator.inject``."""
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return
+    headers["traceparent"] = _traceparent(ctx)
+    if ctx.trace_state:
+        headers["tracestate"] = ctx.trace_state.to_header()
 
 
 class ProxyHandler:
@@ -131,7 +147,7 @@ class ProxyHandler:
         for name in upstream.drop_headers:
             headers.popall(name, None)
         headers.update(upstream.set_headers)
-        _PROPAGATOR.inject(headers, context=trace.set_span_in_context(span))
+        _trace_context_headers(headers, span)  # what the W3C propagator's inject writes, without its Context
         session = self.sessions.get()
         try:
             upstream_response = await session.request(
@@ -149,7 +165,8 @@ class ProxyHandler:
         try:
             out_headers = downstream_headers(upstream_response.headers)
             self._response_headers(out_headers, request_id, span)
-            decode = _Decoder(upstream_response.headers.get("Content-Encoding", ""))
+            encoding = upstream_response.headers.get("Content-Encoding")
+            decode = _Decoder(encoding) if encoding else _identity
             content_type = upstream_response.headers.get("Content-Type", "")
             if self.adapter.streams_response(call, status, content_type):
                 response = await self._relay_stream(request, call, upstream_response, out_headers, decode, started_perf)
@@ -179,7 +196,7 @@ class ProxyHandler:
         return response, status
 
     async def _relay_stream(self, request: web.Request, call: Call, upstream_response: aiohttp.ClientResponse,
-                            out_headers: Any, decode: _Decoder, started_perf: int) -> web.StreamResponse:
+                            out_headers: Any, decode: Callable[[bytes], bytes], started_perf: int) -> web.StreamResponse:
         """Relay a stream as it arrives; read a copy of each chunk for telemetry."""
         state = self.adapter.new_stream(call, started_perf)
         response = web.StreamResponse(status=upstream_response.status, headers=out_headers)
@@ -190,7 +207,14 @@ class ProxyHandler:
             try:
                 async for chunk in upstream_response.content.iter_any():
                     if rewrite:
-                        out = state.rewrite(decode(chunk))
+                        events = state.rewrite_events(decode(chunk))
+                        if not sent:  # the stream's first bytes leave as soon as they are ready
+                            for first in events:
+                                if first:
+                                    await response.write(first)
+                                    sent += len(first)
+                                    break
+                        out = b"".join(events)  # the rest of this chunk, in one write
                         if out:
                             await response.write(out)
                             sent += len(out)
@@ -285,8 +309,7 @@ class ProxyHandler:
     @staticmethod
     def _response_headers(headers: Any, request_id: str, span: trace.Span) -> None:
         headers[REQUEST_ID_HEADER] = request_id
-        ctx = span.get_span_context()
-        headers["traceparent"] = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+        headers["traceparent"] = _traceparent(span.get_span_context())
 
     def _error(self, status: int, message: str, error_type: str, code: str | None, request_id: str,
                span: trace.Span) -> web.Response:

@@ -12,7 +12,7 @@ read as they pass. Vertex AI's Gemini models speak the same format and reuse
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import orjson
 from multidict import CIMultiDict
@@ -247,7 +247,7 @@ class GeminiStream(StreamState):
         self._scanned = 0  # bytes of self._buffer already scanned
         self._element_start: int | None = None
 
-    def _events(self, chunk: bytes) -> list[bytes]:
+    def _events(self, chunk: bytes) -> Iterable[bytes]:
         if self._array is None:
             stripped = (self._buffer + chunk).lstrip()
             if not stripped:
