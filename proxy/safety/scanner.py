@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Sequence
 
-from ahocorasick_rs import AhoCorasick
+import ahocorasick
 
 from genops.proxy.safety import injection, pii, secrets
 from genops.proxy.safety.detector import Detector, Gate
@@ -40,9 +40,11 @@ _executor: ThreadPoolExecutor | None = None
 class _HintIndex:
     """Which of many hints occur in a text, for one pass over it instead of one per hint.
 
-    Multi-character hints go through one Aho-Corasick automaton (all overlapping matches, so no
-    hint hides another); single characters are a plain ``in`` (a memchr). ``present`` returns the
-    union of the id sets of the hints found.
+    Multi-character hints go through one Aho-Corasick automaton (pyahocorasick: every match,
+    overlapping ones included, so no hint hides another; it keeps the GIL, unlike ahocorasick-rs,
+    whose GIL release per call made the event loop wait for the export threads); single
+    characters are a plain ``in`` (a memchr). ``present`` returns the union of the id sets of
+    the hints found.
     """
 
     def __init__(self, hints: dict[str, set[int]]) -> None:
@@ -50,7 +52,12 @@ class _HintIndex:
         multi = [(h, frozenset(ids)) for h, ids in hints.items() if len(h) > 1]
         self.multi = tuple(multi)
         self.multi_ids = tuple(ids for _, ids in multi)
-        self.automaton = AhoCorasick([h for h, _ in multi]) if multi else None
+        self.automaton: ahocorasick.Automaton | None = None
+        if multi:
+            self.automaton = ahocorasick.Automaton()
+            for i, (hint, _) in enumerate(multi):
+                self.automaton.add_word(hint, i)
+            self.automaton.make_automaton()
 
     def present(self, text: str, into: set[int]) -> set[int]:
         """``into`` plus the ids of every hint that occurs in ``text``."""
@@ -58,11 +65,7 @@ class _HintIndex:
             if hint in text:
                 into |= ids
         if self.automaton is not None:
-            try:
-                found = {m[0] for m in self.automaton.find_matches_as_indexes(text, overlapping=True)}
-            except UnicodeEncodeError:  # lone surrogates cannot be UTF-8: look for each hint instead
-                found = {i for i, (hint, _) in enumerate(self.multi) if hint in text}
-            for i in found:
+            for i in {i for _, i in self.automaton.iter(text)}:
                 into |= self.multi_ids[i]
         return into
 
