@@ -69,12 +69,11 @@ def _traceparent(ctx: trace.SpanContext) -> str:
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
 
 
-def _trace_context_headers(headers: Any, span: trace.Span) -> None:
-    """Set ``traceparent`` (and ``tracestate``) for ``span`` exactly as ``TraceContextTextMapPropagator.inject``."""
-    ctx = span.get_span_context()
+def _trace_context_headers(headers: Any, ctx: trace.SpanContext, traceparent: str) -> None:
+    """Set ``traceparent`` (and ``tracestate``) exactly as ``TraceContextTextMapPropagator.inject`` would."""
     if not ctx.is_valid:
         return
-    headers["traceparent"] = _traceparent(ctx)
+    headers["traceparent"] = traceparent
     if ctx.trace_state:
         headers["tracestate"] = ctx.trace_state.to_header()
 
@@ -101,7 +100,7 @@ class ProxyHandler:
         request_id = request_id_for(request.headers)
         tail = request.match_info.get("tail", "")
         tail = "/" + tail if tail and not tail.startswith("/") else tail
-        call = Call()
+        call: Call | None = None  # the adapter's, once the request is parsed
         upstream: Upstream | None = None
         status = 0
         response: web.StreamResponse | None = None
@@ -110,6 +109,7 @@ class ProxyHandler:
         span = self.tracer.start_span(
             f"{request.method} {request.path}", context=parent, kind=SpanKind.CLIENT, start_time=started_ns
         )
+        traceparent = _traceparent(span.get_span_context())  # sent upstream and returned to the client
         try:
             try:
                 body = await request.read()
@@ -126,13 +126,18 @@ class ProxyHandler:
                 span.update_name(f"{call.operation} {call.model}" if call.model else call.operation)
             upstream = route_upstream(adapter, self.targets, tail, request.query_string, request.headers)
             body = await self._safety_before(request, call, body)
-            response, status = await self._forward(request, call, upstream, body, span, request_id, started_perf)
+            response, status = await self._forward(request, call, upstream, body, span, traceparent, request_id,
+                                                   started_perf)
         except RequestError as exc:
+            if call is None:
+                call = Call()
             call.error_type = exc.code or exc.error_type
             call.error_message = exc.message
             status = exc.status
-            response = self._error(exc.status, exc.message, exc.error_type, exc.code, request_id, span)
+            response = self._error(exc.status, exc.message, exc.error_type, exc.code, request_id, traceparent)
         finally:
+            if call is None:
+                call = Call()
             call.extra_attributes.update(call_context(request.headers, adapter, call))
             await self._safety_then_finish(request, span, call, upstream, status, request_id, started_perf)
         return response
@@ -140,14 +145,14 @@ class ProxyHandler:
     # -- forwarding ---------------------------------------------------------------------
 
     async def _forward(self, request: web.Request, call: Call, upstream: Upstream, body: bytes,
-                       span: trace.Span, request_id: str, started_perf: int) -> tuple[web.StreamResponse, int]:
+                       span: trace.Span, traceparent: str, request_id: str, started_perf: int) -> tuple[web.StreamResponse, int]:
         call.extra_attributes[sc.GENOPS_REQUEST_BODY_BYTES] = len(body)
         send_body = self.adapter.prepare_body(call, body)
         headers = upstream_headers(request.headers, streaming=call.stream)
         for name in upstream.drop_headers:
             headers.popall(name, None)
         headers.update(upstream.set_headers)
-        _trace_context_headers(headers, span)  # what the W3C propagator's inject writes, without its Context
+        _trace_context_headers(headers, span.get_span_context(), traceparent)
         session = self.sessions.get()
         try:
             upstream_response = await session.request(
@@ -164,7 +169,7 @@ class ProxyHandler:
         status = upstream_response.status
         try:
             out_headers = downstream_headers(upstream_response.headers)
-            self._response_headers(out_headers, request_id, span)
+            self._response_headers(out_headers, request_id, traceparent)
             encoding = upstream_response.headers.get("Content-Encoding")
             decode = _Decoder(encoding) if encoding else _identity
             content_type = upstream_response.headers.get("Content-Type", "")
@@ -307,14 +312,14 @@ class ProxyHandler:
         return urlsplit(upstream.stored_url).netloc
 
     @staticmethod
-    def _response_headers(headers: Any, request_id: str, span: trace.Span) -> None:
+    def _response_headers(headers: Any, request_id: str, traceparent: str) -> None:
         headers[REQUEST_ID_HEADER] = request_id
-        headers["traceparent"] = _traceparent(span.get_span_context())
+        headers["traceparent"] = traceparent
 
     def _error(self, status: int, message: str, error_type: str, code: str | None, request_id: str,
-               span: trace.Span) -> web.Response:
+               traceparent: str) -> web.Response:
         headers: dict[str, str] = {}
-        self._response_headers(headers, request_id, span)
+        self._response_headers(headers, request_id, traceparent)
         return web.Response(
             status=status,
             body=self.adapter.error_body(status, message, error_type, code),

@@ -57,6 +57,9 @@ class Call:
     extra_attributes: dict[str, Any] = field(default_factory=dict)
     variant: str | None = None  # adapter-private: which wire format a multi-format route speaks
     tool_calls: list[str] = field(default_factory=list)  # names of the tool calls the model made
+    # (body, parsed JSON) of the complete response: parse_response and the safety scan's
+    # response_texts read the same body, and it is parsed once (see response_json).
+    response_data: tuple[bytes, Any] | None = None
 
 
 class TextPart(NamedTuple):
@@ -282,7 +285,7 @@ class ProviderAdapter:
         if body is None:
             return [TextPart("assistant", 0, 0, "".join(call.output_text))] if call.output_text else []
         try:
-            data = orjson.loads(body)
+            data = response_json(call, body)
         except orjson.JSONDecodeError:
             return []
         return self.response_parts(call, data)
@@ -298,6 +301,17 @@ class ProviderAdapter:
         """Context the request body carries (user, metadata, prompt), keyed like the ``GenOps-*``
         headers without their prefix: ``{"user-id": ..., "property-<name>": ...}`` (proxy/context.py)."""
         return {}
+
+
+def response_json(call: Call, body: bytes) -> Any:
+    """``orjson.loads(body)`` for a complete response body, parsed once per call and body
+    (raises ``orjson.JSONDecodeError`` like ``orjson.loads``). Callers only read the result."""
+    cached = call.response_data
+    if cached is not None and cached[0] is body:
+        return cached[1]
+    data = orjson.loads(body)
+    call.response_data = (body, data)
+    return data
 
 
 def parse_json_body(body: bytes) -> Any:

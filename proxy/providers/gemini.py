@@ -29,6 +29,7 @@ from genops.proxy.providers.base import (
     as_int,
     parse_json_body,
     pick,
+    response_json,
     string_leaves,
 )
 
@@ -163,7 +164,7 @@ def read_request(method_name: str, model: str, body: bytes) -> Call:
 def read_response(call: Call, status: int, body: bytes) -> None:
     """A complete response body (object, or a JSON-array stream that came back whole)."""
     try:
-        data = orjson.loads(body)
+        data = response_json(call, body)
     except orjson.JSONDecodeError:
         return
     if status >= 400:
