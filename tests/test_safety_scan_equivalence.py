@@ -137,3 +137,14 @@ def test_texts_that_are_not_valid_utf8_scan_like_the_reference():
                  "\udfff sk-ant-api03-" + "a1B2" * 10 + " AKIAIOSFODNN7EXAMPLE"):
         expected = _key(reference_scan(text))
         assert expected and _key(scan_text(text)) == expected
+
+
+def test_without_the_automaton_the_plain_hint_search_finds_the_same(monkeypatch):
+    """An environment installed before pyahocorasick was a dependency falls back to substring search."""
+    from genops.proxy.safety import scanner
+
+    monkeypatch.setattr(scanner, "ahocorasick", None)
+    monkeypatch.setattr(scanner, "_PLANS", {})
+    assert scanner._plan(CATEGORIES).lower_hints.automaton is None
+    for text in [row["text"] for row in load_corpus()] + _random_texts(3, 200):
+        assert _key(scan_text(text)) == _key(reference_scan(text)), repr(text)

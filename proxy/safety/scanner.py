@@ -12,9 +12,12 @@ from bisect import bisect_right
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-import ahocorasick
+try:
+    import ahocorasick  # pyahocorasick, a declared dependency
+except ImportError:  # an environment installed before the dependency was added: plain substring search
+    ahocorasick = None
 
 from genops.proxy.safety import injection, pii, secrets
 from genops.proxy.safety.detector import Detector, Gate
@@ -52,8 +55,8 @@ class _HintIndex:
         multi = [(h, frozenset(ids)) for h, ids in hints.items() if len(h) > 1]
         self.multi = tuple(multi)
         self.multi_ids = tuple(ids for _, ids in multi)
-        self.automaton: ahocorasick.Automaton | None = None
-        if multi:
+        self.automaton: Any = None
+        if multi and ahocorasick is not None:
             self.automaton = ahocorasick.Automaton()
             for i, (hint, _) in enumerate(multi):
                 self.automaton.add_word(hint, i)
@@ -64,7 +67,11 @@ class _HintIndex:
         for hint, ids in self.single:
             if hint in text:
                 into |= ids
-        if self.automaton is not None:
+        if self.automaton is None:
+            for hint, ids in self.multi:
+                if hint in text:
+                    into |= ids
+        else:
             for i in {i for _, i in self.automaton.iter(text)}:
                 into |= self.multi_ids[i]
         return into
