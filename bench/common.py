@@ -59,6 +59,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of a process (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 def metric(base_url: str, name: str) -> float:
     """One unlabelled sample (or the sum of a family's samples) from ``/metrics``."""
     with urllib.request.urlopen(base_url + "/metrics", timeout=10) as response:

@@ -5,6 +5,11 @@
     -> [sender thread] inserts the oldest spooled batch, retrying with exponential backoff,
     with the batch's ClickHouse ``insert_deduplication_token`` -> acknowledged, leaves the spool.
 
+Two kinds of batches share that path: JSONEachRow rows (the proxy's own spans, OTLP/JSON
+and OTLP protobuf when ClickHouse cannot decode it) and OTLP SpanRow payloads that
+ClickHouse decodes itself (``submit_payload``; :mod:`genops.storage.otlp_native`). The
+spool records each batch's kind, so a replay inserts it the same way.
+
 Guarantees: the caller is never blocked or slowed by storage; a batch is on disk within
 one flush interval of its first span; batches reach ClickHouse in order and exactly once
 (deduplication token + ``non_replicated_deduplication_window``, migration 0010); when the
@@ -22,6 +27,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from genops.storage import otlp_native
 from genops.storage.rows import insert_json_payload, json_rows_payload, span_to_json_row
 from genops.storage.spool import Spool
 
@@ -31,10 +37,14 @@ log = logging.getLogger("genops.storage.pipeline")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-class Sink(Protocol):
-    """Where batches go: one call inserts one JSONEachRow payload with its dedup token."""
+JSON = "json"
+SPAN_ROWS = otlp_native.KIND
 
-    def insert(self, payload: bytes, token: str) -> None: ...
+
+class Sink(Protocol):
+    """Where batches go: one call inserts one payload of ``kind`` with its dedup token."""
+
+    def insert(self, payload: bytes, token: str, kind: str = JSON) -> None: ...
 
 
 class ClickHouseSink:
@@ -43,14 +53,19 @@ class ClickHouseSink:
     def __init__(self, client: Any, database: str) -> None:
         self.client = client
         self.database = database
+        self.python_fallbacks = 0  # SpanRow batches the view handed back to the Python decoder
 
-    def insert(self, payload: bytes, token: str) -> None:
-        insert_json_payload(
-            self.client, self.database, payload,
-            insert_deduplication_token=token,
+    def insert(self, payload: bytes, token: str, kind: str = JSON) -> None:
+        settings = {
+            "insert_deduplication_token": token,
             # dependent materialized views (genops_calls, ...) skip a duplicate block too
-            deduplicate_blocks_in_dependent_materialized_views=1,
-        )
+            "deduplicate_blocks_in_dependent_materialized_views": 1,
+        }
+        if kind == SPAN_ROWS:
+            if not otlp_native.insert_span_rows(self.client, self.database, payload, **settings):
+                self.python_fallbacks += 1
+            return
+        insert_json_payload(self.client, self.database, payload, **settings)
 
 
 @dataclass
@@ -93,7 +108,8 @@ class SpanPipeline:
     """Bounded, batched, spooled, retried export of ``otel_traces`` rows."""
 
     def __init__(self, sink: Sink, spool: Spool, *, batch_size: int = 512, interval_s: float = 1.0,
-                 queue_size: int = 65536, backoff_initial_s: float = 0.1, backoff_max_s: float = 10.0) -> None:
+                 queue_size: int = 65536, backoff_initial_s: float = 0.1, backoff_max_s: float = 10.0,
+                 payload_batch_spans: int | None = None) -> None:
         self.sink = sink
         self.spool = spool
         self.batch_size = batch_size
@@ -104,6 +120,13 @@ class SpanPipeline:
         self.counters = Counters()
         # Items are (converter, item): converter(item) -> row dict, run on the batcher thread.
         self._queue: deque[tuple[Callable[[Any], dict[str, Any]] | None, Any]] = deque()
+        # SpanRow payloads (one per OTLP request) and the spans they hold.
+        self._payloads: deque[tuple[bytes, int]] = deque()
+        self._payload_spans = 0
+        self._payload_lock = threading.Lock()
+        self.payload_batch_spans = payload_batch_spans or batch_size
+        # Whether ClickHouse decodes OTLP protobuf for this pipeline (set by build_pipeline).
+        self.native_otlp = False
         self._wake_batcher = threading.Event()
         self._wake_sender = threading.Event()
         self._stopping = threading.Event()
@@ -125,11 +148,11 @@ class SpanPipeline:
     @property
     def queued(self) -> int:
         """Spans waiting in memory (gauge)."""
-        return len(self._queue)
+        return len(self._queue) + self._payload_spans
 
     def has_room(self, spans: int) -> bool:
         """Whether ``spans`` more spans fit in the memory queue (the receiver sheds load when not)."""
-        return len(self._queue) + spans <= self.queue_size
+        return len(self._queue) + self._payload_spans + spans <= self.queue_size
 
     def submit(self, items: list[Any], source: str, convert: Callable[[Any], dict[str, Any]] | None = None) -> int:
         """Queue spans (``convert`` turns each into a row on the batcher thread; None = already rows).
@@ -138,7 +161,7 @@ class SpanPipeline:
         """
         received = self.counters.received
         received[source] = received.get(source, 0) + len(items)
-        room = self.queue_size - len(self._queue)
+        room = self.queue_size - len(self._queue) - self._payload_spans
         accepted = items if room >= len(items) else items[:max(room, 0)]
         if len(accepted) < len(items):
             self.counters.dropped_queue_full += len(items) - len(accepted)
@@ -148,6 +171,23 @@ class SpanPipeline:
         if len(self._queue) >= self.batch_size:
             self._wake_batcher.set()
         return len(accepted)
+
+    def submit_payload(self, payload: bytes, spans: int, source: str) -> bool:
+        """Queue one SpanRow payload of ``spans`` spans, all or nothing.
+
+        False when it does not fit: nothing is kept, and the caller tells its client to retry (503).
+        """
+        with self._payload_lock:
+            if len(self._queue) + self._payload_spans + spans > self.queue_size:
+                return False
+            self._payloads.append((payload, spans))
+            self._payload_spans += spans
+            full = self._payload_spans >= self.payload_batch_spans
+        received = self.counters.received
+        received[source] = received.get(source, 0) + spans
+        if full:
+            self._wake_batcher.set()
+        return True
 
     def submit_sdk_spans(self, spans: list[Any]) -> int:
         """Queue finished OpenTelemetry SDK spans (converted off the caller's thread)."""
@@ -167,27 +207,42 @@ class SpanPipeline:
                 self.counters.dropped_invalid += 1
         return rows
 
+    def _take_payloads(self) -> tuple[bytes, int]:
+        """SpanRow payloads joined up to ``payload_batch_spans`` spans (at least one payload)."""
+        parts: list[bytes] = []
+        spans = 0
+        with self._payload_lock:
+            while self._payloads and (not parts or spans + self._payloads[0][1] <= self.payload_batch_spans):
+                payload, count = self._payloads.popleft()
+                parts.append(payload)
+                spans += count
+            self._payload_spans -= spans
+        return b"".join(parts), spans
+
     def _spool_batch(self, rows: list[dict[str, Any]]) -> None:
-        payload = json_rows_payload(rows)
+        if rows:
+            self._spool_payload(json_rows_payload(rows), len(rows), JSON)
+
+    def _spool_payload(self, payload: bytes, spans: int, kind: str) -> None:
         try:
-            self.spool.append(payload, len(rows))
+            self.spool.append(payload, spans, kind)
         except OSError as exc:
             # Disk trouble: the batch still goes out, just without the durability of the spool.
             self.counters.spool_write_errors += 1
             log.error("spool write failed; inserting without spooling", extra={"error": str(exc)})
-            self._insert_direct(payload, len(rows))
+            self._insert_direct(payload, spans, kind)
             return
-        self.counters.spooled += len(rows)
+        self.counters.spooled += spans
         self._wake_sender.set()
 
-    def _insert_direct(self, payload: bytes, spans: int) -> None:
+    def _insert_direct(self, payload: bytes, spans: int, kind: str) -> None:
         import uuid
 
         token = uuid.uuid4().hex
         delay = self.backoff_initial_s
         while True:
             try:
-                self.sink.insert(payload, token)
+                self.sink.insert(payload, token, kind)
                 self.counters.exported += spans
                 return
             except Exception:  # noqa: BLE001
@@ -211,11 +266,14 @@ class SpanPipeline:
             while self._queue and (len(self._queue) >= self.batch_size or due or flushes or stopping):
                 self._spool_batch(self._take_batch())
                 last_flush = time.monotonic()
+            while self._payloads and (self._payload_spans >= self.payload_batch_spans or due or flushes or stopping):
+                self._spool_payload(*self._take_payloads(), SPAN_ROWS)
+                last_flush = time.monotonic()
             if due:
                 last_flush = time.monotonic()
             for event in flushes:
                 event.set()
-            if stopping and not self._queue:
+            if stopping and not self._queue and not self._payloads:
                 return
 
     # -- sender -------------------------------------------------------------------------------
@@ -248,7 +306,7 @@ class SpanPipeline:
             record, payload = head
             started = time.perf_counter()
             try:
-                self.sink.insert(payload, record.token)
+                self.sink.insert(payload, record.token, record.kind)
             except Exception as exc:  # noqa: BLE001 - any storage error means "keep it and retry"
                 self.counters.export_failures += 1
                 self._backoff = min(self.backoff_max_s, max(self.backoff_initial_s, self._backoff * 2))
@@ -315,6 +373,9 @@ def build_pipeline(settings: Any, client: Any) -> SpanPipeline:
         batch_size=settings.export_batch_size,
         interval_s=settings.export_interval_ms / 1000,
         queue_size=settings.export_queue_size,
+        payload_batch_spans=min(settings.otlp_batch_spans, max(1, settings.export_queue_size // 2)),
     )
+    pipeline.native_otlp = (settings.otlp_decode == "clickhouse"
+                            and otlp_native.native_ingest_available(client, settings.database))
     pipeline.start()
     return pipeline

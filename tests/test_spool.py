@@ -93,3 +93,17 @@ async def test_receiver_sheds_load_with_503_and_retry_after(tmp_path: Path) -> N
         assert shed.headers["Retry-After"] == "1"
     assert pipeline.queued == 10
     pipeline.spool.close()
+
+
+def test_each_batch_keeps_its_kind_across_a_restart(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    spool.append(b'{"SpanName": "a"}', 1)
+    spool.append(b"\x05span!", 1, "otlp-span-rows")
+    spool.close()
+    reopened = Spool(tmp_path, max_bytes=1 << 20)
+    kinds = []
+    while (head := reopened.peek()) is not None:
+        kinds.append((head[0].kind, head[1]))
+        reopened.ack(head[0])
+    assert kinds == [("json", b'{"SpanName": "a"}'), ("otlp-span-rows", b"\x05span!")]
+    reopened.close()
