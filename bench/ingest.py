@@ -6,7 +6,8 @@ and reports spans/s of wall time and spans per CPU-second of the collector proce
 (user + system time of the process and its threads, from /proc): the "per core" figure.
 ``spans_per_cpu_second_settled`` also counts the CPU the process spends in the next
 ``--settle`` seconds (ClickHouse's background merges of the parts the run wrote), and
-``peak_rss_mb`` is the collector's peak resident memory. ``--decode python`` measures the
+``peak_rss_mb`` is the collector's peak resident memory, ``cpu_s_by_thread`` the run's CPU
+by thread name (the event loop, the pipeline's batcher and sender, ClickHouse's pools). ``--decode python`` measures the
 Python decoder instead of ClickHouse's (``GENOPS_OTLP_DECODE``).
 """
 
@@ -24,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cpu_seconds, free_port, metric, peak_rss_mb, start_process, stop_process, wait_http  # noqa: E402
+from common import (  # noqa: E402
+    cpu_seconds, free_port, metric, peak_rss_mb, start_process, stop_process, thread_cpu_seconds, wait_http)
 from otlp_payload import make_request  # noqa: E402
 
 
@@ -43,6 +45,7 @@ def run(batches: int = 400, spans_per_batch: int = 512, connections: int = 2, di
         payloads = [make_request(spans_per_batch, seed=i) for i in range(distinct)]
         total = batches * spans_per_batch
         cpu_before = cpu_seconds(process.pid)
+        threads_before = thread_cpu_seconds(process.pid)
         started = time.perf_counter()
         errors: list[str] = []
 
@@ -77,6 +80,8 @@ def run(batches: int = 400, spans_per_batch: int = 512, connections: int = 2, di
         if errors:
             raise RuntimeError(f"requests failed: {errors[:3]}")
         wall = stored_at - started
+        threads = thread_cpu_seconds(process.pid)
+        by_thread = {name: round(cpu_s - threads_before.get(name, 0.0), 2) for name, cpu_s in threads.items()}
         settled = {}
         if settle:
             time.sleep(settle)
@@ -95,6 +100,9 @@ def run(batches: int = 400, spans_per_batch: int = 512, connections: int = 2, di
             **settled,
             "python_fallback_batches": metric(base, "genops_otlp_python_fallback_batches_total"),
             "peak_rss_mb": peak_rss_mb(process.pid),
+            # where the run's CPU went, by thread name (threads that ended are not listed)
+            "cpu_s_by_thread": dict(sorted(((n, s) for n, s in by_thread.items() if s >= 0.05),
+                                           key=lambda item: -item[1])),
             "cores": os.cpu_count(),
         }
     finally:

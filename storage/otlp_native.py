@@ -136,6 +136,10 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+# Length prefixes of rows up to 16 KiB, computed once (one list lookup per span instead of a loop).
+_PREFIXES = [_varint(n) for n in range(1 << 14)]
+
+
 def frame_span_rows(body: bytes, tails: Sequence[Sequence[bytes]], keep: Sequence[bool]) -> bytes:
     """Length-delimited SpanRows for the spans of ``body`` whose ``keep`` flag is set.
 
@@ -144,6 +148,8 @@ def frame_span_rows(body: bytes, tails: Sequence[Sequence[bytes]], keep: Sequenc
     """
     out: list[bytes] = []
     append = out.append
+    prefixes = _PREFIXES
+    small = len(prefixes)
     index = 0
     r = 0
     for field, start, end in _len_fields(body, 0, len(body)):
@@ -160,7 +166,7 @@ def frame_span_rows(body: bytes, tails: Sequence[Sequence[bytes]], keep: Sequenc
                     continue
                 if keep[index]:
                     size = end3 - start3 + tail_len
-                    append(bytes((size,)) if size < 0x80 else _varint(size))
+                    append(prefixes[size] if size < small else _varint(size))
                     append(body[start3:end3])
                     append(tail)
                 index += 1

@@ -125,6 +125,9 @@ class SpanPipeline:
         self._payload_spans = 0
         self._payload_lock = threading.Lock()
         self.payload_batch_spans = payload_batch_spans or batch_size
+        # Payload spans have their own bound (room for two batches): a SpanRow is ~1 KB of bytes,
+        # not a Python object per span, and a batch must be able to fill up before it is cut.
+        self.payload_queue_spans = max(queue_size, 2 * self.payload_batch_spans)
         # Whether ClickHouse decodes OTLP protobuf for this pipeline (set by build_pipeline).
         self.native_otlp = False
         self._wake_batcher = threading.Event()
@@ -152,7 +155,7 @@ class SpanPipeline:
 
     def has_room(self, spans: int) -> bool:
         """Whether ``spans`` more spans fit in the memory queue (the receiver sheds load when not)."""
-        return len(self._queue) + self._payload_spans + spans <= self.queue_size
+        return len(self._queue) + spans <= self.queue_size
 
     def submit(self, items: list[Any], source: str, convert: Callable[[Any], dict[str, Any]] | None = None) -> int:
         """Queue spans (``convert`` turns each into a row on the batcher thread; None = already rows).
@@ -161,7 +164,7 @@ class SpanPipeline:
         """
         received = self.counters.received
         received[source] = received.get(source, 0) + len(items)
-        room = self.queue_size - len(self._queue) - self._payload_spans
+        room = self.queue_size - len(self._queue)
         accepted = items if room >= len(items) else items[:max(room, 0)]
         if len(accepted) < len(items):
             self.counters.dropped_queue_full += len(items) - len(accepted)
@@ -178,7 +181,7 @@ class SpanPipeline:
         False when it does not fit: nothing is kept, and the caller tells its client to retry (503).
         """
         with self._payload_lock:
-            if len(self._queue) + self._payload_spans + spans > self.queue_size:
+            if self._payload_spans + spans > self.payload_queue_spans:
                 return False
             self._payloads.append((payload, spans))
             self._payload_spans += spans
@@ -373,7 +376,7 @@ def build_pipeline(settings: Any, client: Any) -> SpanPipeline:
         batch_size=settings.export_batch_size,
         interval_s=settings.export_interval_ms / 1000,
         queue_size=settings.export_queue_size,
-        payload_batch_spans=min(settings.otlp_batch_spans, max(1, settings.export_queue_size // 2)),
+        payload_batch_spans=settings.otlp_batch_spans,
     )
     pipeline.native_otlp = (settings.otlp_decode == "clickhouse"
                             and otlp_native.native_ingest_available(client, settings.database))

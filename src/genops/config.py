@@ -209,8 +209,8 @@ class Settings:
     otlp_max_body_bytes: int = _setting(20 * 1024 * 1024, _parse_int(1024, 1 << 34), "largest OTLP request, after gunzip")
     otlp_decode: str = _setting("clickhouse", _parse_choice("clickhouse", "python"),
                                 "who decodes OTLP protobuf spans: ClickHouse (fast) or the Python decoder")
-    otlp_batch_spans: int = _setting(32768, _parse_int(1, 1_000_000),
-                                     "spans per insert of OTLP protobuf that ClickHouse decodes (at most half the queue)")
+    otlp_batch_spans: int = _setting(65536, _parse_int(1, 1_000_000),
+                                     "spans per insert of OTLP protobuf that ClickHouse decodes (up to two batches are held in memory)")
     workers: int = _setting(1, _parse_int(1, 64), "proxy processes sharing the port (embedded store stays in one)")
     log_level: str = _setting("info", _parse_choice("debug", "info", "warning", "error"), "log level")
     log_format: str = _setting("json", _parse_choice("json", "text"), "structured JSON logs or plain text")
