@@ -21,7 +21,7 @@ so none of this adds latency (about 20 µs of CPU with eight context headers, 4 
 from __future__ import annotations
 
 import logging
-import uuid
+import random
 from typing import Any, Iterable, Mapping
 
 import orjson
@@ -54,12 +54,14 @@ PROPERTY = "property-"
 # Header prefixes read here, with their rank (lower wins).
 _GENOPS, _HELICONE, _PORTKEY, _BODY = 0, 1, 2, 3
 _PREFIXES = (("genops-", _GENOPS), ("helicone-", _HELICONE))
+_ANY_PREFIX = tuple(prefix for prefix, _ in _PREFIXES)
 # Helicone's documented equivalents only (it has no agent name or prompt version header).
 _HELICONE_KEYS = frozenset({"session-id", "session-path", "session-name", "user-id", "prompt-id"})
 PORTKEY_METADATA = "x-portkey-metadata"
 PORTKEY_USER_KEY = "_user"
 # The client's own request id: ours, else Helicone's (so feedback code written for Helicone keeps its ids).
 REQUEST_ID_HEADERS = ("GenOps-Request-Id", "Helicone-Request-Id")
+_random_bits = random.getrandbits
 
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
 
@@ -158,8 +160,9 @@ def context_from_headers(headers: Iterable[tuple[str, str]], collector: _Collect
     """Read the context headers (any case) into ``collector``."""
     for name, value in headers:
         lower = name.lower()
-        if lower == PORTKEY_METADATA:
-            _portkey_metadata(value, collector)
+        if not lower.startswith(_ANY_PREFIX):  # most headers (content-type, authorization...) end here
+            if lower == PORTKEY_METADATA:
+                _portkey_metadata(value, collector)
             continue
         for prefix, rank in _PREFIXES:
             if lower.startswith(prefix):
@@ -190,10 +193,13 @@ def context_attributes(headers: Iterable[tuple[str, str]], body_context: Mapping
 def request_id_for(headers: Mapping[str, str]) -> str:
     """The call's request id: the client's own (capped at :data:`MAX_VALUE_CHARS`), else a new one."""
     for name in REQUEST_ID_HEADERS:
-        value = headers.get(name, "").strip()
+        value = headers.get(name)
         if value:
-            return value[:MAX_VALUE_CHARS]
-    return uuid.uuid4().hex
+            value = value.strip()
+            if value:
+                return value[:MAX_VALUE_CHARS]
+    # 32 hex digits like a uuid4's: ids need uniqueness, not secrecy (uuid4 reads os.urandom per call).
+    return f"{_random_bits(128):032x}"
 
 
 def call_context(headers: CIMultiDictProxy[str], adapter: ProviderAdapter, call: Call) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import zlib
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -21,7 +21,6 @@ from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from genops import semconv as sc
 from genops.config import Settings
@@ -36,7 +35,6 @@ from genops.proxy.tokenizer import estimate_missing_usage
 
 log = logging.getLogger("genops.proxy")
 
-_PROPAGATOR = TraceContextTextMapPropagator()
 REQUEST_ID_HEADER = "GenOps-Request-Id"
 SAFETY_KEY = "genops.safety"  # the call's CallGuard, kept on the aiohttp request
 
@@ -63,6 +61,23 @@ class _Decoder:
             return b""
 
 
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+def _traceparent(ctx: trace.SpanContext) -> str:
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def _trace_context_headers(headers: Any, ctx: trace.SpanContext, traceparent: str) -> None:
+    """Set ``traceparent`` (and ``tracestate``) exactly as ``TraceContextTextMapPropagator.inject`` would."""
+    if not ctx.is_valid:
+        return
+    headers["traceparent"] = traceparent
+    if ctx.trace_state:
+        headers["tracestate"] = ctx.trace_state.to_header()
+
+
 class ProxyHandler:
     """Serves every route of one provider adapter."""
 
@@ -85,7 +100,7 @@ class ProxyHandler:
         request_id = request_id_for(request.headers)
         tail = request.match_info.get("tail", "")
         tail = "/" + tail if tail and not tail.startswith("/") else tail
-        call = Call()
+        call: Call | None = None  # the adapter's, once the request is parsed
         upstream: Upstream | None = None
         status = 0
         response: web.StreamResponse | None = None
@@ -94,6 +109,7 @@ class ProxyHandler:
         span = self.tracer.start_span(
             f"{request.method} {request.path}", context=parent, kind=SpanKind.CLIENT, start_time=started_ns
         )
+        traceparent = _traceparent(span.get_span_context())  # sent upstream and returned to the client
         try:
             try:
                 body = await request.read()
@@ -110,13 +126,18 @@ class ProxyHandler:
                 span.update_name(f"{call.operation} {call.model}" if call.model else call.operation)
             upstream = route_upstream(adapter, self.targets, tail, request.query_string, request.headers)
             body = await self._safety_before(request, call, body)
-            response, status = await self._forward(request, call, upstream, body, span, request_id, started_perf)
+            response, status = await self._forward(request, call, upstream, body, span, traceparent, request_id,
+                                                   started_perf)
         except RequestError as exc:
+            if call is None:
+                call = Call()
             call.error_type = exc.code or exc.error_type
             call.error_message = exc.message
             status = exc.status
-            response = self._error(exc.status, exc.message, exc.error_type, exc.code, request_id, span)
+            response = self._error(exc.status, exc.message, exc.error_type, exc.code, request_id, traceparent)
         finally:
+            if call is None:
+                call = Call()
             call.extra_attributes.update(call_context(request.headers, adapter, call))
             await self._safety_then_finish(request, span, call, upstream, status, request_id, started_perf)
         return response
@@ -124,14 +145,14 @@ class ProxyHandler:
     # -- forwarding ---------------------------------------------------------------------
 
     async def _forward(self, request: web.Request, call: Call, upstream: Upstream, body: bytes,
-                       span: trace.Span, request_id: str, started_perf: int) -> tuple[web.StreamResponse, int]:
+                       span: trace.Span, traceparent: str, request_id: str, started_perf: int) -> tuple[web.StreamResponse, int]:
         call.extra_attributes[sc.GENOPS_REQUEST_BODY_BYTES] = len(body)
         send_body = self.adapter.prepare_body(call, body)
         headers = upstream_headers(request.headers, streaming=call.stream)
         for name in upstream.drop_headers:
             headers.popall(name, None)
         headers.update(upstream.set_headers)
-        _PROPAGATOR.inject(headers, context=trace.set_span_in_context(span))
+        _trace_context_headers(headers, span.get_span_context(), traceparent)
         session = self.sessions.get()
         try:
             upstream_response = await session.request(
@@ -148,8 +169,9 @@ class ProxyHandler:
         status = upstream_response.status
         try:
             out_headers = downstream_headers(upstream_response.headers)
-            self._response_headers(out_headers, request_id, span)
-            decode = _Decoder(upstream_response.headers.get("Content-Encoding", ""))
+            self._response_headers(out_headers, request_id, traceparent)
+            encoding = upstream_response.headers.get("Content-Encoding")
+            decode = _Decoder(encoding) if encoding else _identity
             content_type = upstream_response.headers.get("Content-Type", "")
             if self.adapter.streams_response(call, status, content_type):
                 response = await self._relay_stream(request, call, upstream_response, out_headers, decode, started_perf)
@@ -179,7 +201,7 @@ class ProxyHandler:
         return response, status
 
     async def _relay_stream(self, request: web.Request, call: Call, upstream_response: aiohttp.ClientResponse,
-                            out_headers: Any, decode: _Decoder, started_perf: int) -> web.StreamResponse:
+                            out_headers: Any, decode: Callable[[bytes], bytes], started_perf: int) -> web.StreamResponse:
         """Relay a stream as it arrives; read a copy of each chunk for telemetry."""
         state = self.adapter.new_stream(call, started_perf)
         response = web.StreamResponse(status=upstream_response.status, headers=out_headers)
@@ -190,7 +212,14 @@ class ProxyHandler:
             try:
                 async for chunk in upstream_response.content.iter_any():
                     if rewrite:
-                        out = state.rewrite(decode(chunk))
+                        events = state.rewrite_events(decode(chunk))
+                        if not sent:  # the stream's first bytes leave as soon as they are ready
+                            for first in events:
+                                if first:
+                                    await response.write(first)
+                                    sent += len(first)
+                                    break
+                        out = b"".join(events)  # the rest of this chunk, in one write
                         if out:
                             await response.write(out)
                             sent += len(out)
@@ -283,15 +312,14 @@ class ProxyHandler:
         return urlsplit(upstream.stored_url).netloc
 
     @staticmethod
-    def _response_headers(headers: Any, request_id: str, span: trace.Span) -> None:
+    def _response_headers(headers: Any, request_id: str, traceparent: str) -> None:
         headers[REQUEST_ID_HEADER] = request_id
-        ctx = span.get_span_context()
-        headers["traceparent"] = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+        headers["traceparent"] = traceparent
 
     def _error(self, status: int, message: str, error_type: str, code: str | None, request_id: str,
-               span: trace.Span) -> web.Response:
+               traceparent: str) -> web.Response:
         headers: dict[str, str] = {}
-        self._response_headers(headers, request_id, span)
+        self._response_headers(headers, request_id, traceparent)
         return web.Response(
             status=status,
             body=self.adapter.error_body(status, message, error_type, code),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from multidict import CIMultiDict, CIMultiDictProxy
 
 HOP_BY_HOP = frozenset(
@@ -61,6 +63,7 @@ def upstream_headers(incoming: CIMultiDictProxy[str], *, streaming: bool) -> CIM
     return out
 
 
+@lru_cache(maxsize=256)
 def _accept_encoding(client_value: str) -> str:
     offered = {part.split(";")[0].strip().lower() for part in client_value.split(",") if part.strip()}
     keep = [enc for enc in DECODABLE_ENCODINGS if enc in offered]

@@ -8,6 +8,7 @@ instead of 70. An unknown model gives :class:`UnknownPrice`, never $0.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -41,6 +42,7 @@ _VERTEX_VERSION = re.compile(r"@[\w.-]+$")
 _BEDROCK_REGION = re.compile(r"^(us|eu|apac|global|ap|ca|sa|jp|au)\.(?=[a-z]+\.)")
 
 
+@lru_cache(maxsize=4096)
 def normalize_model(model: str) -> str:
     """A model id as ``genai-prices`` knows it: no ``models/`` prefix, Vertex ``@version``
     suffix or Bedrock cross-region prefix."""
@@ -153,6 +155,18 @@ def _linear_rates(provider_id: str, model: str, day: str) -> _LinearRates | None
     return rates
 
 
+_day: tuple[int, str] = (-1, "")
+
+
+def _utc_day() -> str:
+    """Today's UTC date as ``YYYY-MM-DD`` (formatted once a day, not once a call)."""
+    global _day
+    number = int(time.time() // 86400)
+    if number != _day[0]:
+        _day = (number, datetime.fromtimestamp(number * 86400, tz=timezone.utc).date().isoformat())
+    return _day[1]
+
+
 def price_call(provider_id: str | None, model: str | None, usage: Usage) -> Price | UnknownPrice:
     """The USD cost of one call, or why it is unknown."""
     if not provider_id:
@@ -162,11 +176,11 @@ def price_call(provider_id: str | None, model: str | None, usage: Usage) -> Pric
     if not usage.reported:
         return UnknownPrice("no_usage")
     name = normalize_model(model)
-    now = datetime.now(tz=timezone.utc)
-    rates = _linear_rates(provider_id, name, now.date().isoformat())
+    rates = _linear_rates(provider_id, name, _utc_day())
     # 1-hour cache writes have their own rate: the exact path prices them.
     if rates is not None and (usage.input_tokens or 0) < rates.limit and not usage.cache_write_1h_tokens:
         return rates.price(usage)
+    now = datetime.now(tz=timezone.utc)
     found = _lookup(provider_id, name)
     if found is None:
         return UnknownPrice("unknown_model")

@@ -25,6 +25,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
+_NO_TRACE_STATE = TraceState()  # immutable: one empty instance serves every root span
 _random_bits = random.getrandbits  # ids need uniqueness, not secrecy
 
 
@@ -104,7 +105,7 @@ class SpanRecorder:
         if parent is not None and parent.is_valid:
             trace_id, trace_state = parent.trace_id, parent.trace_state
         else:
-            parent, trace_id, trace_state = None, _random_bits(128), TraceState()
+            parent, trace_id, trace_state = None, _random_bits(128), _NO_TRACE_STATE
         span_context = SpanContext(trace_id, _random_bits(64) or 1, False, _SAMPLED, trace_state)
         span = RecordedSpan(self, name, span_context, parent, kind, start_time or time.time_ns())
         if attributes:

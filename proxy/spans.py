@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
 from genops import semconv as sc
 from genops.proxy.providers.base import Call, ProviderAdapter, Upstream
+
+
+@lru_cache(maxsize=1024)
+def _server(url: str) -> tuple[str, int] | None:
+    """``(server.address, server.port)`` of an upstream URL (a few distinct URLs serve every call)."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return None
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def call_attributes(adapter: ProviderAdapter, call: Call, upstream: Upstream | None, status: int,
@@ -20,10 +30,9 @@ def call_attributes(adapter: ProviderAdapter, call: Call, upstream: Upstream | N
         attrs[sc.HTTP_RESPONSE_STATUS_CODE] = status
     if upstream is not None:
         attrs[sc.GENOPS_UPSTREAM_URL] = upstream.stored_url
-        parts = urlsplit(upstream.stored_url)
-        if parts.hostname:
-            attrs[sc.SERVER_ADDRESS] = parts.hostname
-            attrs[sc.SERVER_PORT] = parts.port or (443 if parts.scheme == "https" else 80)
+        server = _server(upstream.stored_url)
+        if server is not None:
+            attrs[sc.SERVER_ADDRESS], attrs[sc.SERVER_PORT] = server
     if call.error_type:
         attrs[sc.ERROR_TYPE] = call.error_type
     elif status >= 400:

@@ -117,7 +117,8 @@ def route_upstream(adapter: ProviderAdapter, policy: TargetPolicy, tail: str, qu
     """The adapter's upstream for this request, on the requested target base URL if one is allowed."""
     upstream = adapter.upstream(tail, query_string, headers, base_url=policy.target(headers))
     upstream.drop_headers = (*upstream.drop_headers, *TARGET_HEADERS)  # addressed to the proxy only
-    parts = urlsplit(upstream.stored_url)
-    if "@" in parts.netloc:  # credentials in a configured URL (http://user:pass@host) are never stored
-        upstream.stored_url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    if "@" in upstream.stored_url:  # cheap test first: most URLs have no "@" anywhere
+        parts = urlsplit(upstream.stored_url)
+        if "@" in parts.netloc:  # credentials in a configured URL (http://user:pass@host) are never stored
+            upstream.stored_url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
     return upstream

@@ -25,6 +25,7 @@ from genops.proxy.providers.base import (
     as_int,
     parse_json_body,
     pick,
+    response_json,
 )
 
 REQUEST_PARAMETERS = {
@@ -108,7 +109,7 @@ def read_request(body: bytes, *, model: str | None = None, stream: bool | None =
 def read_response(call: Call, status: int, body: bytes) -> None:
     """A complete Messages response (or error) into ``call``."""
     try:
-        data = orjson.loads(body)
+        data = response_json(call, body)
     except orjson.JSONDecodeError:
         return
     if not isinstance(data, dict):

@@ -57,6 +57,9 @@ class Call:
     extra_attributes: dict[str, Any] = field(default_factory=dict)
     variant: str | None = None  # adapter-private: which wire format a multi-format route speaks
     tool_calls: list[str] = field(default_factory=list)  # names of the tool calls the model made
+    # (body, parsed JSON) of the complete response: parse_response and the safety scan's
+    # response_texts read the same body, and it is parsed once (see response_json).
+    response_data: tuple[bytes, Any] | None = None
 
 
 class TextPart(NamedTuple):
@@ -136,23 +139,25 @@ class StreamState:
         self._buffer = b""
 
     # -- framing ----------------------------------------------------------------
-    def _events(self, chunk: bytes) -> list[bytes]:
+    def _events(self, chunk: bytes) -> Iterator[bytes]:
+        """The complete events of what has arrived so far, one at a time (the rest is kept for
+        the next chunk once this iterator is exhausted). An event ends at the first blank line,
+        ``\\n\\n`` or ``\\r\\n\\r\\n``; each search only covers the event being cut, so a chunk
+        of many events costs time linear in its size and the first event is ready first."""
         data = self._buffer + chunk if self._buffer else chunk
-        events = []
         start = 0
         while True:
             end = data.find(b"\n\n", start)
-            crlf = data.find(b"\r\n\r\n", start)
-            if crlf != -1 and (end == -1 or crlf < end):
-                events.append(data[start : crlf + 4])
-                start = crlf + 4
+            # A "\r\n\r\n" counts only if it starts before that "\n\n": search no further.
+            crlf = data.find(b"\r\n\r\n", start) if end == -1 else data.find(b"\r\n\r\n", start, end + 3)
+            if crlf != -1:
+                event, start = data[start : crlf + 4], crlf + 4
             elif end != -1:
-                events.append(data[start : end + 2])
-                start = end + 2
+                event, start = data[start : end + 2], end + 2
             else:
                 break
+            yield event
         self._buffer = data[start:]
-        return events
 
     @staticmethod
     def event_data(event: bytes) -> bytes | None:
@@ -181,13 +186,16 @@ class StreamState:
             self.on_event(event)
 
     def rewrite(self, chunk: bytes) -> bytes:
-        out = []
+        return b"".join(self.rewrite_events(chunk))
+
+    def rewrite_events(self, chunk: bytes) -> Iterator[bytes]:
+        """:meth:`rewrite`, one forwarded event at a time, each read only when the caller asks
+        for it (the relay sends a stream's first event before reading the rest of its chunk)."""
         for event in self._events(chunk):
             self.chunks += 1
             forwarded = self.on_event(event)
             if forwarded is not None:
-                out.append(forwarded)
-        return b"".join(out)
+                yield forwarded
 
     def finish(self) -> bytes:
         """Called at end of stream; returns any held bytes still to forward (rewrite mode)."""
@@ -277,7 +285,7 @@ class ProviderAdapter:
         if body is None:
             return [TextPart("assistant", 0, 0, "".join(call.output_text))] if call.output_text else []
         try:
-            data = orjson.loads(body)
+            data = response_json(call, body)
         except orjson.JSONDecodeError:
             return []
         return self.response_parts(call, data)
@@ -293,6 +301,17 @@ class ProviderAdapter:
         """Context the request body carries (user, metadata, prompt), keyed like the ``GenOps-*``
         headers without their prefix: ``{"user-id": ..., "property-<name>": ...}`` (proxy/context.py)."""
         return {}
+
+
+def response_json(call: Call, body: bytes) -> Any:
+    """``orjson.loads(body)`` for a complete response body, parsed once per call and body
+    (raises ``orjson.JSONDecodeError`` like ``orjson.loads``). Callers only read the result."""
+    cached = call.response_data
+    if cached is not None and cached[0] is body:
+        return cached[1]
+    data = orjson.loads(body)
+    call.response_data = (body, data)
+    return data
 
 
 def parse_json_body(body: bytes) -> Any:

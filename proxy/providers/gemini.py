@@ -12,7 +12,7 @@ read as they pass. Vertex AI's Gemini models speak the same format and reuse
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import orjson
 from multidict import CIMultiDict
@@ -29,6 +29,7 @@ from genops.proxy.providers.base import (
     as_int,
     parse_json_body,
     pick,
+    response_json,
     string_leaves,
 )
 
@@ -163,7 +164,7 @@ def read_request(method_name: str, model: str, body: bytes) -> Call:
 def read_response(call: Call, status: int, body: bytes) -> None:
     """A complete response body (object, or a JSON-array stream that came back whole)."""
     try:
-        data = orjson.loads(body)
+        data = response_json(call, body)
     except orjson.JSONDecodeError:
         return
     if status >= 400:
@@ -247,7 +248,7 @@ class GeminiStream(StreamState):
         self._scanned = 0  # bytes of self._buffer already scanned
         self._element_start: int | None = None
 
-    def _events(self, chunk: bytes) -> list[bytes]:
+    def _events(self, chunk: bytes) -> Iterable[bytes]:
         if self._array is None:
             stripped = (self._buffer + chunk).lstrip()
             if not stripped:

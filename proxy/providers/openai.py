@@ -22,6 +22,7 @@ from genops.proxy.providers.base import (
     as_int,
     parse_json_body,
     pick,
+    response_json,
 )
 
 # Request path (after /v1) -> gen_ai.operation.name.
@@ -123,7 +124,9 @@ def request_slots(operation: str | None, request: Any) -> Iterator[TextSlot]:
             role = str(message.get("role") or "user")
             if "content" in message:
                 yield from _content_slots(role, i, message, "content")
-            yield from _tool_call_slots(i, message.get("tool_calls"))
+            tool_calls = message.get("tool_calls")
+            if tool_calls:  # most messages have none: skip making a generator for nothing
+                yield from _tool_call_slots(i, tool_calls)
     elif operation == "text_completion":
         yield from _string_list_slots(request, "prompt", "user")
     elif operation == "embeddings":
@@ -328,7 +331,7 @@ class OpenAIAdapter(ProviderAdapter):
 
     def parse_response(self, call: Call, status: int, body: bytes) -> None:
         try:
-            data = orjson.loads(body)
+            data = response_json(call, body)
         except orjson.JSONDecodeError:
             return
         if not isinstance(data, dict):

@@ -2,8 +2,12 @@
 
 Detectors are plain data so the scanner can run them in a tight loop: a substring
 ``hints`` check skips the regex entirely for most texts (``"@"`` for e-mail, ``"sk-"``
-for OpenAI keys), and the optional ``validate`` function turns a raw regex hit into a
-confidence (Luhn, IBAN checksum, context words) or drops it (``None``).
+for OpenAI keys), ``needs`` gates skip it when a text lacks something every match must
+contain (an ASCII digit, a non-ASCII character), and the optional ``validate`` function
+turns a raw regex hit into a confidence (Luhn, IBAN checksum, context words) or drops it (``None``).
+
+Hints and gates are prefilters only: each must be a *necessary* condition of the pattern
+matching, so skipping a detector never changes what it would have found.
 """
 
 from __future__ import annotations
@@ -16,6 +20,36 @@ from genops.proxy.safety.findings import Match
 
 #: ``validate(text, match) -> confidence or None`` (None drops the hit).
 Validator = Callable[[str, "re.Match[str]"], "float | None"]
+#: ``gate(text) -> bool``: False means the pattern cannot match ``text``.
+Gate = Callable[[str], bool]
+
+_ASCII_DIGIT = re.compile(r"[0-9]")
+_DIGIT = re.compile(r"\d")  # Unicode decimal digits, as ``\d`` matches in a str pattern
+
+
+def has_ascii_digit(text: str) -> bool:
+    """Gate of patterns that cannot match without ``[0-9]``."""
+    return _ASCII_DIGIT.search(text) is not None
+
+
+def has_digit(text: str) -> bool:
+    """Gate of patterns that cannot match without a ``\\d`` (any Unicode decimal digit)."""
+    return _DIGIT.search(text) is not None
+
+
+def has_long_token(text: str) -> bool:
+    """Gate of patterns that need 24 non-whitespace characters in a row (base64 and hex blobs).
+
+    Texts over 2 KB are not split (that costs more than it saves): the gate then lets them through.
+    """
+    if len(text) < 24:
+        return False
+    return len(text) > 2048 or max(map(len, text.split()), default=0) >= 24
+
+
+def has_non_ascii(text: str) -> bool:
+    """Gate of patterns made of non-ASCII characters only."""
+    return not text.isascii()
 
 
 @dataclass(frozen=True)
@@ -37,9 +71,15 @@ class Detector:
     #: The pattern is written in lower case and runs on the lower-cased text (faster than
     #: ``re.IGNORECASE``); texts whose lower-casing changes their length use an IGNORECASE copy.
     lowercase: bool = False
+    #: Gates (see :data:`Gate`), each a necessary condition of a match; the scanner evaluates
+    #: each gate at most once per text and shares the result between detectors.
+    needs: tuple[Gate, ...] = ()
 
     def applies(self, text: str, lower: str) -> bool:
         """Cheap prefilter: can this text contain a hit at all? (Plain loops: this runs per text.)"""
+        for gate in self.needs:
+            if not gate(text):
+                return False
         if self.hints:
             for hint in self.hints:
                 if hint in text:
@@ -58,6 +98,10 @@ class Detector:
         """Every validated hit in ``text`` (``lower`` is ``text.lower()``, computed once by the caller)."""
         if not self.applies(text, lower):
             return []
+        return self.run(text, lower)
+
+    def run(self, text: str, lower: str) -> list[Match]:
+        """:meth:`scan` without the prefilter (the scanner has already checked hints and gates)."""
         pattern, subject = self.pattern, text
         if self.lowercase:
             if len(lower) == len(text):

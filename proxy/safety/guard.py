@@ -174,8 +174,10 @@ class CallGuard:
     def _redact_error_message(self) -> None:
         """An upstream error may quote the request: the stored status message gets the same redaction."""
         message = self.call.error_message
-        categories = tuple(c for c in CATEGORIES if rank(self.policy.action(c)) >= rank("redact"))
-        if message and categories:
+        if not message:
+            return
+        categories = self.policy.categories_at_least("redact")
+        if categories:
             hits = scan_text(message, categories)
             if hits:
                 self.call.error_message = mask_text(message, hits)
@@ -208,6 +210,15 @@ class CallGuard:
         return action
 
     def _attributes(self, findings: list[Finding]) -> dict[str, Any]:
+        if not findings and not self.blocked and not self.masked_upstream:  # the common case, without the loops
+            return {
+                sc.GENOPS_SAFETY_PII_COUNT: 0,
+                sc.GENOPS_SAFETY_SECRETS_COUNT: 0,
+                sc.GENOPS_SAFETY_INJECTION_COUNT: 0,
+                sc.GENOPS_SAFETY_ACTION: "none",
+                sc.GENOPS_SAFETY_POLICY: str(self.policy),
+                sc.GENOPS_SAFETY_SCAN_MS: round(self.scan_ns / 1e6, 3),
+            }
         counts = {c: 0 for c in CATEGORIES}
         for f in findings:
             counts[f.category] += 1

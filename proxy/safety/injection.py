@@ -13,7 +13,7 @@ import base64
 import binascii
 import re
 
-from genops.proxy.safety.detector import Detector
+from genops.proxy.safety.detector import Detector, has_long_token, has_non_ascii
 
 CATEGORY = "injection"
 
@@ -85,10 +85,6 @@ def _invisible(text: str, m: re.Match[str]) -> float | None:
     return None
 
 
-def _invisible_applies(text: str) -> bool:
-    return not text.isascii()
-
-
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/=_-])(?:[A-Za-z0-9+/]{4}){6,}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?(?![A-Za-z0-9+/=_-])")
 _HEX = re.compile(r"[0-9A-Fa-f](?<![0-9A-Fa-f][0-9A-Fa-f])[0-9A-Fa-f]{31,}(?![0-9A-Fa-f])")
 
@@ -125,13 +121,6 @@ def _hex(text: str, m: re.Match[str]) -> float | None:
     return _decoded_is_injection(decoded)
 
 
-class _NonAscii(Detector):
-    """A detector that only runs on texts with non-ASCII characters."""
-
-    def applies(self, text: str, lower: str) -> bool:
-        return _invisible_applies(text)
-
-
 DETECTORS: tuple[Detector, ...] = (
     Detector("instruction_override", CATEGORY, _OVERRIDE, "high", 0.9,
              # One distinctive word of each alternative of the pattern, so ordinary text skips the regex.
@@ -147,7 +136,8 @@ DETECTORS: tuple[Detector, ...] = (
                           "you're no", "you're not", "restriction", "filter", "limit", "rules", "guideline", "ethic",
                           "moral", "censor", "polic", "safety", "unrestricted", "unaligned", "stay in character",
                           "opposite", "antigpt", "anti-gpt", "antimode", "anti-mode"), lowercase=True),
-    _NonAscii("invisible_unicode", CATEGORY, _INVISIBLE, "medium", 0.8, _invisible),
-    Detector("encoded_payload", CATEGORY, _BASE64, "high", 0.95, _base64),
-    Detector("encoded_payload", CATEGORY, _HEX, "high", 0.95, _hex),
+    Detector("invisible_unicode", CATEGORY, _INVISIBLE, "medium", 0.8, _invisible, needs=(has_non_ascii,)),
+    # 24 base64 characters / 32 hex digits in a row: never across whitespace.
+    Detector("encoded_payload", CATEGORY, _BASE64, "high", 0.95, _base64, needs=(has_long_token,)),
+    Detector("encoded_payload", CATEGORY, _HEX, "high", 0.95, _hex, needs=(has_long_token,)),
 )

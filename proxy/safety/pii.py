@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from genops.proxy.safety.detector import Detector, context_after, context_before
+from genops.proxy.safety.detector import Detector, context_after, context_before, has_ascii_digit, has_digit
 
 CATEGORY = "pii"
 
@@ -244,14 +244,16 @@ def _nino(text: str, m: re.Match[str]) -> float | None:
     return 0.95 if ("insurance" in before or "nino" in before or "ni number" in before) else 0.85
 
 
+# Gates: ``[0-9]`` in a pattern needs an ASCII digit, ``\d`` any Unicode digit (see detector.py).
 DETECTORS: tuple[Detector, ...] = (
     Detector("email", CATEGORY, _EMAIL, "medium", 0.95, _email, hints=("@",)),
-    Detector("payment_card", CATEGORY, _CARD, "high", 0.95, _card),
-    Detector("iban", CATEGORY, _IBAN, "high", 0.97, _iban),
-    Detector("us_ssn", CATEGORY, _SSN, "high", 0.85, _ssn),
-    Detector("phone", CATEGORY, _PHONE, "medium", 0.85, _phone),
-    Detector("ipv4", CATEGORY, _IPV4, "low", 0.9, _ipv4, hints=(".",)),
+    Detector("payment_card", CATEGORY, _CARD, "high", 0.95, _card, needs=(has_ascii_digit,)),
+    Detector("iban", CATEGORY, _IBAN, "high", 0.97, _iban, needs=(has_digit,)),
+    Detector("us_ssn", CATEGORY, _SSN, "high", 0.85, _ssn, needs=(has_ascii_digit,)),
+    Detector("phone", CATEGORY, _PHONE, "medium", 0.85, _phone, needs=(has_ascii_digit,)),
+    Detector("ipv4", CATEGORY, _IPV4, "low", 0.9, _ipv4, hints=(".",), needs=(has_ascii_digit,)),
     Detector("ipv6", CATEGORY, _IPV6, "low", 0.9, _ipv6, hints=(":",)),
-    Detector("uk_nino", CATEGORY, _NINO, "high", 0.85, _nino),
-    Detector("date_of_birth", CATEGORY, _DOB, "medium", 0.85, lower_hints=("birth", "dob", "d.o.b", "born"), group=1),
+    Detector("uk_nino", CATEGORY, _NINO, "high", 0.85, _nino, needs=(has_digit,)),
+    Detector("date_of_birth", CATEGORY, _DOB, "medium", 0.85, lower_hints=("birth", "dob", "d.o.b", "born"), group=1,
+             needs=(has_digit,)),
 )

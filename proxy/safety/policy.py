@@ -11,18 +11,22 @@ Per-route policies (``GENOPS_SAFETY_ROUTE_POLICY``): ``ROUTE:POLICY`` entries se
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from genops.proxy.safety.findings import CATEGORIES
 
 ACTIONS = ("off", "annotate", "redact", "mask-upstream", "block")
+_RANKS = {action: i for i, action in enumerate(ACTIONS)}
 _ALIASES = {"mask": "mask-upstream", "mask_upstream": "mask-upstream", "none": "off", "allow": "annotate",
             "log": "annotate", "secret": "secrets"}
 
 
 def rank(action: str) -> int:
     """Strictness of an action (higher is stricter)."""
-    return ACTIONS.index(action)
+    try:
+        return _RANKS[action]
+    except KeyError:
+        raise ValueError(f"{action!r} is not a safety action") from None
 
 
 def stricter(a: str, b: str) -> str:
@@ -37,10 +41,25 @@ class Policy:
     pii: str = "annotate"
     secrets: str = "annotate"
     injection: str = "annotate"
+    # Derived once (a policy is immutable and consulted on every call): see the properties below.
+    _scanned: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _acts_before_forward: bool = field(init=False, repr=False, compare=False)
+    _text: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        actions = [self.action(c) for c in CATEGORIES]
+        object.__setattr__(self, "_scanned", tuple(c for c, a in zip(CATEGORIES, actions) if a != "off"))
+        object.__setattr__(self, "_acts_before_forward", any(rank(a) >= rank("mask-upstream") for a in actions))
+        object.__setattr__(self, "_text", ",".join(f"{c}={a}" for c, a in zip(CATEGORIES, actions)))
 
     def action(self, category: str) -> str:
         """The action for ``category`` (pii|secrets|injection)."""
         return getattr(self, category)
+
+    def categories_at_least(self, action: str) -> tuple[str, ...]:
+        """Categories whose action is ``action`` or stricter."""
+        floor = rank(action)
+        return tuple(c for c in CATEGORIES if rank(self.action(c)) >= floor)
 
     def strictest(self, other: "Policy | None") -> "Policy":
         """Per category, the stricter of this policy and ``other``."""
@@ -51,15 +70,15 @@ class Policy:
     @property
     def scanned(self) -> tuple[str, ...]:
         """Categories that are scanned at all."""
-        return tuple(c for c in CATEGORIES if self.action(c) != "off")
+        return self._scanned
 
     @property
     def acts_before_forward(self) -> bool:
         """True when the request must be scanned before it goes upstream (mask-upstream or block)."""
-        return any(rank(self.action(c)) >= rank("mask-upstream") for c in CATEGORIES)
+        return self._acts_before_forward
 
     def __str__(self) -> str:
-        return ",".join(f"{c}={self.action(c)}" for c in CATEGORIES)
+        return self._text
 
 
 #: A policy that sets nothing (every category at the weakest action): the neutral layer.

@@ -12,10 +12,15 @@ from bisect import bisect_right
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
+
+try:
+    import ahocorasick  # pyahocorasick, a declared dependency
+except ImportError:  # an environment installed before the dependency was added: plain substring search
+    ahocorasick = None
 
 from genops.proxy.safety import injection, pii, secrets
-from genops.proxy.safety.detector import Detector
+from genops.proxy.safety.detector import Detector, Gate
 from genops.proxy.safety.findings import Finding, Match, TextPart, severity_rank
 
 DETECTORS: dict[str, tuple[Detector, ...]] = {
@@ -35,24 +40,137 @@ INDIRECT_ROLES = frozenset({"tool", "function", "tool_result", "document", "retr
 _executor: ThreadPoolExecutor | None = None
 
 
+class _HintIndex:
+    """Which of many hints occur in a text, for one pass over it instead of one per hint.
+
+    Multi-character hints go through one Aho-Corasick automaton (pyahocorasick: every match,
+    overlapping ones included, so no hint hides another; it keeps the GIL, unlike ahocorasick-rs,
+    whose GIL release per call made the event loop wait for the export threads); single
+    characters are a plain ``in`` (a memchr). ``present`` returns the union of the id sets of
+    the hints found.
+    """
+
+    def __init__(self, hints: dict[str, set[int]]) -> None:
+        self.single = tuple((h, frozenset(ids)) for h, ids in hints.items() if len(h) == 1)
+        multi = [(h, frozenset(ids)) for h, ids in hints.items() if len(h) > 1]
+        self.multi = tuple(multi)
+        self.multi_ids = tuple(ids for _, ids in multi)
+        self.automaton: Any = None
+        if multi and ahocorasick is not None:
+            self.automaton = ahocorasick.Automaton()
+            for i, (hint, _) in enumerate(multi):
+                self.automaton.add_word(hint, i)
+            self.automaton.make_automaton()
+
+    def present(self, text: str, into: set[int]) -> set[int]:
+        """``into`` plus the ids of every hint that occurs in ``text``."""
+        for hint, ids in self.single:
+            if hint in text:
+                into |= ids
+        if self.automaton is None:
+            for hint, ids in self.multi:
+                if hint in text:
+                    into |= ids
+        else:
+            for i in {i for _, i in self.automaton.iter(text)}:
+                into |= self.multi_ids[i]
+        return into
+
+
+class _Plan:
+    """How to scan for one tuple of categories: the detectors in order, and which hints select which.
+
+    Built once per categories tuple. The hints of all detectors are looked for in one pass per
+    text (:class:`_HintIndex`), and only the detectors they select run.
+    """
+
+    def __init__(self, categories: tuple[str, ...]) -> None:
+        self.steps: list[tuple[Detector, int, tuple[Gate, ...]]] = []  # (detector, category slot, gates)
+        self.categories = categories
+        case: dict[str, set[int]] = {}
+        lower: dict[str, set[int]] = {}
+        no_case: set[int] = set()
+        no_lower: set[int] = set()
+        for slot, category in enumerate(categories):
+            for detector in DETECTORS[category]:
+                i = len(self.steps)
+                self.steps.append((detector, slot, detector.needs))
+                for hint in detector.hints:
+                    case.setdefault(hint, set()).add(i)
+                for hint in detector.lower_hints:
+                    lower.setdefault(hint, set()).add(i)
+                if not detector.hints:
+                    no_case.add(i)
+                if not detector.lower_hints:
+                    no_lower.add(i)
+        self.case_hints = _HintIndex(case)
+        self.lower_hints = _HintIndex(lower)
+        self.no_case = frozenset(no_case)
+        self.no_lower = frozenset(no_lower)
+        # Detectors with no hints of either kind run whatever the text (their gates aside).
+        self.always = frozenset(no_case & no_lower)
+        self.hinted = len(self.always) < len(self.steps)
+
+    def selected(self, text: str, lower: str) -> list[int]:
+        """Positions of the detectors whose hints occur in ``text`` (ascending: the detectors' order).
+
+        A detector with case-sensitive ``hints`` needs one of them in ``text``, one with
+        ``lower_hints`` one of those in ``lower`` (both, when it has both kinds).
+        """
+        if not self.hinted:
+            return sorted(self.always)
+        by_case = self.case_hints.present(text, set(self.no_case))
+        by_lower = self.lower_hints.present(lower, set(self.no_lower))
+        return sorted(by_case & by_lower)
+
+
+_PLANS: dict[tuple[str, ...], _Plan] = {}
+
+
+def _plan(categories: Iterable[str]) -> _Plan:
+    key = categories if isinstance(categories, tuple) else tuple(categories)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _PLANS[key] = _Plan(key)
+    return plan
+
+
 def scan_text(text: str, categories: Iterable[str] = ("pii", "secrets", "injection")) -> list[Match]:
     """All non-overlapping hits in one text (per category, the most confident hit wins an overlap)."""
     if not text:
         return []
     if len(text) > SLICE + OVERLAP:
         return _scan_sliced(text, categories)
+    plan = _plan(categories)
     lower = text.lower()
     # On a worker thread, hand the GIL back to the event loop between detectors of a long text,
     # instead of making it wait for the interpreter's switch interval (5 ms) each time.
     polite = len(text) > 4096 and threading.current_thread() is not threading.main_thread()
+    gates: dict[Gate, bool] = {}  # each gate evaluated at most once per text
+    per_slot: list[list[Match]] = [[] for _ in plan.categories]
+    steps = plan.steps
+    for i in plan.selected(text, lower):
+        detector, slot, needs = steps[i]
+        if needs:
+            passed = True
+            for gate in needs:
+                ok = gates.get(gate)
+                if ok is None:
+                    ok = gates[gate] = gate(text)
+                if not ok:
+                    passed = False
+                    break
+            if not passed:
+                continue
+        found = detector.run(text, lower)
+        if found:
+            per_slot[slot].extend(found)
+        if polite:
+            time.sleep(0)
     out: list[Match] = []
-    for category in categories:
-        hits: list[Match] = []
-        for detector in DETECTORS[category]:
-            hits.extend(detector.scan(text, lower))
-            if polite:
-                time.sleep(0)
-        out.extend(_resolve(hits))
+    for hits in per_slot:
+        if hits:
+            out.extend(_resolve(hits))
     return out
 
 

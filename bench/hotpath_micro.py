@@ -1,0 +1,161 @@
+"""The proxy's own per-call Python work, piece by piece, with no network.
+
+Runs the steps the handler takes for the benchmark's chat request and response
+(bench/proxy_bench.py BODY, bench/upstream.py COMPLETION) in a loop and prints the mean
+wall time of each step in microseconds. aiohttp's own request/response work, the event loop
+and export are not included: this is the part of the per-call cost the proxy's code controls.
+
+    .venv/bin/python bench/hotpath_micro.py            # 3,000 calls after 300 warm-up calls
+    .venv/bin/python bench/hotpath_micro.py --calls 20000
+    .venv/bin/python bench/hotpath_micro.py --stream   # also the stream rewrite before the first byte
+
+Single-process timings on a shared machine are noisy: compare runs made back to back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+os.environ.setdefault("GENOPS_DATA_DIR", tempfile.mkdtemp(prefix="genops-micro-"))
+
+from multidict import CIMultiDict, CIMultiDictProxy  # noqa: E402
+from opentelemetry.trace import SpanKind  # noqa: E402
+from upstream import COMPLETION, _stream_events  # noqa: E402
+
+from genops.config import load_settings  # noqa: E402
+from genops.proxy.context import call_context, request_id_for  # noqa: E402
+from genops.proxy.headers import downstream_headers, upstream_headers  # noqa: E402
+from genops.proxy.pricing import price_call  # noqa: E402
+from genops.proxy.providers import build_adapters  # noqa: E402
+from genops.proxy.safety.guard import SafetyConfig  # noqa: E402
+from genops.proxy.spans import call_attributes  # noqa: E402
+from genops.proxy.targets import TargetPolicy, route_upstream  # noqa: E402
+from genops.proxy.telemetry import build_telemetry  # noqa: E402
+from genops.storage.rows import span_to_json_row  # noqa: E402
+
+BODY = json.dumps({"model": "gpt-4o-mini", "messages": [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "What is the capital of France? Answer in one short sentence."}]}).encode()
+STREAM_BODY = json.dumps({**json.loads(BODY), "stream": True}).encode()
+STREAM = b"".join(_stream_events(True))  # what the canned upstream sends, all in one read
+
+
+class _Sink:
+    """Collects finished spans instead of exporting them."""
+
+    def __init__(self) -> None:
+        self.spans: list = []
+
+    def on_end(self, span) -> None:  # noqa: ANN001 - SpanProcessor protocol
+        self.spans.append(span)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, *_: object) -> bool:
+        return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--stream", action="store_true", help="also time the stream rewrite of a stream=true call")
+    args = parser.parse_args()
+
+    settings = load_settings()
+    adapter = next(a for a in build_adapters(settings) if a.name == "openai")
+    headers = CIMultiDictProxy(CIMultiDict({"Host": "127.0.0.1:1", "Content-Type": "application/json",
+                                            "Authorization": "Bearer sk-bench", "Content-Length": str(len(BODY))}))
+    upstream_response = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json", "x-request-id": "req_bench",
+                                                      "Content-Length": str(len(COMPLETION))}))
+    safety = SafetyConfig(settings, "openai")
+    targets = TargetPolicy.from_settings(settings)
+    telemetry = build_telemetry(settings, None)
+    sink = _Sink()
+    telemetry.tracer.processors.append(sink)
+    totals: dict[str, int] = {}
+
+    def tick(name: str, started: int) -> int:
+        now = time.perf_counter_ns()
+        totals[name] = totals.get(name, 0) + now - started
+        return now
+
+    async def one() -> None:
+        t = time.perf_counter_ns()
+        request_id = request_id_for(headers)
+        t = tick("request_id", t)
+        span = telemetry.tracer.start_span("POST /v1/chat/completions", kind=SpanKind.CLIENT)
+        t = tick("start_span", t)
+        call = adapter.parse_request("POST", "/chat/completions", BODY, headers)
+        t = tick("parse_request", t)
+        upstream = route_upstream(adapter, targets, "/chat/completions", "", headers)
+        t = tick("route", t)
+        guard = safety.begin(adapter, call, headers)
+        body = await guard.before_forward(BODY)
+        t = tick("safety_before", t)
+        adapter.prepare_body(call, body)
+        upstream_headers(headers, streaming=call.stream)
+        t = tick("prep+headers", t)
+        downstream_headers(upstream_response)
+        t = tick("downstream_headers", t)
+        adapter.parse_response(call, 200, COMPLETION)
+        guard.observe_response(COMPLETION)
+        t = tick("parse_response", t)
+        call.extra_attributes.update(call_context(headers, adapter, call))
+        t = tick("call_context", t)
+        await guard.finish(span)
+        t = tick("safety_finish", t)
+        attributes = call_attributes(adapter, call, upstream, 200, request_id, 0, 1_000_000)
+        t = tick("call_attributes", t)
+        price_call(adapter.price_provider(call), call.response_model or call.model, call.usage)
+        t = tick("price", t)
+        span.set_attributes(attributes)
+        span.end()
+        tick("span_end", t)
+        if args.stream:
+            t = time.perf_counter_ns()
+            streamed = adapter.parse_request("POST", "/chat/completions", STREAM_BODY, headers)
+            adapter.prepare_body(streamed, STREAM_BODY)
+            state = adapter.new_stream(streamed, 0)
+            events = state.rewrite_events(STREAM)
+            next(events, None)
+            t = tick("stream: 1st event", t)
+            for _ in events:
+                pass
+            state.finish()
+            tick("stream: rest", t)
+
+    async def run() -> None:
+        for _ in range(300):
+            await one()
+        totals.clear()
+        sink.spans.clear()
+        for _ in range(args.calls):
+            await one()
+
+    asyncio.run(run())
+    n = args.calls
+    stream_keys = [k for k in totals if k.startswith("stream")]
+    for name, total in totals.items():
+        if name not in stream_keys:
+            print(f"{name:20s} {total / n / 1000:7.1f} us")
+    print(f"{'TOTAL':20s} {sum(v for k, v in totals.items() if k not in stream_keys) / n / 1000:7.1f} us")
+    for name in stream_keys:
+        print(f"{name:20s} {totals[name] / n / 1000:7.1f} us")
+    started = time.perf_counter_ns()
+    for span in sink.spans:
+        span_to_json_row(span)
+    print(f"{'span_to_json_row':20s} {(time.perf_counter_ns() - started) / len(sink.spans) / 1000:7.1f} us (export thread)")
+
+
+if __name__ == "__main__":
+    main()
