@@ -71,9 +71,10 @@ def tree_pids(pid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, tree: bool = True) -> float:
+    """User + system CPU seconds of ``pid`` (all its threads) and, with ``tree``, its descendants."""
     total = 0.0
-    for p in tree_pids(pid):
+    for p in tree_pids(pid) if tree else [pid]:
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
@@ -82,9 +83,9 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, tree: bool = True) -> float:
     total = 0
-    for p in tree_pids(pid):
+    for p in tree_pids(pid) if tree else [pid]:
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -139,6 +140,32 @@ class Target:
     def __init__(self, name: str, url: str, process: subprocess.Popen | None) -> None:
         self.name, self.url, self.process = name, url, process
 
+    def proxy_pids(self) -> list[int]:
+        """The processes serving the port: genops's workers when the store runs apart, else the process."""
+        if self.process is None:
+            return []
+        children = [p for p in tree_pids(self.process.pid) if p != self.process.pid]
+        return children or [self.process.pid]
+
+    def store_pid(self) -> int | None:
+        """genops's supervisor (the embedded store) when it runs apart from the proxy workers."""
+        if self.process is None or self.proxy_pids() == [self.process.pid]:
+            return None
+        return self.process.pid
+
+
+def pin_genops(target: Target) -> str:
+    """Proxy worker(s) on core 0 like the baseline; the store process, if separate, on core 1."""
+    if not pin(0):
+        return "none"
+    for pid in target.proxy_pids():
+        subprocess.run(["taskset", "-apc", "0", str(pid)], capture_output=True, check=False)
+    store = target.store_pid()
+    if store is not None:
+        subprocess.run(["taskset", "-apc", "1", str(store)], capture_output=True, check=False)
+        return "genops proxy worker on core 0, its store process on core 1"
+    return "genops (store inline) on core 0"
+
 
 def start(cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
     out = open(log, "wb") if log else subprocess.DEVNULL
@@ -150,10 +177,18 @@ def measure(target: Target, clients: list[int], duration: float, use_wrk: bool) 
     loadgen(url, BODY, 4, min(duration, 1.0))  # warm up connections, caches, JIT-free paths
     result: dict = {"runs": {}}
     pid = target.process.pid if target.process else None
+    proxies, store = target.proxy_pids(), target.store_pid()
+
+    def proxy_cpu() -> float:
+        return sum(cpu_seconds(p) for p in proxies)
+
     if pid:
-        result["rss_idle_mb"] = rss_mb(pid)
+        result["rss_idle_mb"] = sum(rss_mb(p) for p in proxies)
+        if store:
+            result["store_rss_idle_mb"] = rss_mb(store, tree=False)
     for c in clients:
-        cpu0 = cpu_seconds(pid) if pid else 0.0
+        cpu0 = proxy_cpu() if pid else 0.0
+        store0 = cpu_seconds(store, tree=False) if store else 0.0
         run = loadgen(url, BODY, c, duration)
         if use_wrk and c >= 10:
             latency_run = run
@@ -163,12 +198,16 @@ def measure(target: Target, clients: list[int], duration: float, use_wrk: bool) 
         else:
             cpu_requests = run["requests"]
         if pid:
-            run["cpu_ms_per_request"] = (cpu_seconds(pid) - cpu0) * 1000 / max(1, cpu_requests)
+            run["cpu_ms_per_request"] = (proxy_cpu() - cpu0) * 1000 / max(1, cpu_requests)
+        if store:
+            run["store_cpu_ms_per_request"] = (cpu_seconds(store, tree=False) - store0) * 1000 / max(1, cpu_requests)
         result["runs"][c] = run
     stream = loadgen(url, STREAM_BODY, 1, duration)
     result["stream"] = {"ttfb_us": stream["ttfb_us"], "full_us": stream["latency_us"], "requests": stream["requests"]}
     if pid:
-        result["rss_loaded_mb"] = rss_mb(pid)
+        result["rss_loaded_mb"] = sum(rss_mb(p) for p in proxies)
+        if store:
+            result["store_rss_loaded_mb"] = rss_mb(store, tree=False)
     return result
 
 
@@ -182,7 +221,7 @@ def report(results: dict, clients: list[int]) -> str:
     base = results.get("baseline")
     lines.append("Added latency vs direct (ms) and throughput; ratios are to the bare aiohttp pass-through")
     lines.append(f"{'target':<10} {'clients':>7} {'rps':>9} {'add p50':>8} {'add p90':>8} {'add p99':>8} "
-                 f"{'cpu ms/req':>10} {'rps/base':>8} {'p50/base':>8}")
+                 f"{'cpu ms/req':>10} {'store cpu':>9} {'rps/base':>8} {'p50/base':>8}")
     for name, res in results.items():
         if name == "direct":
             continue
@@ -201,16 +240,20 @@ def report(results: dict, clients: list[int]) -> str:
                 ratio_p50 = added["p50"] / badd if badd > 0 else None
             lines.append(f"{name:<10} {c:>7} {run['rps']:>9,.0f} {added['p50']:>8.3f} {added['p90']:>8.3f} "
                          f"{added['p99']:>8.3f} {fmt(run.get('cpu_ms_per_request')):>10} "
-                         f"{fmt(ratio_rps):>8} {fmt(ratio_p50):>8}")
+                         f"{fmt(run.get('store_cpu_ms_per_request')):>9} {fmt(ratio_rps):>8} {fmt(ratio_p50):>8}")
     lines.append("")
-    lines.append(f"{'target':<10} {'stream ttfb p50':>16} {'added ttfb p50':>15} {'full p50':>9} {'RSS idle':>9} {'RSS loaded':>10}")
+    lines.append(f"{'target':<10} {'stream ttfb p50':>16} {'added ttfb p50':>15} {'full p50':>9} {'RSS idle':>9} "
+                 f"{'RSS loaded':>10} {'store RSS idle/loaded':>22}")
     for name, res in results.items():
         s = res["stream"]
         added = (s["ttfb_us"]["p50"] - direct["stream"]["ttfb_us"]["p50"]) / 1000
         res["stream"]["added_ttfb_ms"] = added
         lines.append(f"{name:<10} {s['ttfb_us']['p50'] / 1000:>15.3f}ms {added:>14.3f}ms "
                      f"{s['full_us']['p50'] / 1000:>8.3f}ms {fmt(res.get('rss_idle_mb'), 'MB'):>9} "
-                     f"{fmt(res.get('rss_loaded_mb'), 'MB'):>10}")
+                     f"{fmt(res.get('rss_loaded_mb'), 'MB'):>10} "
+                     f"{fmt(res.get('store_rss_idle_mb'), 'MB'):>10}/{fmt(res.get('store_rss_loaded_mb'), 'MB'):<10}")
+    lines.append("cpu ms/req and RSS are the process(es) serving the port; 'store' is genops's separate store "
+                 "process (GENOPS_STORE_PROCESS), when there is one")
     return "\n".join(lines)
 
 
@@ -218,13 +261,17 @@ def soak(target: Target, total: int) -> str:
     """Drive ``total`` requests in slices; report RSS and p99 per slice to show they stay flat."""
     slices = 10
     lines = [f"soak: {total:,} requests in {slices} slices against {target.name} (50 clients)"]
+    proxies, store = target.proxy_pids(), target.store_pid()
+    idle = sum(rss_mb(p) for p in proxies)
+    lines.append(f"  idle: proxy RSS {idle:.1f} MB" + (f", store RSS {rss_mb(store, tree=False):.1f} MB" if store else ""))
     first_rss = None
     for i in range(slices):
         run = loadgen(target.url + PATH, BODY, 50, 3600, requests=total // slices)
-        rss = rss_mb(target.process.pid)
+        rss = sum(rss_mb(p) for p in proxies)
         first_rss = first_rss or rss
+        store_text = f"  store RSS {rss_mb(store, tree=False):.1f} MB" if store else ""
         lines.append(f"  slice {i + 1:>2}: {run['rps']:>7,.0f} rps  p99 {run['latency_us']['p99'] / 1000:.2f} ms  "
-                     f"RSS {rss:.1f} MB ({(rss / first_rss - 1) * 100:+.1f}% vs slice 1)")
+                     f"proxy RSS {rss:.1f} MB ({(rss / first_rss - 1) * 100:+.1f}% vs slice 1){store_text}")
     return "\n".join(lines)
 
 
@@ -256,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         genops_env = {"GENOPS_OPENAI_BASE_URL": upstream_url, "GENOPS_PORT": str(ports["genops"]),
                       "GENOPS_DATA_DIR": str(work / "data"), "GENOPS_LOG_LEVEL": "warning"}
         genops_env.update(dict(kv.split("=", 1) for kv in args.genops_env))
-        genops = start([*pin(0), sys.executable, "-m", "genops", "serve"], genops_env, work / "genops.log")
+        genops = start([sys.executable, "-m", "genops", "serve"], genops_env, work / "genops.log")
         procs.append(genops)
         wait_http(f"http://127.0.0.1:{ports['genops']}/healthz")
         wait_http(f"http://127.0.0.1:{ports['baseline']}/")
@@ -264,8 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         targets = [Target("direct", upstream_url, None),
                    Target("baseline", f"http://127.0.0.1:{ports['baseline']}", baseline),
                    Target("genops", f"http://127.0.0.1:{ports['genops']}", genops)]
-        print(f"pinning: proxies on core 0, upstream and load generator on core 1" if pin(0) else "pinning: none",
-              file=sys.stderr)
+        genops_pinning = pin_genops(targets[2])
+        print(f"pinning: baseline on core 0, {genops_pinning}, upstream and load generator on core 1"
+              if pin(0) else "pinning: none", file=sys.stderr)
         print(f"load generator: {'wrk (throughput at >=10 clients) + ' if use_wrk else ''}bench/loadgen.py (uvloop)",
               file=sys.stderr)
         results = {}

@@ -1,10 +1,12 @@
-"""Proxy latency under sustained load, with span export off, in-process (chDB), or out of process.
+"""Proxy latency under sustained load, with span export off, or on with the store in various places.
 
 Modes (each a fresh ``genops serve`` against ``genops fake-upstream``, 0 ms upstream delay):
-- ``off``: spans are not stored (``GENOPS_EXPORT_ENABLED=false``): the floor;
-- ``inproc``: the default, embedded chDB in the proxy process, export pipeline on;
-- ``outproc``: the proxy stores nothing itself and exports OTLP to a ``genops collector``
-  process that owns chDB (the "store in a child process" design).
+- ``off``: one process, spans not stored (``GENOPS_EXPORT_ENABLED=false``): the floor;
+- ``inline``: embedded chDB in the proxy's own process (``GENOPS_STORE_PROCESS=inline``);
+- ``separate``: the default on 2+ cores: the proxy in a worker process that hands JSONEachRow
+  batches to the store process (``GENOPS_STORE_PROCESS=separate``);
+- ``outproc``: the proxy stores nothing itself and exports OTLP (the SDK's exporter) to a
+  ``genops collector`` process that owns chDB.
 
 The load is open-loop: requests start at a fixed rate whatever the latency (so a stall
 shows up in the tail instead of slowing the generator), from a separate process.
@@ -73,6 +75,13 @@ def _quantiles(values: list[float]) -> dict[str, float]:
             "p999_ms": round(q[998] * 1000, 3), "max_ms": round(ordered[-1] * 1000, 3)}
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def run_mode(mode: str, rate: float, duration: float, warmup: float = 2.0) -> dict:
     """One measurement; returns latency quantiles and the CPU the processes used."""
     root = Path(tempfile.mkdtemp(prefix=f"genops-bench-p99-{mode}-"))
@@ -84,6 +93,7 @@ def run_mode(mode: str, rate: float, duration: float, warmup: float = 2.0) -> di
         env = {"GENOPS_DATA_DIR": str(root / "proxy"), "GENOPS_PORT": str(proxy_port), "GENOPS_OTLP_PORT": "0",
                "GENOPS_OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}", "GENOPS_LOG_LEVEL": "warning"}
         collector = None
+        env["GENOPS_STORE_PROCESS"] = "separate" if mode == "separate" else "inline"
         if mode == "off":
             env["GENOPS_EXPORT_ENABLED"] = "false"
         elif mode == "outproc":
@@ -99,11 +109,18 @@ def run_mode(mode: str, rate: float, duration: float, warmup: float = 2.0) -> di
         base = f"http://127.0.0.1:{proxy_port}"
         wait_http(base + "/healthz", proxy)
         wait_http(f"http://127.0.0.1:{upstream_port}/_fake/requests", upstream)
-        cpu_before = cpu_seconds(proxy.pid)
+        time.sleep(0.5)  # the worker process, when separate
+        workers = _children(proxy.pid)
+        serving = workers or [proxy.pid]
+        cpu_before = sum(cpu_seconds(p) for p in serving)
+        store_before = cpu_seconds(proxy.pid) if workers else 0.0
         latencies = asyncio.run(_load(base + "/v1/chat/completions", rate, duration, warmup))
+        sent = rate * (duration + warmup)
         result = {"mode": mode, "rate_rps": rate, "requests": len(latencies), **_quantiles(latencies),
-                  "proxy_cpu_ms_per_request": round((cpu_seconds(proxy.pid) - cpu_before) * 1000 / (rate * (duration + warmup)), 3)}
-        if mode == "inproc":
+                  "proxy_cpu_ms_per_request": round((sum(cpu_seconds(p) for p in serving) - cpu_before) * 1000 / sent, 3)}
+        if workers:
+            result["store_cpu_ms_per_request"] = round((cpu_seconds(proxy.pid) - store_before) * 1000 / sent, 3)
+        if mode in ("inline", "separate"):
             time.sleep(1.5)
             result["spans_exported"] = int(metric(base, "genops_spans_exported_total"))
         return result
@@ -116,7 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=float, default=300, help="requests per second")
     parser.add_argument("--duration", type=float, default=20, help="measured seconds per mode")
-    parser.add_argument("--modes", default="off,inproc,outproc")
+    parser.add_argument("--modes", default="off,inline,separate,outproc")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the modes, interleaved, to average out noise")
     args = parser.parse_args()
     for _ in range(args.rounds):

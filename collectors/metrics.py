@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 from aiohttp import web
 
@@ -31,39 +31,64 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, f
     return lines
 
 
-def render(pipeline: SpanPipeline | None, receiver: ReceiverStats | None = None) -> str:
-    """The exposition text."""
+def snapshot(pipeline: SpanPipeline) -> dict[str, Any]:
+    """A pipeline's counters and gauges as plain numbers (what a proxy worker reports to its supervisor)."""
+    c, spool = pipeline.counters, pipeline.spool
+    return {
+        "received": dict(c.received), "spooled": c.spooled, "exported": c.exported, "replayed": c.replayed,
+        "dropped_queue_full": c.dropped_queue_full, "dropped_spool_full": spool.dropped_spans,
+        "dropped_invalid": c.dropped_invalid, "export_failures": c.export_failures,
+        "batches_exported": c.batches_exported, "spool_write_errors": c.spool_write_errors,
+        "queued": pipeline.queued, "spool_spans": spool.pending_spans, "spool_bytes": spool.bytes_on_disk,
+    }
+
+
+def _merged(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {"received": {}}
+    for snap in snapshots:
+        for key, value in snap.items():
+            if key == "received":
+                for source, n in value.items():
+                    total["received"][source] = total["received"].get(source, 0) + int(n)
+            else:
+                total[key] = total.get(key, 0) + int(value)
+    return total
+
+
+def render(pipeline: SpanPipeline | None, receiver: ReceiverStats | None = None,
+           workers: Iterable[dict[str, Any]] = ()) -> str:
+    """The exposition text: this process's pipeline plus the latest reports of its proxy ``workers``."""
     lines: list[str] = []
     if pipeline is not None:
         c = pipeline.counters
-        spool = pipeline.spool
-        received = dict(c.received)
+        m = _merged([snapshot(pipeline), *workers])
         lines += _family("genops_spans_received_total", "counter", "Spans handed to the export pipeline, by source.",
-                         [(f'{{source="{_label(s)}"}}', n) for s, n in sorted(received.items())] or [('{source="proxy"}', 0)])
+                         [(f'{{source="{_label(s)}"}}', n) for s, n in sorted(m["received"].items())]
+                         or [('{source="proxy"}', 0)])
         lines += _family("genops_spans_spooled_total", "counter",
                          "Spans written to the on-disk spool (every batch is written ahead of its insert).",
-                         [("", c.spooled)])
-        lines += _family("genops_spans_exported_total", "counter", "Spans inserted into ClickHouse.", [("", c.exported)])
+                         [("", m["spooled"])])
+        lines += _family("genops_spans_exported_total", "counter", "Spans inserted into ClickHouse.", [("", m["exported"])])
         lines += _family("genops_spans_replayed_total", "counter",
-                         "Spans inserted from the spool after a failed attempt or a restart.", [("", c.replayed)])
+                         "Spans inserted from the spool after a failed attempt or a restart.", [("", m["replayed"])])
         lines += _family("genops_spans_dropped_total", "counter", "Spans dropped, by reason.", [
-            ('{reason="queue_full"}', c.dropped_queue_full),
-            ('{reason="spool_full"}', spool.dropped_spans),
-            ('{reason="invalid"}', c.dropped_invalid),
+            ('{reason="queue_full"}', m["dropped_queue_full"]),
+            ('{reason="spool_full"}', m["dropped_spool_full"]),
+            ('{reason="invalid"}', m["dropped_invalid"]),
         ])
         lines += _family("genops_export_failures_total", "counter", "Failed insert attempts (each is retried).",
-                         [("", c.export_failures)])
+                         [("", m["export_failures"])])
         lines += _family("genops_export_batches_total", "counter", "Batches inserted into ClickHouse.",
-                         [("", c.batches_exported)])
+                         [("", m["batches_exported"])])
         lines += _family("genops_spool_write_errors_total", "counter", "Batches that could not be written to the spool.",
-                         [("", c.spool_write_errors)])
+                         [("", m["spool_write_errors"])])
         lines += _family("genops_otlp_python_fallback_batches_total", "counter",
                          "OTLP protobuf batches ClickHouse left to the Python decoder (values it does not spell alike).",
                          [("", getattr(pipeline.sink, "python_fallbacks", 0))])
-        lines += _family("genops_export_queue_spans", "gauge", "Spans waiting in memory.", [("", pipeline.queued)])
+        lines += _family("genops_export_queue_spans", "gauge", "Spans waiting in memory.", [("", m["queued"])])
         lines += _family("genops_spool_spans", "gauge", "Spans in the spool waiting for ClickHouse.",
-                         [("", spool.pending_spans)])
-        lines += _family("genops_spool_bytes", "gauge", "Size of the spool on disk.", [("", spool.bytes_on_disk)])
+                         [("", m["spool_spans"])])
+        lines += _family("genops_spool_bytes", "gauge", "Size of the spool on disk.", [("", m["spool_bytes"])])
         hist = c.latency
         lines += [
             "# HELP genops_export_latency_seconds Duration of successful inserts into ClickHouse.",
@@ -85,10 +110,11 @@ def render(pipeline: SpanPipeline | None, receiver: ReceiverStats | None = None)
     return "\n".join(lines) + "\n"
 
 
-def metrics_handler(pipeline: SpanPipeline | None, receiver: ReceiverStats | None = None):
-    """An aiohttp handler serving :func:`render`."""
+def metrics_handler(pipeline: SpanPipeline | None, receiver: ReceiverStats | None = None,
+                    workers: Callable[[], Iterable[dict[str, Any]]] = lambda: ()):
+    """An aiohttp handler serving :func:`render` (``workers()``: the proxy workers' latest reports)."""
 
     async def handler(request: web.Request) -> web.Response:
-        return web.Response(body=render(pipeline, receiver).encode(), headers={"Content-Type": CONTENT_TYPE})
+        return web.Response(body=render(pipeline, receiver, workers()).encode(), headers={"Content-Type": CONTENT_TYPE})
 
     return handler

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from aiohttp import web
@@ -38,6 +38,8 @@ class AdminRoutes:
         self.client = client
         self.database = database
         self.token = token
+        #: More readiness conditions: each returns why the server is not ready, or None.
+        self.readiness_checks: list[Callable[[], str | None]] = []
 
     def register(self, app: web.Application) -> None:
         app.router.add_get("/healthz", self.healthz)
@@ -48,6 +50,10 @@ class AdminRoutes:
         return _json({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
+        for check in self.readiness_checks:
+            reason = check()
+            if reason:
+                return _json({"status": "starting", "reason": reason}, 503)
         try:
             await asyncio.get_running_loop().run_in_executor(None, self.client.query, "SELECT 1")
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready"

@@ -25,6 +25,8 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 CLIENT_KEY = web.AppKey("genops.client", object)
 SETTINGS_KEY = web.AppKey("genops.settings", Settings)
 TELEMETRY_KEY = web.AppKey("genops.telemetry", Telemetry)
+RECENT_KEY = web.AppKey("genops.recent", RecentCalls)
+ADMIN_KEY = web.AppKey("genops.admin", AdminRoutes)  # the ids this process (or its workers) served
 
 
 def _unknown_route(known: list[str]):
@@ -58,9 +60,12 @@ def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any,
         AdminForwarder(admin_forward_url).register(app)
         app.router.add_get("/healthz", lambda _: web.json_response({"status": "ok"}))
     else:
-        AdminRoutes(sql_client, settings.database, settings.resolved_admin_token()).register(app)
+        admin = AdminRoutes(sql_client, settings.database, settings.resolved_admin_token())
+        admin.register(app)
+        app[ADMIN_KEY] = admin
         recent = RecentCalls()  # request ids just served, for feedback that beats the span export
         telemetry.add_span_processor(recent)
+        app[RECENT_KEY] = recent
         FeedbackRoutes(sql_client, settings.database, settings.resolved_admin_token(), recent).register(app)
     known = []
     for adapter in build_adapters(settings):

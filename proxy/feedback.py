@@ -199,13 +199,15 @@ class FeedbackRoutes:
         traces: set[str] = set()
         want_requests = {s.request_id for s in scores if s.request_id}
         want_traces = {s.trace_id for s in scores if s.trace_id and not s.request_id}
-        for rid in want_requests:
-            ref = self.recent.request(rid)
-            if ref is not None:
-                refs[rid] = ref
-        traces.update(t for t in want_traces if self.recent.has_trace(t))
         deadline = time.monotonic() + LOOKUP_WAIT_S
         while True:
+            # Recent calls first, on every round: with the proxy in worker processes, a worker
+            # reports the ids it served a few milliseconds after the call (proxy/recent.py).
+            for rid in want_requests - refs.keys():
+                ref = self.recent.request(rid)
+                if ref is not None:
+                    refs[rid] = ref
+            traces.update(t for t in want_traces - traces if self.recent.has_trace(t))
             missing_requests = sorted(want_requests - refs.keys())
             missing_traces = sorted(want_traces - traces)
             if not missing_requests and not missing_traces:

@@ -6,11 +6,16 @@ endpoint checks this memory first, so a score for a call the proxy just served i
 accepted at once; older ids are looked up in storage. It is a span processor, so the
 request path does nothing extra: ``on_end`` runs when the handler ends the span, after
 the client has its response.
+
+When the proxy runs in worker processes (store in its own process, ``--workers N``), the
+feedback endpoint lives in the supervisor: workers report the ids they served there every
+few milliseconds (:mod:`genops.proxy.worker_report`), which :meth:`RecentCalls.add` records.
 """
 
 from __future__ import annotations
 
 import threading
+
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
@@ -18,6 +23,15 @@ from genops import semconv as sc
 from genops.storage.scores import SpanRef
 
 DEFAULT_CAPACITY = 50_000  # ~10 MB; at 1,000 calls/s that is 50 s, far beyond the export delay
+
+
+def span_ref(span: ReadableSpan) -> tuple[str, SpanRef] | None:
+    """(request id, span reference) of a proxy span, or None when it has no request id."""
+    request_id = (span.attributes or {}).get(sc.GENOPS_REQUEST_ID)
+    if not isinstance(request_id, str):
+        return None
+    ctx = span.get_span_context()
+    return request_id, SpanRef(f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}")
 
 
 class RecentCalls(SpanProcessor):
@@ -33,12 +47,12 @@ class RecentCalls(SpanProcessor):
         pass
 
     def on_end(self, span: ReadableSpan) -> None:
-        attributes = span.attributes or {}
-        request_id = attributes.get(sc.GENOPS_REQUEST_ID)
-        if not isinstance(request_id, str):
-            return
-        ctx = span.get_span_context()
-        ref = SpanRef(f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}")
+        found = span_ref(span)
+        if found is not None:
+            self.add(*found)
+
+    def add(self, request_id: str, ref: SpanRef) -> None:
+        """Remember one served call."""
         with self._lock:
             self._requests.pop(request_id, None)
             self._requests[request_id] = ref
@@ -63,3 +77,4 @@ class RecentCalls(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+

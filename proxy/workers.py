@@ -1,17 +1,22 @@
-"""``genops serve --workers N``: several proxy processes sharing one port.
+"""The proxy in worker processes, the store in the supervisor (``genops serve`` with the store
+in its own process, and ``genops serve --workers N``).
 
-The embedded chDB store can be opened by one process only, so the processes split the work:
+The embedded chDB store can be opened by one process only, and its inserts and merges cost
+CPU the proxy's event loop would otherwise have, so the processes split the work:
 
-- the **supervisor** (the process the user started) owns the store: migrations, the span
-  pipeline and spool, the OTLP receiver, the admin/SQL/feedback endpoints and the anomaly
-  jobs. It listens only on loopback (an internal port), never on the public one;
-- **N workers** share the public port (``SO_REUSEPORT``: the kernel spreads connections),
-  proxy the model calls, and export their spans by OTLP/HTTP to the supervisor's receiver,
-  which feeds the same pipeline. Admin paths (``/genops/...``, ``/readyz``, ``/metrics``)
-  are forwarded to the supervisor, so clients and ``genops sql`` see one server.
+- the **supervisor** (the process the user started) owns the store: migrations, the OTLP
+  receiver and its pipeline, the admin/SQL/feedback endpoints and the anomaly jobs. It
+  listens only on loopback (an internal port), never on the public one;
+- **N workers** share the public port (``SO_REUSEPORT``: the kernel spreads connections)
+  and proxy the model calls. Each has its own span pipeline and disk spool
+  (``GENOPS_DATA_DIR/spool-workers/worker-<i>``) whose batches go to the supervisor's
+  internal ingest endpoint (:mod:`genops.storage.forward`) instead of a local insert.
+  Admin paths (``/genops/...``, ``/readyz``, ``/metrics``) are forwarded to the supervisor,
+  so clients and ``genops sql`` see one server.
 
-A worker that dies is restarted. On SIGTERM the supervisor stops the workers first (each
-flushes its spans to the receiver), then flushes its own pipeline.
+A worker that dies is restarted; a worker whose supervisor died stops itself (its spool is
+replayed by the next start). On SIGTERM the supervisor stops the workers first (each hands
+its pending spans over, or leaves them in its spool), then flushes its own pipeline.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -31,47 +37,69 @@ from aiohttp import web
 
 from genops.config import Settings
 from genops.proxy.headers import downstream_headers, relayed_request_headers
+from genops.proxy.worker_report import WorkerReporter
+from genops.storage.forward import SECRET_ENV, ForwardingSink
 
 log = logging.getLogger("genops.workers")
 
+WATCH_KEY = web.AppKey("genops.watch_supervisor", asyncio.Task)
 # Paths a worker hands to the supervisor (they need the store).
 FORWARDED_PREFIXES = ("/genops/", "/readyz", "/metrics")
 
 
-def free_loopback_port() -> int:
-    """A port nobody listens on right now, on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_loopback_port(avoid: tuple[int, ...] = ()) -> int:
+    """A port nobody listens on right now, on 127.0.0.1, and none of ``avoid``."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in avoid:
+            return port
 
 
 def supervisor_settings(settings: Settings) -> Settings:
-    """The supervisor's own settings: loopback on an internal port, an OTLP receiver always on."""
-    otlp_port = settings.otlp_port or free_loopback_port()
-    return dataclasses.replace(settings, host="127.0.0.1", port=free_loopback_port(), otlp_port=otlp_port)
+    """The supervisor's own settings: loopback on an internal port (never the public one nor the
+    receiver's: they are not bound yet, so the kernel could hand out the same number)."""
+    return dataclasses.replace(settings, host="127.0.0.1",
+                               port=free_loopback_port(avoid=(settings.port, settings.otlp_port)))
+
+
+def new_secret() -> str:
+    """The shared secret a supervisor gives its workers for its internal ingest endpoint."""
+    return secrets.token_hex(24)
+
+
+def worker_spool_path(settings: Settings, index: int) -> Any:
+    """Worker ``index``'s own spool directory (stable across restarts, so it replays its own)."""
+    return settings.data_path / "spool-workers" / f"worker-{index}"
 
 
 class WorkerPool:
     """Starts, watches and stops the worker processes."""
 
-    def __init__(self, public: Settings, admin_url: str, otlp_url: str) -> None:
+    def __init__(self, public: Settings, admin_url: str, secret: str) -> None:
         self.public = public
         self.admin_url = admin_url
-        self.otlp_url = otlp_url
+        self.secret = secret
         self.processes: list[subprocess.Popen] = []
         self._watch: asyncio.Task | None = None
         self._stopping = False
 
-    def _spawn(self) -> subprocess.Popen:
+    def _spawn(self, index: int) -> subprocess.Popen:
         env = dict(os.environ)
         env.update({"GENOPS_HOST": self.public.host, "GENOPS_PORT": str(self.public.port), "GENOPS_WORKERS": "1",
-                    "GENOPS_OTLP_PORT": "0", "GENOPS_DATA_DIR": str(self.public.data_path)})
+                    "GENOPS_OTLP_PORT": "0", "GENOPS_DATA_DIR": str(self.public.data_path), SECRET_ENV: self.secret})
         cmd = [sys.executable, "-m", "genops", "serve", "--worker-admin-url", self.admin_url,
-               "--worker-otlp-url", self.otlp_url]
+               "--worker-index", str(index)]
         return subprocess.Popen(cmd, env=env)
 
+    @property
+    def pids(self) -> list[int]:
+        """The workers' process ids (the processes serving the public port)."""
+        return [p.pid for p in self.processes]
+
     async def start(self) -> None:
-        self.processes = [self._spawn() for _ in range(self.public.workers)]
+        self.processes = [self._spawn(i) for i in range(self.public.workers)]
         log.info("workers started", extra={"workers": len(self.processes), "port": self.public.port,
                                            "pids": [p.pid for p in self.processes]})
         self._watch = asyncio.get_running_loop().create_task(self._watch_loop())
@@ -83,10 +111,12 @@ class WorkerPool:
                 code = process.poll()
                 if code is not None and not self._stopping:
                     log.error("worker exited; restarting", extra={"pid": process.pid, "code": code})
-                    self.processes[index] = self._spawn()
+                    self.processes[index] = self._spawn(index)
 
     async def stop(self, timeout_s: float = 20.0) -> None:
-        """SIGTERM every worker and wait: each flushes its pending spans to the receiver first."""
+        """SIGTERM every worker and wait: each hands its pending spans to this process first."""
+        if self._stopping:
+            return
         self._stopping = True
         if self._watch is not None:
             self._watch.cancel()
@@ -134,33 +164,112 @@ class AdminForwarder:
             await self._session.close()
 
 
-def serve_worker(settings: Settings, admin_url: str, otlp_url: str) -> None:
-    """One worker: proxy on the shared public port, spans by OTLP to the supervisor, no store."""
+def serve_worker(settings: Settings, admin_url: str, index: int) -> None:
+    """One worker: the proxy on the shared public port; its spans go to the supervisor's store."""
     from genops.proxy.app import create_app
-    from genops.proxy.server import install_uvloop
+    from genops.proxy.server import install_uvloop, tune_gc
     from genops.proxy.telemetry import build_telemetry
+    from genops.storage.pipeline import SpanPipeline
 
-    telemetry = build_telemetry(dataclasses.replace(settings, otlp_endpoint=otlp_url), None)
+    sys.setswitchinterval(0.001)  # the span batcher thread yields the GIL to the event loop within 1 ms
+    pipeline = None
+    if settings.export_enabled:
+        spool = _open_spool(worker_spool_path(settings, index), settings)
+        pipeline = SpanPipeline(ForwardingSink(admin_url, os.environ.get(SECRET_ENV, ""),
+                                               timeout_s=settings.export_timeout_s),
+                                spool, batch_size=settings.export_batch_size,
+                                interval_s=settings.export_interval_ms / 1000, queue_size=settings.export_queue_size)
+        pipeline.start()
+    telemetry = build_telemetry(settings, pipeline)
+    # The supervisor answers feedback and /metrics for us: it hears of our calls and pipeline at once.
+    reporter = WorkerReporter(admin_url, os.environ.get(SECRET_ENV, ""), index, pipeline)
+    telemetry.add_span_processor(reporter)
     app = create_app(settings, telemetry, None, admin_forward_url=admin_url)
+    reporter.attach(app)
     install_uvloop()
+    supervisor = os.getppid()
+    orphaned: list[bool] = []
+
+    async def watch_supervisor(_: web.Application) -> None:
+        async def loop() -> None:
+            while os.getppid() == supervisor:
+                await asyncio.sleep(1.0)
+            orphaned.append(True)
+            log.error("supervisor gone; worker stopping, pending spans stay in its spool", extra={"pid": os.getpid()})
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        app[WATCH_KEY] = asyncio.get_running_loop().create_task(loop())
+        tune_gc()
 
     async def flush(_: web.Application) -> None:
+        if orphaned and pipeline is not None:
+            # Nobody to hand spans to: spool them and exit at once, freeing the spool for the
+            # next start's worker (which replays it).
+            await asyncio.get_running_loop().run_in_executor(None, pipeline.shutdown, 1.0)
+            return
         await asyncio.get_running_loop().run_in_executor(None, telemetry.shutdown)
 
+    app.on_startup.append(watch_supervisor)
     app.on_cleanup.append(flush)
-    log.info("worker listening", extra={"pid": os.getpid(), "url": f"http://{settings.host}:{settings.port}"})
+    log.info("worker listening", extra={"pid": os.getpid(), "worker": index,
+                                        "url": f"http://{settings.host}:{settings.port}"})
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,
                 handle_signals=True, shutdown_timeout=10, reuse_port=True)
 
 
-def attach_workers(app: web.Application, public: Settings, internal: Settings, otlp_url: str) -> Any:
+def _open_spool(path: Any, settings: Settings) -> Any:
+    """The worker's spool; waits a little for a previous worker of the same index still flushing."""
+    import time
+
+    from genops.storage.spool import Spool, SpoolLocked
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return Spool(path, max_bytes=settings.spool_max_bytes, fsync=settings.spool_fsync)
+        except SpoolLocked:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _stop_workers_first(pool: WorkerPool) -> None:
+    """On SIGTERM/SIGINT, stop the workers while this process still listens, then exit.
+
+    aiohttp's own handler stops listening first and runs ``on_shutdown`` after, when the
+    workers could no longer hand over their last spans; this replaces it.
+    """
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task] = []
+
+    def raise_graceful_exit() -> None:
+        raise web.GracefulExit()
+
+    def on_signal() -> None:
+        if stopping:
+            return
+        async def stop_then_exit() -> None:
+            try:
+                await pool.stop()
+            finally:
+                loop.call_soon(raise_graceful_exit)
+
+        stopping.append(loop.create_task(stop_then_exit()))
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal)
+
+
+def attach_workers(app: web.Application, public: Settings, internal: Settings, secret: str) -> WorkerPool:
     """Make the supervisor's app start the workers after its own startup and stop them first at shutdown."""
-    pool = WorkerPool(public, f"http://{internal.host}:{internal.port}", otlp_url)
+    pool = WorkerPool(public, f"http://{internal.host}:{internal.port}", secret)
 
     async def start(_: web.Application) -> None:
         await pool.start()
-        print(f"GenOps: {public.workers} workers serving http://{public.host}:{public.port} "
-              f"(supervisor, store and admin on http://{internal.host}:{internal.port})", file=sys.stderr, flush=True)
+        _stop_workers_first(pool)
+        workers = f"{public.workers} worker processes" if public.workers > 1 else "a worker process"
+        print(f"GenOps: the proxy runs in {workers} on http://{public.host}:{public.port}; the store and admin "
+              f"in this process (http://{internal.host}:{internal.port})", file=sys.stderr, flush=True)
 
     async def stop(_: web.Application) -> None:
         await pool.stop()

@@ -42,7 +42,11 @@ SPAN_ROWS = otlp_native.KIND
 
 
 class Sink(Protocol):
-    """Where batches go: one call inserts one payload of ``kind`` with its dedup token."""
+    """Where batches go: one call inserts one payload with its dedup token.
+
+    JSONEachRow batches are inserted as ``insert(payload, token)``; other kinds (only from
+    a pipeline that takes SpanRow payloads) as ``insert(payload, token, kind)``.
+    """
 
     def insert(self, payload: bytes, token: str, kind: str = JSON) -> None: ...
 
@@ -238,6 +242,12 @@ class SpanPipeline:
         self.counters.spooled += spans
         self._wake_sender.set()
 
+    def _insert(self, payload: bytes, token: str, kind: str) -> None:
+        if kind == JSON:  # sinks that only ever see JSON batches (the workers' forwarding sink) take two arguments
+            self.sink.insert(payload, token)
+        else:
+            self.sink.insert(payload, token, kind)
+
     def _insert_direct(self, payload: bytes, spans: int, kind: str) -> None:
         import uuid
 
@@ -245,7 +255,7 @@ class SpanPipeline:
         delay = self.backoff_initial_s
         while True:
             try:
-                self.sink.insert(payload, token, kind)
+                self._insert(payload, token, kind)
                 self.counters.exported += spans
                 return
             except Exception:  # noqa: BLE001
@@ -309,7 +319,7 @@ class SpanPipeline:
             record, payload = head
             started = time.perf_counter()
             try:
-                self.sink.insert(payload, record.token, record.kind)
+                self._insert(payload, record.token, record.kind)
             except Exception as exc:  # noqa: BLE001 - any storage error means "keep it and retry"
                 self.counters.export_failures += 1
                 self._backoff = min(self.backoff_max_s, max(self.backoff_initial_s, self._backoff * 2))

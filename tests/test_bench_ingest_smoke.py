@@ -20,6 +20,8 @@ def test_benchmarks_run_in_smoke_mode() -> None:
     ingest = next(r for r in results if r["bench"] == "ingest")
     assert ingest["spans"] == 4 * 512 and ingest["spans_per_cpu_second"]
     modes = {r["mode"]: r for r in results if r["bench"] == "proxy_p99"}
-    assert set(modes) == {"off", "inproc", "outproc"}
+    assert set(modes) == {"off", "inline", "separate", "outproc"}
     assert all(r["requests"] > 0 and r["p99_ms"] > 0 for r in modes.values())
-    assert modes["inproc"]["spans_exported"] >= modes["inproc"]["requests"]
+    for mode in ("inline", "separate"):
+        assert modes[mode]["spans_exported"] >= modes[mode]["requests"]
+    assert modes["separate"]["store_cpu_ms_per_request"] > 0  # the store ran in its own process

@@ -212,6 +212,11 @@ class Settings:
     otlp_batch_spans: int = _setting(65536, _parse_int(1, 1_000_000),
                                      "spans per insert of OTLP protobuf that ClickHouse decodes (up to two batches are held in memory)")
     workers: int = _setting(1, _parse_int(1, 64), "proxy processes sharing the port (embedded store stays in one)")
+    store_process: str = _setting(
+        "auto", _parse_choice("auto", "separate", "inline"),
+        "where the embedded store runs: separate = its own process, the proxy in a worker; inline = the proxy's "
+        "process; auto = separate when embedded on 2+ cores",
+    )
     log_level: str = _setting("info", _parse_choice("debug", "info", "warning", "error"), "log level")
     log_format: str = _setting("json", _parse_choice("json", "text"), "structured JSON logs or plain text")
     capture_headers: bool = _setting(False, _parse_bool, "record non-secret request headers on spans")
@@ -248,6 +253,21 @@ class Settings:
     def embedded(self) -> bool:
         """True when storage is the in-process chDB engine."""
         return not self.clickhouse_url or self.clickhouse_url.startswith("chdb://")
+
+    @property
+    def separate_store(self) -> bool:
+        """Whether ``genops serve`` runs the proxy in worker process(es) and the store in the supervisor.
+
+        Always with ``--workers`` > 1. Otherwise ``auto`` separates the embedded store when the
+        machine has a second core for it (see README, "Architecture"); a ClickHouse server is
+        already another process, so the proxy then inserts itself.
+        """
+        if self.workers > 1 or self.store_process == "separate":
+            return True
+        if self.store_process == "inline":
+            return False
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return self.embedded and cores >= 2
 
     @property
     def chdb_path(self) -> Path:

@@ -12,9 +12,9 @@ from genops.logs import setup_logging
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="run the tracing proxy")
     add_setting_flags(parser, ("host", "port", *STORAGE_FLAGS, "openai_base_url", "otlp_endpoint", "otlp_port", "workers", "log_level", "log_format"))
-    # Set by the supervisor of `--workers N` for its worker processes; not for users.
+    # Set by the supervisor for its proxy worker processes; not for users.
     parser.add_argument("--worker-admin-url", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--worker-otlp-url", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
 
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
         if args.worker_admin_url:
             from genops.proxy.workers import serve_worker
 
-            serve_worker(settings, args.worker_admin_url, args.worker_otlp_url)
+            serve_worker(settings, args.worker_admin_url, args.worker_index)
         else:
             serve(settings)
     except (StorageError, SpoolLocked) as exc:

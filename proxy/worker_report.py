@@ -1,0 +1,138 @@
+"""What proxy workers tell their supervisor: the calls they served and their span pipeline's state.
+
+With the proxy in worker processes, the supervisor answers the admin paths for them. It needs
+two things only the workers know:
+
+- the request ids they just served, so feedback for a call whose span is still in a worker's
+  export batch is accepted at once (:class:`~genops.proxy.recent.RecentCalls`);
+- their pipelines' counters and gauges (queued, spooled, exported, dropped...), so
+  ``/metrics`` shows the whole server, and ``/readyz`` says ready only once every worker
+  has reported (its spool, replayed or not, is then visible).
+
+A worker's :class:`WorkerReporter` collects ids in ``on_end`` (a list append) and posts a
+report every :data:`REPORT_INTERVAL_S` when it has ids or its pipeline changed, and at least
+every second. :class:`WorkerReports` is the supervisor's side (an internal endpoint that
+needs the supervisor's secret).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Iterable
+
+import aiohttp
+import orjson
+from aiohttp import web
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from genops.collectors.metrics import snapshot
+from genops.proxy.recent import RecentCalls, span_ref
+from genops.storage.forward import internal_secret_ok
+from genops.storage.pipeline import SpanPipeline
+from genops.storage.scores import SpanRef
+
+REPORT_PATH = "/genops/internal/report"
+REPORT_INTERVAL_S = 0.02
+HEARTBEAT_S = 1.0
+
+log = logging.getLogger("genops.proxy.worker_report")
+
+
+class WorkerReporter(SpanProcessor):
+    """A worker's side: served ids and pipeline state, posted to the supervisor in small reports."""
+
+    def __init__(self, url: str, secret: str, index: int, pipeline: SpanPipeline | None) -> None:
+        self.url = url.rstrip("/") + REPORT_PATH
+        self.secret = secret
+        self.index = index
+        self.pipeline = pipeline
+        self._served: list[tuple[str, str, str]] = []
+        self._task: asyncio.Task | None = None
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        found = span_ref(span)
+        if found is not None:
+            request_id, ref = found
+            self._served.append((request_id, ref.trace_id, ref.span_id))
+
+    def attach(self, app: web.Application) -> None:
+        """Report for the life of ``app`` (first report right at start-up)."""
+
+        async def start(_: web.Application) -> None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+        async def stop(_: web.Application) -> None:
+            if self._task is not None:
+                self._task.cancel()
+
+        app.on_startup.append(start)
+        app.on_cleanup.append(stop)
+
+    async def _run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.secret}", "Content-Type": "application/json"}
+        last_state: dict[str, Any] | None = None
+        last_sent = 0.0
+        async with aiohttp.ClientSession() as session:
+            while True:
+                state = snapshot(self.pipeline) if self.pipeline is not None else {}
+                now = time.monotonic()
+                if self._served or state != last_state or now - last_sent >= HEARTBEAT_S:
+                    served, self._served = self._served, []
+                    report = {"worker": self.index, "served": served, "pipeline": state}
+                    try:
+                        async with session.post(self.url, data=orjson.dumps(report), headers=headers,
+                                                timeout=aiohttp.ClientTimeout(total=5)) as response:
+                            await response.read()
+                        last_state, last_sent = state, now
+                    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                        # Lost ids only mean feedback waits for the span's export instead.
+                        log.debug("worker report not delivered", extra={"error": type(exc).__name__})
+                await asyncio.sleep(REPORT_INTERVAL_S)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class WorkerReports:
+    """The supervisor's side: records served ids into ``recent``, keeps each worker's latest pipeline state."""
+
+    def __init__(self, recent: RecentCalls, secret: str, workers: int) -> None:
+        self.recent = recent
+        self.secret = secret
+        self.workers = workers
+        self._pipelines: dict[int, dict[str, Any]] = {}
+
+    def register(self, app: web.Application) -> None:
+        app.router.add_post(REPORT_PATH, self.receive)
+
+    async def receive(self, request: web.Request) -> web.Response:
+        if not internal_secret_ok(request.headers, self.secret):
+            return web.json_response({"error": "forbidden"}, status=403)
+        try:
+            report = orjson.loads(await request.read())
+            worker = int(report["worker"])
+            for request_id, trace_id, span_id in report.get("served", ()):
+                self.recent.add(str(request_id), SpanRef(str(trace_id), str(span_id)))
+            pipeline = report.get("pipeline") or {}
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return web.json_response({"error": "malformed worker report"}, status=400)
+        self._pipelines[worker] = pipeline
+        return web.Response(status=204)
+
+    def pipelines(self) -> Iterable[dict[str, Any]]:
+        """The latest pipeline state of each worker (for ``/metrics``)."""
+        return list(self._pipelines.values())
+
+    def not_ready(self) -> str | None:
+        """Why the server is not ready yet (a worker has not reported), or None."""
+        missing = self.workers - len(self._pipelines)
+        return f"{missing} proxy worker(s) not reporting yet" if missing > 0 else None

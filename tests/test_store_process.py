@@ -1,0 +1,117 @@
+"""Where the embedded store runs: its own process (the proxy in a worker) or the proxy's process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import openai
+
+from conftest import start_proxy
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text() if Path(f"/proc/{pid}/stat").exists() else ""
+    return " Z " not in stat  # a zombie has exited
+
+
+def _call(proxy, content: str = "hello") -> str:
+    client = openai.OpenAI(base_url=proxy.url + "/v1", api_key="sk-store-secret", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": content}])
+    return raw.headers["GenOps-Request-Id"]
+
+
+def _instance_pid(proxy, request_id: str) -> int:
+    rows = proxy.wait_rows("SELECT ResourceAttributes['service.instance.id'] AS instance FROM otel_traces "
+                           f"WHERE SpanAttributes['genops.request.id'] = '{request_id}'")
+    return int(rows[0]["instance"].rsplit("-", 1)[1])
+
+
+def test_separate_store_runs_the_proxy_in_a_worker_process(tmp_path, fake_upstream):
+    proxy = start_proxy(tmp_path / "data", {"GENOPS_OPENAI_BASE_URL": fake_upstream.url,
+                                            "GENOPS_STORE_PROCESS": "separate"})
+    try:
+        request_id = _call(proxy)
+        workers = _children(proxy.process.pid)
+        # The span was recorded by the worker (a child of `genops serve`), stored by the supervisor.
+        assert _instance_pid(proxy, request_id) in workers
+        assert (tmp_path / "data" / "spool-workers" / "worker-0").is_dir()
+        metrics = urllib.request.urlopen(proxy.url + "/metrics", timeout=5).read().decode()
+        assert 'genops_spans_received_total{source="proxy"} 1' in metrics
+    finally:
+        assert proxy.stop(signal.SIGTERM) == 0
+    for pid in workers:
+        assert not _alive(pid)
+
+
+def test_inline_store_keeps_one_process(tmp_path, fake_upstream):
+    proxy = start_proxy(tmp_path / "data", {"GENOPS_OPENAI_BASE_URL": fake_upstream.url,
+                                            "GENOPS_STORE_PROCESS": "inline"})
+    try:
+        request_id = _call(proxy)
+        assert _instance_pid(proxy, request_id) == proxy.process.pid
+        assert _children(proxy.process.pid) == []
+    finally:
+        assert proxy.stop(signal.SIGTERM) == 0
+
+
+def test_internal_endpoints_refuse_requests_without_the_secret(tmp_path, fake_upstream):
+    proxy = start_proxy(tmp_path / "data", {"GENOPS_OPENAI_BASE_URL": fake_upstream.url,
+                                            "GENOPS_STORE_PROCESS": "separate"})
+    try:
+        internal = json.loads((tmp_path / "data" / "serve.json").read_text())["url"]
+        row = b'{"TraceId":"forged"}'
+        for base in (internal, proxy.url):  # direct, and through the worker's admin forwarding
+            for path in ("/genops/internal/rows", "/genops/internal/report"):
+                request = urllib.request.Request(
+                    base + path, data=row, method="POST",
+                    headers={"Authorization": f"Bearer {proxy.token}", "GenOps-Dedup-Token": "f" * 32})
+                try:
+                    urllib.request.urlopen(request, timeout=5)
+                    raise AssertionError(f"{base}{path} accepted a request without the internal secret")
+                except urllib.error.HTTPError as exc:
+                    assert exc.code == 403
+        assert proxy.sql("SELECT count() AS n FROM otel_traces") == [{"n": 0}]
+    finally:
+        proxy.stop(signal.SIGTERM)
+
+
+def test_worker_stops_when_the_supervisor_is_killed_and_its_spool_is_replayed(tmp_path, fake_upstream):
+    """SIGKILL of `genops serve`: the worker notices, spools what it holds and exits; the next
+    start's worker replays it. The export interval is 10 minutes, so nothing was sent before."""
+    data = tmp_path / "data"
+    env = {"GENOPS_OPENAI_BASE_URL": fake_upstream.url, "GENOPS_STORE_PROCESS": "separate",
+           "GENOPS_EXPORT_INTERVAL_MS": "600000"}
+    proxy = start_proxy(data, env)
+    ids = [_call(proxy, f"m{i}") for i in range(5)]
+    workers = _children(proxy.process.pid)
+    assert len(workers) == 1
+    proxy.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while _alive(workers[0]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(workers[0]), "the orphaned worker kept running"
+    again = start_proxy(data, {**env, "GENOPS_EXPORT_INTERVAL_MS": "100"})
+    try:
+        rows = again.wait_rows("SELECT SpanAttributes['genops.request.id'] AS id FROM otel_traces", 5)
+        assert sorted(r["id"] for r in rows) == sorted(ids)
+    finally:
+        again.stop(signal.SIGTERM)
