@@ -27,6 +27,6 @@ setup(
     package_dir=package_dir,
     # Data files anywhere below a package (migrations/*.sql, dashboard JSON, tokenizer files...).
     package_data={"": [f"{glob}.{ext}" for glob in ("*", "**/*")
-                       for ext in ("sql", "json", "yaml", "yml", "tiktoken", "tiktoken.gz", "txt", "jsonl", "toml")]},
+                       for ext in ("sql", "json", "yaml", "yml", "tiktoken", "tiktoken.gz", "txt", "jsonl", "toml", "proto")]},
     include_package_data=True,
 )

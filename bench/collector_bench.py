@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for mode in ("off", "inline", "separate", "outproc"):
             results.append({"bench": "proxy_p99", **proxy_p99.run_mode(mode, rate=50, duration=1, warmup=0.5)})
     else:
-        results.append({"bench": "ingest", **ingest.run()})
+        results.append({"bench": "ingest", **ingest.run(settle=5.0)})
+        results.append({"bench": "ingest", **ingest.run(decode="python", settle=5.0)})
         for _round in range(3):
             for mode in ("off", "inline", "separate", "outproc"):
                 results.append({"bench": "proxy_p99", **proxy_p99.run_mode(mode, rate=300, duration=15)})

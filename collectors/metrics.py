@@ -82,6 +82,9 @@ def render(pipeline: SpanPipeline | None, receiver: ReceiverStats | None = None,
                          [("", m["batches_exported"])])
         lines += _family("genops_spool_write_errors_total", "counter", "Batches that could not be written to the spool.",
                          [("", m["spool_write_errors"])])
+        lines += _family("genops_otlp_python_fallback_batches_total", "counter",
+                         "OTLP protobuf batches ClickHouse left to the Python decoder (values it does not spell alike).",
+                         [("", getattr(pipeline.sink, "python_fallbacks", 0))])
         lines += _family("genops_export_queue_spans", "gauge", "Spans waiting in memory.", [("", m["queued"])])
         lines += _family("genops_spool_spans", "gauge", "Spans in the spool waiting for ClickHouse.",
                          [("", m["spool_spans"])])

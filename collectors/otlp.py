@@ -1,4 +1,4 @@
-"""OTLP trace payloads (protobuf or JSON) to ``otel_traces`` JSON rows.
+"""OTLP trace payloads (protobuf or JSON) to ``otel_traces`` JSON rows, or to SpanRows ClickHouse decodes.
 
 The values are spelled by :mod:`genops.storage.rows`, the same helpers the proxy's own
 spans go through, so stored rows look the same whichever way a span arrived. Spans with a
@@ -18,7 +18,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from genops.storage.otlp_native import SpanRowTail, frame_span_rows, tail_bytes
 from genops.storage.rows import (
     OTLP_KIND_BY_NAME,
     OTLP_KIND_NAMES,
@@ -40,6 +42,9 @@ class Decoded:
     rows: list[dict[str, Any]] = field(default_factory=list)
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
+    # Or, decoded by ClickHouse: the accepted spans as SpanRows, and how many.
+    payload: bytes = b""
+    spans: int = 0
 
     def reject(self, message: str) -> None:
         self.rejected += 1
@@ -87,13 +92,69 @@ def _pb_attrs(attributes: Any) -> dict[str, str]:
     return out
 
 
-def decode_protobuf(body: bytes) -> Decoded:
-    """Decode a binary ExportTraceServiceRequest into rows."""
+_ZERO16 = b"\0" * 16
+_ZERO8 = b"\0" * 8
+
+
+def _parse_request(body: bytes) -> ExportTraceServiceRequest:
     request = ExportTraceServiceRequest()
     try:
         request.ParseFromString(body)
     except (DecodeError, RuntimeError, ValueError) as exc:
         raise OtlpError(f"the body is not a valid protobuf ExportTraceServiceRequest ({exc})") from None
+    return request
+
+
+def _pb_invalid(span: Any) -> str | None:
+    """Why a span is rejected (malformed ids), or None."""
+    trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+    if len(trace_id) != 16 or trace_id == _ZERO16:
+        return f"span {span.name!r}: trace_id must be 16 bytes and not all zero"
+    if len(span_id) != 8 or span_id == _ZERO8:
+        return f"span {span.name!r}: span_id must be 8 bytes and not all zero"
+    if parent and len(parent) != 8:
+        return f"span {span.name!r}: parent_span_id must be empty or 8 bytes"
+    return None
+
+
+def pb_span_row(span: Any, resource: dict[str, str], service: str, scope_name: str,
+                scope_version: str) -> dict[str, Any]:
+    """One (valid) protobuf Span as an ``otel_traces`` JSON row."""
+    start = span.start_time_unix_nano
+    end = span.end_time_unix_nano
+    events = span.events
+    links = span.links
+    status = span.status
+    parent = span.parent_span_id
+    return {
+        "Timestamp": ts64(start),
+        "TraceId": span.trace_id.hex(),
+        "SpanId": span.span_id.hex(),
+        "ParentSpanId": parent.hex() if parent and parent != _ZERO8 else "",
+        "TraceState": span.trace_state,
+        "SpanName": span.name,
+        "SpanKind": OTLP_KIND_NAMES.get(span.kind, "Unspecified"),
+        "ServiceName": service,
+        "ResourceAttributes": resource,
+        "ScopeName": scope_name,
+        "ScopeVersion": scope_version,
+        "SpanAttributes": _pb_attrs(span.attributes),
+        "Duration": end - start if end > start else 0,
+        "StatusCode": OTLP_STATUS_NAMES.get(status.code, "Unset"),
+        "StatusMessage": status.message,
+        "Events.Timestamp": [ts64(e.time_unix_nano) for e in events] if events else [],
+        "Events.Name": [e.name for e in events] if events else [],
+        "Events.Attributes": [_pb_attrs(e.attributes) for e in events] if events else [],
+        "Links.TraceId": [link.trace_id.hex() for link in links] if links else [],
+        "Links.SpanId": [link.span_id.hex() for link in links] if links else [],
+        "Links.TraceState": [link.trace_state for link in links] if links else [],
+        "Links.Attributes": [_pb_attrs(link.attributes) for link in links] if links else [],
+    }
+
+
+def decode_protobuf(body: bytes) -> Decoded:
+    """Decode a binary ExportTraceServiceRequest into rows."""
+    request = _parse_request(body)
     decoded = Decoded()
     rows = decoded.rows
     for resource_spans in request.resource_spans:
@@ -103,46 +164,57 @@ def decode_protobuf(body: bytes) -> Decoded:
             scope = scope_spans.scope
             scope_name, scope_version = scope.name, scope.version
             for span in scope_spans.spans:
-                trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
-                if len(trace_id) != 16 or trace_id == b"\0" * 16:
-                    decoded.reject(f"span {span.name!r}: trace_id must be 16 bytes and not all zero")
+                reason = _pb_invalid(span)
+                if reason is not None:
+                    decoded.reject(reason)
                     continue
-                if len(span_id) != 8 or span_id == b"\0" * 8:
-                    decoded.reject(f"span {span.name!r}: span_id must be 8 bytes and not all zero")
-                    continue
-                if parent and len(parent) != 8:
-                    decoded.reject(f"span {span.name!r}: parent_span_id must be empty or 8 bytes")
-                    continue
-                start = span.start_time_unix_nano
-                end = span.end_time_unix_nano
-                events = span.events
-                links = span.links
-                status = span.status
-                rows.append({
-                    "Timestamp": ts64(start),
-                    "TraceId": trace_id.hex(),
-                    "SpanId": span_id.hex(),
-                    "ParentSpanId": parent.hex() if parent and parent != b"\0" * 8 else "",
-                    "TraceState": span.trace_state,
-                    "SpanName": span.name,
-                    "SpanKind": OTLP_KIND_NAMES.get(span.kind, "Unspecified"),
-                    "ServiceName": service,
-                    "ResourceAttributes": resource,
-                    "ScopeName": scope_name,
-                    "ScopeVersion": scope_version,
-                    "SpanAttributes": _pb_attrs(span.attributes),
-                    "Duration": end - start if end > start else 0,
-                    "StatusCode": OTLP_STATUS_NAMES.get(status.code, "Unset"),
-                    "StatusMessage": status.message,
-                    "Events.Timestamp": [ts64(e.time_unix_nano) for e in events] if events else [],
-                    "Events.Name": [e.name for e in events] if events else [],
-                    "Events.Attributes": [_pb_attrs(e.attributes) for e in events] if events else [],
-                    "Links.TraceId": [link.trace_id.hex() for link in links] if links else [],
-                    "Links.SpanId": [link.span_id.hex() for link in links] if links else [],
-                    "Links.TraceState": [link.trace_state for link in links] if links else [],
-                    "Links.Attributes": [_pb_attrs(link.attributes) for link in links] if links else [],
-                })
+                rows.append(pb_span_row(span, resource, service, scope_name, scope_version))
     return decoded
+
+
+def decode_protobuf_for_clickhouse(body: bytes) -> Decoded:
+    """Validate a binary ExportTraceServiceRequest and cut it into SpanRows for ClickHouse to decode.
+
+    The same checks as :func:`decode_protobuf` (a body the protobuf parser rejects is an
+    :class:`OtlpError`; spans with malformed ids are rejected one by one), but the spans'
+    attributes are not touched in Python: ``payload`` carries each accepted span's own bytes
+    (see :mod:`genops.storage.otlp_native`), ``spans`` counts them.
+    """
+    request = _parse_request(body)
+    decoded = Decoded()
+    tails: list[list[bytes]] = []
+    keep: list[bool] = []
+    for resource_spans in request.resource_spans:
+        resource = _pb_attrs(resource_spans.resource.attributes)
+        service = resource.get("service.name", "")
+        scope_tails = []
+        for scope_spans in resource_spans.scope_spans:
+            scope = scope_spans.scope
+            scope_tails.append(tail_bytes(resource, service, scope.name, scope.version))
+            for span in scope_spans.spans:
+                trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+                if (len(trace_id) == 16 and len(span_id) == 8 and trace_id != _ZERO16 and span_id != _ZERO8
+                        and (not parent or len(parent) == 8)):
+                    keep.append(True)
+                else:
+                    keep.append(False)
+                    decoded.reject(_pb_invalid(span) or "malformed span")
+        tails.append(scope_tails)
+    decoded.spans = len(keep) - decoded.rejected
+    if decoded.spans:
+        decoded.payload = frame_span_rows(body, tails, keep)
+    return decoded
+
+
+def span_rows_to_json_rows(span_rows: list[bytes]) -> list[dict[str, Any]]:
+    """SpanRow messages (built by :func:`decode_protobuf_for_clickhouse`) as JSON rows, decoded in Python."""
+    rows = []
+    for data in span_rows:
+        span = Span.FromString(data)  # the SpanRow's extra fields (1000+) are unknown to Span: ignored
+        tail = SpanRowTail.FromString(data)  # and the span's fields are unknown to the tail
+        resource = {pair.key: pair.value for pair in tail.resource_attributes}
+        rows.append(pb_span_row(span, resource, tail.service_name, tail.scope.name, tail.scope.version))
+    return rows
 
 
 # -- JSON (OTLP/JSON: ids are hex strings, enums are numbers, 64-bit ints may be strings) ----

@@ -20,7 +20,13 @@ from aiohttp import web
 from google.rpc.status_pb2 import Status
 
 from genops.collectors.metrics import ReceiverStats, metrics_handler
-from genops.collectors.otlp import OtlpError, decode_json, decode_protobuf, response_body
+from genops.collectors.otlp import (
+    OtlpError,
+    decode_json,
+    decode_protobuf,
+    decode_protobuf_for_clickhouse,
+    response_body,
+)
 from genops.config import Settings
 from genops.storage.pipeline import SpanPipeline
 
@@ -85,11 +91,20 @@ class OtlpReceiver:
                                     f"({exc})", as_json, encoding, {"Connection": "close"})
         if len(body) > self.max_body_bytes:
             return self._error(413, too_large, as_json, encoding, {"Connection": "close"})
+        if as_json:
+            decode = decode_json
+        elif self.pipeline.native_otlp:  # ClickHouse decodes the spans; Python only validates and frames
+            decode = decode_protobuf_for_clickhouse
+        else:
+            decode = decode_protobuf
         loop = asyncio.get_running_loop()
         try:
-            decoded = await loop.run_in_executor(None, decode_json if as_json else decode_protobuf, body)
+            decoded = await loop.run_in_executor(None, decode, body)
         except OtlpError as exc:
             return self._error(400, f"malformed OTLP trace export request: {exc}", as_json, encoding)
+        if decoded.spans:
+            if not self.pipeline.submit_payload(decoded.payload, decoded.spans, "otlp"):
+                return self._shed(as_json, encoding)
         if decoded.rows and not self.pipeline.has_room(len(decoded.rows)):
             return self._shed(as_json, encoding)
         if decoded.rows:

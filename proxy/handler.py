@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -328,6 +329,24 @@ class ProxyHandler:
         )
 
 
+_NO_USER_AGENT = CIMultiDictProxy(CIMultiDict({"User-Agent": None}))
+
+
+class _RelayRequest(aiohttp.ClientRequest):
+    """aiohttp's request, adding no ``User-Agent`` of its own (the client's, if any, is relayed).
+
+    Same headers as ``skip_auto_headers=("User-Agent",)``, which aiohttp implements by copying
+    every header into a new multidict per request (~7 us): here the defaults are added directly.
+    """
+
+    def update_auto_headers(self, skip_auto_headers: Any) -> None:
+        self._skip_auto_headers = _NO_USER_AGENT  # read-only: aiohttp consults it for payload headers
+        headers = self.headers
+        for name, value in self.DEFAULT_HEADERS.items():
+            if name not in headers:
+                headers[name] = value
+
+
 class SessionHolder:
     """One shared upstream ``aiohttp.ClientSession`` (connection pooling), created lazily in the loop."""
 
@@ -339,6 +358,7 @@ class SessionHolder:
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
             self._session = aiohttp.ClientSession(
                 connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
+                request_class=_RelayRequest,
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session

@@ -5,6 +5,11 @@
     -> [sender thread] inserts the oldest spooled batch, retrying with exponential backoff,
     with the batch's ClickHouse ``insert_deduplication_token`` -> acknowledged, leaves the spool.
 
+Two kinds of batches share that path: JSONEachRow rows (the proxy's own spans, OTLP/JSON
+and OTLP protobuf when ClickHouse cannot decode it) and OTLP SpanRow payloads that
+ClickHouse decodes itself (``submit_payload``; :mod:`genops.storage.otlp_native`). The
+spool records each batch's kind, so a replay inserts it the same way.
+
 Guarantees: the caller is never blocked or slowed by storage; a batch is on disk within
 one flush interval of its first span; batches reach ClickHouse in order and exactly once
 (deduplication token + ``non_replicated_deduplication_window``, migration 0010); when the
@@ -22,6 +27,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from genops.storage import otlp_native
 from genops.storage.rows import insert_json_payload, json_rows_payload, span_to_json_row
 from genops.storage.spool import Spool
 
@@ -31,10 +37,18 @@ log = logging.getLogger("genops.storage.pipeline")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-class Sink(Protocol):
-    """Where batches go: one call inserts one JSONEachRow payload with its dedup token."""
+JSON = "json"
+SPAN_ROWS = otlp_native.KIND
 
-    def insert(self, payload: bytes, token: str) -> None: ...
+
+class Sink(Protocol):
+    """Where batches go: one call inserts one payload with its dedup token.
+
+    JSONEachRow batches are inserted as ``insert(payload, token)``; other kinds (only from
+    a pipeline that takes SpanRow payloads) as ``insert(payload, token, kind)``.
+    """
+
+    def insert(self, payload: bytes, token: str, kind: str = JSON) -> None: ...
 
 
 class ClickHouseSink:
@@ -43,14 +57,19 @@ class ClickHouseSink:
     def __init__(self, client: Any, database: str) -> None:
         self.client = client
         self.database = database
+        self.python_fallbacks = 0  # SpanRow batches the view handed back to the Python decoder
 
-    def insert(self, payload: bytes, token: str) -> None:
-        insert_json_payload(
-            self.client, self.database, payload,
-            insert_deduplication_token=token,
+    def insert(self, payload: bytes, token: str, kind: str = JSON) -> None:
+        settings = {
+            "insert_deduplication_token": token,
             # dependent materialized views (genops_calls, ...) skip a duplicate block too
-            deduplicate_blocks_in_dependent_materialized_views=1,
-        )
+            "deduplicate_blocks_in_dependent_materialized_views": 1,
+        }
+        if kind == SPAN_ROWS:
+            if not otlp_native.insert_span_rows(self.client, self.database, payload, **settings):
+                self.python_fallbacks += 1
+            return
+        insert_json_payload(self.client, self.database, payload, **settings)
 
 
 @dataclass
@@ -93,7 +112,8 @@ class SpanPipeline:
     """Bounded, batched, spooled, retried export of ``otel_traces`` rows."""
 
     def __init__(self, sink: Sink, spool: Spool, *, batch_size: int = 512, interval_s: float = 1.0,
-                 queue_size: int = 65536, backoff_initial_s: float = 0.1, backoff_max_s: float = 10.0) -> None:
+                 queue_size: int = 65536, backoff_initial_s: float = 0.1, backoff_max_s: float = 10.0,
+                 payload_batch_spans: int | None = None) -> None:
         self.sink = sink
         self.spool = spool
         self.batch_size = batch_size
@@ -104,6 +124,16 @@ class SpanPipeline:
         self.counters = Counters()
         # Items are (converter, item): converter(item) -> row dict, run on the batcher thread.
         self._queue: deque[tuple[Callable[[Any], dict[str, Any]] | None, Any]] = deque()
+        # SpanRow payloads (one per OTLP request) and the spans they hold.
+        self._payloads: deque[tuple[bytes, int]] = deque()
+        self._payload_spans = 0
+        self._payload_lock = threading.Lock()
+        self.payload_batch_spans = payload_batch_spans or batch_size
+        # Payload spans have their own bound (room for two batches): a SpanRow is ~1 KB of bytes,
+        # not a Python object per span, and a batch must be able to fill up before it is cut.
+        self.payload_queue_spans = max(queue_size, 2 * self.payload_batch_spans)
+        # Whether ClickHouse decodes OTLP protobuf for this pipeline (set by build_pipeline).
+        self.native_otlp = False
         self._wake_batcher = threading.Event()
         self._wake_sender = threading.Event()
         self._stopping = threading.Event()
@@ -125,7 +155,7 @@ class SpanPipeline:
     @property
     def queued(self) -> int:
         """Spans waiting in memory (gauge)."""
-        return len(self._queue)
+        return len(self._queue) + self._payload_spans
 
     def has_room(self, spans: int) -> bool:
         """Whether ``spans`` more spans fit in the memory queue (the receiver sheds load when not)."""
@@ -149,6 +179,23 @@ class SpanPipeline:
             self._wake_batcher.set()
         return len(accepted)
 
+    def submit_payload(self, payload: bytes, spans: int, source: str) -> bool:
+        """Queue one SpanRow payload of ``spans`` spans, all or nothing.
+
+        False when it does not fit: nothing is kept, and the caller tells its client to retry (503).
+        """
+        with self._payload_lock:
+            if self._payload_spans + spans > self.payload_queue_spans:
+                return False
+            self._payloads.append((payload, spans))
+            self._payload_spans += spans
+            full = self._payload_spans >= self.payload_batch_spans
+        received = self.counters.received
+        received[source] = received.get(source, 0) + spans
+        if full:
+            self._wake_batcher.set()
+        return True
+
     def submit_sdk_spans(self, spans: list[Any]) -> int:
         """Queue finished OpenTelemetry SDK spans (converted off the caller's thread)."""
         return self.submit(spans, "proxy", span_to_json_row)
@@ -167,27 +214,48 @@ class SpanPipeline:
                 self.counters.dropped_invalid += 1
         return rows
 
+    def _take_payloads(self) -> tuple[bytes, int]:
+        """SpanRow payloads joined up to ``payload_batch_spans`` spans (at least one payload)."""
+        parts: list[bytes] = []
+        spans = 0
+        with self._payload_lock:
+            while self._payloads and (not parts or spans + self._payloads[0][1] <= self.payload_batch_spans):
+                payload, count = self._payloads.popleft()
+                parts.append(payload)
+                spans += count
+            self._payload_spans -= spans
+        return b"".join(parts), spans
+
     def _spool_batch(self, rows: list[dict[str, Any]]) -> None:
-        payload = json_rows_payload(rows)
+        if rows:
+            self._spool_payload(json_rows_payload(rows), len(rows), JSON)
+
+    def _spool_payload(self, payload: bytes, spans: int, kind: str) -> None:
         try:
-            self.spool.append(payload, len(rows))
+            self.spool.append(payload, spans, kind)
         except OSError as exc:
             # Disk trouble: the batch still goes out, just without the durability of the spool.
             self.counters.spool_write_errors += 1
             log.error("spool write failed; inserting without spooling", extra={"error": str(exc)})
-            self._insert_direct(payload, len(rows))
+            self._insert_direct(payload, spans, kind)
             return
-        self.counters.spooled += len(rows)
+        self.counters.spooled += spans
         self._wake_sender.set()
 
-    def _insert_direct(self, payload: bytes, spans: int) -> None:
+    def _insert(self, payload: bytes, token: str, kind: str) -> None:
+        if kind == JSON:  # sinks that only ever see JSON batches (the workers' forwarding sink) take two arguments
+            self.sink.insert(payload, token)
+        else:
+            self.sink.insert(payload, token, kind)
+
+    def _insert_direct(self, payload: bytes, spans: int, kind: str) -> None:
         import uuid
 
         token = uuid.uuid4().hex
         delay = self.backoff_initial_s
         while True:
             try:
-                self.sink.insert(payload, token)
+                self._insert(payload, token, kind)
                 self.counters.exported += spans
                 return
             except Exception:  # noqa: BLE001
@@ -211,11 +279,14 @@ class SpanPipeline:
             while self._queue and (len(self._queue) >= self.batch_size or due or flushes or stopping):
                 self._spool_batch(self._take_batch())
                 last_flush = time.monotonic()
+            while self._payloads and (self._payload_spans >= self.payload_batch_spans or due or flushes or stopping):
+                self._spool_payload(*self._take_payloads(), SPAN_ROWS)
+                last_flush = time.monotonic()
             if due:
                 last_flush = time.monotonic()
             for event in flushes:
                 event.set()
-            if stopping and not self._queue:
+            if stopping and not self._queue and not self._payloads:
                 return
 
     # -- sender -------------------------------------------------------------------------------
@@ -248,7 +319,7 @@ class SpanPipeline:
             record, payload = head
             started = time.perf_counter()
             try:
-                self.sink.insert(payload, record.token)
+                self._insert(payload, record.token, record.kind)
             except Exception as exc:  # noqa: BLE001 - any storage error means "keep it and retry"
                 self.counters.export_failures += 1
                 self._backoff = min(self.backoff_max_s, max(self.backoff_initial_s, self._backoff * 2))
@@ -315,6 +386,9 @@ def build_pipeline(settings: Any, client: Any) -> SpanPipeline:
         batch_size=settings.export_batch_size,
         interval_s=settings.export_interval_ms / 1000,
         queue_size=settings.export_queue_size,
+        payload_batch_spans=settings.otlp_batch_spans,
     )
+    pipeline.native_otlp = (settings.otlp_decode == "clickhouse"
+                            and otlp_native.native_ingest_available(client, settings.database))
     pipeline.start()
     return pipeline

@@ -172,10 +172,18 @@ OTLP_KIND_BY_NAME = {
 OTLP_STATUS_BY_NAME = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
 
 
+MAX_UNIX_NANO = 2**63 - 1  # the last DateTime64(9) instant
+
+
 def ts64(unix_nano: int) -> str:
-    """A DateTime64(9) value for JSONEachRow from Unix nanoseconds."""
-    seconds, nanos = divmod(int(unix_nano), 1_000_000_000)
-    return f"{seconds}.{nanos:09d}"
+    """A DateTime64(9) value for JSONEachRow from Unix nanoseconds.
+
+    The seconds are zero-padded to nine digits: ClickHouse reads a shorter number before the
+    point as a date ("1.000000000" fails to parse), and such a batch would never insert. Times
+    past DateTime64(9)'s end (2262-04-11, 2^63 - 1 ns) are clamped to it, for the same reason.
+    """
+    seconds, nanos = divmod(min(int(unix_nano), MAX_UNIX_NANO), 1_000_000_000)
+    return f"{seconds:09d}.{nanos:09d}"
 
 
 def span_to_json_row(span: ReadableSpan) -> dict[str, Any]:

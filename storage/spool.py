@@ -9,6 +9,8 @@ whose acknowledgement was lost) is not stored twice.
 Layout under the spool directory:
 - ``NNNNNNNNNNNNNNNN.seg``: segment files of records
   ``magic(4) | payload length(4) | span count(4) | crc32(4) | token(32, ascii) | payload``;
+  the magic names the payload's kind (``GSP1``: JSONEachRow rows for ``otel_traces``,
+  ``GSP2``: OTLP SpanRows for ClickHouse to decode, see :mod:`genops.storage.otlp_native`);
 - ``cursor``: ``<segment> <offset>`` of the first record not yet acknowledged (atomic rename);
 - ``lock``: held with ``flock`` so two processes never share a spool.
 
@@ -33,6 +35,9 @@ from pathlib import Path
 log = logging.getLogger("genops.storage.spool")
 
 MAGIC = b"GSP1"
+# Payload kind of each record magic (``json``: the default, and the only kind before GSP2).
+KIND_BY_MAGIC = {MAGIC: "json", b"GSP2": "otlp-span-rows"}
+MAGIC_BY_KIND = {kind: magic for magic, kind in KIND_BY_MAGIC.items()}
 HEADER = struct.Struct(">4sIII32s")
 CURSOR = "cursor"
 SUFFIX = ".seg"
@@ -53,6 +58,7 @@ class Record:
     token: str
     payload: bytes | None  # kept in memory while the cache allows; else read back from disk
     replay: bool = False  # found on disk at start (not written by this process)
+    kind: str = "json"  # what the payload is (KIND_BY_MAGIC)
 
 
 class Spool:
@@ -110,14 +116,15 @@ class Spool:
             while offset + HEADER.size <= len(data):
                 magic, length, spans, crc, token = HEADER.unpack_from(data, offset)
                 end = offset + HEADER.size + length
-                if magic != MAGIC or end > len(data):
+                if magic not in KIND_BY_MAGIC or end > len(data):
                     log.warning("spool: torn record ignored", extra={"segment": segment, "offset": offset})
                     break
                 payload = data[offset + HEADER.size:end]
                 if zlib.crc32(payload) != crc:
                     log.warning("spool: corrupt record ignored", extra={"segment": segment, "offset": offset})
                     break
-                self._pending.append(Record(segment, offset, end - offset, spans, token.decode(), None, replay=True))
+                self._pending.append(Record(segment, offset, end - offset, spans, token.decode(), None, replay=True,
+                                            kind=KIND_BY_MAGIC[magic]))
                 offset = end
         self._write_segment = (segments[-1] + 1) if segments else max(cursor_segment, 1)
         for segment in list(self._segment_sizes):
@@ -141,10 +148,10 @@ class Spool:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def append(self, payload: bytes, spans: int) -> Record:
-        """Write one batch durably (to the OS; ``fsync`` too when configured) and index it."""
+    def append(self, payload: bytes, spans: int, kind: str = "json") -> Record:
+        """Write one batch of ``kind`` durably (to the OS; ``fsync`` too when configured) and index it."""
         token = uuid.uuid4().hex
-        header = HEADER.pack(MAGIC, len(payload), spans, zlib.crc32(payload), token.encode())
+        header = HEADER.pack(MAGIC_BY_KIND[kind], len(payload), spans, zlib.crc32(payload), token.encode())
         size = HEADER.size + len(payload)
         with self._lock:
             self._make_room(size)
@@ -158,7 +165,7 @@ class Spool:
             keep = self._cached + len(payload) <= self.cache_bytes
             if keep:
                 self._cached += len(payload)
-            record = Record(self._write_segment, offset, size, spans, token, payload if keep else None)
+            record = Record(self._write_segment, offset, size, spans, token, payload if keep else None, kind=kind)
             self._pending.append(record)
             return record
 

@@ -26,6 +26,8 @@ _NOT_SETTINGS = {"query", "database", "default_format", "session_id", "session_t
                  "http_zlib_compression_level", "cancel_http_readonly_queries_on_client_close", "client_protocol_version",
                  "readonly", "role"}
 _INSERT = re.compile(r"^\s*INSERT\s+INTO\s+(?P<target>.+?)\s+FORMAT\s+(?P<fmt>\w+)\s*$", re.I | re.S)
+# clickhouse-connect sends a bytes insert as "INSERT INTO ... FORMAT X\n" + data, all in the body.
+_BODY_INSERT = re.compile(rb"^\s*INSERT\s+INTO\s+(?P<target>[^\n]+?)\s+FORMAT\s+(?P<fmt>\w+)[ \t]*\n", re.I)
 
 
 def _decode_body(body: bytes, encoding: str) -> bytes:
@@ -63,6 +65,10 @@ def create_app(path: str) -> web.Application:
         try:
             sess.query(f"USE {database}")
             insert = _INSERT.match(query) if query and body else None
+            embedded = _BODY_INSERT.match(body) if not query and body else None
+            if embedded:
+                insert = {"target": embedded["target"].decode(), "fmt": embedded["fmt"].decode()}
+                body = body[embedded.end():]
             if insert:
                 with tempfile.NamedTemporaryFile(suffix=".data", delete=False) as tmp:
                     tmp.write(body)

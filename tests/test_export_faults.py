@@ -47,7 +47,8 @@ class FakeClickHouse:
     def start(self) -> None:
         log = open(self.data_dir.parent / "fake_clickhouse.log", "ab")
         self.process = subprocess.Popen([sys.executable, str(FAKE_CLICKHOUSE), str(self.port), str(self.data_dir)],
-                                        stdout=log, stderr=subprocess.STDOUT)
+                                        stdout=log, stderr=subprocess.STDOUT,
+                                        cwd=self.data_dir.parent)  # chDB caches format schemas under the cwd
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -120,6 +121,56 @@ class Load:
             thread.join(30)
 
 
+@dataclass
+class OtlpLoad:
+    """OTLP protobuf exports (10 GenAI spans each) posted to the receiver until stopped; remembers accepted span ids."""
+
+    url: str
+    service: str = field(default_factory=lambda: "otlp-load-" + uuid.uuid4().hex[:8])
+    accepted: set[str] = field(default_factory=set)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def start(self) -> "OtlpLoad":
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+        from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+        from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+        def kv(key: str, value: AnyValue) -> KeyValue:
+            return KeyValue(key=key, value=value)
+
+        while not self.stop_event.is_set():
+            now = time.time_ns()
+            spans = [Span(trace_id=uuid.uuid4().bytes, span_id=uuid.uuid4().bytes[:8], name="chat gpt-4o",
+                          start_time_unix_nano=now, end_time_unix_nano=now + 1000,
+                          attributes=[kv("gen_ai.operation.name", AnyValue(string_value="chat")),
+                                      kv("gen_ai.usage.input_tokens", AnyValue(int_value=7)),
+                                      kv("gen_ai.request.temperature", AnyValue(double_value=0.5))])
+                     for _ in range(10)]
+            body = ExportTraceServiceRequest(resource_spans=[ResourceSpans(
+                resource={"attributes": [kv("service.name", AnyValue(string_value=self.service))]},
+                scope_spans=[ScopeSpans(spans=spans)])]).SerializeToString()
+            request = urllib.request.Request(self.url + "/v1/traces", data=body,
+                                             headers={"Content-Type": "application/x-protobuf"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    response.read()
+                    self.accepted.update(s.span_id.hex() for s in spans)
+            except (urllib.error.URLError, OSError):
+                pass  # 503 under back-pressure: the client would retry; not counted as accepted
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(30)
+
+
 def stored_counts(proxy: Proxy, prefix: str) -> tuple[dict[str, int], int]:
     """Per request id, how many otel_traces rows carry it; and how many genops_calls rows there are."""
     rows = proxy.sql(
@@ -157,6 +208,7 @@ def test_storage_hung_then_down_requests_succeed_and_spans_land_exactly_once(
     proxy = start_proxy(tmp_path / "genops", server_env(fake_upstream, clickhouse))
     try:
         load = Load(proxy.url).start()
+        otlp = OtlpLoad(proxy.otlp_url).start()  # OTLP protobuf that ClickHouse decodes (spooled SpanRows)
         time.sleep(1.0)
         clickhouse.pause()  # hung: inserts time out, and land when it wakes up
         time.sleep(2.5)
@@ -166,6 +218,7 @@ def test_storage_hung_then_down_requests_succeed_and_spans_land_exactly_once(
         clickhouse.start()
         time.sleep(1.0)
         load.stop()
+        otlp.stop()
         assert not load.failures, load.failures[:3]
         wait_drained(proxy)
         stored, calls = stored_counts(proxy, load.prefix)
@@ -173,6 +226,13 @@ def test_storage_hung_then_down_requests_succeed_and_spans_land_exactly_once(
         assert set(stored) == set(load.answered), "every answered request's span is stored"
         assert set(stored.values()) == {1}, "and stored once"
         assert calls == len(load.answered), "genops_calls (materialized view) has no duplicates either"
+        otlp_rows = proxy.sql(f"SELECT SpanId, count() AS n FROM otel_traces WHERE ServiceName = '{otlp.service}' "
+                              "GROUP BY SpanId")
+        assert len(otlp.accepted) > 50
+        assert {r["SpanId"] for r in otlp_rows} == otlp.accepted, "every accepted OTLP span is stored"
+        assert {int(r["n"]) for r in otlp_rows} == {1}, "and stored once"
+        otlp_calls = proxy.sql(f"SELECT count() AS n FROM genops_calls WHERE ServiceName = '{otlp.service}'")[0]["n"]
+        assert int(otlp_calls) == len(otlp.accepted), "through the view chain, once"
         assert metric(proxy.url, "genops_export_failures_total") > 0
         assert metric(proxy.url, "genops_spans_replayed_total") > 0
     finally:

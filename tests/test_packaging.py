@@ -27,7 +27,8 @@ def test_wheel_maps_top_level_folders_under_genops(wheel):
     for expected in ("genops/proxy/handler.py", "genops/storage/migrate.py", "genops/collectors/__init__.py",
                      "genops/dashboards/__init__.py", "genops/storage/migrations/0001_otel_traces.sql",
                      "genops/cli.py", "genops/fake_upstream/openai.py",
-                     "genops/proxy/tokenizer/o200k_base.tiktoken.gz"):  # offline token estimates
+                     "genops/proxy/tokenizer/o200k_base.tiktoken.gz",  # offline token estimates
+                     "genops/storage/otlp_span_row.proto"):  # the schema ClickHouse decodes OTLP spans with
         assert expected in names, expected
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "genops = genops.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -148,3 +148,16 @@ def test_without_the_automaton_the_plain_hint_search_finds_the_same(monkeypatch)
     assert scanner._plan(CATEGORIES).lower_hints.automaton is None
     for text in [row["text"] for row in load_corpus()] + _random_texts(3, 200):
         assert _key(scan_text(text)) == _key(reference_scan(text)), repr(text)
+
+
+def test_aws_key_id_hints_are_necessary_for_its_pattern():
+    """The key-id prefixes replaced the hint "A": any text the pattern matches contains one of them."""
+    detector = next(d for d in DETECTORS["secrets"] if d.name == "aws_access_key_id")
+    texts = [row["text"] for row in load_corpus()] + _random_texts(21, 1500)
+    texts += [f"x {p}{'ABCDEFGHIJKLMNOP'} y" for p in detector.hints]
+    matched = 0
+    for text in texts:
+        if detector.pattern.search(text):
+            matched += 1
+            assert any(h in text for h in detector.hints), text
+    assert matched >= len(detector.hints)

@@ -93,3 +93,38 @@ async def test_receiver_sheds_load_with_503_and_retry_after(tmp_path: Path) -> N
         assert shed.headers["Retry-After"] == "1"
     assert pipeline.queued == 10
     pipeline.spool.close()
+
+
+def test_each_batch_keeps_its_kind_across_a_restart(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    spool.append(b'{"SpanName": "a"}', 1)
+    spool.append(b"\x05span!", 1, "otlp-span-rows")
+    spool.close()
+    reopened = Spool(tmp_path, max_bytes=1 << 20)
+    kinds = []
+    while (head := reopened.peek()) is not None:
+        kinds.append((head[0].kind, head[1]))
+        reopened.ack(head[0])
+    assert kinds == [("json", b'{"SpanName": "a"}'), ("otlp-span-rows", b"\x05span!")]
+    reopened.close()
+
+
+async def test_receiver_sheds_clickhouse_decoded_requests_with_503_too(tmp_path: Path) -> None:
+    """SpanRow payloads have their own bound (two batches); past it: 503, nothing kept."""
+    pipeline = SpanPipeline(sink=None, spool=Spool(tmp_path, max_bytes=1 << 20), queue_size=16,
+                            payload_batch_spans=10)  # not started: nothing drains
+    pipeline.native_otlp = True
+    app = create_receiver_app(Settings(data_dir=str(tmp_path)), pipeline)
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+    body = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[
+        Span(trace_id=bytes([1]) * 16, span_id=bytes([i + 1]) * 8, name="s") for i in range(10)])])]).SerializeToString()
+    async with TestClient(TestServer(app)) as client:
+        statuses = []
+        for _ in range(3):
+            response = await client.post("/v1/traces", data=body, headers={"Content-Type": "application/x-protobuf"})
+            statuses.append(response.status)
+        assert statuses == [200, 200, 503]
+    assert pipeline.queued == 20 and pipeline.counters.received == {"otlp": 20}
+    pipeline.spool.close()

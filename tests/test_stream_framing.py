@@ -60,3 +60,20 @@ def test_rewrite_events_forwards_the_same_bytes_as_rewrite():
     assert first == b'data: {"n":0}\n\n'
     assert first + b"".join(events) == whole.rewrite(data)
     assert lazy._buffer == whole._buffer == b"partial" and lazy.chunks == whole.chunks == 51
+
+
+def _reference_event_data(event: bytes) -> bytes | None:
+    parts = []
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            parts.append(line[5:].lstrip(b" ") if line[5:6] == b" " else line[5:])
+    return b"\n".join(parts) if parts else None
+
+
+def test_event_data_matches_the_line_by_line_reading():
+    rng = random.Random(9)
+    pieces = [b"data:", b"data: ", b"  ", b'{"a":1}', b"\n", b"\r\n", b"\r", b"\n\n", b"event: e", b"id: 1", b":", b"x"]
+    for _ in range(5000):
+        event = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        for candidate in (event, event + b"\n\n", event + b"\r\n\r\n"):
+            assert StreamState.event_data(candidate) == _reference_event_data(candidate), candidate

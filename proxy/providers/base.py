@@ -162,6 +162,10 @@ class StreamState:
     @staticmethod
     def event_data(event: bytes) -> bytes | None:
         """The joined ``data:`` payload of one SSE event, or None."""
+        if event.endswith(b"\n\n"):  # fast path: one "data:" line, the usual shape of a provider's event
+            line = event[:-2]
+            if line.startswith(b"data:") and b"\n" not in line and b"\r" not in line:
+                return line[5:].lstrip(b" ")
         parts = []
         for line in event.splitlines():
             if line.startswith(b"data:"):

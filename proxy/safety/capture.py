@@ -9,6 +9,7 @@ texts that are already redacted: nothing here ever sees a finding's raw text on 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 import orjson
@@ -36,11 +37,11 @@ class Capture:
     @classmethod
     def for_request(cls, level: str, headers: Mapping[str, str]) -> "Capture":
         """The configured level, with ``GenOps-Omit-*`` (or Helicone's) headers applied."""
-        return cls(
-            level,
-            omit_request=any(_truthy(headers.get(h)) for h in OMIT_REQUEST_HEADERS),
-            omit_response=any(_truthy(headers.get(h)) for h in OMIT_RESPONSE_HEADERS),
-        )
+        omit_request = any(_truthy(headers.get(h)) for h in OMIT_REQUEST_HEADERS)
+        omit_response = any(_truthy(headers.get(h)) for h in OMIT_RESPONSE_HEADERS)
+        if not omit_request and not omit_response and cls is Capture:
+            return _plain(level)  # the usual case: one shared (immutable) instance per level
+        return cls(level, omit_request=omit_request, omit_response=omit_response)
 
     @property
     def sizes(self) -> bool:
@@ -53,6 +54,11 @@ class Capture:
     @property
     def output_content(self) -> bool:
         return self.level == "full" and not self.omit_response
+
+
+@lru_cache(maxsize=8)
+def _plain(level: str) -> Capture:
+    return Capture(level)
 
 
 def messages(parts: Sequence[TextPart], default_role: str,

@@ -29,6 +29,7 @@ from genops.proxy.safety.scanner import (
     highest_severity,
     mask_parts,
     mask_text,
+    scan_parts,
     scan_parts_async,
     scan_text,
 )
@@ -110,7 +111,9 @@ class CallGuard:
         if not self.active or not self.policy.acts_before_forward:
             return body
         parts = self._request_parts()
-        findings = await self._scan(parts, "request")
+        findings = self._scan_small(parts, "request")
+        if findings is None:
+            findings = await self._scan(parts, "request")
         self.request_findings = findings
         blocking = sorted({f.category for f in findings if self.policy.action(f.category) == "block"})
         if blocking:
@@ -158,17 +161,20 @@ class CallGuard:
         call = self.call
         request_parts = self._request_parts()
         if self.request_findings is None:
-            self.request_findings = await self._scan(request_parts, "request")
+            found = self._scan_small(request_parts, "request")
+            self.request_findings = found if found is not None else await self._scan(request_parts, "request")
         response_parts: list[TextPart] = []
         response_findings: list[Finding] = []
         if not self.blocked:
             response_parts = self.adapter.response_texts(call, self.response_body)
-            response_findings = await self._scan(response_parts, "response")
+            found = self._scan_small(response_parts, "response")
+            response_findings = found if found is not None else await self._scan(response_parts, "response")
         findings = self.request_findings + response_findings
         self._redact_error_message()
         span.set_attributes(self._attributes(findings))
-        for event in self._events(findings):
-            span.add_event(sc.GEN_AI_EVALUATION_RESULT_EVENT, event)
+        if findings:
+            for event in self._events(findings):
+                span.add_event(sc.GEN_AI_EVALUATION_RESULT_EVENT, event)
         span.set_attributes(self._content(request_parts, response_parts, findings))
 
     def _redact_error_message(self) -> None:
@@ -187,6 +193,23 @@ class CallGuard:
         if self.request_parts is None:
             self.request_parts = self.adapter.request_texts(self.call)
         return self.request_parts
+
+    def _scan_small(self, parts: list[TextPart], location: str) -> list[Finding] | None:
+        """The findings of texts small enough to scan on the event loop (no coroutine layers:
+        this is every ordinary call); None for texts that go to a worker thread (:meth:`_scan`)."""
+        categories = self.policy.scanned
+        if not parts or not categories:
+            return []
+        size = 0
+        for part in parts:
+            size += len(part.text)
+        if size > INLINE_LIMIT:
+            return None
+        started = time.perf_counter_ns()
+        try:
+            return scan_parts(parts, location, categories)
+        finally:
+            self.scan_ns += time.perf_counter_ns() - started
 
     async def _scan(self, parts: list[TextPart], location: str) -> list[Finding]:
         categories = self.policy.scanned

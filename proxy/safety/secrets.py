@@ -45,7 +45,10 @@ def _keyish(min_entropy: float = 3.0, group: int = 0):
 _OPENAI = re.compile(r"(?<![\w-])sk-(?!ant-)(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{20,}(?![\w-])")
 _ANTHROPIC = re.compile(r"(?<![\w-])sk-ant-(?:api|admin|oat|sid)\d{2}-[A-Za-z0-9_-]{32,}(?![\w-])")
 _GOOGLE = re.compile(r"(?<![\w-])AIza[0-9A-Za-z_-]{35}(?![\w-])")
-_AWS_KEY_ID = re.compile(r"A(?<![A-Z0-9]A)(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|NPA|NVA|IPA)[A-Z2-7]{16}(?![A-Z0-9])")
+_AWS_KEY_PREFIXES = ("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA")
+_AWS_KEY_ID = re.compile(
+    r"A(?<![A-Z0-9]A)(?:" + "|".join(p[1:] for p in _AWS_KEY_PREFIXES) + r")[A-Z2-7]{16}(?![A-Z0-9])"
+)
 _AWS_SECRET = re.compile(
     r"(?i)aws.{0,20}?(?:secret|private).{0,20}?(?:key)?[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
 )
@@ -119,7 +122,8 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("anthropic_api_key", CATEGORY, _ANTHROPIC, "critical", 0.99, hints=("sk-ant-",)),
     Detector("openai_api_key", CATEGORY, _OPENAI, "critical", 0.95, _keyish(3.5), hints=("sk-",)),
     Detector("google_api_key", CATEGORY, _GOOGLE, "critical", 0.97, hints=("AIza",)),
-    Detector("aws_access_key_id", CATEGORY, _AWS_KEY_ID, "critical", 0.97, hints=("A",)),
+    # Every key id starts with one of these (the pattern's literal prefixes); "A" alone let most texts through.
+    Detector("aws_access_key_id", CATEGORY, _AWS_KEY_ID, "critical", 0.97, hints=_AWS_KEY_PREFIXES),
     Detector("aws_secret_access_key", CATEGORY, _AWS_SECRET, "critical", 0.9, _keyish(3.5, 1),
              lower_hints=("aws",), group=1),
     Detector("github_token", CATEGORY, _GITHUB, "critical", 0.98, hints=("gh", "github_pat_")),
