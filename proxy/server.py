@@ -20,7 +20,7 @@ from genops.config import Settings
 from genops.proxy.app import ADMIN_KEY, RECENT_KEY, create_app
 from genops.proxy.worker_report import WorkerReports
 from genops.proxy.telemetry import build_telemetry
-from genops.proxy.workers import attach_workers, new_secret, replay_orphaned_spools, supervisor_settings
+from genops.proxy.workers import WorkersFailed, attach_workers, new_secret, replay_orphaned_spools, supervisor_settings
 from genops.storage.client import open_client
 from genops.storage.forward import ingest_route
 from genops.storage.migrate import migrate
@@ -186,9 +186,10 @@ def serve(settings: Settings) -> None:
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
+    pool = None
     if separate:
         replay_orphaned_spools(settings, public.workers, pipeline.sink)
-        attach_workers(app, public, settings, secret)
+        pool = attach_workers(app, public, settings, secret)
     web.run_app(
         app,
         host=settings.host,
@@ -199,3 +200,5 @@ def serve(settings: Settings) -> None:
         shutdown_timeout=10,
         reuse_port=None,
     )
+    if pool is not None and pool.failure:
+        raise WorkersFailed(pool.failure)

@@ -46,8 +46,15 @@ from genops.storage.forward import SECRET_ENV, ForwardingSink
 log = logging.getLogger("genops.workers")
 
 WATCH_KEY = web.AppKey("genops.watch_supervisor", asyncio.Task)
+#: A worker exiting this soon after its start, this many times in a row, stops ``genops serve``.
+QUICK_EXIT_S = 10.0
+MAX_QUICK_FAILURES = 3
 # Paths a worker hands to the supervisor (they need the store).
 FORWARDED_PREFIXES = ("/genops/", "/readyz", "/metrics")
+
+
+class WorkersFailed(RuntimeError):
+    """The proxy workers could not be kept running (``genops serve`` exits with this message)."""
 
 
 def free_loopback_port(avoid: tuple[int, ...] = ()) -> int:
@@ -130,10 +137,13 @@ class WorkerPool:
         self.processes: list[subprocess.Popen] = []
         self._watch: asyncio.Task | None = None
         self._stopping = False
+        #: Why the workers could not be kept running (``genops serve`` then exits with an error).
+        self.failure: str | None = None
 
     def _spawn(self, index: int) -> subprocess.Popen:
         env = dict(os.environ)
-        env.update({"GENOPS_HOST": self.public.host, "GENOPS_PORT": str(self.public.port), "GENOPS_WORKERS": "1",
+        env.update({"GENOPS_HOST": self.public.host, "GENOPS_PORT": str(self.public.port),
+                    "GENOPS_WORKERS": str(self.public.workers),
                     "GENOPS_OTLP_PORT": "0", "GENOPS_DATA_DIR": str(self.public.data_path), SECRET_ENV: self.secret})
         cmd = [sys.executable, "-m", "genops", "serve", "--worker-admin-url", self.admin_url,
                "--worker-index", str(index)]
@@ -151,13 +161,25 @@ class WorkerPool:
         self._watch = asyncio.get_running_loop().create_task(self._watch_loop())
 
     async def _watch_loop(self) -> None:
+        started = [time.monotonic()] * len(self.processes)
+        quick_failures = [0] * len(self.processes)
         while not self._stopping:
             await asyncio.sleep(1.0)
             for index, process in enumerate(self.processes):
                 code = process.poll()
-                if code is not None and not self._stopping:
-                    log.error("worker exited; restarting", extra={"pid": process.pid, "code": code})
-                    self.processes[index] = self._spawn(index)
+                if code is None or self._stopping:
+                    continue
+                # A worker that cannot even start (port taken, bad config) would be restarted forever.
+                quick_failures[index] = quick_failures[index] + 1 if time.monotonic() - started[index] < QUICK_EXIT_S else 0
+                if quick_failures[index] >= MAX_QUICK_FAILURES:
+                    self.failure = (f"the proxy worker exited with code {code} {MAX_QUICK_FAILURES} times in a row "
+                                    "right after starting; its error is above")
+                    log.error("worker keeps failing; stopping", extra={"code": code, "worker": index})
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+                log.error("worker exited; restarting", extra={"pid": process.pid, "code": code})
+                self.processes[index] = self._spawn(index)
+                started[index] = time.monotonic()
 
     async def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM every worker and wait: each hands its pending spans to this process first."""
@@ -260,7 +282,9 @@ def serve_worker(settings: Settings, admin_url: str, index: int) -> None:
     log.info("worker listening", extra={"pid": os.getpid(), "worker": index,
                                         "url": f"http://{settings.host}:{settings.port}"})
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,
-                handle_signals=True, shutdown_timeout=10, reuse_port=True)
+                # Share the port only among our own workers: one worker binds it alone, so a port
+                # already in use is an error, not a silent split with another server.
+                handle_signals=True, shutdown_timeout=10, reuse_port=settings.workers > 1)
 
 
 def _open_spool(path: Any, settings: Settings) -> Any:

@@ -159,7 +159,11 @@ def start_proxy(data_dir: Path, extra_env: dict[str, str] | None = None, *, port
     proxy = Proxy(f"http://127.0.0.1:{port}", data_dir, process, env, log_path,
                   otlp_url=f"http://127.0.0.1:{otlp_port}" if otlp_port else "")
     if wait:
-        wait_ready(proxy)
+        try:
+            wait_ready(proxy)
+        except BaseException:
+            proxy.stop(signal.SIGKILL)  # never leak a server (its worker exits when it notices)
+            raise
     return proxy
 
 

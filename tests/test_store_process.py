@@ -127,3 +127,23 @@ def test_worker_stops_when_the_supervisor_is_killed_and_its_spool_is_replayed(tm
             assert not (spools / f"worker-{worker_index}").exists(), "the drained orphan spool was left behind"
     finally:
         again.stop(signal.SIGTERM)
+
+
+@pytest.mark.parametrize("mode", ["separate", "inline"])
+def test_a_taken_port_is_an_error_not_a_restart_loop(tmp_path, fake_upstream, mode):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GENOPS_")}
+        env.update({"GENOPS_DATA_DIR": str(tmp_path / "data"), "GENOPS_PORT": str(port), "GENOPS_OTLP_PORT": "0",
+                    "GENOPS_STORE_PROCESS": mode, "GENOPS_OPENAI_BASE_URL": fake_upstream.url})
+        done = subprocess.run([sys.executable, "-m", "genops", "serve"], env=env, capture_output=True, text=True,
+                              timeout=90)
+    assert done.returncode == 1
+    assert "genops: " in done.stderr and ("cannot listen" in done.stderr or "right after starting" in done.stderr)
+    assert f"{port}" in done.stderr

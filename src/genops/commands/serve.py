@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level, settings.log_format)
     from genops.proxy.server import serve
     from genops.storage.client import StorageError
+    from genops.proxy.workers import WorkersFailed
     from genops.storage.spool import SpoolLocked
 
     try:
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
             serve_worker(settings, args.worker_admin_url, args.worker_index)
         else:
             serve(settings)
-    except (StorageError, SpoolLocked) as exc:
+    except (StorageError, SpoolLocked, WorkersFailed) as exc:
         print(f"genops: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
