@@ -48,7 +48,7 @@ def main() -> None:
     from genops.config import Settings
     from genops.storage.client import open_client
     from genops.storage.migrate import migrate
-    from genops.storage.otlp_native import INSERT_SETTINGS, TABLE, insert_span_rows
+    from genops.storage.otlp_native import TABLE, insert_settings, insert_span_rows
     from genops.storage.rows import insert_json_payload, json_rows_payload
 
     requests = [make_request(512, seed=i) for i in range(max(1, args.spans // 512))]
@@ -72,7 +72,7 @@ def main() -> None:
     json_payload = json_rows_payload([row for body in requests for row in decode_protobuf(body).rows])
 
     def insert(table: str) -> None:
-        client.raw_insert(f"{db}.{table}", None, payload, fmt="Protobuf", settings=INSERT_SETTINGS)
+        client.raw_insert(f"{db}.{table}", None, payload, fmt="Protobuf", settings=insert_settings(client))
 
     figures = {
         "spans_per_insert": spans,

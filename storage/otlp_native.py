@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from importlib import resources
+from pathlib import Path
 from typing import Any, Sequence
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -27,24 +28,47 @@ FALLBACK_MARK = "OTLP_SQL_FALLBACK"
 KIND = "otlp-span-rows"
 
 
+_SCHEMA_RESOURCE = resources.files("genops.storage").joinpath("otlp_span_row.proto")
+
+
 def _schema_text() -> str:
     """The .proto without comments and blank lines (it travels as a query setting)."""
-    text = resources.files("genops.storage").joinpath("otlp_span_row.proto").read_text()
-    lines = [line.split("//", 1)[0].rstrip() for line in text.splitlines()]
+    lines = [line.split("//", 1)[0].rstrip() for line in _SCHEMA_RESOURCE.read_text().splitlines()]
     return "\n".join(line for line in lines if line)
 
 
 SCHEMA = _schema_text()
+SCHEMA_FILE = Path(str(_SCHEMA_RESOURCE))
 
 # Settings of every insert into the staging table (the view's JSON spelling depends on the last two).
-INSERT_SETTINGS = {
-    "format_schema_source": "string",
-    "format_schema": SCHEMA,
-    "format_schema_message_name": "SpanRow",
+_COMMON_SETTINGS = {
     "input_format_protobuf_oneof_presence": 1,
     "output_format_json_escape_forward_slashes": 0,
     "output_format_json_quote_64bit_integers": 0,
 }
+# A ClickHouse server gets the schema's text (and caches it in its own format_schemas directory).
+SERVER_SETTINGS = {
+    "format_schema_source": "string",
+    "format_schema": SCHEMA,
+    "format_schema_message_name": "SpanRow",
+    **_COMMON_SETTINGS,
+}
+# Embedded chDB reads the packaged file: a schema given as text would be cached in a
+# "__cache__" directory under the process's working directory.
+EMBEDDED_SETTINGS = {"format_schema": f"{SCHEMA_FILE}:SpanRow", **_COMMON_SETTINGS}
+
+
+def insert_settings(client: Any) -> dict[str, Any]:
+    """The schema settings for ``client``'s kind of ClickHouse."""
+    return EMBEDDED_SETTINGS if _is_embedded(client) and SCHEMA_FILE.is_file() else SERVER_SETTINGS
+
+
+def _is_embedded(client: Any) -> bool:
+    try:
+        from clickhouse_connect.driver._chdbclient import ChdbClient
+    except ImportError:  # no chDB installed: a server
+        return False
+    return isinstance(client, ChdbClient)
 
 
 def _tail_class() -> Any:
@@ -204,7 +228,7 @@ def insert_span_rows(client: Any, database: str, payload: bytes, **settings: Any
     """
     try:
         client.raw_insert(f"{database}.{TABLE}", None, payload, fmt="Protobuf",
-                          settings={**INSERT_SETTINGS, **settings})
+                          settings={**insert_settings(client), **settings})
         return True
     except Exception as exc:  # noqa: BLE001 - only the view's own refusal is handled here
         if FALLBACK_MARK not in str(exc):

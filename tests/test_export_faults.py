@@ -47,7 +47,8 @@ class FakeClickHouse:
     def start(self) -> None:
         log = open(self.data_dir.parent / "fake_clickhouse.log", "ab")
         self.process = subprocess.Popen([sys.executable, str(FAKE_CLICKHOUSE), str(self.port), str(self.data_dir)],
-                                        stdout=log, stderr=subprocess.STDOUT)
+                                        stdout=log, stderr=subprocess.STDOUT,
+                                        cwd=self.data_dir.parent)  # chDB caches format schemas under the cwd
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:

@@ -313,3 +313,12 @@ def test_pipeline_spools_and_inserts_span_rows_next_to_json_rows(stores: Any, tm
     assert stored == [("s0", 3), ("s1", 3), ("s2", 3), ("s3", 3)]
     assert pipeline.counters.exported == 12 and pipeline.counters.batches_exported == 2
     assert "genops_otlp_python_fallback_batches_total 1" in render(pipeline)
+
+
+def test_embedded_inserts_read_the_packaged_schema_and_write_nothing_to_the_cwd(
+        stores: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, _python_db, native_db = stores
+    monkeypatch.chdir(tmp_path)
+    decoded = decode_protobuf_for_clickhouse(request(span("cwd", kvs(("a", "b")))))
+    assert insert_span_rows(client, native_db, decoded.payload)
+    assert list(tmp_path.iterdir()) == []  # a schema passed as text would be cached in ./__cache__
