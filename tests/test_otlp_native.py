@@ -322,3 +322,24 @@ def test_embedded_inserts_read_the_packaged_schema_and_write_nothing_to_the_cwd(
     decoded = decode_protobuf_for_clickhouse(request(span("cwd", kvs(("a", "b")))))
     assert insert_span_rows(client, native_db, decoded.payload)
     assert list(tmp_path.iterdir()) == []  # a schema passed as text would be cached in ./__cache__
+
+
+def test_a_refused_batch_writes_nothing_even_past_one_read_block(stores: Any) -> None:
+    """The view's refusal must come before any row of the batch is written (it falls back as a whole).
+
+    70,000 spans is more than ClickHouse reads per chunk (max_block_size 65,409); the insert
+    squashes them into one block, so the odd value in the last span stops all of them.
+    """
+    from genops.storage.otlp_native import TABLE, insert_settings
+
+    client, _python_db, native_db = stores
+    service = "one-block-" + uuid.uuid4().hex[:8]
+    plain = decode_protobuf_for_clickhouse(request(*(span("p") for _ in range(1000)),
+                                                   resource=kvs(("service.name", service)))).payload
+    odd = decode_protobuf_for_clickhouse(request(span("odd", kvs(("tiny", 1e-9))),
+                                                 resource=kvs(("service.name", service)))).payload
+    with pytest.raises(Exception, match="OTLP_SQL_FALLBACK"):
+        client.raw_insert(f"{native_db}.{TABLE}", None, plain * 70 + odd, fmt="Protobuf",
+                          settings=insert_settings(client))
+    assert client.query(f"SELECT count() FROM {native_db}.otel_traces WHERE ServiceName = {{s:String}}",
+                        parameters={"s": service}).result_rows[0][0] == 0
