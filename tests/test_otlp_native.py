@@ -149,7 +149,9 @@ def test_every_span_field_is_spelled_like_the_python_decoder(stores: Any) -> Non
         ResourceSpans(resource=Resource(attributes=kvs(("service.name", "agent"), ("host", "h1"), ("dup", "first"),
                                                        ("labels", {"team": "ml", "n": 1}), ("weird", 1e-7),
                                                        ("dup", "second"))),
-                      scope_spans=[ScopeSpans(scope=InstrumentationScope(name="s1", version="1"), spans=spans[:5]),
+                      scope_spans=[ScopeSpans(scope=InstrumentationScope(name="s1", version="1",  # scope attributes
+                                                                         attributes=kvs(("lib", "x"))),  # are not stored
+                                              spans=spans[:5]),
                                    ScopeSpans(scope=InstrumentationScope(name="s2"), spans=spans[5:])]),
         ResourceSpans(resource=Resource(), scope_spans=[ScopeSpans(spans=[span("no resource", kvs(("x", 1)))])]),
     ]).SerializeToString()
