@@ -101,10 +101,15 @@ def ingest_both(stores: Any, body: bytes) -> bool:
     client, python_db, native_db = stores
     old = decode_protobuf(body)
     new = decode_protobuf_for_clickhouse(body)
-    assert (new.spans, new.rejected, new.errors) == (len(old.rows), old.rejected, old.errors)
+    assert (new.spans + len(new.rows), new.rejected, new.errors) == (len(old.rows), old.rejected, old.errors)
     if old.rows:
         insert_json_payload(client, python_db, json_rows_payload(old.rows))
-    native = insert_span_rows(client, native_db, new.payload, insert_deduplication_token=uuid.uuid4().hex, **DEDUP)
+    if new.rows:  # not canonically encoded: the receiver decoded it in Python
+        assert not new.payload
+        insert_json_payload(client, native_db, json_rows_payload(new.rows))
+        native = False
+    else:
+        native = insert_span_rows(client, native_db, new.payload, insert_deduplication_token=uuid.uuid4().hex, **DEDUP)
     span_ids = [row["SpanId"] for row in old.rows]
     expected, got = rows(client, python_db, span_ids), rows(client, native_db, span_ids)
     assert len(got) == len(expected) == len(old.rows)
@@ -345,3 +350,22 @@ def test_a_refused_batch_writes_nothing_even_past_one_read_block(stores: Any) ->
                           settings=insert_settings(client))
     assert client.query(f"SELECT count() FROM {native_db}.otel_traces WHERE ServiceName = {{s:String}}",
                         parameters={"s": service}).result_rows[0][0] == 0
+
+
+@pytest.mark.parametrize("extra", [
+    pytest.param(Span(name="second").SerializeToString(), id="name given twice"),
+    pytest.param(Span(trace_id=b"\x07" * 16).SerializeToString(), id="trace_id given twice"),
+    pytest.param(Span(status=Status(message="a")).SerializeToString() + Span(status=Status(code=2)).SerializeToString(),
+                 id="status given twice"),
+    pytest.param(b"\x30\x00", id="explicit default kind"),
+])
+def test_non_canonical_encodings_are_decoded_in_python(stores: Any, extra: bytes) -> None:
+    """A field given twice is legal protobuf (the last wins) but ClickHouse reads it otherwise."""
+    def delimited(tag: int, data: bytes) -> bytes:
+        return bytes([tag]) + _varint(len(data)) + data
+
+    from genops.storage.otlp_native import _varint
+
+    span_bytes = span("first", kvs(("a", "b"))).SerializeToString() + extra
+    body = delimited(0x0A, delimited(0x12, delimited(0x12, span_bytes)))  # resource_spans.scope_spans.spans
+    assert not ingest_both(stores, body)
