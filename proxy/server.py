@@ -20,7 +20,7 @@ from genops.config import Settings
 from genops.proxy.app import ADMIN_KEY, RECENT_KEY, create_app
 from genops.proxy.worker_report import WorkerReports
 from genops.proxy.telemetry import build_telemetry
-from genops.proxy.workers import attach_workers, new_secret, supervisor_settings
+from genops.proxy.workers import attach_workers, new_secret, replay_orphaned_spools, supervisor_settings
 from genops.storage.client import open_client
 from genops.storage.forward import ingest_route
 from genops.storage.migrate import migrate
@@ -187,6 +187,7 @@ def serve(settings: Settings) -> None:
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     if separate:
+        replay_orphaned_spools(settings, public.workers, pipeline.sink)
         attach_workers(app, public, settings, secret)
     web.run_app(
         app,

@@ -93,6 +93,8 @@ class WorkerReporter(SpanProcessor):
                     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                         # Lost ids only mean feedback waits for the span's export instead.
                         log.debug("worker report not delivered", extra={"error": type(exc).__name__})
+                    except Exception:  # noqa: BLE001 - reporting must outlive any one bad report
+                        log.exception("worker report failed")
                 await asyncio.sleep(REPORT_INTERVAL_S)
 
     def shutdown(self) -> None:

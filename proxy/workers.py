@@ -26,10 +26,13 @@ import dataclasses
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from typing import Any
 
 import aiohttp
@@ -72,6 +75,49 @@ def new_secret() -> str:
 def worker_spool_path(settings: Settings, index: int) -> Any:
     """Worker ``index``'s own spool directory (stable across restarts, so it replays its own)."""
     return settings.data_path / "spool-workers" / f"worker-{index}"
+
+
+def replay_orphaned_spools(settings: Settings, workers: int, sink: Any) -> threading.Thread | None:
+    """Insert, in the background, the spools of worker indexes this start does not run.
+
+    A worker's spool is replayed by the next worker of the same index; after a restart with
+    fewer ``--workers`` the supervisor drains the others itself: in order, each batch with
+    the token it was spooled with (so one that did land is not stored twice), retrying while
+    the store is unavailable. Emptied spools are removed.
+    """
+    from genops.storage.spool import Spool, SpoolLocked
+
+    root = settings.data_path / "spool-workers"
+    orphans = sorted(p for p in root.glob("worker-*") if p.is_dir() and p.name[7:].isdigit() and int(p.name[7:]) >= workers)
+    if not orphans:
+        return None
+
+    def drain() -> None:
+        for path in orphans:
+            try:
+                spool = Spool(path, max_bytes=settings.spool_max_bytes)
+            except SpoolLocked:
+                continue  # a worker of the previous start is still flushing it; the next start takes it
+            log.info("replaying the spool of a worker index not running now",
+                     extra={"spool": str(path), "spans": spool.pending_spans})
+            delay = 0.1
+            while (head := spool.peek()) is not None:
+                record, payload = head
+                try:
+                    sink.insert(payload, record.token)
+                except Exception as exc:  # noqa: BLE001 - keep it and retry, like the pipeline
+                    log.warning("orphaned spool replay failed; retrying", extra={"error": str(exc)[:300]})
+                    time.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+                    continue
+                spool.ack(record)
+                delay = 0.1
+            spool.close()
+            shutil.rmtree(path, ignore_errors=True)
+
+    thread = threading.Thread(target=drain, name="genops-orphan-spools", daemon=True)
+    thread.start()
+    return thread
 
 
 class WorkerPool:
@@ -219,8 +265,6 @@ def serve_worker(settings: Settings, admin_url: str, index: int) -> None:
 
 def _open_spool(path: Any, settings: Settings) -> Any:
     """The worker's spool; waits a little for a previous worker of the same index still flushing."""
-    import time
-
     from genops.storage.spool import Spool, SpoolLocked
 
     deadline = time.monotonic() + 30

@@ -240,7 +240,8 @@ class Spool:
 
     @property
     def bytes_on_disk(self) -> int:
-        return sum(self._segment_sizes.values())
+        with self._lock:  # read from other threads (/metrics, worker reports) while batches are written
+            return sum(self._segment_sizes.values())
 
     def close(self) -> None:
         """Close the segment being written and release the lock (pending batches stay on disk)."""

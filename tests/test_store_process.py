@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import openai
+import pytest
 
 from conftest import start_proxy
 
@@ -94,9 +95,12 @@ def test_internal_endpoints_refuse_requests_without_the_secret(tmp_path, fake_up
         proxy.stop(signal.SIGTERM)
 
 
-def test_worker_stops_when_the_supervisor_is_killed_and_its_spool_is_replayed(tmp_path, fake_upstream):
+@pytest.mark.parametrize("worker_index", [0, 3])
+def test_worker_stops_when_the_supervisor_is_killed_and_its_spool_is_replayed(tmp_path, fake_upstream, worker_index):
     """SIGKILL of `genops serve`: the worker notices, spools what it holds and exits; the next
-    start's worker replays it. The export interval is 10 minutes, so nothing was sent before."""
+    start's worker of the same index replays it, or the supervisor itself when that index no
+    longer runs (index 3: as after a restart with fewer --workers). The export interval is 10
+    minutes, so nothing was sent before."""
     data = tmp_path / "data"
     env = {"GENOPS_OPENAI_BASE_URL": fake_upstream.url, "GENOPS_STORE_PROCESS": "separate",
            "GENOPS_EXPORT_INTERVAL_MS": "600000"}
@@ -109,9 +113,17 @@ def test_worker_stops_when_the_supervisor_is_killed_and_its_spool_is_replayed(tm
     while _alive(workers[0]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive(workers[0]), "the orphaned worker kept running"
+    spools = data / "spool-workers"
+    if worker_index:
+        (spools / "worker-0").rename(spools / f"worker-{worker_index}")
     again = start_proxy(data, {**env, "GENOPS_EXPORT_INTERVAL_MS": "100"})
     try:
         rows = again.wait_rows("SELECT SpanAttributes['genops.request.id'] AS id FROM otel_traces", 5)
         assert sorted(r["id"] for r in rows) == sorted(ids)
+        if worker_index:
+            deadline = time.monotonic() + 10
+            while (spools / f"worker-{worker_index}").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not (spools / f"worker-{worker_index}").exists(), "the drained orphan spool was left behind"
     finally:
         again.stop(signal.SIGTERM)
