@@ -154,7 +154,10 @@ def pb_span_row(span: Any, resource: dict[str, str], service: str, scope_name: s
 
 def decode_protobuf(body: bytes) -> Decoded:
     """Decode a binary ExportTraceServiceRequest into rows."""
-    request = _parse_request(body)
+    return _decode_request(_parse_request(body))
+
+
+def _decode_request(request: ExportTraceServiceRequest) -> Decoded:
     decoded = Decoded()
     rows = decoded.rows
     for resource_spans in request.resource_spans:
@@ -178,9 +181,15 @@ def decode_protobuf_for_clickhouse(body: bytes) -> Decoded:
     The same checks as :func:`decode_protobuf` (a body the protobuf parser rejects is an
     :class:`OtlpError`; spans with malformed ids are rejected one by one), but the spans'
     attributes are not touched in Python: ``payload`` carries each accepted span's own bytes
-    (see :mod:`genops.storage.otlp_native`), ``spans`` counts them.
+    (see :mod:`genops.storage.otlp_native`), ``spans`` counts them. A body that is not
+    canonically encoded is decoded in Python instead (``rows``).
     """
     request = _parse_request(body)
+    if request.ByteSize() != len(body):
+        # Not canonically encoded (a field given twice, explicit defaults, overlong varints):
+        # ClickHouse would not necessarily read a repeated field as the protobuf library does
+        # (the last value wins), so the Python decoder takes this one.
+        return _decode_request(request)
     decoded = Decoded()
     tails: list[list[bytes]] = []
     keep: list[bool] = []

@@ -169,13 +169,13 @@ class ProxyHandler:
 
         status = upstream_response.status
         try:
-            out_headers = downstream_headers(upstream_response.headers)
-            self._response_headers(out_headers, request_id, traceparent)
             encoding = upstream_response.headers.get("Content-Encoding")
             decode = _Decoder(encoding) if encoding else _identity
             content_type = upstream_response.headers.get("Content-Type", "")
             if self.adapter.streams_response(call, status, content_type):
-                response = await self._relay_stream(request, call, upstream_response, out_headers, decode, started_perf)
+                response = web.StreamResponse(status=status)
+                self._copy_headers(upstream_response, response, request_id, traceparent)
+                response = await self._relay_stream(request, call, upstream_response, response, decode, started_perf)
             else:
                 try:
                     raw = await upstream_response.read()
@@ -186,7 +186,8 @@ class ProxyHandler:
                     raise RequestError(502, f"The upstream connection failed mid-response: {type(exc).__name__}.",
                                        "upstream_unreachable", "upstream_unreachable") from None
                 call.stream = call.stream and status < 400
-                response = web.Response(status=status, body=raw, headers=out_headers)
+                response = web.Response(status=status, body=raw)
+                self._copy_headers(upstream_response, response, request_id, traceparent)
                 try:
                     await response.prepare(request)
                     await response.write_eof()
@@ -202,10 +203,10 @@ class ProxyHandler:
         return response, status
 
     async def _relay_stream(self, request: web.Request, call: Call, upstream_response: aiohttp.ClientResponse,
-                            out_headers: Any, decode: Callable[[bytes], bytes], started_perf: int) -> web.StreamResponse:
+                            response: web.StreamResponse, decode: Callable[[bytes], bytes],
+                            started_perf: int) -> web.StreamResponse:
         """Relay a stream as it arrives; read a copy of each chunk for telemetry."""
         state = self.adapter.new_stream(call, started_perf)
-        response = web.StreamResponse(status=upstream_response.status, headers=out_headers)
         rewrite = call.usage_injected
         sent = 0
         try:
@@ -311,6 +312,14 @@ class ProxyHandler:
     @staticmethod
     def _host(upstream: Upstream) -> str:
         return urlsplit(upstream.stored_url).netloc
+
+    @classmethod
+    def _copy_headers(cls, upstream_response: aiohttp.ClientResponse, response: web.StreamResponse,
+                      request_id: str, traceparent: str) -> None:
+        """The upstream's end-to-end headers, then ours, straight into the response's own headers
+        (passing a multidict to the response's constructor would copy it once more)."""
+        downstream_headers(upstream_response.headers, response.headers)
+        cls._response_headers(response.headers, request_id, traceparent)
 
     @staticmethod
     def _response_headers(headers: Any, request_id: str, traceparent: str) -> None:

@@ -70,10 +70,12 @@ def _accept_encoding(client_value: str) -> str:
     return ", ".join(keep) if keep else "identity"
 
 
-def _without(headers: CIMultiDictProxy[str], names: frozenset[str]) -> CIMultiDict[str]:
-    """``headers`` less ``names`` and the fields their ``Connection`` header lists."""
+def _without(headers: CIMultiDictProxy[str], names: frozenset[str],
+             out: CIMultiDict[str] | None = None) -> CIMultiDict[str]:
+    """``headers`` less ``names`` and the fields their ``Connection`` header lists (added to ``out``)."""
     drop = _connection_tokens(headers)
-    out: CIMultiDict[str] = CIMultiDict()
+    if out is None:
+        out = CIMultiDict()
     for name, value in headers.items():
         lower = name.lower()
         if lower in names or lower in drop:
@@ -82,9 +84,12 @@ def _without(headers: CIMultiDictProxy[str], names: frozenset[str]) -> CIMultiDi
     return out
 
 
-def downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """Response headers to return to the client (rate-limit and request-id headers included)."""
-    return _without(upstream, _NOT_DOWNSTREAM)
+def downstream_headers(upstream: CIMultiDictProxy[str], out: CIMultiDict[str] | None = None) -> CIMultiDict[str]:
+    """Response headers to return to the client (rate-limit and request-id headers included).
+
+    ``out``: add them to this multidict (a response's own headers, saving a copy) instead of a new one.
+    """
+    return _without(upstream, _NOT_DOWNSTREAM, out)
 
 
 def relayed_request_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:

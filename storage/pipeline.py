@@ -39,6 +39,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 JSON = "json"
 SPAN_ROWS = otlp_native.KIND
+# Largest SpanRow batch: one insert must stay one ClickHouse block (below its 256 MB squashing
+# limit), so the view's refusal of a batch happens before any of it is written.
+PAYLOAD_BATCH_BYTES = 64 << 20
 
 
 class Sink(Protocol):
@@ -215,14 +218,16 @@ class SpanPipeline:
         return rows
 
     def _take_payloads(self) -> tuple[bytes, int]:
-        """SpanRow payloads joined up to ``payload_batch_spans`` spans (at least one payload)."""
+        """SpanRow payloads joined up to ``payload_batch_spans`` spans and PAYLOAD_BATCH_BYTES (at least one)."""
         parts: list[bytes] = []
-        spans = 0
+        spans = size = 0
         with self._payload_lock:
-            while self._payloads and (not parts or spans + self._payloads[0][1] <= self.payload_batch_spans):
+            while self._payloads and (not parts or (spans + self._payloads[0][1] <= self.payload_batch_spans
+                                                    and size + len(self._payloads[0][0]) <= PAYLOAD_BATCH_BYTES)):
                 payload, count = self._payloads.popleft()
                 parts.append(payload)
                 spans += count
+                size += len(payload)
             self._payload_spans -= spans
         return b"".join(parts), spans
 

@@ -101,10 +101,15 @@ def ingest_both(stores: Any, body: bytes) -> bool:
     client, python_db, native_db = stores
     old = decode_protobuf(body)
     new = decode_protobuf_for_clickhouse(body)
-    assert (new.spans, new.rejected, new.errors) == (len(old.rows), old.rejected, old.errors)
+    assert (new.spans + len(new.rows), new.rejected, new.errors) == (len(old.rows), old.rejected, old.errors)
     if old.rows:
         insert_json_payload(client, python_db, json_rows_payload(old.rows))
-    native = insert_span_rows(client, native_db, new.payload, insert_deduplication_token=uuid.uuid4().hex, **DEDUP)
+    if new.rows:  # not canonically encoded: the receiver decoded it in Python
+        assert not new.payload
+        insert_json_payload(client, native_db, json_rows_payload(new.rows))
+        native = False
+    else:
+        native = insert_span_rows(client, native_db, new.payload, insert_deduplication_token=uuid.uuid4().hex, **DEDUP)
     span_ids = [row["SpanId"] for row in old.rows]
     expected, got = rows(client, python_db, span_ids), rows(client, native_db, span_ids)
     assert len(got) == len(expected) == len(old.rows)
@@ -149,7 +154,9 @@ def test_every_span_field_is_spelled_like_the_python_decoder(stores: Any) -> Non
         ResourceSpans(resource=Resource(attributes=kvs(("service.name", "agent"), ("host", "h1"), ("dup", "first"),
                                                        ("labels", {"team": "ml", "n": 1}), ("weird", 1e-7),
                                                        ("dup", "second"))),
-                      scope_spans=[ScopeSpans(scope=InstrumentationScope(name="s1", version="1"), spans=spans[:5]),
+                      scope_spans=[ScopeSpans(scope=InstrumentationScope(name="s1", version="1",  # scope attributes
+                                                                         attributes=kvs(("lib", "x"))),  # are not stored
+                                              spans=spans[:5]),
                                    ScopeSpans(scope=InstrumentationScope(name="s2"), spans=spans[5:])]),
         ResourceSpans(resource=Resource(), scope_spans=[ScopeSpans(spans=[span("no resource", kvs(("x", 1)))])]),
     ]).SerializeToString()
@@ -322,3 +329,43 @@ def test_embedded_inserts_read_the_packaged_schema_and_write_nothing_to_the_cwd(
     decoded = decode_protobuf_for_clickhouse(request(span("cwd", kvs(("a", "b")))))
     assert insert_span_rows(client, native_db, decoded.payload)
     assert list(tmp_path.iterdir()) == []  # a schema passed as text would be cached in ./__cache__
+
+
+def test_a_refused_batch_writes_nothing_even_past_one_read_block(stores: Any) -> None:
+    """The view's refusal must come before any row of the batch is written (it falls back as a whole).
+
+    70,000 spans is more than ClickHouse reads per chunk (max_block_size 65,409); the insert
+    squashes them into one block, so the odd value in the last span stops all of them.
+    """
+    from genops.storage.otlp_native import TABLE, insert_settings
+
+    client, _python_db, native_db = stores
+    service = "one-block-" + uuid.uuid4().hex[:8]
+    plain = decode_protobuf_for_clickhouse(request(*(span("p") for _ in range(1000)),
+                                                   resource=kvs(("service.name", service)))).payload
+    odd = decode_protobuf_for_clickhouse(request(span("odd", kvs(("tiny", 1e-9))),
+                                                 resource=kvs(("service.name", service)))).payload
+    with pytest.raises(Exception, match="OTLP_SQL_FALLBACK"):
+        client.raw_insert(f"{native_db}.{TABLE}", None, plain * 70 + odd, fmt="Protobuf",
+                          settings=insert_settings(client))
+    assert client.query(f"SELECT count() FROM {native_db}.otel_traces WHERE ServiceName = {{s:String}}",
+                        parameters={"s": service}).result_rows[0][0] == 0
+
+
+@pytest.mark.parametrize("extra", [
+    pytest.param(Span(name="second").SerializeToString(), id="name given twice"),
+    pytest.param(Span(trace_id=b"\x07" * 16).SerializeToString(), id="trace_id given twice"),
+    pytest.param(Span(status=Status(message="a")).SerializeToString() + Span(status=Status(code=2)).SerializeToString(),
+                 id="status given twice"),
+    pytest.param(b"\x30\x00", id="explicit default kind"),
+])
+def test_non_canonical_encodings_are_decoded_in_python(stores: Any, extra: bytes) -> None:
+    """A field given twice is legal protobuf (the last wins) but ClickHouse reads it otherwise."""
+    def delimited(tag: int, data: bytes) -> bytes:
+        return bytes([tag]) + _varint(len(data)) + data
+
+    from genops.storage.otlp_native import _varint
+
+    span_bytes = span("first", kvs(("a", "b"))).SerializeToString() + extra
+    body = delimited(0x0A, delimited(0x12, delimited(0x12, span_bytes)))  # resource_spans.scope_spans.spans
+    assert not ingest_both(stores, body)

@@ -101,6 +101,28 @@ def test_protobuf_export_is_stored(proxy: Proxy) -> None:
     assert tool["StatusCode"] == "Error" and tool["StatusMessage"] == "tool timed out"
 
 
+def test_protobuf_partial_success_keeps_the_valid_spans(proxy: Proxy) -> None:
+    """ClickHouse-decoded protobuf (the default): a span with a malformed id is rejected alone."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+    service = "pb-partial-" + uuid.uuid4().hex[:8]
+    start = time.time_ns() - 10**9
+    trace_id = os.urandom(16)
+    spans = [Span(trace_id=trace_id, span_id=os.urandom(8), name=f"ok {i}", start_time_unix_nano=start,
+                  end_time_unix_nano=start + 1000) for i in range(2)]
+    spans.insert(1, Span(trace_id=trace_id, span_id=b"\x01" * 7, name="short id", start_time_unix_nano=start))
+    body = ExportTraceServiceRequest(resource_spans=[ResourceSpans(
+        resource={"attributes": [{"key": "service.name", "value": {"string_value": service}}]},
+        scope_spans=[ScopeSpans(spans=spans)])]).SerializeToString()
+    status, _headers, answer = post(proxy.otlp_url, body, PROTOBUF)
+    assert status == 200, answer
+    response = ExportTraceServiceResponse.FromString(answer)
+    assert response.partial_success.rejected_spans == 1
+    assert "span_id must be 8 bytes" in response.partial_success.error_message
+    rows = proxy.wait_rows(f"SELECT SpanName FROM otel_traces WHERE ServiceName = '{service}' ORDER BY SpanName", 2)
+    assert [r["SpanName"] for r in rows] == ["ok 0", "ok 1"]
+
+
 def _json_request(service: str, trace_id: str, spans: list[dict]) -> dict:
     return {"resourceSpans": [{
         "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},

@@ -62,3 +62,69 @@ async def test_relay_session_sends_the_headers_of_stock_skip_auto_headers(record
     finally:
         await stock.close()
         await holder.close()
+
+
+async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_client_gets_the_upstream_headers_in_order_less_hop_by_hop(stream):
+    """Duplicates and order kept, Connection-listed and hop-by-hop fields dropped, ours appended."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from genops.config import load_settings
+    from genops.proxy.handler import ProxyHandler
+    from genops.proxy.providers.openai import OpenAIAdapter
+    from genops.proxy.recorder import SpanRecorder
+
+    sent = [("X-A", "1"), ("Connection", "keep-alive, X-Hop"), ("X-Hop", "drop me"), ("Keep-Alive", "timeout=5"),
+            ("X-B", "2"), ("X-A", "3"), ("x-ratelimit-remaining-requests", "499")]
+
+    async def upstream_handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        headers = CIMultiDict(sent)
+        if stream:
+            headers["Content-Type"] = "text/event-stream"
+            response = web.StreamResponse(headers=headers)
+            await response.prepare(request)
+            await response.write(b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n')
+            await response.write_eof()
+            return response
+        headers["Content-Type"] = "application/json"
+        return web.Response(body=b'{"id":"x","choices":[]}', headers=headers)
+
+    upstream_app = web.Application()
+    upstream_app.router.add_route("*", "/{tail:.*}", upstream_handler)
+    upstream_runner, upstream_url = await _serve(upstream_app)
+    settings = load_settings(env={})
+    sessions = SessionHolder()
+    handler = ProxyHandler(OpenAIAdapter(upstream_url, inject_stream_usage=False), settings, sessions,
+                           SpanRecorder(Resource.create({}), InstrumentationScope("test"), []))
+    async def route(request: web.Request) -> web.StreamResponse:
+        return await handler(request)
+
+    proxy_app = web.Application()
+    proxy_app.router.add_route("*", "/v1/{tail:.*}", route)
+    proxy_runner, proxy_url = await _serve(proxy_app)
+    try:
+        async with aiohttp.ClientSession() as client:
+            body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+            async with client.post(proxy_url + "/v1/chat/completions", json=body) as response:
+                await response.read()
+                got = [(k.decode(), v.decode()) for k, v in response.raw_headers]
+        names = [k.lower() for k, _ in got]
+        relayed = [(k, v) for k, v in got if k.lower() in {"x-a", "x-b", "x-ratelimit-remaining-requests"}]
+        assert relayed == [("X-A", "1"), ("X-B", "2"), ("X-A", "3"), ("x-ratelimit-remaining-requests", "499")]
+        assert "x-hop" not in names and "keep-alive" not in names
+        assert names.index("genops-request-id") > names.index("x-ratelimit-remaining-requests")
+        assert names.index("traceparent") > names.index("genops-request-id")
+    finally:
+        await proxy_runner.cleanup()
+        await upstream_runner.cleanup()
+        await sessions.close()

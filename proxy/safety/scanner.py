@@ -78,50 +78,54 @@ class _HintIndex:
 
 
 class _Plan:
-    """How to scan for one tuple of categories: the detectors in order, and which hints select which.
+    """How to scan for one tuple of categories: the detectors in order, and which of them a text needs.
 
     Built once per categories tuple. The hints of all detectors are looked for in one pass per
-    text (:class:`_HintIndex`), and only the detectors they select run.
+    text (:class:`_HintIndex`); each gate is evaluated at most once per text, and only when a
+    detector still in the running needs it; only the detectors left run.
     """
 
     def __init__(self, categories: tuple[str, ...]) -> None:
-        self.steps: list[tuple[Detector, int, tuple[Gate, ...]]] = []  # (detector, category slot, gates)
+        self.steps: list[tuple[Detector, int]] = []  # (detector, category slot), in scanning order
         self.categories = categories
         case: dict[str, set[int]] = {}
         lower: dict[str, set[int]] = {}
+        gated: dict[Gate, set[int]] = {}
         no_case: set[int] = set()
         no_lower: set[int] = set()
         for slot, category in enumerate(categories):
             for detector in DETECTORS[category]:
                 i = len(self.steps)
-                self.steps.append((detector, slot, detector.needs))
+                self.steps.append((detector, slot))
                 for hint in detector.hints:
                     case.setdefault(hint, set()).add(i)
                 for hint in detector.lower_hints:
                     lower.setdefault(hint, set()).add(i)
+                for gate in detector.needs:
+                    gated.setdefault(gate, set()).add(i)
                 if not detector.hints:
                     no_case.add(i)
                 if not detector.lower_hints:
                     no_lower.add(i)
         self.case_hints = _HintIndex(case)
         self.lower_hints = _HintIndex(lower)
+        self.gated = tuple((gate, frozenset(ids)) for gate, ids in gated.items())
         self.no_case = frozenset(no_case)
         self.no_lower = frozenset(no_lower)
-        # Detectors with no hints of either kind run whatever the text (their gates aside).
-        self.always = frozenset(no_case & no_lower)
-        self.hinted = len(self.always) < len(self.steps)
 
-    def selected(self, text: str, lower: str) -> list[int]:
-        """Positions of the detectors whose hints occur in ``text`` (ascending: the detectors' order).
+    def runnable(self, text: str, lower: str) -> list[int]:
+        """Positions of the detectors to run on ``text``, ascending (the detectors' order).
 
         A detector with case-sensitive ``hints`` needs one of them in ``text``, one with
-        ``lower_hints`` one of those in ``lower`` (both, when it has both kinds).
+        ``lower_hints`` one of those in ``lower`` (both, when it has both kinds), and every one
+        of its gates must pass.
         """
-        if not self.hinted:
-            return sorted(self.always)
-        by_case = self.case_hints.present(text, set(self.no_case))
-        by_lower = self.lower_hints.present(lower, set(self.no_lower))
-        return sorted(by_case & by_lower)
+        selected = self.case_hints.present(text, set(self.no_case))
+        selected &= self.lower_hints.present(lower, set(self.no_lower))
+        for gate, ids in self.gated:
+            if not selected.isdisjoint(ids) and not gate(text):
+                selected -= ids
+        return sorted(selected)
 
 
 _PLANS: dict[tuple[str, ...], _Plan] = {}
@@ -146,27 +150,19 @@ def scan_text(text: str, categories: Iterable[str] = ("pii", "secrets", "injecti
     # On a worker thread, hand the GIL back to the event loop between detectors of a long text,
     # instead of making it wait for the interpreter's switch interval (5 ms) each time.
     polite = len(text) > 4096 and threading.current_thread() is not threading.main_thread()
-    gates: dict[Gate, bool] = {}  # each gate evaluated at most once per text
-    per_slot: list[list[Match]] = [[] for _ in plan.categories]
+    per_slot: list[list[Match]] | None = None
     steps = plan.steps
-    for i in plan.selected(text, lower):
-        detector, slot, needs = steps[i]
-        if needs:
-            passed = True
-            for gate in needs:
-                ok = gates.get(gate)
-                if ok is None:
-                    ok = gates[gate] = gate(text)
-                if not ok:
-                    passed = False
-                    break
-            if not passed:
-                continue
+    for i in plan.runnable(text, lower):
+        detector, slot = steps[i]
         found = detector.run(text, lower)
         if found:
+            if per_slot is None:
+                per_slot = [[] for _ in plan.categories]
             per_slot[slot].extend(found)
         if polite:
             time.sleep(0)
+    if per_slot is None:
+        return []
     out: list[Match] = []
     for hits in per_slot:
         if hits:

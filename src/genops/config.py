@@ -209,7 +209,8 @@ class Settings:
     otlp_max_body_bytes: int = _setting(20 * 1024 * 1024, _parse_int(1024, 1 << 34), "largest OTLP request, after gunzip")
     otlp_decode: str = _setting("clickhouse", _parse_choice("clickhouse", "python"),
                                 "who decodes OTLP protobuf spans: ClickHouse (fast) or the Python decoder")
-    otlp_batch_spans: int = _setting(65536, _parse_int(1, 1_000_000),
+    # Batches are also cut at 64 MiB (storage/pipeline.py): an insert stays one ClickHouse block.
+    otlp_batch_spans: int = _setting(65536, _parse_int(1, 200_000),
                                      "spans per insert of OTLP protobuf that ClickHouse decodes (up to two batches are held in memory)")
     workers: int = _setting(1, _parse_int(1, 64), "proxy processes sharing the port (embedded store stays in one)")
     store_process: str = _setting(
