@@ -369,3 +369,8 @@ def test_non_canonical_encodings_are_decoded_in_python(stores: Any, extra: bytes
     span_bytes = span("first", kvs(("a", "b"))).SerializeToString() + extra
     body = delimited(0x0A, delimited(0x12, delimited(0x12, span_bytes)))  # resource_spans.scope_spans.spans
     assert not ingest_both(stores, body)
+
+
+def test_without_migration_0060_the_python_decoder_is_kept(stores: Any) -> None:
+    client, _python_db, _native_db = stores
+    assert not native_ingest_available(client, "no_such_database_" + uuid.uuid4().hex[:8])
