@@ -24,6 +24,7 @@ log = logging.getLogger("genops.storage.otlp_native")
 
 TABLE = "otel_traces_otlp_in"
 FALLBACK_MARK = "OTLP_SQL_FALLBACK"
+UNKNOWN_PROTOBUF_FORMAT = 444  # ClickHouse error code: the Protobuf reader cannot read the data
 # Spool/pipeline kind of a batch of SpanRow messages (length-delimited).
 KIND = "otlp-span-rows"
 
@@ -230,8 +231,12 @@ def insert_span_rows(client: Any, database: str, payload: bytes, **settings: Any
         client.raw_insert(f"{database}.{TABLE}", None, payload, fmt="Protobuf",
                           settings={**insert_settings(client), **settings})
         return True
-    except Exception as exc:  # noqa: BLE001 - only the view's own refusal is handled here
-        if FALLBACK_MARK not in str(exc):
+    except Exception as exc:  # noqa: BLE001 - only refusals that the same bytes always meet are handled here
+        text = str(exc)
+        # The view's refusal, or ClickHouse's Protobuf reader refusing what the protobuf library
+        # accepted (a field with another wire type than the schema's, which upb keeps as unknown):
+        # either happens before any row is written, and again on every retry.
+        if FALLBACK_MARK not in text and f"Code: {UNKNOWN_PROTOBUF_FORMAT}." not in text:
             raise
     from genops.collectors.otlp import span_rows_to_json_rows  # the receiver's decoder (lazy: no import cycle)
     from genops.storage.rows import insert_json_payload, json_rows_payload
