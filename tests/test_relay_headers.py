@@ -106,8 +106,11 @@ async def test_client_gets_the_upstream_headers_in_order_less_hop_by_hop(stream)
     sessions = SessionHolder()
     handler = ProxyHandler(OpenAIAdapter(upstream_url, inject_stream_usage=False), settings, sessions,
                            SpanRecorder(Resource.create({}), InstrumentationScope("test"), []))
+    async def route(request: web.Request) -> web.StreamResponse:
+        return await handler(request)
+
     proxy_app = web.Application()
-    proxy_app.router.add_route("*", "/v1/{tail:.*}", handler)
+    proxy_app.router.add_route("*", "/v1/{tail:.*}", route)
     proxy_runner, proxy_url = await _serve(proxy_app)
     try:
         async with aiohttp.ClientSession() as client:
