@@ -211,7 +211,10 @@ def decode_protobuf_for_clickhouse(body: bytes) -> Decoded:
         tails.append(scope_tails)
     decoded.spans = len(keep) - decoded.rejected
     if decoded.spans:
-        decoded.payload = frame_span_rows(body, tails, keep)
+        try:
+            decoded.payload = frame_span_rows(body, tails, keep)
+        except (ValueError, IndexError):  # a group (wire type 3/4) outside the spans: legal, just not cut here
+            return _decode_request(request)
     return decoded
 
 

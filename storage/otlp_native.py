@@ -24,6 +24,7 @@ log = logging.getLogger("genops.storage.otlp_native")
 
 TABLE = "otel_traces_otlp_in"
 FALLBACK_MARK = "OTLP_SQL_FALLBACK"
+UNKNOWN_PROTOBUF_FORMAT = 444  # ClickHouse error code: the Protobuf reader cannot read the data
 # Spool/pipeline kind of a batch of SpanRow messages (length-delimited).
 KIND = "otlp-span-rows"
 
@@ -230,8 +231,12 @@ def insert_span_rows(client: Any, database: str, payload: bytes, **settings: Any
         client.raw_insert(f"{database}.{TABLE}", None, payload, fmt="Protobuf",
                           settings={**insert_settings(client), **settings})
         return True
-    except Exception as exc:  # noqa: BLE001 - only the view's own refusal is handled here
-        if FALLBACK_MARK not in str(exc):
+    except Exception as exc:  # noqa: BLE001 - only refusals that the same bytes always meet are handled here
+        text = str(exc)
+        # The view's refusal, or ClickHouse's Protobuf reader refusing what the protobuf library
+        # accepted (a field with another wire type than the schema's, which upb keeps as unknown):
+        # either happens before any row is written, and again on every retry.
+        if FALLBACK_MARK not in text and f"Code: {UNKNOWN_PROTOBUF_FORMAT}." not in text:
             raise
     from genops.collectors.otlp import span_rows_to_json_rows  # the receiver's decoder (lazy: no import cycle)
     from genops.storage.rows import insert_json_payload, json_rows_payload
@@ -241,18 +246,27 @@ def insert_span_rows(client: Any, database: str, payload: bytes, **settings: Any
     return False
 
 
+# A SpanRow with only its name, "probe": parsed at start to prove the schema and settings work.
+_PROBE = b"\x07\x2a\x05probe"
+
+
 def native_ingest_available(client: Any, database: str) -> bool:
-    """Whether this ClickHouse can take SpanRow inserts (settings known, migration 0060 applied)."""
+    """Whether this ClickHouse can take SpanRow inserts (migration 0060 applied, schema and settings accepted).
+
+    The probe parses one SpanRow with the insert's own settings, so a server that does not know
+    or does not allow them (an older version, a read-only profile) keeps the Python decoder
+    instead of failing every batch later.
+    """
     try:
-        names = ["format_schema_source", "input_format_protobuf_oneof_presence"]
-        found = client.query(
-            "SELECT count() FROM system.settings WHERE name IN {names:Array(String)}", parameters={"names": names},
-        ).result_rows[0][0]
         table = client.query(
             "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}",
             parameters={"db": database, "t": TABLE},
         ).result_rows[0][0]
+        probe = client.query("SELECT name FROM format(Protobuf, 'name String', {data:String})",
+                             parameters={"data": _PROBE.decode("latin-1")}, settings=insert_settings(client),
+                             ).result_rows
     except Exception as exc:  # noqa: BLE001 - no capability is the safe answer
-        log.warning("ClickHouse-side OTLP decoding unavailable", extra={"error": str(exc)[:300]})
+        log.warning("ClickHouse-side OTLP decoding unavailable; the Python decoder is used",
+                    extra={"error": str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__})
         return False
-    return int(found) == len(names) and int(table) == 1
+    return int(table) == 1 and probe == [("probe",)]

@@ -158,7 +158,8 @@ class Spool:
             if self._write_fd is None or self._segment_sizes.get(self._write_segment, 0) + size > self.segment_bytes:
                 self._rotate()
             offset = self._segment_sizes[self._write_segment]
-            os.write(self._write_fd, header + payload)  # one write: a crash leaves a whole or a torn record
+            # one write, no copy of a big payload: a crash leaves a whole or a torn record
+            os.writev(self._write_fd, (header, payload))
             if self.fsync:
                 os.fsync(self._write_fd)
             self._segment_sizes[self._write_segment] = offset + size
