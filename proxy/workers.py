@@ -46,6 +46,8 @@ from genops.storage.forward import SECRET_ENV, ForwardingSink
 log = logging.getLogger("genops.workers")
 
 WATCH_KEY = web.AppKey("genops.watch_supervisor", asyncio.Task)
+#: Tells a worker which process is its supervisor (it stops itself when that one is gone).
+SUPERVISOR_PID_ENV = "GENOPS_SUPERVISOR_PID"
 #: A worker exiting this soon after its start, this many times in a row, stops ``genops serve``.
 QUICK_EXIT_S = 10.0
 MAX_QUICK_FAILURES = 3
@@ -144,7 +146,8 @@ class WorkerPool:
         env = dict(os.environ)
         env.update({"GENOPS_HOST": self.public.host, "GENOPS_PORT": str(self.public.port),
                     "GENOPS_WORKERS": str(self.public.workers),
-                    "GENOPS_OTLP_PORT": "0", "GENOPS_DATA_DIR": str(self.public.data_path), SECRET_ENV: self.secret})
+                    "GENOPS_OTLP_PORT": "0", "GENOPS_DATA_DIR": str(self.public.data_path), SECRET_ENV: self.secret,
+                    SUPERVISOR_PID_ENV: str(os.getpid())})
         cmd = [sys.executable, "-m", "genops", "serve", "--worker-admin-url", self.admin_url,
                "--worker-index", str(index)]
         return subprocess.Popen(cmd, env=env)
@@ -255,7 +258,9 @@ def serve_worker(settings: Settings, admin_url: str, index: int) -> None:
     app = create_app(settings, telemetry, None, admin_forward_url=admin_url)
     reporter.attach(app)
     install_uvloop()
-    supervisor = os.getppid()
+    # The supervisor's pid as it told us: had it died before we got here, getppid() would
+    # already be someone else's and we would never notice.
+    supervisor = int(os.environ.get(SUPERVISOR_PID_ENV) or os.getppid())
     orphaned: list[bool] = []
 
     async def watch_supervisor(_: web.Application) -> None:

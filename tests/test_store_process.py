@@ -147,3 +147,28 @@ def test_a_taken_port_is_an_error_not_a_restart_loop(tmp_path, fake_upstream, mo
     assert done.returncode == 1
     assert "genops: " in done.stderr and ("cannot listen" in done.stderr or "right after starting" in done.stderr)
     assert f"{port}" in done.stderr
+
+
+def test_a_worker_whose_supervisor_is_already_gone_stops(tmp_path, fake_upstream):
+    """Even when the supervisor died before the worker started watching it (getppid() is then
+    already another process's), the worker stops instead of serving on alone."""
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENOPS_")}
+    env.update({"GENOPS_DATA_DIR": str(tmp_path / "data"), "GENOPS_PORT": str(port), "GENOPS_OTLP_PORT": "0",
+                "GENOPS_OPENAI_BASE_URL": fake_upstream.url, "GENOPS_SUPERVISOR_PID": str(gone.pid)})
+    worker = subprocess.Popen([sys.executable, "-m", "genops", "serve", "--worker-admin-url", "http://127.0.0.1:9",
+                               "--worker-index", "0"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        raise AssertionError("the worker kept running without its supervisor")
+    assert b"supervisor gone" in worker.stderr.read()
