@@ -48,6 +48,8 @@ log = logging.getLogger("genops.workers")
 WATCH_KEY = web.AppKey("genops.watch_supervisor", asyncio.Task)
 #: Tells a worker which process is its supervisor (it stops itself when that one is gone).
 SUPERVISOR_PID_ENV = "GENOPS_SUPERVISOR_PID"
+#: Spooled batch payloads a worker keeps in memory (beyond that the sender reads them back from disk).
+WORKER_SPOOL_CACHE_BYTES = 16 << 20
 #: A worker exiting this soon after its start, this many times in a row, stops ``genops serve``.
 QUICK_EXIT_S = 10.0
 MAX_QUICK_FAILURES = 3
@@ -147,7 +149,11 @@ class WorkerPool:
         env.update({"GENOPS_HOST": self.public.host, "GENOPS_PORT": str(self.public.port),
                     "GENOPS_WORKERS": str(self.public.workers),
                     "GENOPS_OTLP_PORT": "0", "GENOPS_DATA_DIR": str(self.public.data_path), SECRET_ENV: self.secret,
-                    SUPERVISOR_PID_ENV: str(os.getpid())})
+                    SUPERVISOR_PID_ENV: str(os.getpid()),
+                    # Batch payloads are large, short-lived bytes: with glibc's default dynamic mmap
+                    # threshold they end up in the heap, which keeps its high-water mark; mmapped,
+                    # they go back to the OS when freed (resident memory stays flat).
+                    "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_", "262144")})
         cmd = [sys.executable, "-m", "genops", "serve", "--worker-admin-url", self.admin_url,
                "--worker-index", str(index)]
         return subprocess.Popen(cmd, env=env)
@@ -299,7 +305,10 @@ def _open_spool(path: Any, settings: Settings) -> Any:
     deadline = time.monotonic() + 30
     while True:
         try:
-            return Spool(path, max_bytes=settings.spool_max_bytes, fsync=settings.spool_fsync)
+            # A small payload cache: a worker's batches normally leave within one interval, and
+            # one read back from the page cache is cheap (the proxy's memory stays small).
+            return Spool(path, max_bytes=settings.spool_max_bytes, fsync=settings.spool_fsync,
+                         cache_bytes=WORKER_SPOOL_CACHE_BYTES)
         except SpoolLocked:
             if time.monotonic() > deadline:
                 raise
