@@ -30,7 +30,7 @@ def genops(data_dir: Path, *args: str, timeout: float = 120) -> subprocess.Compl
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data_dir = tmp_path_factory.mktemp("demo")
-    done = genops(data_dir, "demo-traffic", "--days", "1", "--calls-per-minute", "8", "--seed", "2")
+    done = genops(data_dir, "demo-traffic", "--days", "2", "--calls-per-minute", "8", "--seed", "2")
     assert done.returncode == 0, done.stderr
     assert "wrote" in done.stdout and "injected anomalies:" in done.stdout
     assert "anomaly jobs over the period" in done.stdout
