@@ -116,8 +116,9 @@ async def start_receiver(settings: Settings, pipeline: SpanPipeline) -> web.AppR
 def serve(settings: Settings) -> None:
     """Run the proxy (and the embedded OTLP receiver) until SIGINT/SIGTERM; pending spans are stored first.
 
-    With ``settings.workers > 1`` this process becomes the supervisor of proxy workers that
-    share the public port (see :mod:`genops.proxy.workers`); it keeps the store and admin.
+    When the store runs apart (``settings.separate_store``: 2+ cores, or ``--workers`` > 1) this
+    process becomes the supervisor of the proxy worker(s) on the public port (see
+    :mod:`genops.proxy.workers`); it keeps the store and admin.
     """
     # The export threads (span conversion, spool, inserts) share the GIL with the event loop:
     # a 1 ms switch interval (default 5 ms) bounds how long a request waits for it.
@@ -145,7 +146,7 @@ def serve(settings: Settings) -> None:
     # Registered after the provider catch-all; aiohttp resolves the exact /metrics path first.
     app.router.add_get("/metrics", metrics)
     if reports is not None:
-        ingest_route(app, pipeline, pipeline.sink, secret)  # the workers' span batches
+        ingest_route(app, pipeline, secret)  # the workers' span batches
         reports.register(app)  # the ids they served (feedback) and their pipelines' state (/metrics)
         app[ADMIN_KEY].readiness_checks.append(reports.not_ready)
     loop_name = install_uvloop()

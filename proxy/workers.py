@@ -96,6 +96,7 @@ def replay_orphaned_spools(settings: Settings, workers: int, sink: Any) -> threa
     the token it was spooled with (so one that did land is not stored twice), retrying while
     the store is unavailable. Emptied spools are removed.
     """
+    from genops.storage.pipeline import SpanPipeline
     from genops.storage.spool import Spool, SpoolLocked
 
     root = settings.data_path / "spool-workers"
@@ -111,19 +112,12 @@ def replay_orphaned_spools(settings: Settings, workers: int, sink: Any) -> threa
                 continue  # a worker of the previous start is still flushing it; the next start takes it
             log.info("replaying the spool of a worker index not running now",
                      extra={"spool": str(path), "spans": spool.pending_spans})
-            delay = 0.1
-            while (head := spool.peek()) is not None:
-                record, payload = head
-                try:
-                    sink.insert(payload, record.token)
-                except Exception as exc:  # noqa: BLE001 - keep it and retry, like the pipeline
-                    log.warning("orphaned spool replay failed; retrying", extra={"error": str(exc)[:300]})
-                    time.sleep(delay)
-                    delay = min(delay * 2, 10.0)
-                    continue
-                spool.ack(record)
-                delay = 0.1
-            spool.close()
+            # The pipeline's own sender replays it: in order, by batch kind, with backoff.
+            pipeline = SpanPipeline(sink, spool)
+            pipeline.start()
+            while not pipeline.flush(timeout_s=60):
+                pass
+            pipeline.shutdown()
             shutil.rmtree(path, ignore_errors=True)
 
     thread = threading.Thread(target=drain, name="genops-orphan-spools", daemon=True)

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from genops.storage.pipeline import ClickHouseSink, SpanPipeline
+from genops.storage.pipeline import SpanPipeline
 
 #: Path of the store process's internal endpoint (on its loopback-only internal port).
 INGEST_PATH = "/genops/internal/rows"
@@ -83,8 +83,8 @@ class ForwardingSink:
             self._connection = None
 
 
-def ingest_route(app: web.Application, pipeline: SpanPipeline, sink: ClickHouseSink, secret: str) -> None:
-    """Register the store process's side: insert a worker's batch, answer 204 once it is stored.
+def ingest_route(app: web.Application, pipeline: SpanPipeline, secret: str) -> None:
+    """Register the store process's side: insert a worker's batch with ``pipeline``'s sink, answer 204 once stored.
 
     The insert runs on a thread (ClickHouse parses in C++ with the GIL released); the batch's
     own token deduplicates a retry whose first attempt did land.
@@ -99,7 +99,7 @@ def ingest_route(app: web.Application, pipeline: SpanPipeline, sink: ClickHouseS
         payload = await request.read()
         started = time.perf_counter()
         try:
-            await asyncio.get_running_loop().run_in_executor(None, sink.insert, payload, token)
+            await asyncio.get_running_loop().run_in_executor(None, pipeline.sink.insert, payload, token)
         except Exception as exc:  # noqa: BLE001 - the worker keeps the batch and retries (and counts the failure)
             message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             return web.json_response({"error": message}, status=503)
