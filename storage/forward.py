@@ -3,13 +3,14 @@
 The embedded chDB engine can be opened by one process only. When the proxy runs in its own
 process(es) (``genops serve`` with the store in a separate process, or ``--workers N``), each
 proxy process keeps its own :class:`~genops.storage.pipeline.SpanPipeline` (conversion,
-batching, its own disk spool) with a :class:`ForwardingSink`: a batch is the same
-JSONEachRow payload it would insert itself, POSTed over loopback to the store process,
-which inserts it with the batch's deduplication token and answers only once it is stored.
+batching, its own disk spool) with a :class:`ForwardingSink`: a batch is the same payload
+it would insert itself (of any pipeline kind: the proxy's spans are compact batches),
+POSTed over loopback to the store process, which inserts it with the batch's
+deduplication token and answers only once it is stored.
 A failed or refused POST leaves the batch in the worker's spool, retried with backoff, so
 the guarantees are the pipeline's own: in order, exactly once, nothing lost while the store
-process is down or restarting. The proxy process pays for the conversion only; parsing and
-writing the rows (and ClickHouse's merges) run in the store process.
+process is down or restarting. The proxy process pays for encoding its spans only; spelling
+them as rows, parsing and writing them (and ClickHouse's merges) run in the store process.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from genops.storage.pipeline import SpanPipeline
+from genops.storage.pipeline import JSON, SPAN_ROWS, SPANS, SpanPipeline
 
 #: Path of the store process's internal endpoint (on its loopback-only internal port).
 INGEST_PATH = "/genops/internal/rows"
 TOKEN_HEADER = "GenOps-Dedup-Token"
+#: The batch's pipeline kind (absent: JSONEachRow rows).
+KIND_HEADER = "GenOps-Batch-Kind"
+_KINDS = frozenset((JSON, SPAN_ROWS, SPANS))
 #: Environment variable carrying the shared secret from the store process to its workers.
 SECRET_ENV = "GENOPS_INTERNAL_SECRET"
 
@@ -56,10 +60,10 @@ class ForwardingSink:
         self.timeout_s = timeout_s
         self._connection: http.client.HTTPConnection | None = None
 
-    def insert(self, payload: bytes, token: str) -> None:
-        """Store one JSONEachRow batch; raises :class:`ForwardError` (or ``OSError``) when not stored."""
-        headers = {"Authorization": f"Bearer {self.secret}", TOKEN_HEADER: token,
-                   "Content-Type": "application/x-ndjson"}
+    def insert(self, payload: bytes, token: str, kind: str = JSON) -> None:
+        """Store one batch of ``kind``; raises :class:`ForwardError` (or ``OSError``) when not stored."""
+        headers = {"Authorization": f"Bearer {self.secret}", TOKEN_HEADER: token, KIND_HEADER: kind,
+                   "Content-Type": "application/octet-stream"}
         for attempt in (1, 2):  # a keep-alive connection the server closed meanwhile gets one fresh retry
             connection = self._connection or http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
             self._connection = connection
@@ -86,6 +90,8 @@ class ForwardingSink:
 def ingest_route(app: web.Application, pipeline: SpanPipeline, secret: str) -> None:
     """Register the store process's side: insert a worker's batch with ``pipeline``'s sink, answer 204 once stored.
 
+    Compact span batches are spelled as rows here, on the executor thread, not in the worker.
+
     The insert runs on a thread (ClickHouse parses in C++ with the GIL released); the batch's
     own token deduplicates a retry whose first attempt did land.
     """
@@ -96,10 +102,13 @@ def ingest_route(app: web.Application, pipeline: SpanPipeline, secret: str) -> N
         token = request.headers.get(TOKEN_HEADER, "")
         if len(token) != 32:
             return web.json_response({"error": f"missing or malformed {TOKEN_HEADER}"}, status=400)
+        kind = request.headers.get(KIND_HEADER, JSON)
+        if kind not in _KINDS:
+            return web.json_response({"error": f"unknown {KIND_HEADER}: {kind[:40]}"}, status=400)
         payload = await request.read()
         started = time.perf_counter()
         try:
-            await asyncio.get_running_loop().run_in_executor(None, pipeline.sink.insert, payload, token)
+            await asyncio.get_running_loop().run_in_executor(None, pipeline.sink.insert, payload, token, kind)
         except Exception as exc:  # noqa: BLE001 - the worker keeps the batch and retries (and counts the failure)
             message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             return web.json_response({"error": message}, status=503)

@@ -10,7 +10,8 @@ Layout under the spool directory:
 - ``NNNNNNNNNNNNNNNN.seg``: segment files of records
   ``magic(4) | payload length(4) | span count(4) | crc32(4) | token(32, ascii) | payload``;
   the magic names the payload's kind (``GSP1``: JSONEachRow rows for ``otel_traces``,
-  ``GSP2``: OTLP SpanRows for ClickHouse to decode, see :mod:`genops.storage.otlp_native`);
+  ``GSP2``: OTLP SpanRows for ClickHouse to decode, see :mod:`genops.storage.otlp_native`;
+  ``GSP3``: the proxy's own spans as compact lines, see :mod:`genops.storage.span_batch`);
 - ``cursor``: ``<segment> <offset>`` of the first record not yet acknowledged (atomic rename);
 - ``lock``: held with ``flock`` so two processes never share a spool.
 
@@ -36,7 +37,7 @@ log = logging.getLogger("genops.storage.spool")
 
 MAGIC = b"GSP1"
 # Payload kind of each record magic (``json``: the default, and the only kind before GSP2).
-KIND_BY_MAGIC = {MAGIC: "json", b"GSP2": "otlp-span-rows"}
+KIND_BY_MAGIC = {MAGIC: "json", b"GSP2": "otlp-span-rows", b"GSP3": "genops-spans"}
 MAGIC_BY_KIND = {kind: magic for magic, kind in KIND_BY_MAGIC.items()}
 HEADER = struct.Struct(">4sIII32s")
 CURSOR = "cursor"
