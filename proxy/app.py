@@ -9,10 +9,10 @@ from aiohttp import web
 
 from genops.config import Settings
 from genops.proxy.admin import AdminRoutes
+from genops.proxy.after_response import drain_pending
 from genops.proxy.feedback import FeedbackRoutes
 from genops.proxy.context import request_id_for
 from genops.proxy.handler import REQUEST_ID_HEADER, ProxyHandler, SessionHolder
-from genops.proxy.safety.guard import drain_pending
 from genops.proxy.providers import build_adapters
 from genops.proxy.recent import RecentCalls
 from genops.proxy.telemetry import Telemetry
@@ -80,7 +80,7 @@ def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any,
         await sessions.close()
 
     app.on_cleanup.append(close_sessions)
-    app.on_cleanup.append(drain_pending)  # post-response safety scans end their spans before export stops
+    app.on_cleanup.append(drain_pending)  # post-response work ends its spans before export stops
     app[TELEMETRY_KEY] = telemetry
     app[CLIENT_KEY] = sql_client
     app[SETTINGS_KEY] = settings

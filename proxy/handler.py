@@ -3,8 +3,9 @@
 Order of work, chosen to keep the client's latency low:
 1. read and parse just enough of the request (the adapter decides what);
 2. forward it and relay the response (streams chunk by chunk as they arrive);
-3. only after the client has its last byte, compute cost and finish the span. Export
-   happens later still, on the OTel batch processor's thread.
+3. only after the client has its last byte, scan, compute cost and finish the span, and even
+   that waits until the loop has nothing more urgent (:mod:`genops.proxy.after_response`):
+   a client's next call on the connection is not kept waiting for this one's bookkeeping.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from genops import semconv as sc
 from genops.config import Settings
+from genops.proxy import after_response
 from genops.proxy.context import call_context, request_id_for
 from genops.proxy.headers import downstream_headers, upstream_headers
 from genops.proxy.pricing import Price, price_call
 from genops.proxy.providers.base import Call, ProviderAdapter, RequestError, Upstream
-from genops.proxy.safety.guard import CallGuard, SafetyConfig, run_in_background
+from genops.proxy.safety.guard import CallGuard, SafetyConfig
 from genops.proxy.spans import call_attributes
 from genops.proxy.targets import TargetPolicy, route_upstream
 from genops.proxy.tokenizer import estimate_missing_usage
@@ -139,8 +141,7 @@ class ProxyHandler:
         finally:
             if call is None:
                 call = Call()
-            call.extra_attributes.update(call_context(request.headers, adapter, call))
-            await self._safety_then_finish(request, span, call, upstream, status, request_id, started_perf)
+            self._after_response(request, span, call, upstream, status, request_id, started_perf)
         return response
 
     # -- forwarding ---------------------------------------------------------------------
@@ -155,6 +156,7 @@ class ProxyHandler:
         headers.update(upstream.set_headers)
         _trace_context_headers(headers, span.get_span_context(), traceparent)
         session = self.sessions.get()
+        after_response.kick()  # earlier calls' bookkeeping runs while this one waits for the model
         try:
             upstream_response = await session.request(
                 request.method, upstream.url, data=send_body if send_body else None, headers=headers,
@@ -266,22 +268,34 @@ class ProxyHandler:
         if guard is not None:
             guard.observe_response(decoded)
 
-    async def _safety_then_finish(self, request: web.Request, span: trace.Span, call: Call, upstream: Upstream | None,
-                                  status: int, request_id: str, started_perf: int) -> None:
-        """Annotate the span with the safety scan, then finish it. A big scan runs in the background
-        with the span's end time fixed now: an aiohttp connection serves its next keep-alive request
-        only after this handler returns, so awaiting the scan here would delay the client's next call."""
+    def _after_response(self, request: web.Request, span: trace.Span, call: Call, upstream: Upstream | None,
+                        status: int, request_id: str, started_perf: int) -> None:
+        """Leave the safety scan and the span's end for later, with the span's end time fixed now.
+
+        An aiohttp connection serves its next keep-alive request only after this handler
+        returns, so none of it is awaited here: small scans are deferred to the loop's next
+        pause, big ones go to a thread (:mod:`genops.proxy.after_response`).
+        """
         guard: CallGuard | None = request.get(SAFETY_KEY)
         ended_perf = time.perf_counter_ns()
+        headers = request.headers
         if guard is not None and guard.needs_thread():
             async def later() -> None:
+                call.extra_attributes.update(call_context(headers, self.adapter, call))
                 await guard.finish(span)
                 self._finish_span(span, call, upstream, status, request_id, started_perf, ended_perf)
 
-            run_in_background(later())
+            after_response.run_in_background(later())
             return
+        after_response.defer(self._finish_later, headers, guard, span, call, upstream, status, request_id,
+                             started_perf, ended_perf)
+
+    def _finish_later(self, headers: Any, guard: CallGuard | None, span: trace.Span, call: Call,
+                      upstream: Upstream | None, status: int, request_id: str, started_perf: int,
+                      ended_perf: int) -> None:
+        call.extra_attributes.update(call_context(headers, self.adapter, call))
         if guard is not None:
-            await guard.finish(span)
+            guard.finish_inline(span)
         self._finish_span(span, call, upstream, status, request_id, started_perf, ended_perf)
 
     # -- spans --------------------------------------------------------------------------

@@ -4,13 +4,13 @@
 ``CallGuard.before_forward`` scans the request only when the policy can change it
 (``mask-upstream``) or stop it (``block``); otherwise all scanning waits until the client has
 its response (``finish``), so ``annotate`` and ``redact`` never delay a byte, streamed or not.
-``finish`` then scans what is left, writes the ``genops.safety.*`` attributes, one
-``gen_ai.evaluation.result`` event per finding type, and the (redacted) captured content.
+``finish`` (or ``finish_inline``, when every text is small) then scans what is left, writes the
+``genops.safety.*`` attributes, one ``gen_ai.evaluation.result`` event per finding type, and
+the (redacted) captured content.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import defaultdict
@@ -42,22 +42,6 @@ BLOCKED_CODE = "safety_policy_blocked"
 MAX_LISTED_FINDINGS = 50
 #: gen_ai.evaluation.score.label of a finding type, by the action applied to it.
 _LABELS = {"block": "blocked", "mask-upstream": "masked", "redact": "redacted", "annotate": "detected"}
-
-
-_PENDING: set[asyncio.Task[None]] = set()
-
-
-def run_in_background(work: Any) -> None:
-    """Run a post-response scan (and the span's end) as a task the shutdown waits for."""
-    task = asyncio.get_running_loop().create_task(work)
-    _PENDING.add(task)
-    task.add_done_callback(_PENDING.discard)
-
-
-async def drain_pending(_: Any = None) -> None:
-    """Wait for post-response scans still running (app cleanup, before the span exporter stops)."""
-    while _PENDING:
-        await asyncio.gather(*list(_PENDING), return_exceptions=True)
 
 
 class SafetyConfig:
@@ -157,6 +141,25 @@ class CallGuard:
             log.exception("safety scan failed")
             span.set_attribute(sc.GENOPS_SAFETY_ERROR, type(exc).__name__)
 
+    def finish_inline(self, span: Any) -> None:
+        """:meth:`finish` for a call whose texts are all small (``needs_thread()`` is False):
+        scanned right here, nothing awaited. Never raises."""
+        if not self.active:
+            return
+        try:
+            request_parts = self._request_parts()
+            if self.request_findings is None:
+                self.request_findings = self._scan_now(request_parts, "request")
+            response_parts: list[TextPart] = []
+            response_findings: list[Finding] = []
+            if not self.blocked:
+                response_parts = self.adapter.response_texts(self.call, self.response_body)
+                response_findings = self._scan_now(response_parts, "response")
+            self._annotate(span, request_parts, response_parts, self.request_findings + response_findings)
+        except Exception as exc:  # noqa: BLE001 - safety must never fail a call that already succeeded
+            log.exception("safety scan failed")
+            span.set_attribute(sc.GENOPS_SAFETY_ERROR, type(exc).__name__)
+
     async def _finish(self, span: Any) -> None:
         call = self.call
         request_parts = self._request_parts()
@@ -169,7 +172,11 @@ class CallGuard:
             response_parts = self.adapter.response_texts(call, self.response_body)
             found = self._scan_small(response_parts, "response")
             response_findings = found if found is not None else await self._scan(response_parts, "response")
-        findings = self.request_findings + response_findings
+        self._annotate(span, request_parts, response_parts, self.request_findings + response_findings)
+
+    def _annotate(self, span: Any, request_parts: list[TextPart], response_parts: list[TextPart],
+                  findings: list[Finding]) -> None:
+        """Write the scan's attributes, events and the (redacted) content onto the span."""
         self._redact_error_message()
         span.set_attributes(self._attributes(findings))
         if findings:
@@ -208,6 +215,17 @@ class CallGuard:
         started = time.perf_counter_ns()
         try:
             return scan_parts(parts, location, categories)
+        finally:
+            self.scan_ns += time.perf_counter_ns() - started
+
+    def _scan_now(self, parts: list[TextPart], location: str) -> list[Finding]:
+        """The findings of ``parts`` scanned on this thread, whatever their size."""
+        found = self._scan_small(parts, location)
+        if found is not None:
+            return found
+        started = time.perf_counter_ns()
+        try:
+            return scan_parts(parts, location, self.policy.scanned)
         finally:
             self.scan_ns += time.perf_counter_ns() - started
 
