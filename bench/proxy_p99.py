@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -77,7 +78,8 @@ def _quantiles(values: list[float]) -> dict[str, float]:
 
 def _children(pid: int) -> list[int]:
     try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        return [int(p) for task in os.listdir(f"/proc/{pid}/task")
+                for p in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
     except OSError:
         return []
 

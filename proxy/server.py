@@ -20,7 +20,15 @@ from genops.config import Settings
 from genops.proxy.app import ADMIN_KEY, RECENT_KEY, create_app
 from genops.proxy.worker_report import WorkerReports
 from genops.proxy.telemetry import build_telemetry
-from genops.proxy.workers import WorkersFailed, attach_workers, new_secret, replay_orphaned_spools, supervisor_settings
+from genops.proxy.workers import (
+    Spawner,
+    WorkersFailed,
+    attach_workers,
+    lower_store_priority,
+    new_secret,
+    replay_orphaned_spools,
+    supervisor_settings,
+)
 from genops.storage.client import open_client
 from genops.storage.forward import ingest_route
 from genops.storage.migrate import migrate
@@ -126,8 +134,11 @@ def serve(settings: Settings) -> None:
     public = settings
     separate = settings.separate_store
     secret = new_secret() if separate else ""
+    spawner = None
     if separate:
         settings = supervisor_settings(settings)
+        spawner = Spawner()  # before anything else starts a thread: the workers keep the default priority
+        lower_store_priority(settings.store_nice)
     client, applied, pipeline = open_store(settings)
     sql_client = open_client(settings, database=settings.database)  # unqualified names mean our tables
     telemetry = build_telemetry(settings, pipeline if settings.export_enabled else None)
@@ -190,7 +201,7 @@ def serve(settings: Settings) -> None:
     pool = None
     if separate:
         replay_orphaned_spools(settings, public.workers, pipeline.sink)
-        pool = attach_workers(app, public, settings, secret)
+        pool = attach_workers(app, public, settings, secret, spawner)
     web.run_app(
         app,
         host=settings.host,

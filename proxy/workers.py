@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
@@ -125,13 +126,45 @@ def replay_orphaned_spools(settings: Settings, workers: int, sink: Any) -> threa
     return thread
 
 
+class Spawner:
+    """Starts processes from a thread of its own, created before the store process lowers its priority.
+
+    On Linux the nice value belongs to each thread and a child inherits its forking thread's:
+    workers forked here (restarts too) keep the default priority while the store's threads
+    (the main thread and every thread it starts: chDB's, the executors) yield to them.
+    """
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genops-spawner")
+        self._executor.submit(lambda: None).result()  # the thread exists now, before any nice()
+
+    def popen(self, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+        return self._executor.submit(subprocess.Popen, cmd, env=env).result()
+
+
+def lower_store_priority(nice: int) -> int:
+    """Make this thread, and the threads it starts from now on, ``nice`` steps nicer (Linux only).
+
+    The store's work (inserts, merges, jobs) is never waited on by a request, so on cores it
+    shares with the proxy workers, or with the model server next to them, it should go last.
+    Returns the thread's nice value after the change.
+    """
+    if nice > 0 and sys.platform.startswith("linux"):
+        try:
+            return os.nice(nice)
+        except OSError:
+            pass
+    return os.getpriority(os.PRIO_PROCESS, 0) if hasattr(os, "getpriority") else 0
+
+
 class WorkerPool:
     """Starts, watches and stops the worker processes."""
 
-    def __init__(self, public: Settings, admin_url: str, secret: str) -> None:
+    def __init__(self, public: Settings, admin_url: str, secret: str, spawner: Spawner | None = None) -> None:
         self.public = public
         self.admin_url = admin_url
         self.secret = secret
+        self.spawner = spawner
         self.processes: list[subprocess.Popen] = []
         self._watch: asyncio.Task | None = None
         self._stopping = False
@@ -150,7 +183,7 @@ class WorkerPool:
                     "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_", "262144")})
         cmd = [sys.executable, "-m", "genops", "serve", "--worker-admin-url", self.admin_url,
                "--worker-index", str(index)]
-        return subprocess.Popen(cmd, env=env)
+        return self.spawner.popen(cmd, env) if self.spawner is not None else subprocess.Popen(cmd, env=env)
 
     @property
     def pids(self) -> list[int]:
@@ -336,9 +369,10 @@ def _stop_workers_first(pool: WorkerPool) -> None:
         loop.add_signal_handler(signum, on_signal)
 
 
-def attach_workers(app: web.Application, public: Settings, internal: Settings, secret: str) -> WorkerPool:
+def attach_workers(app: web.Application, public: Settings, internal: Settings, secret: str,
+                   spawner: Spawner | None = None) -> WorkerPool:
     """Make the supervisor's app start the workers after its own startup and stop them first at shutdown."""
-    pool = WorkerPool(public, f"http://{internal.host}:{internal.port}", secret)
+    pool = WorkerPool(public, f"http://{internal.host}:{internal.port}", secret, spawner)
 
     async def start(_: web.Application) -> None:
         await pool.start()

@@ -35,6 +35,8 @@ async def test_deferred_work_runs_at_the_next_upstream_wait_or_when_idle() -> No
     assert ran == []  # not inline, not on the very next loop turn
     after_response.kick()
     await asyncio.sleep(0)
+    assert ran == []  # one more loop turn first: aiohttp's request-body task goes before it
+    await asyncio.sleep(0)
     assert ran == ["a", "b"]  # a call waiting for its upstream lets it run
 
     after_response.defer(ran.append, "idle")

@@ -17,11 +17,14 @@ from conftest import start_proxy
 
 
 def _children(pid: int) -> list[int]:
+    """Child processes of ``pid``, whichever of its threads started them."""
+    found = []
     try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        for task in os.listdir(f"/proc/{pid}/task"):
+            found += [int(p) for p in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
     except OSError:
-        return []
-    return [int(p) for p in text.split()]
+        pass
+    return sorted(found)
 
 
 def _alive(pid: int) -> bool:
@@ -61,6 +64,41 @@ def test_separate_store_runs_the_proxy_in_a_worker_process(tmp_path, fake_upstre
         assert proxy.stop(signal.SIGTERM) == 0
     for pid in workers:
         assert not _alive(pid)
+
+
+def _nice(pid: int, tid: int | None = None) -> int:
+    stat = Path(f"/proc/{pid}/task/{tid or pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])  # field 19 of proc(5): the nice value
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="Linux: nice values per thread")
+def test_the_store_yields_the_cpu_to_workers_and_restarted_workers_keep_their_priority(tmp_path, fake_upstream):
+    proxy = start_proxy(tmp_path / "data", {"GENOPS_OPENAI_BASE_URL": fake_upstream.url,
+                                            "GENOPS_STORE_PROCESS": "separate"})
+    try:
+        _call(proxy)
+        supervisor = proxy.process.pid
+        [worker] = _children(supervisor)
+        threads = [int(t) for t in os.listdir(f"/proc/{supervisor}/task")]
+        merges = [t for t in threads if Path(f"/proc/{supervisor}/task/{t}/comm").read_text().startswith("MergeMutate")]
+        assert merges  # ClickHouse's merge threads, started by the store
+        assert _nice(supervisor) == 10 and {_nice(supervisor, t) for t in merges} == {10}
+        assert _nice(worker) == 0
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and [p for p in _children(supervisor) if p != worker and _alive(p)] == []:
+            time.sleep(0.1)
+        [restarted] = [p for p in _children(supervisor) if p != worker]
+        assert _nice(restarted) == 0
+        while True:  # and it serves, once it listens
+            try:
+                _call(proxy)
+                break
+            except openai.APIConnectionError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        assert proxy.stop(signal.SIGTERM) == 0
 
 
 def test_inline_store_keeps_one_process(tmp_path, fake_upstream):

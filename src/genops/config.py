@@ -218,6 +218,11 @@ class Settings:
         "where the embedded store runs: separate = its own process, the proxy in a worker; inline = the proxy's "
         "process; auto = separate when embedded on 2+ cores",
     )
+    store_nice: int = _setting(
+        10, _parse_int(0, 19),
+        "scheduling niceness of the store process when the proxy runs in workers (Linux): on shared cores "
+        "its inserts and merges yield to the proxy",
+    )
     log_level: str = _setting("info", _parse_choice("debug", "info", "warning", "error"), "log level")
     log_format: str = _setting("json", _parse_choice("json", "text"), "structured JSON logs or plain text")
     capture_headers: bool = _setting(False, _parse_bool, "record non-secret request headers on spans")
