@@ -41,7 +41,7 @@ from genops.proxy.safety.guard import SafetyConfig  # noqa: E402
 from genops.proxy.spans import call_attributes  # noqa: E402
 from genops.proxy.targets import TargetPolicy, route_upstream  # noqa: E402
 from genops.proxy.telemetry import build_telemetry  # noqa: E402
-from genops.storage.rows import span_to_json_row  # noqa: E402
+from genops.storage.span_batch import SpanEncoder, batch_payload, json_rows  # noqa: E402
 
 BODY = json.dumps({"model": "gpt-4o-mini", "messages": [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -160,10 +160,14 @@ def main() -> None:
     print(f"{'TOTAL':20s} {best_total:7.1f} us (best round; the steps' minima need not come from one round)")
     for name in stream_keys:
         print(f"{name:20s} {best[name]:7.1f} us")
+    encoder = SpanEncoder()
     started = time.perf_counter_ns()
-    for span in sink.spans:
-        span_to_json_row(span)
-    print(f"{'span_to_json_row':20s} {(time.perf_counter_ns() - started) / len(sink.spans) / 1000:7.1f} us (export thread)")
+    lines = [encoder.encode(span) for span in sink.spans]
+    print(f"{'span encode':20s} {(time.perf_counter_ns() - started) / len(lines) / 1000:7.1f} us (request path, at span end)")
+    payload = batch_payload(encoder.header(), lines)
+    started = time.perf_counter_ns()
+    json_rows(payload)
+    print(f"{'rows from batch':20s} {(time.perf_counter_ns() - started) / len(lines) / 1000:7.1f} us (store process)")
 
 
 if __name__ == "__main__":
