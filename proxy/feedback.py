@@ -39,6 +39,9 @@ MAX_METADATA_KEYS = 32
 MAX_METADATA_VALUE_CHARS = 1024
 SOURCES = ("user", "eval", "annotation", "api")
 LOOKUP_WAIT_S = 3.0
+#: How long a read of an unknown id waits for the calls served in the last moments: a worker
+#: reports its ids every 20 ms, and a call's span ends just after its response (proxy/after_response.py).
+RECENT_WAIT_S = 0.2
 LOOKUP_STEP_S = 0.25
 
 _FIELDS = frozenset({"request_id", "trace_id", "name", "value", "comment", "source", "metadata"})
@@ -247,6 +250,10 @@ class FeedbackRoutes:
             known = bool(scores) or await self._known(request_id, trace_id)
         except FeedbackError as exc:
             return _error(exc.status, str(exc), exc.code)
+        deadline = time.monotonic() + RECENT_WAIT_S
+        while not known and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+            known = self._recent(request_id, trace_id)
         if not known:
             name = "request_id" if request_id else "trace_id"
             return _error(404, f"unknown {name} {request_id or trace_id!r}: nothing was served or stored with it.",
@@ -255,10 +262,16 @@ class FeedbackRoutes:
         return _json({**key, "scores": scores, "latest": latest(scores)})
 
     async def _known(self, request_id: str | None, trace_id: str | None) -> bool:
+        if self._recent(request_id, trace_id):
+            return True
         if request_id:
-            return self.recent.request(request_id) is not None or bool(
-                await self._storage(find_requests, [request_id]))
-        return self.recent.has_trace(trace_id or "") or bool(await self._storage(find_traces, [trace_id]))
+            return bool(await self._storage(find_requests, [request_id]))
+        return bool(await self._storage(find_traces, [trace_id]))
+
+    def _recent(self, request_id: str | None, trace_id: str | None) -> bool:
+        if request_id:
+            return self.recent.request(request_id) is not None
+        return self.recent.has_trace(trace_id or "")
 
 
 def latest(scores: list[dict[str, Any]]) -> list[dict[str, Any]]:

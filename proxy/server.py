@@ -128,7 +128,7 @@ def serve(settings: Settings) -> None:
     process becomes the supervisor of the proxy worker(s) on the public port (see
     :mod:`genops.proxy.workers`); it keeps the store and admin.
     """
-    # The export threads (span conversion, spool, inserts) share the GIL with the event loop:
+    # The export threads (spool, inserts, row spelling in the store) share the GIL with the event loop:
     # a 1 ms switch interval (default 5 ms) bounds how long a request waits for it.
     sys.setswitchinterval(0.001)
     public = settings

@@ -2,8 +2,8 @@
 
 The hot path records through :class:`~genops.proxy.recorder.SpanRecorder`; at ``end()`` it
 hands each finished span to the processors. :class:`~genops.storage.exporter.PipelineSpanProcessor`
-only queues it: conversion, batching, the disk spool and the inserts run on the pipeline's
-own threads (:mod:`genops.storage.pipeline`), so the request path only pays for the span.
+only encodes and queues it: batching, the disk spool and the inserts run on the pipeline's
+own threads (:mod:`genops.storage.pipeline`), and the rows are spelled by the store's process.
 """
 
 from __future__ import annotations

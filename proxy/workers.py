@@ -275,7 +275,7 @@ def serve_worker(settings: Settings, admin_url: str, index: int) -> None:
     from genops.proxy.telemetry import build_telemetry
     from genops.storage.pipeline import SpanPipeline
 
-    sys.setswitchinterval(0.001)  # the span batcher thread yields the GIL to the event loop within 1 ms
+    sys.setswitchinterval(0.001)  # the pipeline threads yield the GIL to the event loop within 1 ms
     pipeline = None
     if settings.export_enabled:
         spool = _open_spool(worker_spool_path(settings, index), settings)

@@ -8,6 +8,7 @@ from typing import Any
 
 import openai
 import orjson
+import pytest
 
 MESSAGES = [{"role": "user", "content": "Is the answer helpful?"}]
 
@@ -145,3 +146,53 @@ def test_feedback_for_a_call_whose_span_is_not_exported_yet(tmp_path, fake_upstr
         assert body["scores"][0]["span_id"] == raw.headers["traceparent"].split("-")[2]
     finally:
         slow.stop()
+
+
+@pytest.mark.parametrize("store_process", ["inline", "separate"])
+def test_reading_the_feedback_of_a_call_served_a_moment_ago(tmp_path, fake_upstream, request_id, store_process):
+    """Straight after the response the call's span may not have ended yet (it ends once the loop is
+    free, proxy/after_response.py) or its worker not have reported it: a read waits briefly, not 404."""
+    from conftest import start_proxy, upstream_env
+
+    proxy = start_proxy(tmp_path / store_process, {**upstream_env(fake_upstream.url),
+                                                   "GENOPS_EXPORT_INTERVAL_MS": "600000",
+                                                   "GENOPS_STORE_PROCESS": store_process})
+    try:
+        call(proxy, request_id)
+        status, body = feedback(proxy, method="GET", query=f"?request_id={request_id}")
+        assert (status, body) == (200, {"request_id": request_id, "scores": [], "latest": []})
+        status, body = feedback(proxy, method="GET", query="?request_id=never-served")
+        assert status == 404 and body["error"]["code"] == "unknown_request_id"
+    finally:
+        proxy.stop()
+
+
+async def test_a_read_waits_briefly_for_an_id_being_reported(chdb_dir):
+    """The id becomes known 50 ms into the read (a worker's report, a span ending): 200, not 404."""
+    import asyncio
+    import uuid
+
+    import aiohttp
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+    from conftest import open_chdb
+
+    from genops.proxy.feedback import FEEDBACK_PATH, FeedbackRoutes
+    from genops.proxy.recent import RecentCalls
+    from genops.storage.migrate import migrate
+    from genops.storage.scores import SpanRef
+
+    database = f"feedback_wait_{uuid.uuid4().hex[:8]}"
+    client = open_chdb(chdb_dir)
+    migrate(client, database, retention_days=1)
+    recent = RecentCalls()
+    app = web.Application()
+    FeedbackRoutes(client, database, "tok", recent).register(app)
+    headers = {"Authorization": "Bearer tok"}
+    async with TestServer(app) as server, aiohttp.ClientSession() as session:
+        url = str(server.make_url(FEEDBACK_PATH))
+        asyncio.get_running_loop().call_later(0.05, recent.add, "req-late", SpanRef("ab" * 16, "cd" * 8))
+        async with session.get(url, params={"request_id": "req-late"}, headers=headers) as response:
+            assert response.status == 200, await response.text()
+        async with session.get(url, params={"request_id": "req-never"}, headers=headers) as response:
+            assert response.status == 404
