@@ -161,3 +161,16 @@ def test_aws_key_id_hints_are_necessary_for_its_pattern():
             matched += 1
             assert any(h in text for h in detector.hints), text
     assert matched >= len(detector.hints)
+
+
+def test_a_calls_request_and_response_scanned_together_find_what_scanning_each_finds():
+    from genops.proxy.safety.scanner import scan_groups
+
+    texts = _random_texts(13, 24)
+    for cut in (1, 5, 12, 23):
+        request = [TextPart("user" if i % 2 else "tool", i, 0, t) for i, t in enumerate(texts[:cut])]
+        response = [TextPart("assistant", 0, i, t) for i, t in enumerate(texts[cut:])]
+        together = scan_groups([(request, "request"), (response, "response")])
+        assert together == [scan_parts(request, "request"), scan_parts(response, "response")]
+        assert all(f.location == "request" for f in together[0]) and all(f.location == "response" for f in together[1])
+    assert sum(len(g) for g in together) > 0

@@ -29,6 +29,7 @@ from genops.proxy.safety.scanner import (
     highest_severity,
     mask_parts,
     mask_text,
+    scan_groups,
     scan_parts,
     scan_parts_async,
     scan_text,
@@ -148,12 +149,10 @@ class CallGuard:
             return
         try:
             request_parts = self._request_parts()
-            if self.request_findings is None:
-                self.request_findings = self._scan_now(request_parts, "request")
-            response_parts: list[TextPart] = []
-            response_findings: list[Finding] = []
-            if not self.blocked:
-                response_parts = self.adapter.response_texts(self.call, self.response_body)
+            response_parts = [] if self.blocked else self.adapter.response_texts(self.call, self.response_body)
+            if self.request_findings is None:  # both at once: one pass over the call's texts
+                self.request_findings, response_findings = self._scan_call(request_parts, response_parts)
+            else:
                 response_findings = self._scan_now(response_parts, "response")
             self._annotate(span, request_parts, response_parts, self.request_findings + response_findings)
         except Exception as exc:  # noqa: BLE001 - safety must never fail a call that already succeeded
@@ -215,6 +214,19 @@ class CallGuard:
         started = time.perf_counter_ns()
         try:
             return scan_parts(parts, location, categories)
+        finally:
+            self.scan_ns += time.perf_counter_ns() - started
+
+    def _scan_call(self, request_parts: list[TextPart],
+                   response_parts: list[TextPart]) -> tuple[list[Finding], list[Finding]]:
+        """The findings of a call's request and response texts, scanned together on this thread."""
+        categories = self.policy.scanned
+        if not categories or not (request_parts or response_parts):
+            return [], []
+        started = time.perf_counter_ns()
+        try:
+            request, response = scan_groups([(request_parts, "request"), (response_parts, "response")], categories)
+            return request, response
         finally:
             self.scan_ns += time.perf_counter_ns() - started
 

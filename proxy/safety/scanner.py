@@ -224,31 +224,39 @@ SEPARATOR = "\n\x00\n"
 
 def scan_parts(parts: Sequence[TextPart], location: str,
                categories: Iterable[str] = ("pii", "secrets", "injection")) -> list[Finding]:
-    """Findings for a call's texts; ``location`` is ``"request"`` or ``"response"``.
+    """Findings for a call's texts; ``location`` is ``"request"`` or ``"response"``."""
+    return scan_groups([(parts, location)], categories)[0]
+
+
+def scan_groups(groups: Sequence[tuple[Sequence[TextPart], str]],
+                categories: Iterable[str] = ("pii", "secrets", "injection")) -> list[list[Finding]]:
+    """Findings for several locations' texts at once (a call's request and its response), one list per group.
 
     Small texts are scanned as one joined text (one pass of each detector per call instead of
-    one per message), then each hit is mapped back to its part.
+    one per message and location), then each hit is mapped back to its part and location.
     """
     categories = tuple(categories)
-    findings: list[Finding] = []
-    total = sum(len(p.text) for p in parts) + len(SEPARATOR) * len(parts)
-    if len(parts) > 1 and total <= SLICE:
+    out: list[list[Finding]] = [[] for _ in groups]
+    flat = [(part, g) for g, (parts, _) in enumerate(groups) for part in parts]
+    total = sum(len(part.text) for part, _ in flat) + len(SEPARATOR) * len(flat)
+    if len(flat) > 1 and total <= SLICE:
         starts = []
         position = 0
-        for part in parts:
+        for part, _ in flat:
             starts.append(position)
             position += len(part.text) + len(SEPARATOR)
-        for m in scan_text(SEPARATOR.join(p.text for p in parts), categories):
+        for m in scan_text(SEPARATOR.join(part.text for part, _ in flat), categories):
             i = bisect_right(starts, m.start) - 1
-            part, offset = parts[i], starts[i]
+            (part, g), offset = flat[i], starts[i]
             end = min(m.end - offset, len(part.text))
             if end > m.start - offset:
-                findings.append(_finding(m, part, location, m.start - offset, end))
-        return findings
-    for part in parts:
-        for m in scan_text(part.text, categories):
-            findings.append(_finding(m, part, location, m.start, m.end))
-    return findings
+                out[g].append(_finding(m, part, groups[g][1], m.start - offset, end))
+        return out
+    for g, (parts, location) in enumerate(groups):
+        for part in parts:
+            for m in scan_text(part.text, categories):
+                out[g].append(_finding(m, part, location, m.start, m.end))
+    return out
 
 
 def _finding(m: Match, part: TextPart, location: str, start: int, end: int) -> Finding:
