@@ -142,19 +142,17 @@ class Spawner:
         return self._executor.submit(subprocess.Popen, cmd, env=env).result()
 
 
-def lower_store_priority(nice: int) -> int:
+def lower_store_priority(nice: int) -> None:
     """Make this thread, and the threads it starts from now on, ``nice`` steps nicer (Linux only).
 
     The store's work (inserts, merges, jobs) is never waited on by a request, so on cores it
     shares with the proxy workers, or with the model server next to them, it should go last.
-    Returns the thread's nice value after the change.
     """
     if nice > 0 and sys.platform.startswith("linux"):
         try:
-            return os.nice(nice)
+            os.nice(nice)
         except OSError:
-            pass
-    return os.getpriority(os.PRIO_PROCESS, 0) if hasattr(os, "getpriority") else 0
+            pass  # not allowed here: the store keeps the default priority
 
 
 class WorkerPool:

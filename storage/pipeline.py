@@ -50,8 +50,7 @@ PAYLOAD_BATCH_BYTES = 64 << 20
 class Sink(Protocol):
     """Where batches go: one call inserts one payload with its dedup token.
 
-    JSONEachRow batches are inserted as ``insert(payload, token)``; other kinds (only from
-    a pipeline that takes SpanRow payloads) as ``insert(payload, token, kind)``.
+    ``kind`` is the batch's pipeline kind (:data:`JSON`, :data:`SPANS`, :data:`SPAN_ROWS`).
     """
 
     def insert(self, payload: bytes, token: str, kind: str = JSON) -> None: ...
@@ -282,12 +281,6 @@ class SpanPipeline:
         self.counters.spooled += spans
         self._wake_sender.set()
 
-    def _insert(self, payload: bytes, token: str, kind: str) -> None:
-        if kind == JSON:  # sinks that only ever see JSON batches (tests' sinks) may take two arguments
-            self.sink.insert(payload, token)
-        else:
-            self.sink.insert(payload, token, kind)
-
     def _insert_direct(self, payload: bytes, spans: int, kind: str) -> None:
         import uuid
 
@@ -295,7 +288,7 @@ class SpanPipeline:
         delay = self.backoff_initial_s
         while True:
             try:
-                self._insert(payload, token, kind)
+                self.sink.insert(payload, token, kind)
                 self.counters.exported += spans
                 return
             except Exception:  # noqa: BLE001
@@ -362,7 +355,7 @@ class SpanPipeline:
             record, payload = head
             started = time.perf_counter()
             try:
-                self._insert(payload, record.token, record.kind)
+                self.sink.insert(payload, record.token, record.kind)
             except Exception as exc:  # noqa: BLE001 - any storage error means "keep it and retry"
                 self.counters.export_failures += 1
                 self._backoff = min(self.backoff_max_s, max(self.backoff_initial_s, self._backoff * 2))

@@ -150,10 +150,11 @@ class CallGuard:
         try:
             request_parts = self._request_parts()
             response_parts = [] if self.blocked else self.adapter.response_texts(self.call, self.response_body)
-            if self.request_findings is None:  # both at once: one pass over the call's texts
-                self.request_findings, response_findings = self._scan_call(request_parts, response_parts)
-            else:
-                response_findings = self._scan_now(response_parts, "response")
+            # Both at once, one pass over the call's texts (the request's only if not scanned yet).
+            unscanned = request_parts if self.request_findings is None else []
+            request_findings, response_findings = self._scan_call(unscanned, response_parts)
+            if self.request_findings is None:
+                self.request_findings = request_findings
             self._annotate(span, request_parts, response_parts, self.request_findings + response_findings)
         except Exception as exc:  # noqa: BLE001 - safety must never fail a call that already succeeded
             log.exception("safety scan failed")
@@ -227,17 +228,6 @@ class CallGuard:
         try:
             request, response = scan_groups([(request_parts, "request"), (response_parts, "response")], categories)
             return request, response
-        finally:
-            self.scan_ns += time.perf_counter_ns() - started
-
-    def _scan_now(self, parts: list[TextPart], location: str) -> list[Finding]:
-        """The findings of ``parts`` scanned on this thread, whatever their size."""
-        found = self._scan_small(parts, location)
-        if found is not None:
-            return found
-        started = time.perf_counter_ns()
-        try:
-            return scan_parts(parts, location, self.policy.scanned)
         finally:
             self.scan_ns += time.perf_counter_ns() - started
 
