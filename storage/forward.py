@@ -19,7 +19,7 @@ import asyncio
 import http.client
 import hmac
 import time
-from typing import Any
+from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -52,6 +52,9 @@ class ForwardingSink:
     Used only from the pipeline's sender thread, so one ``http.client`` connection suffices.
     """
 
+    #: A batch may come as its consecutive parts: sent as they are, never joined.
+    accepts_parts = True
+
     def __init__(self, url: str, secret: str, timeout_s: float = 30.0) -> None:
         parts = urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
@@ -60,10 +63,13 @@ class ForwardingSink:
         self.timeout_s = timeout_s
         self._connection: http.client.HTTPConnection | None = None
 
-    def insert(self, payload: bytes, token: str, kind: str = JSON) -> None:
-        """Store one batch of ``kind``; raises :class:`ForwardError` (or ``OSError``) when not stored."""
+    def insert(self, payload: bytes | Sequence[Any], token: str, kind: str = JSON) -> None:
+        """Store one batch of ``kind`` (bytes, or buffers in order); raises :class:`ForwardError`
+        (or ``OSError``) when not stored."""
         headers = {"Authorization": f"Bearer {self.secret}", TOKEN_HEADER: token, KIND_HEADER: kind,
                    "Content-Type": "application/octet-stream"}
+        if not isinstance(payload, bytes):  # http.client sends each part as it is, given the length
+            headers["Content-Length"] = str(sum(len(part) for part in payload))
         for attempt in (1, 2):  # a keep-alive connection the server closed meanwhile gets one fresh retry
             connection = self._connection or http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
             self._connection = connection

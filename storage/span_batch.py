@@ -11,7 +11,7 @@ collector. Encoded lines hold bytes only: nothing for the garbage collector to t
 while they wait for their batch.
 
 Payload (pipeline/spool kind :data:`KIND`): one header line, then one line per span, each
-a JSON array::
+a JSON array (the last line may end with a newline)::
 
     {"origins": [[resource attributes, scope name, scope version], ...]}
     [origin, start ns, end ns, trace id hex, span id hex, parent span id hex, trace state,
@@ -147,7 +147,8 @@ class SpanEncoder:
 
 
 def batch_payload(header: bytes, lines: Iterable[bytes]) -> bytes:
-    """A batch: the header line, then the span lines."""
+    """A batch: the header line, then the span lines (the form :class:`~genops.storage.span_buffer.SpanBuffer`
+    writes in parts ends each line with a newline; both read the same)."""
     return b"\n".join((header, *lines))
 
 
@@ -158,7 +159,9 @@ def json_rows(payload: bytes) -> bytes:
     services = [resource.get("service.name", "") for resource, _, _ in origins]
     rows = []
     loads = orjson.loads
-    for line in body.split(b"\n") if body else ():
+    for line in body.split(b"\n"):
+        if not line:  # the last line's newline
+            continue
         (origin, start, end, trace_id, span_id, parent_id, trace_state, name, kind, status, message,
          attributes, events, links) = loads(line)
         resource, scope_name, scope_version = origins[origin]

@@ -32,6 +32,10 @@ import zlib
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence, Union
+
+#: What a payload part may be (``collections.abc.Buffer`` from Python 3.12).
+Buffer = Union[bytes, bytearray, memoryview]
 
 log = logging.getLogger("genops.storage.spool")
 
@@ -42,6 +46,25 @@ MAGIC_BY_KIND = {kind: magic for magic, kind in KIND_BY_MAGIC.items()}
 HEADER = struct.Struct(">4sIII32s")
 CURSOR = "cursor"
 SUFFIX = ".seg"
+
+
+#: Most buffers one ``writev`` takes (Linux's IOV_MAX).
+_IOV_MAX = 1024
+
+
+def _write_all(fd: int, parts: list[Buffer]) -> None:
+    """Write ``parts`` in order, in as few ``writev`` calls as the OS allows, resuming after short writes."""
+    while parts:
+        group = parts[:_IOV_MAX]
+        written = os.writev(fd, group)
+        for i, part in enumerate(group):
+            n = len(part)  # type: ignore[arg-type]
+            if written < n:
+                parts = [memoryview(part)[written:], *group[i + 1:], *parts[len(group):]]
+                break
+            written -= n
+        else:
+            parts = parts[len(group):]
 
 
 class SpoolLocked(RuntimeError):
@@ -149,25 +172,39 @@ class Spool:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def append(self, payload: bytes, spans: int, kind: str = "json") -> Record:
-        """Write one batch of ``kind`` durably (to the OS; ``fsync`` too when configured) and index it."""
-        token = uuid.uuid4().hex
-        header = HEADER.pack(MAGIC_BY_KIND[kind], len(payload), spans, zlib.crc32(payload), token.encode())
-        size = HEADER.size + len(payload)
+    def append(self, payload: bytes | Sequence[Buffer], spans: int, kind: str = "json", *,
+               token: str | None = None) -> Record:
+        """Write one batch of ``kind`` durably (to the OS; ``fsync`` too when configured) and index it.
+
+        ``payload`` is the batch's bytes, or its consecutive parts (buffers the caller reuses
+        once this returns: such a batch is read back from disk when sent, never kept here).
+        The checksum and the write run with the GIL released, however big the batch.
+        ``token`` is the batch's deduplication token when it already has one (a new one otherwise).
+        """
+        token = token or uuid.uuid4().hex
+        whole = isinstance(payload, bytes)
+        parts: Sequence[Buffer] = (payload,) if whole else payload  # type: ignore[assignment]
+        length = crc = 0
+        for part in parts:
+            length += len(part)  # type: ignore[arg-type]
+            crc = zlib.crc32(part, crc)
+        header = HEADER.pack(MAGIC_BY_KIND[kind], length, spans, crc, token.encode())
+        size = HEADER.size + length
         with self._lock:
             self._make_room(size)
             if self._write_fd is None or self._segment_sizes.get(self._write_segment, 0) + size > self.segment_bytes:
                 self._rotate()
             offset = self._segment_sizes[self._write_segment]
-            # one write, no copy of a big payload: a crash leaves a whole or a torn record
-            os.writev(self._write_fd, (header, payload))
+            # no copy of a big payload; one write when it fits one call: a crash leaves a whole or a torn record
+            _write_all(self._write_fd, [header, *parts])
             if self.fsync:
                 os.fsync(self._write_fd)
             self._segment_sizes[self._write_segment] = offset + size
-            keep = self._cached + len(payload) <= self.cache_bytes
+            keep = whole and self._cached + length <= self.cache_bytes
             if keep:
-                self._cached += len(payload)
-            record = Record(self._write_segment, offset, size, spans, token, payload if keep else None, kind=kind)
+                self._cached += length
+            record = Record(self._write_segment, offset, size, spans, token,
+                            payload if keep else None, kind=kind)  # type: ignore[arg-type]
             self._pending.append(record)
             return record
 
