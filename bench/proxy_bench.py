@@ -258,21 +258,33 @@ def report(results: dict, clients: list[int]) -> str:
 
 
 def soak(target: Target, total: int) -> str:
-    """Drive ``total`` requests in slices; report RSS and p99 per slice to show they stay flat."""
+    """Drive ``total`` requests in slices; report RSS and p99 per slice to show they stay flat.
+
+    RSS is read twice per slice: as the slice's last request is answered ("loaded": export
+    buffers as full as the rate makes them, ~1 s of spans), and again after the export
+    interval has passed with no traffic ("settled": what the process keeps; a leak shows here).
+    """
     slices = 10
     lines = [f"soak: {total:,} requests in {slices} slices against {target.name} (50 clients)"]
     proxies, store = target.proxy_pids(), target.store_pid()
     idle = sum(rss_mb(p) for p in proxies)
     lines.append(f"  idle: proxy RSS {idle:.1f} MB" + (f", store RSS {rss_mb(store, tree=False):.1f} MB" if store else ""))
-    first_rss = None
+    first: tuple[float, float] | None = None
     for i in range(slices):
         run = loadgen(target.url + PATH, BODY, 50, 3600, requests=total // slices)
-        rss = sum(rss_mb(p) for p in proxies)
-        first_rss = first_rss or rss
+        loaded = sum(rss_mb(p) for p in proxies)
+        time.sleep(SETTLE_S)
+        settled = sum(rss_mb(p) for p in proxies)
+        first = first or (loaded, settled)
         store_text = f"  store RSS {rss_mb(store, tree=False):.1f} MB" if store else ""
         lines.append(f"  slice {i + 1:>2}: {run['rps']:>7,.0f} rps  p99 {run['latency_us']['p99'] / 1000:.2f} ms  "
-                     f"proxy RSS {rss:.1f} MB ({(rss / first_rss - 1) * 100:+.1f}% vs slice 1){store_text}")
+                     f"proxy RSS loaded {loaded:.1f} MB ({(loaded / first[0] - 1) * 100:+.1f}%), "
+                     f"settled {settled:.1f} MB ({(settled / first[1] - 1) * 100:+.1f}% vs slice 1){store_text}")
     return "\n".join(lines)
+
+
+#: Pause before the "settled" RSS reading: longer than the export interval (1 s by default).
+SETTLE_S = 2.0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -377,7 +377,7 @@ class SpanPipeline:
     _outage = False
 
     #: Batches a worker holds for the sender before it spools them (the store is falling behind).
-    max_ready = 4
+    max_ready = 2
 
     def _send_pending(self) -> None:
         """The spool's batches in order, then (without write-ahead) the ready ones; stop at a failure."""

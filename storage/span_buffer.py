@@ -8,7 +8,10 @@ that stall raised p99 latency by ~40% (bench/proxy_bench.py; measured by droppin
 before and after the join). Here each line is copied once, when it is added, into a
 fixed-size chunk from a pool; a batch is the list of its chunks' filled parts, which the
 spool checksums and writes with the GIL released. Chunks return to the pool once written,
-so the steady state allocates nothing and resident memory stays flat.
+so the steady state allocates nothing. A chunk is an anonymous ``mmap``: its pages are
+touched one line at a time as it fills (no zero-filling megabytes on the event loop), and
+spare chunks beyond what recent batches needed are unmapped, so resident memory comes back
+down after a burst instead of staying at its high-water mark.
 
 Thread use: :meth:`SpanBuffer.add` on the thread that ends spans (the event loop),
 :meth:`SpanBuffer.take` and :meth:`SpanBuffer.release` on the batcher thread.
@@ -16,6 +19,7 @@ Thread use: :meth:`SpanBuffer.add` on the thread that ends spans (the event loop
 
 from __future__ import annotations
 
+import mmap
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,8 +28,10 @@ from dataclasses import dataclass, field
 #: hand-offs to checksum), small enough that a chunk allocated on the event loop (pool
 #: empty: start-up or a burst) costs tens of microseconds, not milliseconds.
 CHUNK_BYTES = 256 << 10
-#: Spare chunks kept for reuse (32 MB); more than that are freed when released.
+#: Most spare chunks kept for reuse (32 MB); within that, as many as the biggest of the last
+#: :data:`RECENT_BATCHES` batches used (the next batch fills while the last one is sent).
 POOL_CHUNKS = 128
+RECENT_BATCHES = 8
 
 
 @dataclass
@@ -36,7 +42,7 @@ class Batch:
     spans: int = 0
     size: int = 0
     #: The pooled chunks behind ``parts`` (handed back with :meth:`SpanBuffer.release`).
-    chunks: list[bytearray] = field(default_factory=list)
+    chunks: list[mmap.mmap] = field(default_factory=list)
 
 
 class SpanBuffer:
@@ -49,10 +55,11 @@ class SpanBuffer:
         self.chunk_bytes = chunk_bytes
         self.pool_chunks = pool_chunks
         self._lock = threading.Lock()
-        self._pool: list[bytearray] = []
+        self._pool: list[mmap.mmap] = []
+        self._recent: deque[int] = deque(maxlen=RECENT_BATCHES)  # chunks per released batch
         self._full: deque[Batch] = deque()  # cut at batch_size, waiting for the batcher
         self._batch = Batch()  # the batch being filled
-        self._chunk: bytearray | None = None  # its current chunk ...
+        self._chunk: mmap.mmap | None = None  # its current chunk ...
         self._used = 0  # ... filled up to here
         self._part_start = 0  # where its part in the current batch starts
         #: Lines held, in full batches and the one being filled.
@@ -107,11 +114,22 @@ class SpanBuffer:
             if isinstance(part, memoryview):
                 part.release()
         batch.parts = []
+        chunks, batch.chunks = batch.chunks, []
         with self._lock:
-            room = self.pool_chunks - len(self._pool)
-            if room > 0:
-                self._pool.extend(batch.chunks[:room])
-        batch.chunks = []
+            self._recent.append(len(chunks))
+            keep = min(self.pool_chunks, max(self._recent)) - len(self._pool)
+            if keep > 0:
+                self._pool.extend(chunks[:keep])
+                chunks = chunks[keep:]
+            while len(self._pool) > max(self._recent):  # a burst is over: give memory back
+                chunks.append(self._pool.pop(0))
+        for chunk in chunks:
+            chunk.close()
+
+    @property
+    def pooled_chunks(self) -> int:
+        """Spare chunks kept for reuse."""
+        return len(self._pool)
 
     # -- under the lock --------------------------------------------------------------------
 
@@ -123,7 +141,7 @@ class SpanBuffer:
 
     def _next_chunk(self) -> None:
         self._close_part()
-        self._chunk = self._pool.pop() if self._pool else bytearray(self.chunk_bytes)
+        self._chunk = self._pool.pop() if self._pool else mmap.mmap(-1, self.chunk_bytes)
         self._batch.chunks.append(self._chunk)
         self._used = self._part_start = 0
 

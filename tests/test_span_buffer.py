@@ -166,3 +166,19 @@ def test_without_write_ahead_shutdown_spools_what_the_store_did_not_take(tmp_pat
     assert sorted(orjson.loads(row)["SpanAttributes"]["genops.request.id"] for row in json_rows(payload).split(b"\n")) \
         == sorted(f"req-{i}" for i in range(30))
     reopened.close()
+
+
+def test_spare_chunks_shrink_back_after_a_burst() -> None:
+    buffer = SpanBuffer(batch_size=1000, limit=10_000, chunk_bytes=64)
+    for _ in range(40):  # a burst: one batch of 20 chunks
+        buffer.add(b"b" * 30)
+    (burst,) = buffer.take(everything=True)
+    assert len(burst.chunks) == 20
+    buffer.release(burst)
+    assert buffer.pooled_chunks == 20, "kept while recent batches needed that many"
+    for _ in range(8):  # then quiet batches of one chunk each, as many as the window remembers
+        buffer.add(b"q" * 30)
+        (quiet,) = buffer.take(everything=True)
+        buffer.release(quiet)
+    assert buffer.pooled_chunks == 1, "the burst's chunks are unmapped once no recent batch needed them"
+    assert buffer.add(b"again") and joined(buffer.take(everything=True)[0].parts) == b"again\n"
