@@ -124,7 +124,10 @@ class SpanBuffer:
             while len(self._pool) > max(self._recent):  # a burst is over: give memory back
                 chunks.append(self._pool.pop(0))
         for chunk in chunks:
-            chunk.close()
+            try:
+                chunk.close()
+            except BufferError:  # a view of it is still alive somewhere: unmapped when that goes
+                pass
 
     @property
     def pooled_chunks(self) -> int:
