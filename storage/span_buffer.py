@@ -40,7 +40,6 @@ class Batch:
 
     parts: list[memoryview | bytes] = field(default_factory=list)
     spans: int = 0
-    size: int = 0
     #: The pooled chunks behind ``parts`` (handed back with :meth:`SpanBuffer.release`).
     chunks: list[mmap.mmap] = field(default_factory=list)
 
@@ -71,10 +70,7 @@ class SpanBuffer:
         return len(self._full)
 
     def add(self, line: bytes) -> bool:
-        """Append one line (without its newline). False when ``limit`` lines are held: nothing kept.
-
-        True also tells nothing about batches; see :attr:`full_batches`.
-        """
+        """Append one line (without its newline); False, keeping nothing, when ``limit`` lines are held."""
         size = len(line) + 1
         with self._lock:
             if self.count >= self.limit:
@@ -92,7 +88,6 @@ class SpanBuffer:
                 chunk[end] = 10  # type: ignore[index]
                 self._used = end + 1
             batch.spans += 1
-            batch.size += size
             self.count += 1
             if batch.spans >= self.batch_size:
                 self._cut()
