@@ -369,9 +369,9 @@ class SpanPipeline:
                 self._wake_sender.wait(0.5)
             self._wake_sender.clear()
             self._send_pending()
-            if self._stopping.is_set() and (not self._batcher.is_alive() and
+            if self._stopping.is_set() and (self.spool.closed or not self._batcher.is_alive() and
                                             ((self.spool.pending_batches == 0 and not self._ready) or self._give_up)):
-                return
+                return  # closed: shutdown ended while a send was stuck; what is left is in the spool
 
     _give_up = False
     _outage = False

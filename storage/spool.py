@@ -108,6 +108,9 @@ class Spool:
         self._cached = 0
         self.dropped_spans = 0
         self._write_fd: int | None = None
+        #: Closed: the lock is released (another process may own the spool now); nothing is read,
+        #: acknowledged or written through this object any more.
+        self.closed = False
         self._write_segment = 0
         self._recover()
 
@@ -191,6 +194,8 @@ class Spool:
         header = HEADER.pack(MAGIC_BY_KIND[kind], length, spans, crc, token.encode())
         size = HEADER.size + length
         with self._lock:
+            if self.closed:
+                raise OSError("the spool is closed")
             self._make_room(size)
             if self._write_fd is None or self._segment_sizes.get(self._write_segment, 0) + size > self.segment_bytes:
                 self._rotate()
@@ -240,9 +245,9 @@ class Spool:
     # -- reading ----------------------------------------------------------------------------
 
     def peek(self) -> tuple[Record, bytes] | None:
-        """The oldest unacknowledged batch and its payload, or None."""
+        """The oldest unacknowledged batch and its payload, or None (also once closed)."""
         with self._lock:
-            if not self._pending:
+            if self.closed or not self._pending:
                 return None
             record = self._pending[0]
             if record.payload is not None:
@@ -255,8 +260,8 @@ class Spool:
     def ack(self, record: Record) -> None:
         """Mark ``record`` stored; advance the cursor; delete segments left behind."""
         with self._lock:
-            if not self._pending or self._pending[0] is not record:
-                return  # dropped meanwhile (spool full)
+            if self.closed or not self._pending or self._pending[0] is not record:
+                return  # dropped meanwhile (spool full), or closed: replayed by the next start
             self._pending.popleft()
             if record.payload is not None:
                 self._cached -= len(record.payload)
@@ -285,6 +290,9 @@ class Spool:
     def close(self) -> None:
         """Close the segment being written and release the lock (pending batches stay on disk)."""
         with self._lock:
+            if self.closed:
+                return
+            self.closed = True
             if self._write_fd is not None:
                 os.close(self._write_fd)
                 self._write_fd = None

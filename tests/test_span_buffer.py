@@ -181,3 +181,36 @@ def test_spare_chunks_shrink_back_after_a_burst() -> None:
         buffer.release(quiet)
     assert buffer.pooled_chunks == 1, "the burst's chunks are unmapped once no recent batch needed them"
     assert buffer.add(b"again") and joined(buffer.take(everything=True)[0].parts) == b"again\n"
+
+
+class HungStore(StoreSink):
+    """Takes a batch, then answers only when released (a store process stuck in an insert)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.answer = threading.Event()
+
+    def insert(self, payload: Any, token: str, kind: str = "json") -> None:
+        self.entered.set()
+        self.answer.wait(10)
+        super().insert(payload, token, kind)
+
+
+def test_a_hand_off_stuck_past_shutdown_is_spooled_with_its_token(tmp_path: Path) -> None:
+    store = HungStore()
+    pipeline = SpanPipeline(store, Spool(tmp_path, max_bytes=1 << 24), batch_size=1000, interval_s=0.05,
+                            write_ahead=False)
+    pipeline.start()
+    pipeline.submit_sdk_spans(spans(25))
+    assert store.entered.wait(5), "the batch was handed on"
+    pipeline.shutdown(0.3)  # the store has not answered by the deadline
+    store.answer.set()  # ... and then does: that copy lands too
+    wait_for(lambda: len(store.by_token) == 1)
+    reopened = Spool(tmp_path, max_bytes=1 << 24)
+    record, payload = reopened.peek()
+    assert reopened.pending_spans == 25, "kept for the next start"
+    assert list(store.by_token) == [record.token], "same token: the replay is dropped as a duplicate"
+    assert sorted(orjson.loads(row)["SpanAttributes"]["genops.request.id"] for row in json_rows(payload).split(b"\n")) \
+        == sorted(store.stored())
+    reopened.close()
