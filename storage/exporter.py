@@ -1,7 +1,7 @@
 """Hands the proxy's finished OpenTelemetry spans to the span pipeline.
 
 :class:`PipelineSpanProcessor` replaces the SDK's ``BatchSpanProcessor``: ``on_end`` only
-encodes the span as one compact line (~2 µs, :mod:`genops.storage.span_batch`) and appends
+encodes the span as one compact line (~2-4 µs, :mod:`genops.storage.span_batch`) and appends
 it to the pipeline's bounded queue (no I/O, no lock held). Batching, the disk spool and the
 inserts happen on the pipeline's threads (:mod:`genops.storage.pipeline`); spelling the
 spans as table rows happens in the process that owns the store, just before the insert.

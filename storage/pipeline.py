@@ -224,7 +224,7 @@ class SpanPipeline:
         return True
 
     def submit_sdk_spans(self, spans: list[Any]) -> int:
-        """Queue finished OpenTelemetry SDK spans, encoded now (~2 µs each, see :mod:`span_batch`).
+        """Queue finished OpenTelemetry SDK spans, encoded now (~2-4 µs each, see :mod:`span_batch`).
 
         Returns how many were accepted (the rest are dropped and counted: queue full, or a
         span that cannot be encoded).

@@ -4,7 +4,7 @@ Turning an SDK span into an ``otel_traces`` row (every attribute stringified, id
 22 named columns) costs ~15 µs of Python per span. Done on the proxy's export thread it also
 makes the event loop wait for the GIL; done in the proxy at all it is work a proxy worker
 need not do. So the proxy only *encodes* each finished span, once, on its own thread
-(~2 µs: one ``orjson.dumps`` of the span's values as they are), and the process that owns
+(~2-4 µs: one ``orjson.dumps`` of the span's values as they are), and the process that owns
 the store *expands* a batch into JSONEachRow rows just before inserting it
 (:func:`json_rows`) — the same division of labour as an OTel SDK exporting OTLP to a
 collector. Encoded lines hold bytes only: nothing for the garbage collector to traverse
