@@ -66,7 +66,8 @@ def render(pipeline: SpanPipeline | None, receiver: ReceiverStats | None = None,
                          [(f'{{source="{_label(s)}"}}', n) for s, n in sorted(m["received"].items())]
                          or [('{source="proxy"}', 0)])
         lines += _family("genops_spans_spooled_total", "counter",
-                         "Spans written to the on-disk spool (every batch is written ahead of its insert).",
+                         "Spans written to the on-disk spool (ahead of every insert; a proxy worker's "
+                         "only when its hand-off to the store fails or falls behind).",
                          [("", m["spooled"])])
         lines += _family("genops_spans_exported_total", "counter", "Spans inserted into ClickHouse.", [("", m["exported"])])
         lines += _family("genops_spans_replayed_total", "counter",
