@@ -267,13 +267,13 @@ class SpanPipeline:
         write-ahead hand them to the sender; whether there were any."""
         batches = self._encoded.take(everything)
         for batch in batches:
-            header = self._encoder.header() + b"\n"  # taken after the lines: it names their origins
+            # The header is taken after the lines: it names their origins.
+            parts = [self._encoder.header() + b"\n", *batch.parts]
             if self.write_ahead:
-                self._spool_payload([header, *batch.parts], batch.spans, SPANS,
-                                    release=functools.partial(self._encoded.release, batch))
+                self._spool_payload(parts, batch.spans, SPANS, release=functools.partial(self._encoded.release, batch))
             else:
                 with self._ready_lock:
-                    self._ready.append((uuid.uuid4().hex, [header, *batch.parts], batch))
+                    self._ready.append((uuid.uuid4().hex, parts, batch))
         if batches and not self.write_ahead:
             self._wake_sender.set()
         return bool(batches)

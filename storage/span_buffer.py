@@ -112,12 +112,12 @@ class SpanBuffer:
         chunks, batch.chunks = batch.chunks, []
         with self._lock:
             self._recent.append(len(chunks))
-            keep = min(self.pool_chunks, max(self._recent)) - len(self._pool)
-            if keep > 0:
-                self._pool.extend(chunks[:keep])
-                chunks = chunks[keep:]
-            while len(self._pool) > max(self._recent):  # a burst is over: give memory back
-                chunks.append(self._pool.pop(0))
+            pool = self._pool
+            pool.extend(chunks)
+            # Keep what recent batches needed; after a burst the oldest spares give memory back.
+            surplus = len(pool) - min(self.pool_chunks, max(self._recent))
+            chunks = pool[:max(surplus, 0)]
+            del pool[:max(surplus, 0)]
         for chunk in chunks:
             try:
                 chunk.close()
