@@ -73,13 +73,13 @@ def defer(fn: Callable[..., None], *args: Any) -> None:
 def kick() -> None:
     """A call is about to send its request upstream and wait: run deferred work in that pause.
 
-    Two loop turns from now, not one: aiohttp sends a request body from a task it creates
-    while sending the headers (after this call), and that task's first step must go first.
+    On the loop's next turn: the upstream client writes the whole request before its first
+    ``await`` (proxy/upstream_client.py), so the request is on its way by then.
     """
     deferred = _BY_LOOP.get(asyncio.get_running_loop())
     if deferred is not None and deferred.work and not deferred.scheduled:
         deferred.scheduled = True
-        deferred.loop.call_soon(deferred.loop.call_soon, deferred.run)
+        deferred.loop.call_soon(deferred.run)
 
 
 def run_in_background(work: Any) -> None:

@@ -12,7 +12,8 @@ from genops.proxy.admin import AdminRoutes
 from genops.proxy.after_response import drain_pending
 from genops.proxy.feedback import FeedbackRoutes
 from genops.proxy.context import request_id_for
-from genops.proxy.handler import REQUEST_ID_HEADER, ProxyHandler, SessionHolder
+from genops.proxy.handler import REQUEST_ID_HEADER, ProxyHandler
+from genops.proxy.upstream_client import UpstreamClient
 from genops.proxy.providers import build_adapters
 from genops.proxy.recent import RecentCalls
 from genops.proxy.telemetry import Telemetry
@@ -55,7 +56,7 @@ def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any,
     and its admin paths are answered by the supervisor there.
     """
     app = web.Application(client_max_size=settings.max_body_bytes, handler_args={"max_field_size": 65536})
-    sessions = SessionHolder()
+    upstream = UpstreamClient()  # one per app: its connections belong to the app's event loop
     if admin_forward_url:
         AdminForwarder(admin_forward_url).register(app)
         app.router.add_get("/healthz", lambda _: web.json_response({"status": "ok"}))
@@ -69,17 +70,17 @@ def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any,
         FeedbackRoutes(sql_client, settings.database, settings.resolved_admin_token(), recent).register(app)
     known = []
     for adapter in build_adapters(settings):
-        handler = ProxyHandler(adapter, settings, sessions, telemetry.tracer)
+        handler = ProxyHandler(adapter, settings, upstream, telemetry.tracer)
         for prefix in adapter.prefixes:
             known.append(prefix or "/")
             for method in METHODS:
                 app.router.add_route(method, prefix + "/{tail:.*}", handler)
     app.router.add_route("*", "/{tail:.*}", _unknown_route(known))
 
-    async def close_sessions(_: web.Application) -> None:
-        await sessions.close()
+    async def close_upstream(_: web.Application) -> None:
+        await upstream.close()
 
-    app.on_cleanup.append(close_sessions)
+    app.on_cleanup.append(close_upstream)
     app.on_cleanup.append(drain_pending)  # post-response work ends its spans before export stops
     app[TELEMETRY_KEY] = telemetry
     app[CLIENT_KEY] = sql_client

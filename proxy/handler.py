@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 from aiohttp.http_writer import StreamWriter
-from multidict import CIMultiDict, CIMultiDictProxy
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -36,6 +35,7 @@ from genops.proxy.safety.guard import CallGuard, SafetyConfig
 from genops.proxy.spans import call_attributes
 from genops.proxy.targets import TargetPolicy, route_upstream
 from genops.proxy.tokenizer import estimate_missing_usage
+from genops.proxy.upstream_client import UpstreamClient, UpstreamResponse
 
 log = logging.getLogger("genops.proxy")
 
@@ -85,16 +85,13 @@ def _trace_context_headers(headers: Any, ctx: trace.SpanContext, traceparent: st
 class ProxyHandler:
     """Serves every route of one provider adapter."""
 
-    def __init__(self, adapter: ProviderAdapter, settings: Settings, session_holder: "SessionHolder",
+    def __init__(self, adapter: ProviderAdapter, settings: Settings, client: UpstreamClient,
                  tracer: trace.Tracer) -> None:
         self.adapter = adapter
         self.settings = settings
-        self.sessions = session_holder
+        self.client = client
         self.tracer = tracer
         self.safety = SafetyConfig(settings, adapter.name)
-        self.timeout = aiohttp.ClientTimeout(
-            total=settings.upstream_timeout_s, connect=settings.connect_timeout_s
-        )
         self.targets = TargetPolicy.from_settings(settings)
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
@@ -156,12 +153,11 @@ class ProxyHandler:
             headers.popall(name, None)
         headers.update(upstream.set_headers)
         _trace_context_headers(headers, span.get_span_context(), traceparent)
-        session = self.sessions.get()
         after_response.kick()  # earlier calls' bookkeeping runs while this one waits for the model
         try:
-            upstream_response = await session.request(
+            upstream_response = await self.client.request(
                 request.method, upstream.url, data=send_body if send_body else None, headers=headers,
-                timeout=self.timeout, allow_redirects=False,
+                total_timeout=self.settings.upstream_timeout_s, connect_timeout=self.settings.connect_timeout_s,
             )
         except asyncio.TimeoutError:
             raise RequestError(504, f"The upstream {self._host(upstream)} did not answer within the timeout.",
@@ -205,7 +201,7 @@ class ProxyHandler:
             upstream_response.release()
         return response, status
 
-    async def _relay_stream(self, request: web.Request, call: Call, upstream_response: aiohttp.ClientResponse,
+    async def _relay_stream(self, request: web.Request, call: Call, upstream_response: UpstreamResponse,
                             response: web.StreamResponse, decode: Callable[[bytes], bytes],
                             started_perf: int) -> web.StreamResponse:
         """Relay a stream as it arrives; read a copy of each chunk for telemetry."""
@@ -334,7 +330,7 @@ class ProxyHandler:
         return urlsplit(upstream.stored_url).netloc
 
     @classmethod
-    def _copy_headers(cls, upstream_response: aiohttp.ClientResponse, response: web.StreamResponse,
+    def _copy_headers(cls, upstream_response: UpstreamResponse, response: web.StreamResponse,
                       request_id: str, traceparent: str) -> None:
         """The upstream's end-to-end headers, then ours, straight into the response's own headers
         (passing a multidict to the response's constructor would copy it once more)."""
@@ -379,42 +375,3 @@ def _send_headers(writer: Any) -> None:
         writer.send_headers()  # a no-op once the first chunk took them along
     except (ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError):
         pass  # the client left; the relay loop notices on its next write
-
-
-_NO_USER_AGENT = CIMultiDictProxy(CIMultiDict({"User-Agent": None}))
-
-
-class _RelayRequest(aiohttp.ClientRequest):
-    """aiohttp's request, adding no ``User-Agent`` of its own (the client's, if any, is relayed).
-
-    Same headers as ``skip_auto_headers=("User-Agent",)``, which aiohttp implements by copying
-    every header into a new multidict per request (~7 us): here the defaults are added directly.
-    """
-
-    def update_auto_headers(self, skip_auto_headers: Any) -> None:
-        self._skip_auto_headers = _NO_USER_AGENT  # read-only: aiohttp consults it for payload headers
-        headers = self.headers
-        for name, value in self.DEFAULT_HEADERS.items():
-            if name not in headers:
-                headers[name] = value
-
-
-class SessionHolder:
-    """One shared upstream ``aiohttp.ClientSession`` (connection pooling), created lazily in the loop."""
-
-    def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
-
-    def get(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-            self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
-                request_class=_RelayRequest,
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()

@@ -172,10 +172,16 @@ class OtlpLoad:
 
 
 def stored_counts(proxy: Proxy, prefix: str) -> tuple[dict[str, int], int]:
-    """Per request id, how many otel_traces rows carry it; and how many genops_calls rows there are."""
+    """Per request id, how many otel_traces rows carry it; and how many genops_calls rows there are.
+
+    genops_calls must mirror every stored span of a model call: a request the shutdown cut off
+    before its body was read is stored too (as what happened), but is no model call, so it
+    is left out of both sides of that comparison.
+    """
     rows = proxy.sql(
         "SELECT SpanAttributes['genops.request.id'] AS id, count() AS n FROM otel_traces "
-        f"WHERE startsWith(SpanAttributes['genops.request.id'], '{prefix}') GROUP BY id")
+        f"WHERE startsWith(SpanAttributes['genops.request.id'], '{prefix}') "
+        "AND SpanAttributes['gen_ai.operation.name'] != '' GROUP BY id")
     calls = proxy.sql(f"SELECT count() AS n FROM genops_calls WHERE startsWith(RequestId, '{prefix}')")[0]["n"]
     return {r["id"]: int(r["n"]) for r in rows}, int(calls)
 

@@ -1,8 +1,9 @@
-"""The upstream session adds exactly the headers aiohttp's ``skip_auto_headers=("User-Agent",)`` adds.
+"""The proxy's upstream client sends exactly the headers a stock aiohttp session sends.
 
-The proxy's ``_RelayRequest`` reimplements that option without its per-request header copy; an
-in-process server records what arrives from both, for requests with and without the client's
-own User-Agent, Accept and Content-Type.
+:class:`~genops.proxy.upstream_client.UpstreamClient` replaces ``aiohttp.ClientSession(
+skip_auto_headers=("User-Agent",))`` on the request path; an in-process server records what
+arrives from both (names, values and order), for requests with and without the client's own
+User-Agent, Accept and Content-Type, with and without a body.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from genops.proxy.handler import SessionHolder
+from genops.proxy.upstream_client import UpstreamClient
 
 
 @pytest.fixture
@@ -44,24 +45,27 @@ CASES = [
 
 
 @pytest.mark.parametrize("method, body", [("POST", b'{"a":1}'), ("GET", None), ("POST", b"")])
-async def test_relay_session_sends_the_headers_of_stock_skip_auto_headers(recorder, method, body):
+async def test_upstream_client_sends_the_headers_of_stock_skip_auto_headers(recorder, method, body):
     url, seen = recorder
-    holder = SessionHolder()
+    client = UpstreamClient()
     stock = aiohttp.ClientSession(auto_decompress=False, skip_auto_headers=("User-Agent",),
                                   cookie_jar=aiohttp.DummyCookieJar())
     try:
         for case in CASES:
-            for session in (stock, holder.get()):
-                async with session.request(method, url, data=body if body else None, headers=CIMultiDict(case),
-                                           allow_redirects=False) as response:
-                    await response.read()
+            async with stock.request(method, url, data=body if body else None, headers=CIMultiDict(case),
+                                     allow_redirects=False) as response:
+                await response.read()
+            relayed = await client.request(method, url, data=body if body else None, headers=CIMultiDict(case),
+                                           total_timeout=10, connect_timeout=10)
+            assert await relayed.read() == b"ok"
+            relayed.release()
             stock_headers, relay_headers = seen[-2], seen[-1]
             assert relay_headers == stock_headers, case
             names = {k.lower() for k, _ in relay_headers}
             assert ("user-agent" in names) == any(k.lower() == "user-agent" for k in case)
     finally:
         await stock.close()
-        await holder.close()
+        await client.close()
 
 
 async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
@@ -103,8 +107,8 @@ async def test_client_gets_the_upstream_headers_in_order_less_hop_by_hop(stream)
     upstream_app.router.add_route("*", "/{tail:.*}", upstream_handler)
     upstream_runner, upstream_url = await _serve(upstream_app)
     settings = load_settings(env={})
-    sessions = SessionHolder()
-    handler = ProxyHandler(OpenAIAdapter(upstream_url, inject_stream_usage=False), settings, sessions,
+    client = UpstreamClient()
+    handler = ProxyHandler(OpenAIAdapter(upstream_url, inject_stream_usage=False), settings, client,
                            SpanRecorder(Resource.create({}), InstrumentationScope("test"), []))
     async def route(request: web.Request) -> web.StreamResponse:
         return await handler(request)
@@ -127,4 +131,4 @@ async def test_client_gets_the_upstream_headers_in_order_less_hop_by_hop(stream)
     finally:
         await proxy_runner.cleanup()
         await upstream_runner.cleanup()
-        await sessions.close()
+        await client.close()
