@@ -247,7 +247,8 @@ class _Connection(asyncio.Protocol):
         self._headers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        # decoded as aiohttp decodes them, so the relayed response carries the same bytes
+        self._headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -309,8 +310,11 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self.resume()
-        self.idle_since = time.monotonic()
-        self.origin.idle.append(self)
+        self.idle_since = now = time.monotonic()
+        idle = self.origin.idle
+        if idle and now - idle[0].idle_since > KEEPALIVE_S:
+            idle[0].close()  # the least recently used, idle too long (reuse is LIFO, so it would stay)
+        idle.append(self)
 
     def close(self) -> None:
         if not self.closed:

@@ -27,6 +27,7 @@ class RawServer:
         self.respond = respond
         self.requests: list[bytes] = []
         self.connections = 0
+        self.closed = 0
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self, ssl_context: ssl.SSLContext | None = None) -> int:
@@ -56,6 +57,7 @@ class RawServer:
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass  # the client left, or the test is over
         finally:
+            self.closed += 1
             writer.close()
 
     async def stop(self) -> None:
@@ -335,4 +337,30 @@ async def test_https_upstream_verified_against_the_system_trust_store(tmp_path, 
         response.release()
         await client.close()
     finally:
+        await server.stop()
+
+
+async def test_connections_idle_past_the_keep_alive_time_are_closed(monkeypatch):
+    monkeypatch.setattr(upstream_client, "KEEPALIVE_S", 0.2)
+    server = RawServer(lambda i, conn, head: ok())
+    port = await server.start()
+    client = UpstreamClient()
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        burst = await asyncio.gather(call(client, url), call(client, url))  # two connections
+        for response in burst:
+            await response.read()
+            response.release()
+        assert server.connections == 2
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 0.6
+        while loop.time() < until:  # steady traffic reuses one; the other idles past the limit
+            response = await call(client, url)
+            await response.read()
+            response.release()
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert server.connections == 2 and server.closed == 1
+    finally:
+        await client.close()
         await server.stop()
