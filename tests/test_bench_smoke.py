@@ -26,3 +26,17 @@ def test_proxy_bench_smoke(tmp_path):
     served = sum(r["requests"] for r in figures["genops"]["runs"].values()) + figures["genops"]["stream"]["requests"]
     stored = json.loads(result.stdout[result.stdout.index("[", result.stdout.index("spans stored")):])[0]["spans"]
     assert stored >= served
+
+
+def test_workers_scaling_bench_smoke(tmp_path):
+    """`bench/workers_scaling.py` serves through one and two workers and reports each (no timing asserted)."""
+    out = tmp_path / "workers.json"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "workers_scaling.py"), "--smoke", "--json", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(out.read_text())
+    assert [r["workers"] for r in figures] == [1, 2]
+    for run in figures:
+        assert run["rps"] > 0 and run["errors"] == 0
+        assert run["worker_cpu_ms_per_call"] > 0 and run["store_cpu_ms_per_call"] > 0
+    assert "rps per worker CPU-s" in result.stdout
