@@ -10,12 +10,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_proxy_bench_smoke(tmp_path):
-    out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "proxy_bench.py"), "--smoke", "--json", str(out)],
+def run_smoke(script: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, object]:
+    """Run ``bench/<script> --smoke``; its result and the figures it wrote as JSON."""
+    out = tmp_path / "figures.json"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--smoke", "--json", str(out)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    figures = json.loads(out.read_text())
+    return result, json.loads(out.read_text())
+
+
+def test_proxy_bench_smoke(tmp_path):
+    result, figures = run_smoke("proxy_bench.py", tmp_path)
     assert set(figures) == {"direct", "baseline", "genops"}
     for name in ("baseline", "genops"):
         for run in figures[name]["runs"].values():
@@ -30,11 +35,7 @@ def test_proxy_bench_smoke(tmp_path):
 
 def test_workers_scaling_bench_smoke(tmp_path):
     """`bench/workers_scaling.py` serves through one and two workers and reports each (no timing asserted)."""
-    out = tmp_path / "workers.json"
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "workers_scaling.py"), "--smoke", "--json", str(out)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    figures = json.loads(out.read_text())
+    result, figures = run_smoke("workers_scaling.py", tmp_path)
     assert [r["workers"] for r in figures] == [1, 2]
     for run in figures:
         assert run["rps"] > 0 and run["errors"] == 0

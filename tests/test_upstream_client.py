@@ -125,37 +125,28 @@ async def test_chunked_body_is_relayed_piece_by_piece_as_it_arrives():
         await server.stop()
 
 
-async def test_body_delimited_by_the_connection_closing():
-    async def until_close(writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\nall of it")
+@pytest.mark.parametrize("raw, expected", [
+    # no length, not chunked: the body is everything until the upstream closes
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\nall of it", b"all of it"),
+    # a length the upstream does not deliver: truncated
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b", aiohttp.ClientPayloadError),
+])
+async def test_a_body_ended_by_the_upstream_closing(raw, expected):
+    async def then_close(writer: asyncio.StreamWriter) -> None:
+        writer.write(raw)
         await writer.drain()
         writer.close()
 
-    server = RawServer(lambda i, conn, head: until_close)
+    server = RawServer(lambda i, conn, head: then_close)
     port = await server.start()
     client = UpstreamClient()
     try:
         response = await call(client, f"http://127.0.0.1:{port}/")
-        assert await response.read() == b"all of it"
-        response.release()
-    finally:
-        await client.close()
-        await server.stop()
-
-
-async def test_truncated_body_is_a_payload_error():
-    async def truncated(writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b")
-        await writer.drain()
-        writer.close()
-
-    server = RawServer(lambda i, conn, head: truncated)
-    port = await server.start()
-    client = UpstreamClient()
-    try:
-        response = await call(client, f"http://127.0.0.1:{port}/")
-        with pytest.raises(aiohttp.ClientPayloadError):
-            await response.read()
+        if isinstance(expected, bytes):
+            assert await response.read() == expected
+        else:
+            with pytest.raises(expected):
+                await response.read()
         response.release()
     finally:
         await client.close()
