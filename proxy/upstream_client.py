@@ -42,7 +42,7 @@ from yarl import URL
 KEEPALIVE_S = 15.0
 #: A streamed body stops reading from the upstream while this much waits for the client.
 HIGH_WATER = 256 * 1024
-#: Requests without a body that still get ``Content-Length: 0`` from aiohttp's logic are the others.
+#: Methods sent without ``Content-Length: 0`` when they have no body (aiohttp's GET_METHODS).
 _NO_BODY_METHODS = frozenset(ClientRequest.GET_METHODS)
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _DEFAULT_HEADERS = tuple(ClientRequest.DEFAULT_HEADERS.items())
@@ -117,9 +117,7 @@ class UpstreamResponse:
             return
         self._done = True
         self._error = error
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         self._wake()
 
     def _wake(self) -> None:
@@ -163,12 +161,15 @@ class UpstreamResponse:
                 return
             await self._wait()
 
-    def release(self) -> None:
-        """Done with the response: a completely read body frees its connection for reuse."""
-        conn, self._conn = self._conn, None
+    def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def release(self) -> None:
+        """Done with the response: a completely read body frees its connection for reuse."""
+        conn, self._conn = self._conn, None
+        self._cancel_timer()
         if conn is None:
             return
         if self._done and self._error is None and not self._chunks:
@@ -179,9 +180,7 @@ class UpstreamResponse:
     def close(self) -> None:
         """Abandon the response and its connection (the client went away)."""
         conn, self._conn = self._conn, None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         if not self._done:
             self._finish(UpstreamPayloadError("The response was closed before its end."))
         if conn is not None:
@@ -206,7 +205,6 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self.reusable = False
         self.idle_since = 0.0
-        self.uses = 0
         self.received = False  # any byte of the current response
         self.head: asyncio.Future[UpstreamResponse] | None = None
         self.response: UpstreamResponse | None = None
@@ -354,7 +352,6 @@ class UpstreamClient:
             reused = conn is not None
             if conn is None:
                 conn = await self._connect(origin, loop, deadline, connect_timeout)
-            conn.uses += 1
             conn.method = method
             conn.received = False
             conn.head = head = loop.create_future()
@@ -457,7 +454,7 @@ class UpstreamClient:
                                              server_hostname=origin.host if secure else None)
             _, conn = await (asyncio.wait_for(connect, timeout) if timeout else connect)
         except asyncio.TimeoutError:
-            raise
+            raise  # an OSError too (Python 3.11+), but the caller's timeout, not an unreachable host
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamConnectError(f"{type(exc).__name__}: {exc}") from exc
         return conn  # type: ignore[return-value]
