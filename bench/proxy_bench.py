@@ -95,6 +95,19 @@ def rss_mb(pid: int, tree: bool = True) -> float:
     return total / 1024
 
 
+def shmem_mb(pids: list[int]) -> float:
+    """Shared memory in RSS (``RssShmem``): the span export's buffers, anonymous shared mappings."""
+    total = 0
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("RssShmem:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
 def wait_http(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -257,29 +270,45 @@ def report(results: dict, clients: list[int]) -> str:
     return "\n".join(lines)
 
 
-def soak(target: Target, total: int) -> str:
+def soak(target: Target, total: int, use_wrk: bool) -> str:
     """Drive ``total`` requests in slices; report RSS and p99 per slice to show they stay flat.
 
     RSS is read twice per slice: as the slice's last request is answered ("loaded": export
     buffers as full as the rate makes them, ~1 s of spans), and again after the export
     interval has passed with no traffic ("settled": what the process keeps; a leak shows here).
+    With ``wrk``, slices are timed to hold ~``total / 10`` requests each (wrk runs for whole
+    seconds) and the load generator's own CPU stays small: the Python client, at these rates,
+    takes most of the core it shares with the store process, whose hand-offs then lag and
+    leave the worker holding several seconds of spans.
     """
     slices = 10
-    lines = [f"soak: {total:,} requests in {slices} slices against {target.name} (50 clients)"]
+    url = target.url + PATH
+    seconds = 0
+    if use_wrk:
+        probe = wrk(url, BODY, 50, 2)  # the rate, to size the slices
+        seconds = max(1, round(total / slices / max(probe["rps"], 1.0)))
+    how = f"wrk, {seconds} s slices" if use_wrk else "bench/loadgen.py"
+    lines = [f"soak: {total:,} requests in {slices} slices against {target.name} (50 clients, {how})"]
     proxies, store = target.proxy_pids(), target.store_pid()
     idle = sum(rss_mb(p) for p in proxies)
     lines.append(f"  idle: proxy RSS {idle:.1f} MB" + (f", store RSS {rss_mb(store, tree=False):.1f} MB" if store else ""))
     first: tuple[float, float] | None = None
+    served = 0
     for i in range(slices):
-        run = loadgen(target.url + PATH, BODY, 50, 3600, requests=total // slices)
+        run = wrk(url, BODY, 50, seconds) if use_wrk else loadgen(url, BODY, 50, 3600, requests=total // slices)
+        served += run["requests"]
         loaded = sum(rss_mb(p) for p in proxies)
+        loaded_buffers = shmem_mb(proxies)
         time.sleep(SETTLE_S)
         settled = sum(rss_mb(p) for p in proxies)
+        settled_buffers = shmem_mb(proxies)
         first = first or (loaded, settled)
         store_text = f"  store RSS {rss_mb(store, tree=False):.1f} MB" if store else ""
         lines.append(f"  slice {i + 1:>2}: {run['rps']:>7,.0f} rps  p99 {run['latency_us']['p99'] / 1000:.2f} ms  "
-                     f"proxy RSS loaded {loaded:.1f} MB ({(loaded / first[0] - 1) * 100:+.1f}%), "
-                     f"settled {settled:.1f} MB ({(settled / first[1] - 1) * 100:+.1f}% vs slice 1){store_text}")
+                     f"proxy RSS loaded {loaded:.1f} MB ({(loaded / first[0] - 1) * 100:+.1f}%; "
+                     f"export buffers {loaded_buffers:.1f}), settled {settled:.1f} MB "
+                     f"({(settled / first[1] - 1) * 100:+.1f}% vs slice 1; buffers {settled_buffers:.1f}){store_text}")
+    lines.append(f"  served {served:,} requests")
     return "\n".join(lines)
 
 
@@ -334,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             results[target.name] = measure(target, clients, args.duration, use_wrk)
         print(report(results, clients))
         if args.soak:
-            print(soak(targets[2], args.soak))
+            print(soak(targets[2], args.soak, use_wrk))
         genops.send_signal(signal.SIGTERM)  # flushes every pending span; then read the store directly
         genops.wait(60)
         stored = subprocess.run(
