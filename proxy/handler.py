@@ -35,7 +35,7 @@ from genops.proxy.safety.guard import CallGuard, SafetyConfig
 from genops.proxy.spans import call_attributes
 from genops.proxy.targets import TargetPolicy, route_upstream
 from genops.proxy.tokenizer import estimate_missing_usage
-from genops.proxy.upstream_client import UpstreamClient, UpstreamResponse
+from genops.proxy.upstream_client import UpstreamClient, UpstreamConnectError, UpstreamResponse
 
 log = logging.getLogger("genops.proxy")
 
@@ -163,7 +163,9 @@ class ProxyHandler:
             raise RequestError(504, f"The upstream {self._host(upstream)} did not answer within the timeout.",
                                "upstream_timeout", "upstream_timeout") from None
         except aiohttp.ClientError as exc:
-            raise RequestError(502, f"The upstream {self._host(upstream)} is unreachable: {type(exc).__name__}.",
+            # The connect error's cause names what failed (refused, DNS, certificate...).
+            reason = exc.__cause__ if isinstance(exc, UpstreamConnectError) and exc.__cause__ else exc
+            raise RequestError(502, f"The upstream {self._host(upstream)} is unreachable: {type(reason).__name__}.",
                                "upstream_unreachable", "upstream_unreachable") from None
 
         status = upstream_response.status

@@ -103,6 +103,7 @@ def test_upstream_unreachable_is_502(dead_upstream_proxy, request_id):
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     assert info.value.status_code == 502
     assert info.value.code == "upstream_unreachable"
+    assert "unreachable: ConnectionRefusedError" in info.value.message  # what failed, not just "connect error"
     assert dead_upstream_proxy.span(request_id)["SpanAttributes"]["error.type"] == "upstream_unreachable"
 
 
