@@ -83,29 +83,26 @@ def cpu_seconds(pid: int, tree: bool = True) -> float:
     return total
 
 
-def rss_mb(pid: int, tree: bool = True) -> float:
-    total = 0
-    for p in tree_pids(pid) if tree else [pid]:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
-
-
-def shmem_mb(pids: list[int]) -> float:
-    """Shared memory in RSS (``RssShmem``): the span export's buffers, anonymous shared mappings."""
+def status_mb(pids: list[int], field: str) -> float:
+    """The sum of one ``/proc/<pid>/status`` memory field (e.g. ``VmRSS``) over ``pids``, in MB."""
     total = 0
     for p in pids:
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("RssShmem:"):
+                if line.startswith(field + ":"):
                     total += int(line.split()[1])
         except OSError:
             continue
     return total / 1024
+
+
+def rss_mb(pid: int, tree: bool = True) -> float:
+    return status_mb(tree_pids(pid) if tree else [pid], "VmRSS")
+
+
+def shmem_mb(pids: list[int]) -> float:
+    """Shared memory in RSS (``RssShmem``): the span export's buffers, anonymous shared mappings."""
+    return status_mb(pids, "RssShmem")
 
 
 def wait_http(url: str, timeout: float = 60) -> None:

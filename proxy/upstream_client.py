@@ -189,9 +189,7 @@ class UpstreamResponse:
     def _timed_out(self) -> None:
         self._timer = None
         self._finish(asyncio.TimeoutError())
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        self.close()  # the body is abandoned at its deadline, as when the client goes away
 
 
 class _Connection(asyncio.Protocol):
