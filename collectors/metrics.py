@@ -34,11 +34,14 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, f
 def snapshot(pipeline: SpanPipeline) -> dict[str, Any]:
     """A pipeline's counters and gauges as plain numbers (what a proxy worker reports to its supervisor)."""
     c, spool = pipeline.counters, pipeline.spool
+    # A worker's sink hands batches to the store process, which counts them exported once inserted.
+    forwards = getattr(pipeline.sink, "forwards", False)
     return {
-        "received": dict(c.received), "spooled": c.spooled, "exported": c.exported, "replayed": c.replayed,
+        "received": dict(c.received), "spooled": c.spooled, "replayed": c.replayed,
+        "exported": 0 if forwards else c.exported, "forwarded": c.exported if forwards else 0,
         "dropped_queue_full": c.dropped_queue_full, "dropped_spool_full": spool.dropped_spans,
         "dropped_invalid": c.dropped_invalid, "export_failures": c.export_failures,
-        "batches_exported": c.batches_exported, "spool_write_errors": c.spool_write_errors,
+        "batches_exported": 0 if forwards else c.batches_exported, "spool_write_errors": c.spool_write_errors,
         "queued": pipeline.queued, "spool_spans": spool.pending_spans, "spool_bytes": spool.bytes_on_disk,
     }
 
@@ -70,6 +73,9 @@ def render(pipeline: SpanPipeline | None, receiver: ReceiverStats | None = None,
                          "only when its hand-off to the store fails or falls behind).",
                          [("", m["spooled"])])
         lines += _family("genops_spans_exported_total", "counter", "Spans inserted into ClickHouse.", [("", m["exported"])])
+        lines += _family("genops_spans_forwarded_total", "counter",
+                         "Spans proxy workers handed to the store process (spooled there, then inserted).",
+                         [("", m.get("forwarded", 0))])
         lines += _family("genops_spans_replayed_total", "counter",
                          "Spans inserted from the spool after a failed attempt or a restart.", [("", m["replayed"])])
         lines += _family("genops_spans_dropped_total", "counter", "Spans dropped, by reason.", [

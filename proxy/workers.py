@@ -281,7 +281,7 @@ def serve_worker(settings: Settings, admin_url: str, index: int) -> None:
                                                timeout_s=settings.export_timeout_s),
                                 spool, batch_size=settings.export_batch_size,
                                 interval_s=settings.export_interval_ms / 1000, queue_size=settings.export_queue_size,
-                                write_ahead=False)  # the store answers once stored; the spool takes what it cannot
+                                write_ahead=False)  # the store answers once the batch is in its spool; ours takes what it cannot
         pipeline.start()
     telemetry = build_telemetry(settings, pipeline)
     # The supervisor answers feedback and /metrics for us: it hears of our calls and pipeline at once.

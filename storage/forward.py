@@ -5,12 +5,14 @@ process(es) (``genops serve`` with the store in a separate process, or ``--worke
 proxy process keeps its own :class:`~genops.storage.pipeline.SpanPipeline` (conversion,
 batching, its own disk spool) with a :class:`ForwardingSink`: a batch is the same payload
 it would insert itself (of any pipeline kind: the proxy's spans are compact batches),
-POSTed over loopback to the store process, which inserts it with the batch's
-deduplication token and answers only once it is stored.
-A failed or refused POST leaves the batch in the worker's spool, retried with backoff, so
-the guarantees are the pipeline's own: in order, exactly once, nothing lost while the store
-process is down or restarting. The proxy process pays for encoding its spans only; spelling
-them as rows, parsing and writing them (and ClickHouse's merges) run in the store process.
+POSTed over loopback to the store process, which writes it to its own spool with the
+batch's deduplication token and answers once it is there; the store's sender inserts it
+from there, in order (:meth:`~genops.storage.pipeline.SpanPipeline.accept_handoff`).
+A failed or refused POST (the store is down, restarting, or its backlog is full) leaves the
+batch in the worker's spool, retried with backoff, so the guarantees are the pipeline's
+own: in order, exactly once, nothing lost. The proxy process pays for encoding its spans
+only; spelling them as rows, parsing and writing them (and ClickHouse's merges) run in the
+store process.
 """
 
 from __future__ import annotations
@@ -18,19 +20,21 @@ from __future__ import annotations
 import asyncio
 import http.client
 import hmac
-import time
 from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from genops.storage.pipeline import JSON, SPAN_ROWS, SPANS, SpanPipeline
+from genops.storage.spool import FileRegion
 
 #: Path of the store process's internal endpoint (on its loopback-only internal port).
 INGEST_PATH = "/genops/internal/rows"
 TOKEN_HEADER = "GenOps-Dedup-Token"
 #: The batch's pipeline kind (absent: JSONEachRow rows).
 KIND_HEADER = "GenOps-Batch-Kind"
+#: How many spans the batch holds.
+SPANS_HEADER = "GenOps-Batch-Spans"
 _KINDS = frozenset((JSON, SPAN_ROWS, SPANS))
 #: Environment variable carrying the shared secret from the store process to its workers.
 SECRET_ENV = "GENOPS_INTERNAL_SECRET"
@@ -54,6 +58,11 @@ class ForwardingSink:
 
     #: A batch may come as its consecutive parts: sent as they are, never joined.
     accepts_parts = True
+    #: A spooled batch may come as the file region it occupies: sent with ``sendfile``, never read.
+    accepts_regions = True
+    #: An acknowledged batch is handed on (in the store's spool), not yet inserted: the
+    #: worker reports it as forwarded; the store counts it exported once inserted.
+    forwards = True
 
     def __init__(self, url: str, secret: str, timeout_s: float = 30.0) -> None:
         parts = urlsplit(url)
@@ -63,18 +72,23 @@ class ForwardingSink:
         self.timeout_s = timeout_s
         self._connection: http.client.HTTPConnection | None = None
 
-    def insert(self, payload: bytes | Sequence[Any], token: str, kind: str = JSON) -> None:
-        """Store one batch of ``kind`` (bytes, or buffers in order); raises :class:`ForwardError`
-        (or ``OSError``) when not stored."""
+    def insert(self, payload: bytes | Sequence[Any], token: str, kind: str = JSON, spans: int = 0) -> None:
+        """Hand one batch of ``kind`` and ``spans`` spans (bytes, or buffers in order) to the store
+        process; raises :class:`ForwardError` (or ``OSError``) when it did not take it."""
         headers = {"Authorization": f"Bearer {self.secret}", TOKEN_HEADER: token, KIND_HEADER: kind,
-                   "Content-Type": "application/octet-stream"}
-        if not isinstance(payload, bytes):  # http.client sends each part as it is, given the length
+                   SPANS_HEADER: str(spans), "Content-Type": "application/octet-stream"}
+        if isinstance(payload, FileRegion):
+            headers["Content-Length"] = str(payload.length)
+        elif not isinstance(payload, bytes):  # http.client sends each part as it is, given the length
             headers["Content-Length"] = str(sum(len(part) for part in payload))
         for attempt in (1, 2):  # a keep-alive connection the server closed meanwhile gets one fresh retry
             connection = self._connection or http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
             self._connection = connection
             try:
-                connection.request("POST", INGEST_PATH, body=payload, headers=headers)
+                if isinstance(payload, FileRegion):
+                    _send_region(connection, headers, payload)
+                else:
+                    connection.request("POST", INGEST_PATH, body=payload, headers=headers)
                 response = connection.getresponse()
                 body = response.read()
             except (OSError, http.client.HTTPException):
@@ -93,12 +107,25 @@ class ForwardingSink:
             self._connection = None
 
 
+def _send_region(connection: http.client.HTTPConnection, headers: dict[str, str], region: FileRegion) -> None:
+    """POST the headers, then the region straight from the file to the socket (``sendfile``)."""
+    connection.putrequest("POST", INGEST_PATH, skip_accept_encoding=True)
+    for name, value in headers.items():
+        connection.putheader(name, value)
+    connection.endheaders()
+    assert connection.sock is not None  # connected by endheaders()
+    with open(region.path, "rb") as handle:
+        sent = connection.sock.sendfile(handle, region.offset, region.length)
+    if sent != region.length:
+        raise OSError(f"the spool segment ended {region.length - sent} bytes early")
+
+
 def ingest_route(app: web.Application, pipeline: SpanPipeline, secret: str) -> None:
-    """Register the store process's side: insert a worker's batch with ``pipeline``'s sink, answer 204 once stored.
+    """Register the store process's side: spool a worker's batch in ``pipeline``, answer 204 once
+    it is there (503, the worker keeps it, when the store's backlog is full or the write fails).
 
-    Compact span batches are spelled as rows here, on the executor thread, not in the worker.
-
-    The insert runs on a thread (ClickHouse parses in C++ with the GIL released); the batch's
+    The spool write runs on a thread (checksum and write with the GIL released). Inserting,
+    compact span batches spelled as rows first, is the pipeline's sender's job; the batch's
     own token deduplicates a retry whose first attempt did land.
     """
 
@@ -111,16 +138,17 @@ def ingest_route(app: web.Application, pipeline: SpanPipeline, secret: str) -> N
         kind = request.headers.get(KIND_HEADER, JSON)
         if kind not in _KINDS:
             return web.json_response({"error": f"unknown {KIND_HEADER}: {kind[:40]}"}, status=400)
+        spans = request.headers.get(SPANS_HEADER, "")
+        if not spans.isdigit():
+            return web.json_response({"error": f"missing or malformed {SPANS_HEADER}"}, status=400)
         payload = await request.read()
-        started = time.perf_counter()
         try:
-            await asyncio.get_running_loop().run_in_executor(None, pipeline.sink.insert, payload, token, kind)
-        except Exception as exc:  # noqa: BLE001 - the worker keeps the batch and retries (and counts the failure)
-            message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            return web.json_response({"error": message}, status=503)
-        # Span counts come from the workers' own reports (proxy/worker_report.py); the insert
-        # latency is measured here, where the insert happens.
-        pipeline.counters.latency.observe(time.perf_counter() - started)
+            taken = await asyncio.get_running_loop().run_in_executor(
+                None, pipeline.accept_handoff, payload, int(spans), kind, token)
+        except OSError as exc:  # the worker keeps the batch and retries (and counts the failure)
+            return web.json_response({"error": f"the store's spool cannot take it: {exc}"[:300]}, status=503)
+        if not taken:
+            return web.json_response({"error": "the store is behind: its spool's backlog is full"}, status=503)
         return web.Response(status=204)
 
     app.router.add_post(INGEST_PATH, ingest)

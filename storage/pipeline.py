@@ -13,9 +13,10 @@ OTLP SpanRow payloads that ClickHouse decodes itself (``submit_payload``;
 inserts it the same way.
 
 A proxy worker's pipeline (``write_ahead=False``) hands its span batches to the store
-process directly instead: the store answers only once a batch is inserted, and a batch
-goes to the spool only when that hand-off fails, is refused, or falls behind (then the
-spool's order and retries apply as above). Writing every batch to disk and reading it back
+process directly instead: the store answers once a batch is in its own spool
+(:meth:`SpanPipeline.accept_handoff`), and a worker's batch goes to the worker's spool only
+when that hand-off fails, is refused, or falls behind (then the spool's order and retries
+apply as above). Writing every batch to disk and reading it back
 before the hand-off had cost the worker ~40% of its 10-client p99 latency: fresh page-cache
 and buffer pages for ~4 MB a second, on the proxy's own core (bench/proxy_bench.py).
 
@@ -61,10 +62,11 @@ PAYLOAD_BATCH_BYTES = 64 << 20
 class Sink(Protocol):
     """Where batches go: one call inserts one payload with its dedup token.
 
-    ``kind`` is the batch's pipeline kind (:data:`JSON`, :data:`SPANS`, :data:`SPAN_ROWS`).
+    ``kind`` is the batch's pipeline kind (:data:`JSON`, :data:`SPANS`, :data:`SPAN_ROWS`);
+    ``spans`` how many spans it holds.
     """
 
-    def insert(self, payload: bytes, token: str, kind: str = JSON) -> None: ...
+    def insert(self, payload: bytes, token: str, kind: str = JSON, spans: int = 0) -> None: ...
 
 
 class ClickHouseSink:
@@ -75,7 +77,7 @@ class ClickHouseSink:
         self.database = database
         self.python_fallbacks = 0  # SpanRow batches the view handed back to the Python decoder
 
-    def insert(self, payload: bytes, token: str, kind: str = JSON) -> None:
+    def insert(self, payload: bytes, token: str, kind: str = JSON, spans: int = 0) -> None:
         settings = {
             "insert_deduplication_token": token,
             # dependent materialized views (genops_calls, ...) skip a duplicate block too
@@ -248,6 +250,24 @@ class SpanPipeline:
             self._wake_batcher.set()
         return accepted
 
+    def accept_handoff(self, payload: bytes, spans: int, kind: str, token: str) -> bool:
+        """Take a batch a proxy worker hands on: spool it with its token for the sender; False
+        (nothing kept) while the spool's backlog is full. Raises ``OSError`` when it cannot be written.
+
+        The store answers a worker once the batch is here, not once it is inserted: a worker
+        then holds its spans for the loopback hand-off only, not for however long ClickHouse
+        takes (0.25-2.5 s per batch on a busy machine, i.e. several batches of span lines in
+        the worker's memory). The backlog is bounded by the spool's memory cache, so every
+        accepted batch is inserted from memory; beyond it a worker keeps, and spools, its own.
+        """
+        spool = self.spool
+        if spool.pending_batches and spool.pending_bytes + len(payload) > spool.cache_bytes:
+            return False
+        spool.append(payload, spans, kind, token=token)
+        self.counters.spooled += spans
+        self._wake_sender.set()
+        return True
+
     # -- batcher ------------------------------------------------------------------------------
 
     def _take_batch(self) -> list[dict[str, Any]]:
@@ -271,9 +291,14 @@ class SpanPipeline:
             parts = [self._encoder.header() + b"\n", *batch.parts]
             if self.write_ahead:
                 self._spool_payload(parts, batch.spans, SPANS, release=functools.partial(self._encoded.release, batch))
-            else:
-                with self._ready_lock:
-                    self._ready.append((uuid.uuid4().hex, parts, batch))
+                continue
+            with self._ready_lock:
+                self._ready.append((uuid.uuid4().hex, parts, batch))
+                # The store is slow to take them: the newer ones wait on disk, not in memory.
+                overflow = [self._ready.pop() for _ in range(len(self._ready) - self.max_ready)][::-1]
+            for token, parts, batch in overflow:
+                self._spool_payload(parts, batch.spans, SPANS, token=token,
+                                    release=functools.partial(self._encoded.release, batch))
         if batches and not self.write_ahead:
             self._wake_sender.set()
         return bool(batches)
@@ -320,7 +345,7 @@ class SpanPipeline:
         delay = self.backoff_initial_s
         while True:
             try:
-                self.sink.insert(payload, token, kind)
+                self.sink.insert(payload, token, kind, spans)
                 self.counters.exported += spans
                 return
             except Exception:  # noqa: BLE001
@@ -376,8 +401,11 @@ class SpanPipeline:
     _give_up = False
     _outage = False
 
-    #: Batches a worker holds for the sender before it spools them (the store is falling behind).
-    max_ready = 2
+    #: Batches a worker holds in memory for the sender, the one being handed on included; a
+    #: batch cut while they wait goes to the spool (the store is falling behind). Each is up
+    #: to a flush interval of span lines (~6 MB at 5,000 calls/s): this bounds the worker's
+    #: memory whatever the store's pace.
+    max_ready = 1
 
     def _send_pending(self) -> None:
         """The spool's batches in order, then (without write-ahead) the ready ones; stop at a failure."""
@@ -400,10 +428,12 @@ class SpanPipeline:
         """Hand the ready batches to the sink, oldest first; on a failure, spool them all."""
         accepts_parts = getattr(self.sink, "accepts_parts", False)
         while self._ready:
+            if self.spool.pending_batches:  # spooled meanwhile, after the one just sent: they go first
+                return
             token, parts, batch = self._ready[0]
             started = time.perf_counter()
             try:
-                self.sink.insert(parts if accepts_parts else b"".join(parts), token, SPANS)
+                self.sink.insert(parts if accepts_parts else b"".join(parts), token, SPANS, batch.spans)
             except Exception as exc:  # noqa: BLE001 - any storage error means "spool it and retry"
                 self._failed(exc, batch.spans)
                 self._spool_ready()
@@ -431,7 +461,7 @@ class SpanPipeline:
     def _send_spooled(self) -> bool:
         """Insert the spool's batches in order; False after a failure (the batch stays for a retry)."""
         while True:
-            head = self.spool.peek()
+            head = self.spool.peek(regions=getattr(self.sink, "accepts_regions", False))
             if head is None:
                 self._backoff = 0.0
                 self._outage = False
@@ -439,10 +469,11 @@ class SpanPipeline:
             record, payload = head
             started = time.perf_counter()
             try:
-                self.sink.insert(payload, record.token, record.kind)
+                self.sink.insert(payload, record.token, record.kind, record.spans)
             except Exception as exc:  # noqa: BLE001 - any storage error means "keep it and retry"
                 self._failed(exc, record.spans)
                 return False
+            del head, payload  # a payload read back is freed before the next one is read
             self.counters.latency.observe(time.perf_counter() - started)
             self.spool.ack(record)
             self._backoff = 0.0

@@ -67,6 +67,23 @@ def _write_all(fd: int, parts: list[Buffer]) -> None:
             parts = parts[len(group):]
 
 
+@dataclass(frozen=True)
+class FileRegion:
+    """A spooled payload left on disk: ``length`` bytes of ``path`` from ``offset`` (for ``sendfile``)."""
+
+    path: Path
+    offset: int
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self) -> bytes:
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            return handle.read(self.length)
+
+
 class SpoolLocked(RuntimeError):
     """Another process holds this spool."""
 
@@ -244,18 +261,20 @@ class Spool:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def peek(self) -> tuple[Record, bytes] | None:
-        """The oldest unacknowledged batch and its payload, or None (also once closed)."""
+    def peek(self, regions: bool = False) -> tuple[Record, bytes | FileRegion] | None:
+        """The oldest unacknowledged batch and its payload, or None (also once closed).
+
+        With ``regions``, a payload not held in memory comes as the :class:`FileRegion` it
+        occupies, not read: a sink that sends it with ``sendfile`` copies nothing into the process.
+        """
         with self._lock:
             if self.closed or not self._pending:
                 return None
             record = self._pending[0]
             if record.payload is not None:
                 return record, record.payload
-            path = self._path(record.segment)
-        with open(path, "rb") as handle:
-            handle.seek(record.offset + HEADER.size)
-            return record, handle.read(record.length - HEADER.size)
+            region = FileRegion(self._path(record.segment), record.offset + HEADER.size, record.length - HEADER.size)
+        return record, region if regions else region.read()
 
     def ack(self, record: Record) -> None:
         """Mark ``record`` stored; advance the cursor; delete segments left behind."""
@@ -277,6 +296,11 @@ class Spool:
     @property
     def pending_batches(self) -> int:
         return len(self._pending)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the batches not yet acknowledged (headers included)."""
+        return sum(r.length for r in list(self._pending))
 
     @property
     def pending_spans(self) -> int:

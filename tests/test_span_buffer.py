@@ -17,7 +17,7 @@ from genops.proxy.recorder import SpanRecorder
 from genops.storage.pipeline import SPANS, SpanPipeline
 from genops.storage.span_batch import json_rows
 from genops.storage.span_buffer import SpanBuffer
-from genops.storage.spool import Spool
+from genops.storage.spool import FileRegion, Spool
 
 
 def joined(parts: list[Any]) -> bytes:
@@ -59,6 +59,12 @@ def test_a_batch_spooled_as_parts_reads_back_as_its_bytes(tmp_path: Path) -> Non
     record = spool.append(parts, 3, SPANS, token="t" * 32)
     assert record.payload is None, "parts are the caller's to reuse: read back from disk"
     assert spool.peek() == (record, b"head\n234567tail\n") and record.token == "t" * 32
+    _, region = spool.peek(regions=True)  # for sendfile: where it is, not what it is
+    assert isinstance(region, FileRegion) and len(region) == 16 and region.read() == b"head\n234567tail\n"
+    cached = Spool(tmp_path / "cached", max_bytes=1 << 20)
+    cached.append(b"whole\n", 1, SPANS)
+    assert cached.peek(regions=True)[1] == b"whole\n", "a payload still in memory comes as bytes"
+    cached.close()
     spool.close()
     reopened = Spool(tmp_path, max_bytes=1 << 20)  # the checksum covers all the parts
     (replayed, payload) = reopened.peek()
@@ -96,7 +102,7 @@ class StoreSink:
         self.part_lists = 0
         self.lock = threading.Lock()
 
-    def insert(self, payload: Any, token: str, kind: str = "json") -> None:
+    def insert(self, payload: Any, token: str, kind: str = "json", spans: int = 0) -> None:
         if self.down:
             raise ConnectionRefusedError("store down")
         if not isinstance(payload, bytes):
@@ -124,8 +130,10 @@ def test_without_write_ahead_batches_go_straight_to_the_store(tmp_path: Path) ->
     pipeline = SpanPipeline(store, spool, batch_size=50, interval_s=0.05, write_ahead=False)
     pipeline.start()
     try:
-        assert pipeline.submit_sdk_spans(spans(120)) == 120
-        wait_for(lambda: pipeline.counters.exported == 120)
+        sent = spans(120)
+        for start in (0, 50, 100):  # one batch at a time, as a steady rate cuts them
+            assert pipeline.submit_sdk_spans(sent[start:start + 50]) == len(sent[start:start + 50])
+            wait_for(lambda: pipeline.counters.exported == min(start + 50, 120))
         assert sorted(store.stored()) == sorted(f"req-{i}" for i in range(120))
         assert store.part_lists == len(store.kinds) == 3 and set(store.kinds) == {SPANS}
         assert pipeline.counters.spooled == 0 and spool.pending_batches == 0, "nothing went through the disk"
@@ -191,10 +199,10 @@ class HungStore(StoreSink):
         self.entered = threading.Event()
         self.answer = threading.Event()
 
-    def insert(self, payload: Any, token: str, kind: str = "json") -> None:
+    def insert(self, payload: Any, token: str, kind: str = "json", spans: int = 0) -> None:
         self.entered.set()
         self.answer.wait(10)
-        super().insert(payload, token, kind)
+        super().insert(payload, token, kind, spans)
 
 
 def test_a_hand_off_stuck_past_shutdown_is_spooled_with_its_token(tmp_path: Path) -> None:
@@ -214,3 +222,26 @@ def test_a_hand_off_stuck_past_shutdown_is_spooled_with_its_token(tmp_path: Path
     assert sorted(orjson.loads(row)["SpanAttributes"]["genops.request.id"] for row in json_rows(payload).split(b"\n")) \
         == sorted(store.stored())
     reopened.close()
+
+
+def test_batches_cut_while_a_hand_off_is_stuck_wait_on_disk_and_go_out_in_order(tmp_path: Path) -> None:
+    """A worker holds one batch in memory for the store; the rest of a slow spell goes to its spool."""
+    store = HungStore()
+    spool = Spool(tmp_path, max_bytes=1 << 24)
+    pipeline = SpanPipeline(store, spool, batch_size=20, interval_s=0.05, write_ahead=False)
+    pipeline.start()
+    sent = spans(80)
+    try:
+        pipeline.submit_sdk_spans(sent[:20])
+        assert store.entered.wait(5), "the first batch is being handed on"
+        for start in (20, 40, 60):  # three more batches while the store has not answered
+            pipeline.submit_sdk_spans(sent[start:start + 20])
+            wait_for(lambda: pipeline.counters.spooled == start)
+        assert spool.pending_spans == 60 and pipeline.queued == 20, "only the batch in flight is in memory"
+        store.answer.set()
+        wait_for(lambda: pipeline.counters.exported == 80)
+        assert store.stored() == [f"req-{i}" for i in range(80)], "in order, each once"
+        assert spool.pending_batches == 0
+    finally:
+        store.answer.set()
+        pipeline.shutdown(2.0)
