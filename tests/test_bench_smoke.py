@@ -7,13 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_smoke(script: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, object]:
+def run_smoke(script: str, tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, object]:
     """Run ``bench/<script> --smoke``; its result and the figures it wrote as JSON."""
     out = tmp_path / "figures.json"
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--smoke", "--json", str(out)],
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--smoke", "--json", str(out), *args],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return result, json.loads(out.read_text())
@@ -41,3 +43,21 @@ def test_workers_scaling_bench_smoke(tmp_path):
         assert run["rps"] > 0 and run["errors"] == 0
         assert run["worker_cpu_ms_per_call"] > 0 and run["store_cpu_ms_per_call"] > 0
     assert "rps per worker CPU-s" in result.stdout
+
+
+def _cgroup_writable() -> bool:
+    import os
+
+    root = Path("/sys/fs/cgroup") if Path("/sys/fs/cgroup/cgroup.controllers").exists() else Path("/sys/fs/cgroup/cpu")
+    return root.is_dir() and os.access(root, os.W_OK)
+
+
+@pytest.mark.skipif(not _cgroup_writable(), reason="--worker-cpu needs a writable cgroup tree (root)")
+def test_workers_scaling_holds_each_worker_to_its_cpu_quota(tmp_path):
+    """With ``--worker-cpu`` each worker runs in its own cgroup with a CPU quota, and the quota bites."""
+    result, figures = run_smoke("workers_scaling.py", tmp_path, "--worker-cpu", "0.1")
+    for run in figures:
+        assert run["worker_cpu_quota"] == 0.1 and run["rps"] > 0 and run["errors"] == 0
+        # Held to a tenth of a core each: the workers were throttled and used little more than their quota.
+        assert run["throttled_s"] > 0 and run["worker_cores_busy"] < run["workers"] * 0.1 * 1.5
+    assert "held to 0.1 of a core" in result.stderr
