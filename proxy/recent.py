@@ -15,6 +15,7 @@ few milliseconds (:mod:`genops.proxy.worker_report`), which :meth:`RecentCalls.a
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -39,8 +40,11 @@ class RecentCalls(SpanProcessor):
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = capacity
-        self._requests: dict[str, SpanRef] = {}
-        self._traces: dict[str, None] = {}
+        # OrderedDicts, not dicts: evicting a plain dict's oldest key (``next(iter(d))``) scans
+        # past every slot deleted before it until the next resize, ~40 µs per call at capacity
+        # (bench: 50,000 ids); ``popitem(last=False)`` is O(1).
+        self._requests: OrderedDict[str, SpanRef] = OrderedDict()
+        self._traces: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -54,13 +58,15 @@ class RecentCalls(SpanProcessor):
     def add(self, request_id: str, ref: SpanRef) -> None:
         """Remember one served call."""
         with self._lock:
-            self._requests.pop(request_id, None)
-            self._requests[request_id] = ref
-            self._traces[ref.trace_id] = None
-            while len(self._requests) > self.capacity:
-                del self._requests[next(iter(self._requests))]
-            while len(self._traces) > self.capacity:
-                del self._traces[next(iter(self._traces))]
+            requests, traces = self._requests, self._traces
+            requests[request_id] = ref
+            requests.move_to_end(request_id)  # a repeated id counts as new
+            traces[ref.trace_id] = None
+            traces.move_to_end(ref.trace_id)
+            while len(requests) > self.capacity:
+                requests.popitem(last=False)
+            while len(traces) > self.capacity:
+                traces.popitem(last=False)
 
     def request(self, request_id: str) -> SpanRef | None:
         """The span of a recently served request id, or None."""
