@@ -8,6 +8,7 @@ import asyncio
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -89,17 +90,31 @@ def tagged(n: int, run: str) -> list[Any]:
     return out
 
 
-def test_the_store_answers_once_the_batch_is_spooled_and_inserts_it_after(database, tmp_path: Path) -> None:
-    client, name = database
-    run = uuid.uuid4().hex
+@contextmanager
+def store_and_worker(client: Any, name: str, tmp_path: Path, store_cache_bytes: int = 64 << 20,
+                     **worker_options: Any) -> Iterator[tuple[GatedSink, SpanPipeline, SpanPipeline]]:
+    """A store pipeline (inserts held by its sink's gate) behind its ingest endpoint, and a
+    worker pipeline handing batches to it; everything stopped afterwards."""
     sink = GatedSink(client, name)
-    store = SpanPipeline(sink, Spool(tmp_path / "store", max_bytes=1 << 26))
+    store = SpanPipeline(sink, Spool(tmp_path / "store", max_bytes=1 << 26, cache_bytes=store_cache_bytes))
     store.start()
     server = StoreServer(store)
     worker = SpanPipeline(ForwardingSink(server.url, SECRET), Spool(tmp_path / "worker", max_bytes=1 << 24),
-                          batch_size=40, interval_s=0.05, write_ahead=False)
+                          interval_s=0.05, write_ahead=False, **worker_options)
     worker.start()
     try:
+        yield sink, store, worker
+    finally:
+        sink.gate.set()
+        worker.shutdown(5)
+        server.close()
+        store.shutdown(5)
+
+
+def test_the_store_answers_once_the_batch_is_spooled_and_inserts_it_after(database, tmp_path: Path) -> None:
+    client, name = database
+    run = uuid.uuid4().hex
+    with store_and_worker(client, name, tmp_path, batch_size=40) as (sink, store, worker):
         sent = tagged(100, run)
         for start in (0, 40, 80):  # one batch at a time, as a steady rate cuts them
             worker.submit_sdk_spans(sent[start:start + 40])
@@ -115,30 +130,19 @@ def test_the_store_answers_once_the_batch_is_spooled_and_inserts_it_after(databa
         assert store.spool.pending_batches == 0 and len(sink.tokens) == 3
         text = render(store, workers=[snapshot(worker)])
         assert "genops_spans_exported_total 100" in text and "genops_spans_forwarded_total 100" in text
-    finally:
-        sink.gate.set()
-        worker.shutdown(5)
-        server.close()
-        store.shutdown(5)
 
 
 def test_a_full_store_backlog_refuses_and_the_worker_keeps_its_batches(database, tmp_path: Path) -> None:
     client, name = database
     run = uuid.uuid4().hex
-    sink = GatedSink(client, name)
     # A backlog of one batch: the store's spool caches at most 1 KB of hand-offs.
-    store = SpanPipeline(sink, Spool(tmp_path / "store", max_bytes=1 << 26, cache_bytes=1024))
-    store.start()
-    server = StoreServer(store)
-    worker = SpanPipeline(ForwardingSink(server.url, SECRET), Spool(tmp_path / "worker", max_bytes=1 << 24),
-                          batch_size=30, interval_s=0.05, write_ahead=False, backoff_initial_s=0.05,
-                          backoff_max_s=0.1)
-    worker.start()
-    try:
+    with store_and_worker(client, name, tmp_path, store_cache_bytes=1024, batch_size=30,
+                          backoff_initial_s=0.05, backoff_max_s=0.1) as (sink, store, worker):
         worker.submit_sdk_spans(tagged(30, run))
         wait_for(lambda: store.spool.pending_spans == 30)
         worker.submit_sdk_spans(tagged(60, run)[30:])
-        # The store holds its one batch: the next ones stay with the worker, on its disk.
+        # The store holds its one batch: the next ones stay with the worker, on its disk (sent
+        # from there with sendfile once the store has room).
         wait_for(lambda: worker.counters.spooled == 30 and worker.counters.export_failures >= 1)
         time.sleep(0.3)
         assert store.spool.pending_spans == 30 and worker.spool.pending_spans == 30
@@ -147,11 +151,6 @@ def test_a_full_store_backlog_refuses_and_the_worker_keeps_its_batches(database,
         ids = stored_ids(client, name, run)
         assert sorted(ids) == sorted(f"req-{i}" for i in range(60)), "every span once"
         assert store.counters.exported == 60 and worker.counters.exported == 60
-    finally:
-        sink.gate.set()
-        worker.shutdown(5)
-        server.close()
-        store.shutdown(5)
 
 
 def test_a_hand_off_without_its_span_count_is_refused(database, tmp_path: Path) -> None:
