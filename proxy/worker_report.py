@@ -14,8 +14,8 @@ in one growing buffer (no Python objects per call to pile up while a report is s
 posts a report every :data:`REPORT_INTERVAL_S` when it has ids or its pipeline changed, and
 at least every second. While the supervisor is slow to answer (its inserts starved of CPU),
 ids beyond :data:`MAX_SERVED_BYTES` are not kept: feedback for those calls waits for their
-spans' export instead, and the worker's memory stays flat. :class:`WorkerReports` is the supervisor's side (an internal endpoint that
-needs the supervisor's secret).
+spans' export instead, and the worker's memory stays flat. :class:`WorkerReports` is the
+supervisor's side (an internal endpoint that needs the supervisor's secret).
 """
 
 from __future__ import annotations

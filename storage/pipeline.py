@@ -157,6 +157,7 @@ class SpanPipeline:
         # (token, parts, batch); the head stays here while it is being sent.
         self._ready: deque[tuple[str, list[Any], Batch]] = deque()
         self._ready_lock = threading.Lock()
+        self._handoff_lock = threading.Lock()
         self.payload_batch_spans = payload_batch_spans or batch_size
         # Payload spans have their own bound (room for two batches): a SpanRow is ~1 KB of bytes,
         # not a Python object per span, and a batch must be able to fill up before it is cut.
@@ -261,10 +262,11 @@ class SpanPipeline:
         accepted batch is inserted from memory; beyond it a worker keeps, and spools, its own.
         """
         spool = self.spool
-        if spool.pending_batches and spool.pending_bytes + len(payload) > spool.cache_bytes:
-            return False
-        spool.append(payload, spans, kind, token=token)
-        self.counters.spooled += spans
+        with self._handoff_lock:  # workers hand off concurrently: one check-and-append at a time
+            if spool.pending_batches and spool.pending_bytes + len(payload) > spool.cache_bytes:
+                return False
+            spool.append(payload, spans, kind, token=token)
+            self.counters.spooled += spans
         self._wake_sender.set()
         return True
 
