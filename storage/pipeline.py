@@ -411,7 +411,8 @@ class SpanPipeline:
 
     def _send_pending(self) -> None:
         """The spool's batches in order, then (without write-ahead) the ready ones; stop at a failure."""
-        if self._ready and (self.spool.pending_batches or len(self._ready) > self.max_ready):
+        # The batcher keeps at most max_ready batches ready; with older ones spooled, these go after them.
+        if self._ready and self.spool.pending_batches:
             self._spool_ready()  # the spool holds only batches older than every ready one
         if self._send_spooled():
             self._send_ready()
