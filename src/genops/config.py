@@ -11,6 +11,7 @@ CLI can print one clear line instead of a traceback.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import secrets
 import tomllib
@@ -173,6 +174,31 @@ class Settings:
     database: str = _setting("genops", _parse_identifier, "ClickHouse database for all GenOps tables")
     retention_days: int = _setting(30, _parse_int(1, 36500), "TTL of raw spans in days")
     admin_token: str = _setting("", _parse_str, "token for the SQL/admin endpoints; generated if empty")
+    feedback_token: str = _setting(
+        "", _parse_str, "token that may only write and read scores (POST/GET /genops/v1/feedback); generated if empty"
+    )
+    feedback_rate: float = _setting(
+        100.0, _parse_float(0.1, 1e6), "scores per second each token may send to the feedback endpoint (burst: 10 s worth)"
+    )
+    otlp_token: str = _setting(
+        "", _parse_str,
+        "Bearer token the OTLP receiver requires; empty = open on loopback, generated into the data dir beyond it",
+    )
+    sql_timeout_s: float = _setting(30.0, _parse_float(0.1, 3600), "longest a user's SQL query may run")
+    sql_max_result_bytes: int = _setting(
+        64 * 1024 * 1024, _parse_int(1024, 1 << 40), "largest result of a user's SQL query (beyond it: truncated)"
+    )
+    sql_max_memory_bytes: int = _setting(
+        1 << 30, _parse_int(1 << 20, 1 << 44), "memory a user's SQL query may use in ClickHouse"
+    )
+    sql_max_concurrent: int = _setting(2, _parse_int(1, 64), "user SQL queries run at once; more get a 429")
+    sql_user: str = _setting(
+        "genops_reader", _parse_identifier,
+        "ClickHouse server: the read-only user `genops migrate --create-reader` creates and `genops sql` uses",
+    )
+    sql_password: str = _setting(
+        "", _parse_str, "ClickHouse server: the read-only user's password; empty = the admin URL's user is used"
+    )
     openai_base_url: str = _setting("https://api.openai.com", _parse_http_url, "OpenAI upstream")
     anthropic_base_url: str = _setting("https://api.anthropic.com", _parse_http_url, "Anthropic upstream")
     gemini_base_url: str = _setting(
@@ -302,19 +328,55 @@ class Settings:
 
     def resolved_admin_token(self) -> str:
         """The admin token: the configured one, else one kept in the data directory (created on first use)."""
-        if self.admin_token:
-            return self.admin_token
-        path = self.data_path / "admin_token"
+        return self.admin_token or self._stored_token("admin_token")
+
+    def resolved_feedback_token(self) -> str:
+        """The feedback-only token: the configured one, else one kept in the data directory."""
+        return self.feedback_token or self._stored_token("feedback_token")
+
+    @property
+    def otlp_on_loopback(self) -> bool:
+        """True when the OTLP receiver listens on a loopback address only."""
+        return is_loopback_host(self.otlp_bind_host)
+
+    def resolved_otlp_token(self) -> str:
+        """The token the OTLP receiver requires, or "" when it needs none.
+
+        A receiver that listens beyond loopback always requires one: the configured token,
+        else one kept in the data directory (``otlp_token``, 0600), which agents then send
+        as ``OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer <token>``.
+        """
+        if self.otlp_token:
+            return self.otlp_token
+        return "" if self.otlp_on_loopback else self._stored_token("otlp_token")
+
+    def _stored_token(self, name: str) -> str:
+        """A random token kept in ``<data dir>/<name>`` (0600), created on first use."""
+        path = self.data_path / name
         try:
             return path.read_text().strip()
         except FileNotFoundError:
             pass
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         token = secrets.token_urlsafe(24)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process created it meanwhile: use theirs
+            return path.read_text().strip()
         with os.fdopen(fd, "w") as handle:
             handle.write(token + "\n")
         return token
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1); False for 0.0.0.0, :: and names."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
