@@ -1,17 +1,61 @@
-"""Health, readiness and the read-only SQL endpoint (token-protected)."""
+"""Health, readiness and the read-only SQL endpoint (token-protected).
+
+Each SQL request is checked by ClickHouse's parser and runs on a client of its own in a
+small pool of its own (``GENOPS_SQL_MAX_CONCURRENT``; more at once get a 429), so neither
+a slow query nor anything a query does reaches readiness, feedback or span export, which
+use other clients and threads. A client that goes away cancels its query.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-from typing import Any, Callable
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Awaitable, Callable, TypeVar
 
 import orjson
 from aiohttp import web
 
-from genops.storage.sql import QueryError, run_readonly
+from genops.config import Settings
+from genops.storage.client import open_query_client
+from genops.storage.sql import QueryError, QueryLimits, QueryRefused, QueryResult, cancel_query, new_query_id, run_readonly
 
 SQL_PATH = "/genops/v1/sql"
+#: How often a waiting handler looks whether its client is still there.
+DISCONNECT_POLL_S = 0.1
+
+log = logging.getLogger("genops.admin")
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The HTTP client closed its connection before the answer was ready."""
+
+
+def client_gone(request: web.Request) -> bool:
+    """True once the client of ``request`` has closed its connection."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def until_answered(request: web.Request, work: Awaitable[T]) -> T:
+    """Await ``work`` unless the client goes away first; then cancel it and raise :class:`ClientGone`.
+
+    aiohttp does not cancel a handler whose client left, so a long wait looks itself.
+    (Cancelling work that runs in a thread only stops it from starting; the caller stops the rest.)
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if client_gone(request):
+                raise ClientGone()
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -32,12 +76,22 @@ def check_token(request: web.Request, token: str) -> web.Response | None:
 
 
 class AdminRoutes:
-    """``/healthz``, ``/readyz`` and ``POST /genops/v1/sql``."""
+    """``/healthz``, ``/readyz`` and ``POST /genops/v1/sql``.
 
-    def __init__(self, client: Any, database: str, token: str) -> None:
+    ``client`` (shared) answers readiness and cancels queries; each user query gets its own
+    client from ``open_query_client``.
+    """
+
+    def __init__(self, client: Any, settings: Settings, token: str,
+                 open_query_client: Callable[[Settings], Any] = open_query_client) -> None:
         self.client = client
-        self.database = database
+        self.settings = settings
+        self.database = settings.database
         self.token = token
+        self.limits = QueryLimits.from_settings(settings)
+        self._open_query_client = open_query_client
+        self._pool = ThreadPoolExecutor(settings.sql_max_concurrent, thread_name_prefix="genops-sql")
+        self._running = 0  # queries submitted and not finished, on the event loop's thread only
         #: More readiness conditions: each returns why the server is not ready, or None.
         self.readiness_checks: list[Callable[[], str | None]] = []
 
@@ -45,6 +99,10 @@ class AdminRoutes:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_post(SQL_PATH, self.sql)
+        app.on_cleanup.append(self._close)
+
+    async def _close(self, _: web.Application) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def healthz(self, request: web.Request) -> web.Response:
         return _json({"status": "ok"})
@@ -72,11 +130,56 @@ class AdminRoutes:
         if not isinstance(query, str) or not query.strip():
             return _error(400, 'Send JSON: {"query": "SELECT ..."}.', "missing_query")
         max_rows = payload.get("max_rows", 10_000)
-        if not isinstance(max_rows, int) or max_rows < 1:
-            return _error(400, "max_rows must be a positive integer.", "invalid_max_rows")
+        if not isinstance(max_rows, int) or isinstance(max_rows, bool) or not 1 <= max_rows <= 1_000_000:
+            return _error(400, "max_rows must be an integer from 1 to 1000000.", "invalid_max_rows")
+        if self._running >= self.settings.sql_max_concurrent:
+            return _busy(self._running)
+        query_id = new_query_id()
+        self._running += 1
+        future: Future[QueryResult] = self._pool.submit(self._run, query, max_rows, query_id)
         loop = asyncio.get_running_loop()
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._finished))
         try:
-            result = await loop.run_in_executor(None, lambda: run_readonly(self.client, query, max_rows=max_rows))
+            result = await until_answered(request, asyncio.wrap_future(future))
+        except ClientGone:
+            await self._cancel(query_id)
+            return _error(499, "The client closed the connection; the query was cancelled.", "client_closed")
+        except asyncio.CancelledError:
+            await asyncio.shield(self._cancel(query_id))
+            raise
+        except QueryRefused as exc:
+            return _error(403, str(exc), "query_refused")
         except QueryError as exc:
             return _error(400, str(exc), "query_failed")
         return _json(result.as_dict())
+
+    def _finished(self) -> None:
+        self._running -= 1
+
+    def _run(self, query: str, max_rows: int, query_id: str) -> QueryResult:
+        """One user query on a client of its own (in the SQL pool's thread)."""
+        try:
+            client = self._open_query_client(self.settings)
+        except Exception as exc:  # noqa: BLE001 - storage down: say so in one line
+            raise QueryError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        try:
+            return run_readonly(client, query, database=self.database, max_rows=max_rows, limits=self.limits,
+                                query_id=query_id)
+        finally:
+            client.close()
+
+    async def _cancel(self, query_id: str) -> None:
+        """Stop a query whose client left (best effort: it also ends at GENOPS_SQL_TIMEOUT_S)."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, cancel_query, self.client, query_id)
+        except Exception as exc:  # noqa: BLE001 - the timeout still bounds it
+            log.warning("could not cancel an abandoned SQL query", extra={"error": str(exc).splitlines()[0][:300]})
+        else:
+            log.info("SQL query cancelled: its client went away", extra={"query_id": query_id})
+
+
+def _busy(running: int) -> web.Response:
+    body = {"error": {"message": f"{running} SQL queries are running, the most GENOPS_SQL_MAX_CONCURRENT allows; "
+                                 "retry when one has finished.", "type": "genops_error", "code": "too_many_queries"}}
+    return web.Response(status=429, body=orjson.dumps(body), content_type="application/json",
+                        headers={"Retry-After": "1"})

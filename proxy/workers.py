@@ -40,6 +40,7 @@ import aiohttp
 from aiohttp import web
 
 from genops.config import Settings
+from genops.proxy.admin import ClientGone, until_answered
 from genops.proxy.headers import downstream_headers, relayed_request_headers
 from genops.proxy.worker_report import WorkerReporter
 from genops.storage.forward import SECRET_ENV, ForwardingSink
@@ -252,14 +253,21 @@ class AdminForwarder:
             self._session = aiohttp.ClientSession(auto_decompress=False)
         headers = relayed_request_headers(request.headers)
         try:
-            async with self._session.request(request.method, self.admin_url + request.path_qs,
-                                             data=await request.read(), headers=headers,
-                                             timeout=aiohttp.ClientTimeout(total=300)) as upstream:
-                body = await upstream.read()
-                return web.Response(status=upstream.status, body=body, headers=downstream_headers(upstream.headers))
+            # A client that leaves closes the hand-on too, so the supervisor cancels its SQL query.
+            return await until_answered(request, self._relay(request, headers))
+        except ClientGone:
+            return web.Response(status=499)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return web.json_response({"error": {"message": f"the GenOps supervisor is unreachable: {type(exc).__name__}",
                                                 "type": "genops_error", "code": "supervisor_unreachable"}}, status=503)
+
+    async def _relay(self, request: web.Request, headers: Any) -> web.Response:
+        assert self._session is not None
+        async with self._session.request(request.method, self.admin_url + request.path_qs,
+                                         data=await request.read(), headers=headers,
+                                         timeout=aiohttp.ClientTimeout(total=300)) as upstream:
+            body = await upstream.read()
+            return web.Response(status=upstream.status, body=body, headers=downstream_headers(upstream.headers))
 
     async def _close(self, _: web.Application) -> None:
         if self._session is not None:

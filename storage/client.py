@@ -22,11 +22,13 @@ class StorageError(RuntimeError):
 _embedded_lock = threading.Lock()
 
 
-def open_client(settings: Settings, *, database: str | None = None, **kwargs: Any) -> Client:
+def open_client(settings: Settings, *, database: str | None = None,
+                credentials: tuple[str, str] | None = None, **kwargs: Any) -> Client:
     """Open a client for ``settings`` (chDB when embedded, else the server URL).
 
     ``database`` sets the default database for unqualified table names; GenOps's own
     SQL always qualifies names, so migrations can run before the database exists.
+    ``credentials`` (user, password) replace the server URL's own.
     """
     try:
         if settings.embedded:
@@ -39,8 +41,8 @@ def open_client(settings: Settings, *, database: str | None = None, **kwargs: An
         return clickhouse_connect.get_client(
             host=parts.hostname,
             port=parts.port or (8443 if parts.scheme == "https" else 8123),
-            username=unquote(parts.username or "default"),
-            password=unquote(parts.password or ""),
+            username=credentials[0] if credentials else unquote(parts.username or "default"),
+            password=credentials[1] if credentials else unquote(parts.password or ""),
             secure=parts.scheme == "https",
             database=database or query.get("database") or "default",
             autogenerate_session_id=False,  # the client is shared by threads
@@ -48,6 +50,34 @@ def open_client(settings: Settings, *, database: str | None = None, **kwargs: An
         )
     except Exception as exc:  # noqa: BLE001 - every driver error becomes one clear line
         raise StorageError(f"cannot open {settings.storage_description()}: {_first_line(exc)}") from exc
+
+
+READER_PASSWORD_FILE = "sql_password"
+
+
+def reader_credentials(settings: Settings) -> tuple[str, str] | None:
+    """The read-only user ``genops sql`` logs in as on a ClickHouse server, or None when none was set up.
+
+    Its password is ``GENOPS_SQL_PASSWORD``, else the one ``genops migrate --create-reader``
+    kept in the data directory (0600).
+    """
+    if settings.sql_password:
+        return settings.sql_user, settings.sql_password
+    try:
+        password = (settings.data_path / READER_PASSWORD_FILE).read_text().strip()
+    except OSError:
+        return None
+    return (settings.sql_user, password) if password else None
+
+
+def open_query_client(settings: Settings) -> Client:
+    """A client for one user query: its own chDB connection, or its own server session as the read-only user.
+
+    Close it after the query: whatever the query did to its session ends with it.
+    """
+    if settings.embedded:
+        return open_client(settings, database=settings.database)
+    return open_client(settings, database=settings.database, credentials=reader_credentials(settings))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,7 +1,13 @@
 """Read-only SQL over the trace store, for ``genops sql`` and the admin SQL endpoint.
 
-Enforced by ClickHouse itself (``readonly=2``: reads and setting changes only), not by
-parsing the statement, so no clever SQL slips a write through.
+A user's statement is first checked on ClickHouse's own syntax tree
+(:mod:`genops.storage.sql_guard`: reads only, no files, network, other databases,
+settings or output files), then run on a client of its own (its own chDB connection or
+server session, opened for this query and closed after it), so nothing one query does
+outlives it and no other work waits behind it. Every query runs with limits
+(:class:`QueryLimits`: time, result size, memory) and a marker that lets
+:func:`cancel_query` stop it when its client goes away. ``readonly=2`` is set too, as a
+second wall.
 """
 
 from __future__ import annotations
@@ -13,11 +19,43 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
+from genops.config import Settings
+from genops.storage.sql_guard import QueryError, QueryRefused, check_query, first_line
+from genops.storage.sql_text import quote
+
+__all__ = ["QueryError", "QueryRefused", "QueryLimits", "QueryResult", "cancel_query", "json_safe", "quote",
+           "run_readonly"]
+
 READONLY_SETTINGS = {"readonly": 2}
+MARKER_PREFIX = "/* genops-sql "
 
 
-class QueryError(ValueError):
-    """The query was refused or failed; the message is ClickHouse's own first line."""
+@dataclass(frozen=True)
+class QueryLimits:
+    """What one user query may use; past ``timeout_s`` or ``max_memory_bytes`` ClickHouse stops it."""
+
+    timeout_s: float = 30.0
+    max_result_bytes: int = 64 * 1024 * 1024
+    max_memory_bytes: int = 1 << 30
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "QueryLimits":
+        """The limits ``GENOPS_SQL_TIMEOUT_S``, ``GENOPS_SQL_MAX_RESULT_BYTES`` and ``GENOPS_SQL_MAX_MEMORY_BYTES`` set."""
+        return cls(settings.sql_timeout_s, settings.sql_max_result_bytes, settings.sql_max_memory_bytes)
+
+    def clickhouse_settings(self, max_rows: int) -> dict[str, Any]:
+        """The per-query ClickHouse settings of these limits (rows past the cap are cut, not an error)."""
+        return {
+            **READONLY_SETTINGS,
+            "max_execution_time": max(1, round(self.timeout_s)),
+            "timeout_overflow_mode": "throw",
+            "max_result_rows": max_rows + 1,
+            "result_overflow_mode": "break",
+            "max_memory_usage": self.max_memory_bytes,
+            "max_block_size": 8192,  # the result is cut at max_result_bytes between blocks
+        }
 
 
 @dataclass
@@ -52,31 +90,69 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
-def run_readonly(client: Any, sql: str, *, max_rows: int = 10_000) -> QueryResult:
-    """Run one read-only statement; writes and DDL are refused by ClickHouse.
+def new_query_id() -> str:
+    """A random id that marks one user query (for :func:`cancel_query`)."""
+    return uuid.uuid4().hex
 
-    At most ``max_rows`` rows are returned (``truncated`` tells when more existed).
+
+def run_readonly(client: Any, sql: str, *, database: str, max_rows: int = 10_000,
+                 limits: QueryLimits | None = None, query_id: str | None = None) -> QueryResult:
+    """Check ``sql`` with ClickHouse's parser and run it read-only on ``client`` within ``limits``.
+
+    ``client`` should be one opened for this query alone (``open_query_client``): a query
+    that fails half-way leaves nothing behind on a client that is closed afterwards.
+    At most ``max_rows`` rows are returned (``truncated`` tells when more existed, or when
+    the result was cut at ``limits.max_result_bytes``). Raises :class:`QueryRefused` for a
+    statement that is not an allowed read, :class:`QueryError` when ClickHouse fails it.
     """
-    text = sql.strip().rstrip(";").strip()
-    if not text:
-        raise QueryError("empty query")
-    settings = dict(READONLY_SETTINGS)
-    settings.update({"max_result_rows": max_rows + 1, "result_overflow_mode": "break"})
+    limits = limits or QueryLimits()
+    statement = check_query(client, sql, database)
+    marked = f"{MARKER_PREFIX}{query_id or new_query_id()} */ {statement.text}"
+    settings = limits.clickhouse_settings(max_rows)
     try:
-        result = client.query(text, settings=settings)
-    except Exception as exc:  # noqa: BLE001 - the driver raises several types; all mean "refused/failed"
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise QueryError(message) from None
+        if statement.is_select:
+            return _streamed(client, marked, settings, max_rows, limits.max_result_bytes)
+        result = client.query(marked, settings=settings)  # SHOW, DESCRIBE, ...: small, and chDB cannot stream them
+    except Exception as exc:  # noqa: BLE001 - the driver raises several types; all mean "failed"
+        raise QueryError(first_line(exc)) from None
     rows = [[json_safe(v) for v in row] for row in result.result_rows]
-    truncated = len(rows) > max_rows
-    return QueryResult(
-        columns=list(result.column_names),
-        types=[t.name for t in result.column_types],
-        rows=rows[:max_rows],
-        truncated=truncated,
-    )
+    return QueryResult(list(result.column_names), [t.name for t in result.column_types], rows[:max_rows],
+                       len(rows) > max_rows)
 
 
-def quote(value: str) -> str:
-    """``value`` as a ClickHouse string literal (for SQL sent as plain text, e.g. through the SQL endpoint)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+def _streamed(client: Any, sql: str, settings: dict[str, Any], max_rows: int, max_bytes: int) -> QueryResult:
+    """A SELECT's rows, read block by block and cut at ``max_rows`` rows or ``max_bytes`` of JSON.
+
+    ClickHouse's own ``max_result_bytes`` does not cut a chDB result; leaving the stream
+    early stops the query.
+    """
+    rows: list[list[Any]] = []
+    size = 0
+    truncated = False
+    with client.query_row_block_stream(sql, settings=settings) as stream:
+        columns = list(stream.source.column_names)
+        types = [t.name for t in stream.source.column_types]
+        for block in stream:
+            for row in block:
+                safe = [json_safe(v) for v in row]
+                size += len(orjson.dumps(safe))
+                if len(rows) >= max_rows or size > max_bytes:
+                    truncated = True
+                    break
+                rows.append(safe)
+            if truncated:
+                break
+    if not columns:  # an empty stream carries no header: ask for the (empty) result's columns
+        result = client.query(sql, settings=settings)
+        columns, types = list(result.column_names), [t.name for t in result.column_types]
+    return QueryResult(columns=columns, types=types, rows=rows, truncated=truncated)
+
+
+def cancel_query(client: Any, query_id: str) -> None:
+    """Stop the user query marked with ``query_id`` (its client went away); a finished one is left alone.
+
+    ``client`` must be another client than the query's own (which is busy running it).
+    """
+    client.command(f"KILL QUERY WHERE startsWith(query, {quote(MARKER_PREFIX + query_id + ' */')}) ASYNC")
+
+

@@ -222,7 +222,7 @@ def test_jobs_healthcheck_reads_the_watermark_the_jobs_write(chdb_dir: Path) -> 
     migrate(open_chdb(chdb_dir), database)
     client = open_chdb(chdb_dir, database)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)  # the jobs keep naive UTC
-    lines = lambda: render(run_readonly(client, words[4]), "csv").splitlines()  # noqa: E731
+    lines = lambda: render(run_readonly(client, words[4], database=database), "csv").splitlines()  # noqa: E731
     assert "1" not in lines()  # no pass yet: unhealthy
     store.set_watermark(client, database, now - dt.timedelta(hours=1))
     assert "1" not in lines()  # stale

@@ -81,14 +81,18 @@ def _query_http(url: str, token: str, sql: str, max_rows: int) -> QueryResult:
 
 
 def _query_direct(settings: Settings, sql: str, max_rows: int) -> QueryResult:
-    from genops.storage.client import StorageError, open_client
-    from genops.storage.sql import run_readonly
+    from genops.storage.client import StorageError, open_query_client
+    from genops.storage.sql import QueryLimits, run_readonly
 
     try:
-        client = open_client(settings, database=settings.database)
+        client = open_query_client(settings)
     except StorageError as exc:
         raise QueryError(str(exc)) from None
-    return run_readonly(client, sql, max_rows=max_rows)
+    try:
+        return run_readonly(client, sql, database=settings.database, max_rows=max_rows,
+                            limits=QueryLimits.from_settings(settings))
+    finally:
+        client.close()
 
 
 def _cell(value: Any) -> str:
