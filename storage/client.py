@@ -32,8 +32,9 @@ def open_client(settings: Settings, *, database: str | None = None,
     """
     try:
         if settings.embedded:
+            settings.private_data_dir()  # stored prompts: readable by this user only
             path = settings.chdb_path
-            path.mkdir(parents=True, exist_ok=True)
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
             with _embedded_lock:  # one engine per process: open it once at a time
                 return clickhouse_connect.get_client(dsn=f"chdb://{path}", database=database or "default", **kwargs)
         parts = urlsplit(settings.clickhouse_url)

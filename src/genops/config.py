@@ -350,6 +350,20 @@ class Settings:
             return self.otlp_token
         return "" if self.otlp_on_loopback else self._stored_token("otlp_token")
 
+    def private_data_dir(self) -> Path:
+        """Create the data directory readable by this user only, and make every file GenOps writes private.
+
+        It holds stored prompts (chDB's parts), the spool and the tokens: the directory is
+        0700 (an existing looser one is tightened) and the process umask becomes 077, so
+        chDB's parts, spool files and tokens are created 0600 (directories 0700).
+        """
+        os.umask(0o077)
+        path = self.data_path
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+        return path
+
     def _stored_token(self, name: str) -> str:
         """A random token kept in ``<data dir>/<name>`` (0600), created on first use."""
         path = self.data_path / name
