@@ -363,3 +363,47 @@ def test_genops_sql_direct_refuses_without_a_server(tmp_path: Path) -> None:
                         env=env, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert orjson.loads(ok.stdout) == [{"n": 0}]
+
+
+# -- the read-only user on a ClickHouse server ---------------------------------------------------
+
+
+def test_reader_ddl_grants_select_on_the_database_only(client: Any) -> None:
+    from genops.storage.reader import reader_statements
+
+    statements = reader_statements("genops", "genops_reader", "it's a p\\ssword")
+    grants = [s for s in statements if s.startswith("GRANT ")]
+    assert grants == ["GRANT SELECT ON genops.* TO genops_reader_role", "GRANT genops_reader_role TO genops_reader"]
+    assert any("readonly = 2 CONST" in s for s in statements)
+    for statement in statements:  # every statement is valid ClickHouse, as its own parser reads it
+        formatted = client.query("SELECT formatQuerySingleLine(%(q)s)", parameters={"q": statement}).result_rows[0][0]
+        assert formatted
+    # the password stays one literal, whatever it holds
+    assert client.query("SELECT formatQuerySingleLine(%(q)s)", parameters={"q": statements[2]}).result_rows[0][0] \
+        .startswith("CREATE USER IF NOT EXISTS genops_reader IDENTIFIED WITH sha256_password BY")
+
+
+def test_genops_sql_logs_in_as_the_reader_once_created(tmp_path: Path) -> None:
+    from genops.config import load_settings
+    from genops.storage.client import reader_credentials
+    from genops.storage.reader import reader_password
+
+    env = {"GENOPS_DATA_DIR": str(tmp_path), "GENOPS_CLICKHOUSE_URL": "http://admin:adminpw@127.0.0.1:8123/"}
+    settings = load_settings(env=env)
+    assert reader_credentials(settings) is None  # no reader yet: the URL's own user
+    password = reader_password(settings)  # what migrate --create-reader keeps
+    assert oct((tmp_path / "sql_password").stat().st_mode & 0o777) == "0o600"
+    assert reader_credentials(settings) == ("genops_reader", password)
+    explicit = load_settings(env={**env, "GENOPS_SQL_PASSWORD": "given", "GENOPS_SQL_USER": "ro"})
+    assert reader_credentials(explicit) == ("ro", "given")
+
+
+def test_create_reader_on_the_embedded_store_says_why_not(tmp_path: Path) -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENOPS_")}
+    env["GENOPS_DATA_DIR"] = str(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "genops", "migrate", "--create-reader"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "needs a ClickHouse server" in result.stderr
