@@ -61,13 +61,15 @@ def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any,
         AdminForwarder(admin_forward_url).register(app)
         app.router.add_get("/healthz", lambda _: web.json_response({"status": "ok"}))
     else:
-        admin = AdminRoutes(sql_client, settings.database, settings.resolved_admin_token())
+        admin = AdminRoutes(sql_client, settings, settings.resolved_admin_token())
         admin.register(app)
         app[ADMIN_KEY] = admin
         recent = RecentCalls()  # request ids just served, for feedback that beats the span export
         telemetry.add_span_processor(recent)
         app[RECENT_KEY] = recent
-        FeedbackRoutes(sql_client, settings.database, settings.resolved_admin_token(), recent).register(app)
+        # Feedback takes its own scoped token (or the admin one), rate-limited per token.
+        FeedbackRoutes(sql_client, settings.database, settings.resolved_admin_token(), recent,
+                       feedback_token=settings.resolved_feedback_token(), rate=settings.feedback_rate).register(app)
     known = []
     for adapter in build_adapters(settings):
         handler = ProxyHandler(adapter, settings, upstream, telemetry.tracer)

@@ -10,6 +10,14 @@ the client has its response.
 When the proxy runs in worker processes (store in its own process, ``--workers N``), the
 feedback endpoint lives in the supervisor: workers report the ids they served there every
 few milliseconds (:mod:`genops.proxy.worker_report`), which :meth:`RecentCalls.add` records.
+
+Request ids are client-chosen, so one id can name several calls (two users who sent the same
+``GenOps-Request-Id``). A repeated id therefore does not replace the call it named: the memory
+keeps every distinct span of an id (up to :data:`~genops.storage.scores.MAX_CALLS_PER_ID`) with
+the call's user, and :meth:`RecentCalls.calls` returns them all, so the feedback endpoint can
+refuse an ambiguous id instead of scoring whichever call came last. It also keeps the users of
+each recent trace, for trace scores scoped to a user. Only the proxy's own spans are recorded
+(scope ``genops.proxy``).
 """
 
 from __future__ import annotations
@@ -21,18 +29,32 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from genops import semconv as sc
-from genops.storage.scores import SpanRef
+from genops.storage.scores import MAX_CALLS_PER_ID, CallRef, SpanRef
 
-DEFAULT_CAPACITY = 50_000  # ~10 MB; at 1,000 calls/s that is 50 s, far beyond the export delay
+DEFAULT_CAPACITY = 50_000  # ~15 MB; at 1,000 calls/s that is 50 s, far beyond the export delay
+#: Users kept per recent trace; a trace with more is looked up in storage for the others.
+MAX_RECENT_USERS_PER_TRACE = 16
 
 
 def span_ref(span: ReadableSpan) -> tuple[str, SpanRef] | None:
     """(request id, span reference) of a proxy span, or None when it has no request id."""
-    request_id = (span.attributes or {}).get(sc.GENOPS_REQUEST_ID)
+    found = call_ref(span)
+    return None if found is None else (found[0], found[1].span)
+
+
+def call_ref(span: ReadableSpan) -> tuple[str, CallRef] | None:
+    """(request id, call reference with its user) of a span the proxy recorded, else None."""
+    scope = span.instrumentation_scope
+    if scope is None or scope.name != sc.PROXY_SCOPE:
+        return None  # only the proxy's own calls can be scored
+    attributes = span.attributes or {}
+    request_id = attributes.get(sc.GENOPS_REQUEST_ID)
     if not isinstance(request_id, str):
         return None
+    user_id = attributes.get(sc.GENOPS_USER_ID)
     ctx = span.get_span_context()
-    return request_id, SpanRef(f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}")
+    return request_id, CallRef(f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}",
+                               user_id if isinstance(user_id, str) else "")
 
 
 class RecentCalls(SpanProcessor):
@@ -43,40 +65,64 @@ class RecentCalls(SpanProcessor):
         # OrderedDicts, not dicts: evicting a plain dict's oldest key (``next(iter(d))``) scans
         # past every slot deleted before it until the next resize, ~40 µs per call at capacity
         # (bench: 50,000 ids); ``popitem(last=False)`` is O(1).
-        self._requests: OrderedDict[str, SpanRef] = OrderedDict()
-        self._traces: OrderedDict[str, None] = OrderedDict()
+        # Values are tuples (oldest call first): one small object per id in the common case.
+        self._requests: OrderedDict[str, tuple[CallRef, ...]] = OrderedDict()
+        self._traces: OrderedDict[str, tuple[str, ...]] = OrderedDict()  # trace -> users of its calls
         self._lock = threading.Lock()
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         pass
 
     def on_end(self, span: ReadableSpan) -> None:
-        found = span_ref(span)
+        found = call_ref(span)
         if found is not None:
-            self.add(*found)
+            request_id, call = found
+            self.add(request_id, call.span, call.user_id)
 
-    def add(self, request_id: str, ref: SpanRef) -> None:
-        """Remember one served call."""
+    def add(self, request_id: str, ref: SpanRef, user_id: str = "") -> None:
+        """Remember one served call (a repeated id keeps its earlier calls too, and counts as new)."""
+        call = CallRef(ref.trace_id, ref.span_id, user_id)
         with self._lock:
             requests, traces = self._requests, self._traces
-            requests[request_id] = ref
-            requests.move_to_end(request_id)  # a repeated id counts as new
-            traces[ref.trace_id] = None
-            traces.move_to_end(ref.trace_id)
+            known = requests.get(request_id)
+            if known is None:
+                requests[request_id] = (call,)
+            else:
+                if len(known) < MAX_CALLS_PER_ID and all(c.span_id != call.span_id for c in known):
+                    requests[request_id] = known + (call,)
+                requests.move_to_end(request_id)
+            users = traces.get(ref.trace_id)
+            if users is None:
+                traces[ref.trace_id] = (user_id,)
+            else:
+                if user_id not in users and len(users) < MAX_RECENT_USERS_PER_TRACE:
+                    traces[ref.trace_id] = users + (user_id,)
+                traces.move_to_end(ref.trace_id)
             while len(requests) > self.capacity:
                 requests.popitem(last=False)
             while len(traces) > self.capacity:
                 traces.popitem(last=False)
 
     def request(self, request_id: str) -> SpanRef | None:
-        """The span of a recently served request id, or None."""
+        """The span of the latest recently served call with ``request_id``, or None."""
         with self._lock:
-            return self._requests.get(request_id)
+            calls = self._requests.get(request_id)
+        return None if calls is None else calls[-1].span
+
+    def calls(self, request_id: str) -> tuple[CallRef, ...]:
+        """Every recently served call with ``request_id`` (distinct spans, oldest first)."""
+        with self._lock:
+            return self._requests.get(request_id, ())
 
     def has_trace(self, trace_id: str) -> bool:
         """True when a recently served call belongs to ``trace_id``."""
         with self._lock:
             return trace_id in self._traces
+
+    def trace_users(self, trace_id: str) -> tuple[str, ...] | None:
+        """The users ("" for none) of the recently served calls of ``trace_id``; None when it has none."""
+        with self._lock:
+            return self._traces.get(trace_id)
 
     def shutdown(self) -> None:
         pass

@@ -3,8 +3,9 @@
 With the proxy in worker processes, the supervisor answers the admin paths for them. It needs
 two things only the workers know:
 
-- the request ids they just served, so feedback for a call whose span is still in a worker's
-  export batch is accepted at once (:class:`~genops.proxy.recent.RecentCalls`);
+- the request ids they just served (with the call's user, when it has one), so feedback for a
+  call whose span is still in a worker's export batch is accepted at once, and a request id
+  that names calls in two workers is seen as ambiguous (:class:`~genops.proxy.recent.RecentCalls`);
 - their pipelines' counters and gauges (queued, spooled, exported, dropped...), so
   ``/metrics`` shows the whole server, and ``/readyz`` says ready only once every worker
   has reported (its spool, replayed or not, is then visible).
@@ -32,7 +33,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from genops.collectors.metrics import snapshot
-from genops.proxy.recent import RecentCalls, span_ref
+from genops.proxy.recent import RecentCalls, call_ref
 from genops.storage.forward import internal_secret_ok
 from genops.storage.pipeline import SpanPipeline
 from genops.storage.scores import SpanRef
@@ -54,7 +55,7 @@ class WorkerReporter(SpanProcessor):
         self.secret = secret
         self.index = index
         self.pipeline = pipeline
-        #: ``[request id, trace id, span id],`` per served call: the report's "served" list.
+        #: ``[request id, trace id, span id(, user id)],`` per served call: the report's "served" list.
         self._served = bytearray()
         self._task: asyncio.Task | None = None
 
@@ -62,10 +63,13 @@ class WorkerReporter(SpanProcessor):
         pass
 
     def on_end(self, span: ReadableSpan) -> None:
-        found = span_ref(span)
+        found = call_ref(span)
         if found is not None and len(self._served) < MAX_SERVED_BYTES:
-            request_id, ref = found
-            self._served += orjson.dumps((request_id, ref.trace_id, ref.span_id))
+            request_id, call = found
+            # the user only when there is one: most calls' entries stay three short strings
+            entry = (request_id, call.trace_id, call.span_id, call.user_id) if call.user_id else \
+                (request_id, call.trace_id, call.span_id)
+            self._served += orjson.dumps(entry)
             self._served += b","
 
     def take_report(self, state: dict[str, Any]) -> bytes:
@@ -133,8 +137,8 @@ class WorkerReports:
         try:
             report = orjson.loads(await request.read())
             worker = int(report["worker"])
-            for request_id, trace_id, span_id in report.get("served", ()):
-                self.recent.add(str(request_id), SpanRef(str(trace_id), str(span_id)))
+            for request_id, trace_id, span_id, *user in report.get("served", ()):
+                self.recent.add(str(request_id), SpanRef(str(trace_id), str(span_id)), str(user[0]) if user else "")
             pipeline = report.get("pipeline") or {}
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return web.json_response({"error": "malformed worker report"}, status=400)

@@ -2,6 +2,13 @@
 
 Rows are immutable; "the latest score wins" is decided at query time
 (view ``genops_scores_latest``). Also the lookups that link a score to its span.
+
+The lookups only see calls GenOps recorded itself (``ScopeName = 'genops.proxy'``,
+:data:`genops.semconv.PROXY_SCOPE`): a span that arrived over OTLP can carry any
+``genops.request.id`` or trace id, so it must never be what a score attaches to. They
+return every recorded call of an id (up to :data:`MAX_CALLS_PER_ID`), not just one,
+because request ids are client-chosen: the feedback endpoint refuses an id that
+names more than one call (proxy/feedback.py).
 """
 
 from __future__ import annotations
@@ -19,11 +26,29 @@ SCORE_COLUMNS = (
 )
 
 
+#: Calls reported per request id: two already make it ambiguous; a few more only help a log line.
+MAX_CALLS_PER_ID = 4
+#: Distinct users reported per trace (a trace with more is one agent serving many users: rare).
+MAX_USERS_PER_TRACE = 1000
+
+
 class SpanRef(NamedTuple):
     """Where a call's span is: hex trace id and span id."""
 
     trace_id: str
     span_id: str
+
+
+class CallRef(NamedTuple):
+    """One call GenOps recorded: its span and the user it was made for (``genops.user.id``, or "")."""
+
+    trace_id: str
+    span_id: str
+    user_id: str = ""
+
+    @property
+    def span(self) -> SpanRef:
+        return SpanRef(self.trace_id, self.span_id)
 
 
 @dataclass
@@ -42,6 +67,9 @@ class Score:
     comment: str
     source: str
     metadata: dict[str, str] = field(default_factory=dict)
+    #: The user the client says the call was made for: checked against the call's recorded
+    #: user (``genops.user.id``) before the score is stored, and not stored itself.
+    user_id: str = ""
 
     def row(self) -> list[Any]:
         return [self.timestamp_us, self.score_id, self.request_id, self.trace_id, self.span_id, self.name,
@@ -59,43 +87,52 @@ def _in_list(values: Iterable[str]) -> str:
     return ", ".join(quote(v) for v in values)
 
 
-def find_requests(client: Any, database: str, request_ids: list[str]) -> dict[str, SpanRef]:
-    """Stored spans of ``request_ids`` (``GenOps-Request-Id``), model calls first, then any span."""
-    found: dict[str, SpanRef] = {}
+def find_requests(client: Any, database: str, request_ids: list[str]) -> dict[str, list[CallRef]]:
+    """The calls GenOps recorded with each of ``request_ids`` (``GenOps-Request-Id``): model calls
+    first, then pass-through calls; up to :data:`MAX_CALLS_PER_ID` distinct spans per id."""
+    found: dict[str, list[CallRef]] = {}
     if not request_ids:
         return found
+    scope = quote(sc.PROXY_SCOPE)
+    wanted = _in_list(request_ids)
     lookups = (
-        ("RequestId", f"{database}.genops_calls"),
-        # pass-through calls (no gen_ai.operation.name) are only in otel_traces
-        (f"SpanAttributes['{sc.GENOPS_REQUEST_ID}']", f"{database}.otel_traces"),
+        f"SELECT RequestId AS rid, TraceId, SpanId, UserId FROM {database}.genops_calls "
+        f"WHERE ScopeName = {scope} AND rid IN ({wanted})",
+        # pass-through calls (no gen_ai.operation.name) are only in otel_traces; model calls
+        # are in both, and the span id dedup below keeps them once
+        f"SELECT SpanAttributes['{sc.GENOPS_REQUEST_ID}'] AS rid, TraceId, SpanId, "
+        f"SpanAttributes['{sc.GENOPS_USER_ID}'] FROM {database}.otel_traces "
+        f"WHERE ScopeName = {scope} AND rid IN ({wanted}) "
+        f"AND SpanAttributes['{sc.GEN_AI_OPERATION_NAME}'] = ''",
     )
-    for column, table in lookups:
-        missing = [r for r in request_ids if r not in found]
-        if not missing:
-            break
-        sql = (f"SELECT {column} AS rid, any(TraceId), any(SpanId) FROM {table} "
-               f"WHERE rid IN ({_in_list(missing)}) GROUP BY rid")
-        for rid, trace_id, span_id in client.query(sql).result_rows:
-            found[rid] = SpanRef(trace_id, span_id)
+    for sql in lookups:
+        for rid, trace_id, span_id, user_id in client.query(f"{sql} LIMIT {MAX_CALLS_PER_ID} BY rid").result_rows:
+            calls = found.setdefault(rid, [])
+            if len(calls) < MAX_CALLS_PER_ID and all(c.span_id != span_id for c in calls):
+                calls.append(CallRef(trace_id, span_id, user_id))
     return found
 
 
-def find_traces(client: Any, database: str, trace_ids: list[str]) -> set[str]:
-    """The ``trace_ids`` that have stored spans (via the trace-id lookup table)."""
+def find_traces(client: Any, database: str, trace_ids: list[str]) -> dict[str, set[str]]:
+    """The ``trace_ids`` that hold at least one call GenOps recorded, each with the users of its calls."""
     if not trace_ids:
-        return set()
-    sql = (f"SELECT DISTINCT TraceId FROM {database}.otel_traces_trace_id_ts "
-           f"WHERE TraceId IN ({_in_list(trace_ids)})")
-    return {row[0] for row in client.query(sql).result_rows}
+        return {}
+    sql = (f"SELECT TraceId, groupUniqArray({MAX_USERS_PER_TRACE})(SpanAttributes['{sc.GENOPS_USER_ID}']) "
+           f"FROM {database}.otel_traces WHERE ScopeName = {quote(sc.PROXY_SCOPE)} "
+           f"AND TraceId IN ({_in_list(trace_ids)}) GROUP BY TraceId")
+    return {trace_id: set(users) for trace_id, users in client.query(sql).result_rows}
 
 
 def list_scores(client: Any, database: str, *, request_id: str | None = None,
                 trace_id: str | None = None) -> list[dict[str, Any]]:
-    """Every score row of a request (or of a trace: its calls' and the trace's own), oldest first."""
+    """Every score row of a request (or of a trace: its calls' and the trace's own; or of the
+    request's calls in that trace when both are given), oldest first."""
+    conditions = []
     if request_id is not None:
-        where = f"RequestId = {quote(request_id)}"
-    else:
-        where = f"TraceId = {quote(trace_id or '')}"
+        conditions.append(f"RequestId = {quote(request_id)}")
+    if trace_id is not None or request_id is None:
+        conditions.append(f"TraceId = {quote(trace_id or '')}")
+    where = " AND ".join(conditions)
     sql = (
         "SELECT ScoreId AS id, RequestId AS request_id, TraceId AS trace_id, SpanId AS span_id, Name AS name, "
         "DataType AS data_type, Value AS value, Label AS label, Comment AS comment, Source AS source, "

@@ -39,6 +39,8 @@ READ_ROOTS = frozenset({
     "SelectWithUnionQuery", "Explain", "ShowTables", "ShowColumns", "ShowCreateTableQuery", "DescribeQuery",
     "ExistsTableQuery", "ShowProcesslistQuery", "ShowFunctions",
 })
+ALLOWED_STATEMENTS = ("only SELECT, WITH, SHOW (TABLES, DATABASES, COLUMNS, CREATE TABLE, PROCESSLIST, FUNCTIONS, "
+                      "SETTINGS), DESCRIBE, EXISTS and EXPLAIN of those are allowed")
 #: Table functions that read nothing outside the query itself.
 SAFE_TABLE_FUNCTIONS = (
     "numbers", "numbers_mt", "zeros", "zeros_mt", "generate_series", "generateSeries", "values", "null", "view",
@@ -141,7 +143,7 @@ def _database_refusal(db: str, database: str) -> str | None:
 def refusal(root: Node, database: str) -> str | None:
     """Why the statement ``root`` may not run, or None when it is a read GenOps allows."""
     if root.type not in READ_ROOTS:
-        return f"{_statement(root)}: only SELECT, WITH, SHOW, DESCRIBE, EXISTS and EXPLAIN are allowed"
+        return f"{_statement(root)}: {ALLOWED_STATEMENTS}"
     for node, parent in root.walk():
         kind = node.type
         if kind == "Set":
@@ -151,7 +153,7 @@ def refusal(root: Node, database: str) -> str | None:
                 return "EXPLAIN inside a query"
             statements = [child for child in node.children if child.type != "Set"]
             if statements and (statements[0].type not in READ_ROOTS or statements[0].type == "Explain"):
-                return f"EXPLAIN {_statement(statements[0])}: only SELECT, WITH, SHOW, DESCRIBE and EXISTS are allowed"
+                return f"EXPLAIN {_statement(statements[0])}: {ALLOWED_STATEMENTS}"
         if kind == "SelectWithUnionQuery" and len(node.children) > 1:
             extra = node.children[1].type
             if extra == "Literal":
@@ -189,7 +191,13 @@ def _statement(node: Node) -> str:
         return "SYSTEM"
     if kind == "Set":
         return "SET"
-    return re.sub(r"(Query|Statement)$", "", kind).replace("KillQuery", "KILL").upper() or kind
+    words = {"InsertQuery": "INSERT", "CreateQuery": "CREATE", "AlterQuery": "ALTER", "DropQuery": "DROP",
+             "KillQueryQuery": "KILL", "UseQuery": "USE", "OptimizeQuery": "OPTIMIZE", "CheckQuery": "CHECK",
+             "RenameQuery": "RENAME", "ShowGrantsQuery": "SHOW GRANTS", "ShowAccessQuery": "SHOW ACCESS"}
+    if kind in words:
+        return words[kind]
+    plain = re.sub(r"(Query|Statement)$", "", kind)
+    return plain.upper() if plain.isalpha() and plain[:1].isupper() and plain[1:].islower() else kind
 
 
 def canonical_statement(client: Any, sql: str) -> str:

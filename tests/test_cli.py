@@ -58,7 +58,8 @@ def test_sql_against_running_server_in_all_formats(proxy, fake_upstream, request
 def test_sql_refuses_writes(proxy, statement):
     result = genops("sql", statement, env={"GENOPS_DATA_DIR": str(proxy.data_dir)})
     assert result.returncode == 1
-    assert "readonly" in result.stderr.lower()
+    assert "refused: " in result.stderr and "only SELECT, WITH, SHOW" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
     assert proxy.sql("SELECT count() AS n FROM system.tables WHERE database = 'genops' AND name = 'otel_traces'")[0]["n"] == 1
 
 
@@ -118,6 +119,8 @@ def test_otel_traces_columns_match_the_collector_exporter(tmp_path):
     ({"GENOPS_CLICKHOUSE_URL": "ftp://db:9000"}, "GENOPS_CLICKHOUSE_URL"),
     ({"GENOPS_OPENAI_BASE_URL": "not a url"}, "GENOPS_OPENAI_BASE_URL"),
     ({"GENOPS_DATABASE": "drop table;"}, "GENOPS_DATABASE"),
+    ({"GENOPS_ADMIN_TOKEN": "same-secret", "GENOPS_FEEDBACK_TOKEN": "same-secret"}, "GENOPS_FEEDBACK_TOKEN"),
+    ({"GENOPS_SQL_TIMEOUT_S": "0"}, "GENOPS_SQL_TIMEOUT_S"),
 ])
 def test_malformed_setting_is_one_clear_line(tmp_path, env, needle):
     result = genops("serve", env={"GENOPS_DATA_DIR": str(tmp_path), **env})

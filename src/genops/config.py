@@ -454,7 +454,11 @@ def load_settings(
             values[name] = parse(value if not isinstance(value, bool) else str(value))
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from None
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.feedback_token and settings.feedback_token == settings.admin_token:
+        # the feedback token is handed to apps; the same value would hand them SQL over every prompt
+        raise ConfigError("GENOPS_FEEDBACK_TOKEN: must differ from GENOPS_ADMIN_TOKEN")
+    return settings
 
 
 def extra_env(prefix: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
