@@ -220,6 +220,14 @@ class Settings:
     max_body_bytes: int = _setting(32 * 1024 * 1024, _parse_int(1024, 1 << 34), "largest request body accepted")
     upstream_timeout_s: float = _setting(600.0, _parse_float(0.001, 86400), "total time allowed for an upstream call")
     connect_timeout_s: float = _setting(10.0, _parse_float(0.001, 3600), "time allowed to connect upstream")
+    upstream_client: str = _setting(
+        "native", _parse_choice("native", "aiohttp"),
+        "HTTP client for upstream calls: native (GenOps's own HTTP/1.1 client, less CPU) or aiohttp (the reference)",
+    )
+    dns_cache_ttl_s: float = _setting(10.0, _parse_float(0, 86400), "how long an upstream host's DNS answer is reused (0 = no cache)")
+    upstream_max_connections: int = _setting(
+        0, _parse_int(0, 100_000), "open connections per upstream origin at most (0 = no limit); more calls wait for one"
+    )
     stream_usage: str = _setting(
         "inject", _parse_choice("inject", "off"), "ask OpenAI streams for usage (hidden from the client)"
     )
