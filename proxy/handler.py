@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 import zlib
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -33,7 +34,7 @@ from genops.proxy.pricing import Price, price_call
 from genops.proxy.providers.base import Call, ProviderAdapter, RequestError, Upstream
 from genops.proxy.safety.guard import CallGuard, SafetyConfig
 from genops.proxy.spans import call_attributes
-from genops.proxy.targets import TargetPolicy, route_upstream
+from genops.proxy.targets import TargetPolicy, mask_userinfo, route_upstream
 from genops.proxy.tokenizer import estimate_missing_usage
 from genops.proxy.upstream_client import UpstreamClient, UpstreamConnectError, UpstreamResponse
 
@@ -102,6 +103,7 @@ class ProxyHandler:
         tail = request.match_info.get("tail", "")
         tail = "/" + tail if tail and not tail.startswith("/") else tail
         call: Call | None = None  # the adapter's, once the request is parsed
+        forwarding = False  # from here on a response may have started
         upstream: Upstream | None = None
         status = 0
         response: web.StreamResponse | None = None
@@ -122,11 +124,15 @@ class ProxyHandler:
                     "invalid_request_error",
                     "request_too_large",
                 ) from None
+            except web.RequestPayloadError:  # e.g. "Content-Encoding: gzip" on a body that is not gzip
+                raise RequestError(400, "The request body cannot be read (its Content-Encoding does not match "
+                                   "it, or it is cut short).", "invalid_request_error", "unreadable_body") from None
             call = adapter.parse_request(request.method, tail, body, request.headers)
             if call.operation:
                 span.update_name(f"{call.operation} {call.model}" if call.model else call.operation)
             upstream = route_upstream(adapter, self.targets, tail, request.query_string, request.headers)
             body = await self._safety_before(request, call, body)
+            forwarding = True
             response, status = await self._forward(request, call, upstream, body, span, traceparent, request_id,
                                                    started_perf)
         except RequestError as exc:
@@ -136,6 +142,19 @@ class ProxyHandler:
             call.error_message = exc.message
             status = exc.status
             response = self._error(exc.status, exc.message, exc.error_type, exc.code, request_id, traceparent)
+        except Exception as exc:
+            if forwarding:
+                raise  # the response may have started: nothing clean can be sent any more
+            # Input nothing above foresaw: a clear 500 in the provider's shape and a span that says so,
+            # instead of aiohttp's bare text 500 and a span without a status.
+            if call is None:
+                call = Call()
+            call.error_type = "internal_error"
+            call.error_message = f"GenOps could not handle this request ({type(exc).__name__})."
+            status = 500
+            response = self._error(500, call.error_message, "internal_error", "internal_error", request_id,
+                                   traceparent)
+            _log_failure(exc, adapter.name, request_id)
         finally:
             if call is None:
                 call = Call()
@@ -167,6 +186,11 @@ class ProxyHandler:
             reason = exc.__cause__ if isinstance(exc, UpstreamConnectError) and exc.__cause__ else exc
             raise RequestError(502, f"The upstream {self._host(upstream)} is unreachable: {type(reason).__name__}.",
                                "upstream_unreachable", "upstream_unreachable") from None
+        except UnicodeError:
+            raise  # non-UTF-8 header bytes: left as they were, for their own fix
+        except ValueError as exc:  # a URL or header the client cannot send; its message may quote the URL
+            raise RequestError(502, f"The request to the upstream {self._host(upstream)} could not be made: "
+                               f"{type(exc).__name__}.", "upstream_unreachable", "invalid_upstream_request") from None
 
         status = upstream_response.status
         try:
@@ -310,7 +334,10 @@ class ProxyHandler:
         ended_perf = ended_perf or now_perf
         attributes = call_attributes(self.adapter, call, upstream, status, request_id, started_perf, ended_perf)
         if call.operation:
-            price = price_call(self.adapter.price_provider(call), call.response_model or call.model, call.usage)
+            model = call.response_model or call.model
+            if model is not None and not isinstance(model, str):  # an upstream's "model": {...} must not cost the span
+                call.response_model = model = str(model)
+            price = price_call(self.adapter.price_provider(call), model, call.usage)
             if isinstance(price, Price):
                 attributes[sc.GENOPS_COST_USD] = price.total_usd
                 attributes[sc.GENOPS_COST_INPUT_USD] = price.input_usd
@@ -354,6 +381,16 @@ class ProxyHandler:
             content_type=self.adapter.error_content_type(),
             headers=headers,
         )
+
+
+def _log_failure(exc: Exception, route: str, request_id: str) -> None:
+    """Log a request that failed before forwarding. The traceback's frames, but its message only
+    with URL user info masked: exception messages may quote a URL (``user:password@host``)."""
+    log.error("request failed before forwarding", extra={
+        "route": route, "request_id": request_id, "error": type(exc).__name__,
+        "error_message": mask_userinfo(str(exc))[:300],
+        "traceback": "".join(traceback.format_tb(exc.__traceback__)),
+    })
 
 
 #: How long a stream's response headers wait for its first chunk, to leave in one write with it.
