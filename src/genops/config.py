@@ -218,6 +218,12 @@ class Settings:
     otlp_endpoint: str = _setting("", _parse_optional_http_url, "also export spans by OTLP/HTTP to this collector")
     service_name: str = _setting("genops-proxy", _parse_str, "service.name of the proxy's own spans")
     max_body_bytes: int = _setting(32 * 1024 * 1024, _parse_int(1024, 1 << 34), "largest request body accepted")
+    client_header_timeout_s: float = _setting(
+        10.0, _parse_float(0.1, 3600), "time a client has to send a request's headers (then the connection is closed)"
+    )
+    client_body_timeout_s: float = _setting(
+        60.0, _parse_float(0.1, 86400), "longest pause while a client sends a request body (then 408)"
+    )
     upstream_timeout_s: float = _setting(600.0, _parse_float(0.001, 86400), "total time allowed for an upstream call")
     connect_timeout_s: float = _setting(10.0, _parse_float(0.001, 3600), "time allowed to connect upstream")
     upstream_client: str = _setting(
