@@ -11,6 +11,14 @@ which pass through the proxy untouched:
   (cache reads; reasoning/thinking tokens); ``X-Fake-Cache-Write-Tokens: 80``: cache writes (Anthropic);
 - ``X-Fake-Drop-Usage: 1``: a stream with no usage at all.
 
+Tool use speaks each format too: a user turn with tools gets one call to the first tool (or the
+one the tool choice names), arguments sampled from its JSON schema (OpenAI ``tool_calls`` and
+Responses ``function_call`` items, Anthropic ``tool_use`` blocks, Gemini ``functionCall`` parts,
+streamed as each API streams them); a turn of tool results gets a text reply quoting them; JSON
+modes (``response_format``, ``text.format``, ``output_config.format``, ``responseMimeType``)
+answer JSON with the schema's required properties. Embeddings come in the model's real size
+(``dimensions`` / ``outputDimensionality`` honoured), as floats or base64 float32.
+
 ``GET /_fake/requests`` returns what the server received (method, path, headers, body),
 so tests can check exactly what reached the "provider".
 """

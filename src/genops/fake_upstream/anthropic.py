@@ -5,17 +5,25 @@ Streams use Anthropic's event sequence: ``message_start`` (usage with cache fiel
 ``content_block_stop``, ``message_delta`` (stop reason, cumulative usage), ``message_stop``.
 The same handlers answer Claude on Vertex AI (``rawPredict`` / ``streamRawPredict``):
 there the model comes from the URL and the body carries ``anthropic_version``.
+
+Tools: with ``tools`` (and ``tool_choice`` not ``none``) a user turn gets one ``tool_use``
+block (the first tool, or ``tool_choice``'s), its ``input`` sampled from ``input_schema``,
+``stop_reason: "tool_use"``, streamed as ``input_json_delta`` fragments; a user turn of
+``tool_result`` blocks gets a text reply quoting them. ``output_config.format`` /
+``output_format`` JSON schemas get a JSON text reply.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from genops.fake_upstream.common import Controls, count_tokens, dumps, record, reply_pieces, sse
+from genops.fake_upstream.common import (Controls, count_tokens, dumps, fake_id, json_pieces, json_tokens, record,
+                                         reply_pieces, sample_from_schema, sse, text_of, tool_result_pieces)
 
 ERRORS = {
     400: ("invalid_request_error", "messages: field required"),
@@ -56,10 +64,55 @@ def _prompt_text(request: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _custom_tools(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """Client tools (with an ``input_schema``); server tools (web search, bash...) are not called."""
+    return [t for t in request.get("tools") or () if isinstance(t, dict) and t.get("name")
+            and isinstance(t.get("input_schema"), dict) and t.get("type", "custom") == "custom"]
+
+
+def _input_tokens(request: dict[str, Any]) -> int:
+    tools = request.get("tools")
+    return count_tokens(_prompt_text(request)) + 3 + (json_tokens(dumps(tools).decode()) if tools else 0)
+
+
+def _plan(request: dict[str, Any], body_id: str) -> tuple[dict[str, Any] | None, list[str], bool]:
+    """(tool_use block or None, the pieces to stream, whether the pieces are JSON)."""
+    messages = request.get("messages") or []
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    content = last.get("content")
+    blocks = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+    results = [b for b in blocks if b.get("type") == "tool_result"]
+    if last.get("role") == "user" and results:
+        names_by_id = {}
+        for message in messages:
+            if isinstance(message, dict) and message.get("role") == "assistant" and isinstance(message.get("content"), list):
+                names_by_id.update({str(b.get("id")): str(b.get("name", "")) for b in message["content"]
+                                    if isinstance(b, dict) and b.get("type") == "tool_use"})
+        names = [names_by_id.get(str(b.get("tool_use_id")), "") for b in results]
+        return None, tool_result_pieces(", ".join(dict.fromkeys(n for n in names if n)),
+                                        "; ".join(text_of(b.get("content")) for b in results)), False
+    tools = _custom_tools(request)
+    choice = request.get("tool_choice") if isinstance(request.get("tool_choice"), dict) else {}
+    if last.get("role") == "user" and tools and choice.get("type") != "none":
+        tool = tools[0]
+        if choice.get("type") == "tool":
+            tool = next((t for t in tools if t.get("name") == choice.get("name")), tools[0])
+        arguments = sample_from_schema(tool["input_schema"])
+        block = {"type": "tool_use", "id": f"toolu_01{fake_id(body_id, 22)}", "name": str(tool["name"]),
+                 "input": arguments}
+        # The API streams the input with a space after separators, starting with an empty fragment.
+        return block, [""] + json_pieces(json.dumps(arguments, ensure_ascii=False)), True
+    fmt = (request.get("output_config") or {}).get("format") if isinstance(request.get("output_config"), dict) else None
+    fmt = fmt or request.get("output_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        return None, json_pieces(dumps(sample_from_schema(fmt.get("schema") or {"type": "object"})).decode()), True
+    return None, reply_pieces(_prompt_text(request)), False
+
+
 def _usage(request: dict[str, Any], output_tokens: int, controls: Controls) -> dict[str, Any]:
     # Anthropic's input_tokens counts only the uncached part of the prompt.
     return {
-        "input_tokens": count_tokens(_prompt_text(request)) + 3,
+        "input_tokens": _input_tokens(request),
         "cache_creation_input_tokens": controls.cache_write_tokens,
         "cache_read_input_tokens": controls.cached_tokens,
         "cache_creation": {"ephemeral_5m_input_tokens": controls.cache_write_tokens, "ephemeral_1h_input_tokens": 0},
@@ -103,15 +156,17 @@ async def _read(request: web.Request, *, vertex: bool) -> tuple[dict[str, Any] |
 async def respond(request: web.Request, data: dict[str, Any], controls: Controls, body_id: str,
                   model: str, stream: bool) -> web.StreamResponse:
     """A Messages response (JSON or event stream) for a parsed request."""
-    pieces = reply_pieces(_prompt_text(data))
+    tool_use, pieces, is_json = _plan(data, body_id)
     text = "".join(pieces)
-    output_tokens = count_tokens(text) + controls.reasoning_tokens
+    generated = json_tokens(text) + (count_tokens(tool_use["name"]) + 4 if tool_use else 0) if is_json else count_tokens(text)
+    output_tokens = generated + controls.reasoning_tokens
+    stop_reason = "tool_use" if tool_use else "end_turn"
     msg_id = f"msg_01{body_id[:22]}"
     usage = _usage(data, output_tokens, controls)
     await controls.wait()
     if not stream:
         body = {"id": msg_id, "type": "message", "role": "assistant", "model": model,
-                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
+                "content": [tool_use or {"type": "text", "text": text}], "stop_reason": stop_reason, "stop_sequence": None,
                 "usage": usage}
         return web.Response(body=dumps(body), content_type="application/json", headers=_headers(body_id))
 
@@ -128,13 +183,19 @@ async def respond(request: web.Request, data: dict[str, Any], controls: Controls
     if not controls.drop_usage:
         message["usage"] = start_usage
     await emit("message_start", {"message": message})
-    await emit("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+    if tool_use:
+        await emit("content_block_start", {"index": 0, "content_block": {**tool_use, "input": {}}})
+    else:
+        await emit("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
     await response.write(b'event: ping\ndata: {"type": "ping"}\n\n')
     for piece in pieces:
         await controls.between_chunks()
-        await emit("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}})
+        if tool_use:
+            await emit("content_block_delta", {"index": 0, "delta": {"type": "input_json_delta", "partial_json": piece}})
+        else:
+            await emit("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}})
     await emit("content_block_stop", {"index": 0})
-    delta: dict[str, Any] = {"delta": {"stop_reason": "end_turn", "stop_sequence": None}}
+    delta: dict[str, Any] = {"delta": {"stop_reason": stop_reason, "stop_sequence": None}}
     if not controls.drop_usage:
         delta["usage"] = {"output_tokens": output_tokens}
     await emit("message_delta", delta)
@@ -156,7 +217,7 @@ async def count_tokens_route(request: web.Request) -> web.Response:
     data, error, _, _ = await _read(request, vertex=False)
     if error is not None:
         return error
-    return web.Response(body=dumps({"input_tokens": count_tokens(_prompt_text(data)) + 3}),
+    return web.Response(body=dumps({"input_tokens": _input_tokens(data)}),
                         content_type="application/json")
 
 

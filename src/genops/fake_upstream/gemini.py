@@ -11,6 +11,12 @@ Vertex AI: ``/vertex/{host-location}/v1/projects/{p}/locations/{l}/publishers/{p
 The path's first location stands for the region host the proxy chose; a request whose host
 and path locations differ is refused, so tests see that the host follows the location.
 Google's models answer in the Gemini format, Anthropic's in the Messages format.
+
+Tools: ``tools[].functionDeclarations`` (and ``toolConfig.functionCallingConfig`` modes) make a
+user turn answer one ``functionCall`` part with ``args`` sampled from the declaration's
+schema; a turn of ``functionResponse`` parts gets a text reply quoting them.
+``generationConfig.responseMimeType: application/json`` answers JSON (``responseSchema`` /
+``responseJsonSchema``'s required properties). Embeddings honour ``outputDimensionality``.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ import orjson
 from aiohttp import web
 
 from genops.fake_upstream import anthropic, openai
-from genops.fake_upstream.common import Controls, count_tokens, dumps, record, reply_pieces
+from genops.fake_upstream.common import (Controls, count_tokens, dumps, json_pieces, json_tokens, record, reply_pieces,
+                                         sample_from_schema, text_of, tool_result_pieces)
 
 ERRORS = {
     400: ("INVALID_ARGUMENT", "API key not valid. Please pass a valid API key."),
@@ -77,8 +84,47 @@ def _usage(prompt_tokens: int, candidates: int | None, controls: Controls) -> di
     return usage
 
 
-def _chunk(text: str, finish: bool, usage: dict[str, Any] | None, model: str, response_id: str) -> dict[str, Any]:
-    candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}}
+def _get(data: Any, camel: str, snake: str) -> Any:
+    """A field the REST API accepts in either spelling."""
+    if not isinstance(data, dict):
+        return None
+    return data.get(camel) if data.get(camel) is not None else data.get(snake)
+
+
+def _plan(data: dict[str, Any], prompt: str) -> tuple[dict[str, Any] | None, list[str], bool]:
+    """(functionCall or None, text pieces, whether the text is JSON) for a generate request."""
+    contents = [c for c in data.get("contents") or () if isinstance(c, dict)]
+    last = contents[-1] if contents else {}
+    parts = [p for p in last.get("parts") or () if isinstance(p, dict)]
+    responses = [_get(p, "functionResponse", "function_response") for p in parts]
+    responses = [r for r in responses if isinstance(r, dict)]
+    if responses:
+        names = ", ".join(dict.fromkeys(str(r.get("name", "")) for r in responses if r.get("name")))
+        return None, tool_result_pieces(names, "; ".join(text_of(r.get("response")) for r in responses)), False
+    declarations = [d for tool in data.get("tools") or () if isinstance(tool, dict)
+                    for d in _get(tool, "functionDeclarations", "function_declarations") or ()
+                    if isinstance(d, dict) and d.get("name")]
+    config = _get(_get(data, "toolConfig", "tool_config"), "functionCallingConfig", "function_calling_config") or {}
+    mode = str(config.get("mode", "AUTO")).upper()
+    if last.get("role", "user") == "user" and declarations and mode != "NONE":
+        allowed = _get(config, "allowedFunctionNames", "allowed_function_names") or ()
+        declaration = next((d for d in declarations if d["name"] in allowed), declarations[0])
+        schema = (_get(declaration, "parametersJsonSchema", "parameters_json_schema") or declaration.get("parameters")
+                  or {"type": "object"})
+        return {"name": str(declaration["name"]), "args": sample_from_schema(schema)}, [], True
+    generation = _get(data, "generationConfig", "generation_config") or {}
+    if _get(generation, "responseMimeType", "response_mime_type") == "application/json":
+        schema = _get(generation, "responseJsonSchema", "response_json_schema") or \
+            _get(generation, "responseSchema", "response_schema")
+        value = sample_from_schema(schema) if isinstance(schema, dict) else {"reply": "".join(reply_pieces(prompt))}
+        return None, json_pieces(dumps(value).decode()), True
+    return None, reply_pieces(prompt), False
+
+
+def _chunk(text: str, finish: bool, usage: dict[str, Any] | None, model: str, response_id: str,
+           call: dict[str, Any] | None = None) -> dict[str, Any]:
+    part = {"functionCall": call} if call is not None else {"text": text}
+    candidate: dict[str, Any] = {"content": {"parts": [part], "role": "model"}}
     if finish:
         candidate["finishReason"] = "STOP"
     candidate["index"] = 0
@@ -94,14 +140,22 @@ async def _generate(request: web.Request, data: dict[str, Any], controls: Contro
                     body_id: str) -> web.StreamResponse:
     prompt = _prompt_text(data)
     prompt_tokens = count_tokens(prompt) + 2 + controls.cached_tokens  # promptTokenCount includes cached tokens
-    pieces = reply_pieces(prompt)
-    candidates = count_tokens("".join(pieces))
+    if data.get("tools"):
+        prompt_tokens += json_tokens(dumps(data["tools"]).decode())
+    call, pieces, is_json = _plan(data, prompt)
+    if call is not None:
+        candidates = json_tokens(dumps(call["args"]).decode()) + count_tokens(call["name"]) + 4
+    else:
+        candidates = json_tokens("".join(pieces)) if is_json else count_tokens("".join(pieces))
     response_id = body_id[:22]
     model_version = model if model.count("-") >= 2 else f"{model}-001"
     await controls.wait()
     if method == "generateContent":
-        body = _chunk("".join(pieces), True, _usage(prompt_tokens, candidates, controls), model_version, response_id)
+        body = _chunk("".join(pieces), True, _usage(prompt_tokens, candidates, controls), model_version, response_id,
+                      call)
         return web.Response(body=dumps(body), content_type="application/json")
+    if call is not None:
+        pieces = [""]  # a function call comes whole, in one chunk
 
     sse = request.query.get("alt") == "sse"
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream" if sse else "application/json; charset=UTF-8"})
@@ -113,7 +167,7 @@ async def _generate(request: web.Request, data: dict[str, Any], controls: Contro
             usage = None
         else:
             usage = _usage(prompt_tokens, candidates if last else None, controls)
-        chunks.append(_chunk(piece, last, usage, model_version, response_id))
+        chunks.append(_chunk(piece, last, usage, model_version, response_id, call))
     if sse:
         for chunk in chunks:
             await controls.between_chunks()
@@ -128,9 +182,21 @@ async def _generate(request: web.Request, data: dict[str, Any], controls: Contro
     return response
 
 
+EMBEDDING_DIMENSIONS = {"gemini-embedding-001": 3072, "text-embedding-004": 768, "text-embedding-005": 768,
+                        "text-multilingual-embedding-002": 768}
+
+
+def _dimensions(model: str, request: Any) -> int:
+    """``outputDimensionality`` if asked, else the model's default size (8 for unknown models)."""
+    asked = _get(request, "outputDimensionality", "output_dimensionality")
+    return int(asked) if asked else EMBEDDING_DIMENSIONS.get(model.removeprefix("models/"), 8)
+
+
 def _embedding(text: str, dims: int = 8) -> dict[str, Any]:
     seed = hashlib.sha256(text.encode()).digest()
-    return {"values": [round((seed[i % 32] / 255.0) - 0.5, 6) for i in range(dims)]}
+    if dims > 32:
+        seed += hashlib.shake_256(text.encode()).digest(dims - 32)
+    return {"values": [round((seed[i] / 255.0) - 0.5, 6) for i in range(dims)]}
 
 
 async def _dispatch(request: web.Request, model: str, method: str, body: bytes) -> web.StreamResponse:
@@ -155,10 +221,13 @@ async def _dispatch(request: web.Request, model: str, method: str, body: bytes) 
                                                                  "tokenCount": count_tokens(_prompt_text(data)) + 2}]}),
                             content_type="application/json")
     if method == "embedContent":
-        return web.Response(body=dumps({"embedding": _embedding(_prompt_text({"contents": [data.get("content") or {}]}))}),
+        text = _prompt_text({"contents": [data.get("content") or {}]})
+        return web.Response(body=dumps({"embedding": _embedding(text, _dimensions(model, data))}),
                             content_type="application/json")
     if method == "batchEmbedContents":
-        items = [_embedding(_prompt_text({"contents": [r.get("content") or {}]})) for r in data.get("requests") or ()]
+        items = [_embedding(_prompt_text({"contents": [r.get("content") or {}]}),
+                            _dimensions(str(r.get("model") or model), r))
+                 for r in data.get("requests") or () if isinstance(r, dict)]
         return web.Response(body=dumps({"embeddings": items}), content_type="application/json")
     return error_response(404, f"Method {method} not found.")
 
@@ -197,10 +266,11 @@ async def vertex_openapi(request: web.Request) -> web.StreamResponse:
 async def vertex_predict_embeddings(request: web.Request, data: dict[str, Any]) -> web.Response:
     """``:predict`` of a text-embedding model: predictions with token statistics."""
     predictions = []
+    dims = int(_get(data.get("parameters"), "outputDimensionality", "output_dimensionality") or 8)
     for instance in data.get("instances") or ():
         text = str((instance or {}).get("content", ""))
         predictions.append({"embeddings": {"statistics": {"truncated": False, "token_count": count_tokens(text)},
-                                           "values": _embedding(text)["values"]}})
+                                           "values": _embedding(text, dims)["values"]}})
     return web.Response(body=dumps({"predictions": predictions, "metadata": {"billableCharacterCount": 10}}),
                         content_type="application/json")
 
