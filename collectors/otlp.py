@@ -4,6 +4,11 @@ The values are spelled by :mod:`genops.storage.rows`, the same helpers the proxy
 spans go through, so stored rows look the same whichever way a span arrived. Spans with a
 malformed id are rejected one by one (OTLP partial success); a payload that cannot be
 decoded at all is an :class:`OtlpError` (HTTP 400).
+
+Provenance is the receiver's to say, not the sender's: an instrumentation scope named like
+one of GenOps's own recorders (``genops.proxy``, ``genops.demo``: any ``genops.*``) is stored
+as ``otlp:<name>`` (:func:`received_scope_name`), on every decode path, so no span received
+over OTLP counts as a call the proxy recorded (``genops_calls.ScopeName = 'genops.proxy'``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,22 @@ from genops.storage.rows import (
     attribute_string,
     ts64,
 )
+
+
+# Scope names reserved for GenOps's own recorders (semconv.PROXY_SCOPE, the demo traffic's scope).
+RESERVED_SCOPE_PREFIX = "genops."
+# What a reserved scope name received over OTLP is stored under (migration 0070 spells it alike).
+RECEIVED_SCOPE_PREFIX = "otlp:"
+
+
+def received_scope_name(name: str) -> str:
+    """The scope name a span received over OTLP is stored under.
+
+    A name reserved for GenOps's own recorders gets the ``otlp:`` prefix, so a sender can
+    never make its spans pass for the proxy's (cost, user and request ids it made up would
+    otherwise be counted as recorded calls). Idempotent: ``otlp:genops.x`` stays as it is.
+    """
+    return RECEIVED_SCOPE_PREFIX + name if name.startswith(RESERVED_SCOPE_PREFIX) else name
 
 
 class OtlpError(ValueError):
@@ -165,7 +186,7 @@ def _decode_request(request: ExportTraceServiceRequest) -> Decoded:
         service = resource.get("service.name", "")
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope
-            scope_name, scope_version = scope.name, scope.version
+            scope_name, scope_version = received_scope_name(scope.name), scope.version
             for span in scope_spans.spans:
                 reason = _pb_invalid(span)
                 if reason is not None:
@@ -199,7 +220,8 @@ def decode_protobuf_for_clickhouse(body: bytes) -> Decoded:
         scope_tails = []
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope
-            scope_tails.append(tail_bytes(resource, service, scope.name, scope.version))
+            # Renamed here and again by the view (migration 0070), which also covers SpanRows spooled before it.
+            scope_tails.append(tail_bytes(resource, service, received_scope_name(scope.name), scope.version))
             for span in scope_spans.spans:
                 trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
                 if (len(trace_id) == 16 and len(span_id) == 8 and trace_id != _ZERO16 and span_id != _ZERO8
@@ -225,7 +247,9 @@ def span_rows_to_json_rows(span_rows: list[bytes]) -> list[dict[str, Any]]:
         span = Span.FromString(data)  # the SpanRow's extra fields (1000+) are unknown to Span: ignored
         tail = SpanRowTail.FromString(data)  # and the span's fields are unknown to the tail
         resource = {pair.key: pair.value for pair in tail.resource_attributes}
-        rows.append(pb_span_row(span, resource, tail.service_name, tail.scope.name, tail.scope.version))
+        # Renamed again: a batch spooled by an older receiver carries the sender's name as it was.
+        rows.append(pb_span_row(span, resource, tail.service_name, received_scope_name(tail.scope.name),
+                                tail.scope.version))
     return rows
 
 
@@ -344,7 +368,7 @@ def _json_span(span: Mapping[str, Any], resource: dict[str, str], service: str, 
         "SpanKind": OTLP_KIND_NAMES.get(_enum(span.get("kind"), OTLP_KIND_BY_NAME), "Unspecified"),
         "ServiceName": service,
         "ResourceAttributes": resource,
-        "ScopeName": str(scope.get("name", "")),
+        "ScopeName": received_scope_name(str(scope.get("name", ""))),
         "ScopeVersion": str(scope.get("version", "")),
         "SpanAttributes": _json_attrs(span.get("attributes")),
         "Duration": max(0, end - start),

@@ -1,19 +1,30 @@
 """The OTLP/HTTP trace receiver: ``POST /v1/traces`` (protobuf or JSON, gzip or not).
 
 Response semantics follow the OTLP/HTTP specification:
+- 401 when a token is required (``GENOPS_OTLP_TOKEN``, or generated into the data directory
+  beyond loopback) and the request lacks ``Authorization: Bearer <token>``; nothing is read;
 - 200 with an ``ExportTraceServiceResponse`` (``partial_success`` names spans rejected
   for malformed ids), encoded like the request;
 - 400 for a payload that cannot be decoded, with a ``google.rpc.Status`` saying why
   (nothing of that request is stored);
 - 413 when the body (or its gunzipped size) exceeds ``GENOPS_OTLP_MAX_BODY_BYTES``;
+  gzip is inflated here, off the event loop and never past that limit (aiohttp's own
+  decompression, which runs on the loop and to the end of a body, is turned off);
 - 415 for a content type other than ``application/x-protobuf`` / ``application/json``
   or an unsupported ``Content-Encoding``;
 - 503 with ``Retry-After`` when the export queue is full (the client retries later).
+
+``/metrics`` requires the same token (it tells who sends how much); ``/healthz`` is open.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import logging
+import os
+import zlib
+from typing import Awaitable, Callable
 
 import orjson
 from aiohttp import web
@@ -35,18 +46,103 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 RETRY_AFTER_S = 1
 # google.rpc.Code numbers for the Status body.
-_RPC_CODES = {400: 3, 413: 8, 415: 3, 503: 14}
+_RPC_CODES = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}
+
+log = logging.getLogger("genops.collector")
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 RECEIVER_STATS_KEY = web.AppKey("genops.receiver_stats", ReceiverStats)
+
+
+# Largest piece inflated per zlib call (see gunzip_capped).
+_INFLATE_SLICE = 1 << 20
+
+
+def _inflate_threads() -> int:
+    """How many gzip bodies are inflated at once: half the usable cores, at least one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // 2)
+
+
+def wire_limit(limit: int, gzipped: bool) -> int:
+    """The largest body accepted as sent, for a decompressed limit of ``limit`` bytes.
+
+    gzip can be a little larger than what it holds (a header and trailer, and 5 bytes per
+    stored block of 16-64 KiB when the data does not compress: ~0.03%), so a gzipped body
+    gets 0.1% of slack.
+    """
+    return limit + (limit // 1024 + 64 if gzipped else 0)
+
+
+class BodyTooLarge(ValueError):
+    """The decompressed body would exceed the receiver's limit."""
+
+
+def gunzip_capped(data: bytes, limit: int) -> bytes:
+    """``data`` gunzipped, raising :class:`BodyTooLarge` as soon as the output would exceed ``limit``.
+
+    Never holds more than ``limit + 1`` decompressed bytes: ``max_length`` stops zlib there,
+    so a gzip bomb costs the few kilobytes of input it takes to produce ``limit`` bytes, not
+    its full size. Concatenated gzip members are accepted (as ``gzip.decompress`` does);
+    anything that is not gzip, or is cut short, is a :class:`zlib.error`.
+    """
+    parts: list[bytes] = []
+    size = 0
+    pending = data
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip header and trailer
+    while True:
+        # At most what is left of the limit plus one byte (to tell "exactly full" from "too large"),
+        # in slices: zlib joins each call's output holding the GIL, so slices keep those pauses
+        # short for the event loop's thread.
+        piece = inflater.decompress(pending, min(limit + 1 - size, _INFLATE_SLICE))
+        size += len(piece)
+        if size > limit:
+            raise BodyTooLarge(f"more than {limit} bytes once decompressed")
+        parts.append(piece)
+        pending = inflater.unconsumed_tail
+        if inflater.eof:
+            pending = inflater.unused_data
+            if not pending:  # one member of at most one slice (the usual case): no copy
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # the next member
+        elif not pending and len(piece) < _INFLATE_SLICE:  # all input read, no output held back
+            raise zlib.error("the gzip stream is truncated")
+
+
+def bearer_matches(header: str, token: str) -> bool:
+    """Whether an ``Authorization`` header value carries ``token`` (compared in constant time)."""
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+def token_notice(settings: Settings) -> str:
+    """One line on the receiver's token for logs and the terminal (never the token itself), or ""."""
+    if settings.otlp_token:
+        return ("the OTLP receiver requires Authorization: Bearer <GENOPS_OTLP_TOKEN> "
+                "(agents: OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer%20<token>)")
+    if settings.otlp_on_loopback:
+        return ""
+    return (f"the OTLP receiver requires a token (it listens beyond loopback): it is in "
+            f"{settings.data_path / 'otlp_token'}; agents send "
+            "OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer%20<token> (or set GENOPS_OTLP_TOKEN)")
 
 
 class OtlpReceiver:
     """Decodes OTLP requests and hands their rows to the span pipeline."""
 
-    def __init__(self, pipeline: SpanPipeline, max_body_bytes: int) -> None:
+    def __init__(self, pipeline: SpanPipeline, max_body_bytes: int, token: str = "") -> None:
         self.pipeline = pipeline
         self.max_body_bytes = max_body_bytes
+        self.token = token  # "" = no token required (loopback and none configured)
         self.stats = ReceiverStats()
+        self._inflating = asyncio.Semaphore(_inflate_threads())
+
+    def authorized(self, request: web.Request) -> bool:
+        """Whether ``request`` may use the receiver (always, when no token is required)."""
+        return not self.token or bearer_matches(request.headers.get("Authorization", ""), self.token)
 
     def register(self, app: web.Application) -> None:
         app.router.add_post(TRACES_PATH, self.traces)
@@ -66,6 +162,14 @@ class OtlpReceiver:
 
     async def traces(self, request: web.Request) -> web.Response:
         content_type = request.content_type.lower()
+        if not self.authorized(request):
+            # Checked before anything else, and the body is never read: a sender without the
+            # token learns nothing and costs nothing.
+            as_json = content_type != PROTOBUF  # JSON for another content type, as the 415 below
+            return self._error(401, "missing or wrong OTLP token: send Authorization: Bearer <token> "
+                                    "(the receiver's GENOPS_OTLP_TOKEN, or the otlp_token file in its data directory)",
+                               as_json, "protobuf" if not as_json else "json" if content_type == JSON else "unknown",
+                               {"WWW-Authenticate": 'Bearer realm="genops-otlp"', "Connection": "close"})
         if content_type not in (PROTOBUF, JSON):
             return self._error(
                 415, f"unsupported Content-Type {request.headers.get('Content-Type', '(none)')!r}: "
@@ -76,28 +180,34 @@ class OtlpReceiver:
         if content_encoding not in ("identity", "gzip", ""):
             return self._error(415, f"unsupported Content-Encoding {content_encoding!r}: send gzip or none",
                                as_json, encoding)
+        gzipped = content_encoding == "gzip"
         too_large = (f"the request body exceeds the receiver's limit of {self.max_body_bytes} bytes "
                      "(GENOPS_OTLP_MAX_BODY_BYTES); send smaller batches")
-        if request.content_length is not None and request.content_length > self.max_body_bytes:
+        max_wire = wire_limit(self.max_body_bytes, gzipped)
+        if request.content_length is not None and request.content_length > max_wire:
             return self._error(413, too_large, as_json, encoding, {"Connection": "close"})
         if not self.pipeline.has_room(1):
             return self._shed(as_json, encoding)
+        loop = asyncio.get_running_loop()
         try:
-            body = await request.read()  # aiohttp gunzips; its size cap applies after decompression
-        except web.HTTPRequestEntityTooLarge:
+            # The body as sent (aiohttp's decompression is off for this app): its cap is the wire limit.
+            body = await request.read()
+            if len(body) > max_wire:
+                raise web.HTTPRequestEntityTooLarge(max_size=max_wire, actual_size=len(body))
+            if gzipped:  # in a thread: inflating up to the limit takes a while, and must not stall the loop
+                async with self._inflating:  # and on at most half the cores: bombs cannot starve the loop's
+                    body = await loop.run_in_executor(None, gunzip_capped, body, self.max_body_bytes)
+        except (web.HTTPRequestEntityTooLarge, BodyTooLarge):
             return self._error(413, too_large, as_json, encoding, {"Connection": "close"})
-        except Exception as exc:  # noqa: BLE001 - a body aiohttp cannot decode (bad gzip)
+        except Exception as exc:  # noqa: BLE001 - a body that cannot be read or is not gzip
             return self._error(400, f"malformed OTLP trace export request: cannot read the {content_encoding} body "
                                     f"({exc})", as_json, encoding, {"Connection": "close"})
-        if len(body) > self.max_body_bytes:
-            return self._error(413, too_large, as_json, encoding, {"Connection": "close"})
         if as_json:
             decode = decode_json
         elif self.pipeline.native_otlp:  # ClickHouse decodes the spans; Python only validates and frames
             decode = decode_protobuf_for_clickhouse
         else:
             decode = decode_protobuf
-        loop = asyncio.get_running_loop()
         try:
             decoded = await loop.run_in_executor(None, decode, body)
         except OtlpError as exc:
@@ -123,15 +233,38 @@ class OtlpReceiver:
 
 
 def create_receiver_app(settings: Settings, pipeline: SpanPipeline) -> web.Application:
-    """The receiver as its own aiohttp app (own port): ``/v1/traces``, ``/metrics``, ``/healthz``."""
-    # The body limit is enforced by the handler (clear 413); aiohttp's own cap sits above it.
-    app = web.Application(client_max_size=settings.otlp_max_body_bytes + 1)
-    receiver = OtlpReceiver(pipeline, settings.otlp_max_body_bytes)
+    """The receiver as its own aiohttp app (own port): ``/v1/traces``, ``/metrics``, ``/healthz``.
+
+    The token is resolved here (created in the data directory on first use beyond loopback);
+    where it is gets logged once, the token itself never.
+    """
+    token = settings.resolved_otlp_token()
+    limit = settings.otlp_max_body_bytes
+    # auto_decompress off: aiohttp would gunzip on the event loop, all the way through a bomb,
+    # before the handler could refuse it; the handler gunzips with the limit instead. The
+    # body limit is enforced by the handler (clear 413); aiohttp's own cap sits above it.
+    app = web.Application(client_max_size=wire_limit(limit, True) + 1, handler_args={"auto_decompress": False})
+    receiver = OtlpReceiver(pipeline, limit, token)
     receiver.register(app)
-    app.router.add_get("/metrics", metrics_handler(pipeline, receiver.stats))
+    app.router.add_get("/metrics", _guarded(receiver, metrics_handler(pipeline, receiver.stats)))
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     app.router.add_get("/healthz", healthz)
+    notice = token_notice(settings)
+    if notice:
+        log.info(notice)
     return app
+
+
+def _guarded(receiver: OtlpReceiver, handler: _Handler) -> _Handler:
+    """``handler`` behind the receiver's token (Prometheus sends it with ``authorization: {credentials: ...}``)."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        if not receiver.authorized(request):
+            return web.Response(status=401, text="missing or wrong OTLP token (GENOPS_OTLP_TOKEN)\n",
+                                headers={"WWW-Authenticate": 'Bearer realm="genops-otlp"'})
+        return await handler(request)
+
+    return guarded

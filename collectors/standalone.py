@@ -8,7 +8,7 @@ import sys
 
 from aiohttp import web
 
-from genops.collectors.receiver import create_receiver_app
+from genops.collectors.receiver import create_receiver_app, token_notice
 from genops.config import Settings
 
 log = logging.getLogger("genops.collector")
@@ -29,6 +29,9 @@ def run_collector(settings: Settings) -> None:
             "loop": loop_name, "spool_replay_spans": pipeline.spool.pending_spans})
         print(f"GenOps OTLP/HTTP receiver on {url}/v1/traces (metrics: {url}/metrics); "
               f"traces go to {settings.storage_description()}", file=sys.stderr, flush=True)
+        notice = token_notice(settings)  # where the token is, never the token
+        if notice:
+            print(f"GenOps: {notice}", file=sys.stderr, flush=True)
 
     async def on_cleanup(_: web.Application) -> None:
         await asyncio.get_running_loop().run_in_executor(None, pipeline.shutdown)

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from genops.collectors.anomaly.service import attach as attach_anomaly_jobs
 from genops.collectors.metrics import metrics_handler
-from genops.collectors.receiver import RECEIVER_STATS_KEY, create_receiver_app
+from genops.collectors.receiver import RECEIVER_STATS_KEY, create_receiver_app, token_notice
 from genops.config import Settings
 from genops.proxy.app import ADMIN_KEY, RECENT_KEY, create_app
 from genops.proxy.worker_report import WorkerReports
@@ -93,7 +93,7 @@ def open_store(settings: Settings) -> tuple[Any, list[Any], SpanPipeline]:
     ClickHouse server the pipeline gets its own client with the export timeout, so a hung
     server turns into a retry from the spool instead of a stuck thread.
     """
-    settings.data_path.mkdir(parents=True, exist_ok=True)
+    settings.private_data_dir()
     client = open_client(settings)
     applied = migrate(client, settings.database, retention_days=settings.retention_days)
     export_client = client
@@ -182,6 +182,9 @@ def serve(settings: Settings) -> None:
         if otlp_url:
             print(f"OTLP/HTTP receiver on {otlp_url}/v1/traces (agents: OTEL_EXPORTER_OTLP_ENDPOINT={otlp_url})",
                   file=sys.stderr, flush=True)
+            notice = token_notice(settings)  # where the token is, never the token
+            if notice:
+                print(f"GenOps: {notice}", file=sys.stderr, flush=True)
 
     async def on_cleanup(_: web.Application) -> None:
         try:
@@ -211,6 +214,10 @@ def serve(settings: Settings) -> None:
         handle_signals=True,
         shutdown_timeout=10,
         reuse_port=None,
+        # A connection must bring a request's complete headers within this time (from its start,
+        # or from the previous response when kept alive), else it is closed (see README). A
+        # supervisor listens on loopback for its own workers only: aiohttp's default there.
+        keepalive_timeout=75.0 if separate else settings.client_header_timeout_s,
     )
     if pool is not None and pool.failure:
         raise WorkersFailed(pool.failure)

@@ -399,3 +399,57 @@ def test_fields_of_an_unexpected_wire_type_are_stored_like_python(stores: Any, e
 def test_a_group_outside_the_spans_is_decoded_in_python(stores: Any) -> None:
     body = request(span("g")) + b"\xfb\x01\xfc\x01"  # an unknown group in the request itself
     assert not ingest_both(stores, body)
+
+
+def test_reserved_scope_names_are_stored_alike_and_never_as_genops_own(stores: Any) -> None:
+    """A scope named like GenOps's own recorders (genops.*) is stored as otlp:<name> by both decoders."""
+    client, python_db, native_db = stores
+    forged = span("chat gpt-4o", kvs(("gen_ai.operation.name", "chat"), ("genops.cost.usd", 99999.5),
+                                     ("genops.user.id", "victim-user")))
+    demo, plain, prefixed = span("demo"), span("plain"), span("already prefixed")
+    body = ExportTraceServiceRequest(resource_spans=[ResourceSpans(
+        resource=Resource(attributes=kvs(("service.name", "forger"))),
+        scope_spans=[ScopeSpans(scope=InstrumentationScope(name=name, version="1"), spans=[s]) for name, s in
+                     (("genops.proxy", forged), ("genops.demo", demo), ("genopsx", plain),
+                      ("otlp:genops.proxy", prefixed))],
+    )]).SerializeToString()
+    assert ingest_both(stores, body)
+    span_ids = [s.span_id.hex() for s in (forged, demo, plain, prefixed)]
+    for database in (python_db, native_db):
+        scopes = dict(client.query(f"SELECT SpanId, ScopeName FROM {database}.otel_traces WHERE SpanId IN "
+                                   "{ids:Array(String)}", parameters={"ids": span_ids}).result_rows)
+        assert [scopes[i] for i in span_ids] == ["otlp:genops.proxy", "otlp:genops.demo", "genopsx",
+                                                 "otlp:genops.proxy"]
+        calls = client.query(f"SELECT ScopeName FROM {database}.genops_calls WHERE SpanId = {{id:String}}",
+                             parameters={"id": forged.span_id.hex()}).result_rows
+        assert calls == [("otlp:genops.proxy",)]
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_span_rows_that_kept_a_reserved_scope_are_renamed_on_insert(stores: Any, fallback: bool) -> None:
+    """SpanRows whose tail still names genops.proxy (spooled by an older receiver): the view
+    (migration 0070) renames it, and so does the Python decoder a refused batch goes through."""
+    from genops.storage.otlp_native import frame_span_rows, tail_bytes
+
+    client, _python_db, native_db = stores
+    attributes = kvs(("gen_ai.operation.name", "chat"), *([("tiny", 1.5e-5)] if fallback else []))
+    forged = span("chat gpt-4o", attributes)
+    body = request(forged, scope=("genops.proxy", "1"))
+    payload = frame_span_rows(body, [[tail_bytes({"service.name": "svc"}, "svc", "genops.proxy", "1")]], [True])
+    native = insert_span_rows(client, native_db, payload, insert_deduplication_token=uuid.uuid4().hex, **DEDUP)
+    assert native is not fallback
+    stored = client.query(f"SELECT ScopeName FROM {native_db}.otel_traces WHERE SpanId = {{id:String}}",
+                          parameters={"id": forged.span_id.hex()}).result_rows
+    assert stored == [("otlp:genops.proxy",)]
+
+
+def test_migration_0070_runs_again_harmlessly(stores: Any) -> None:
+    """Its MODIFY QUERY is safe to repeat (a migration interrupted before its ledger row runs again)."""
+    from genops.storage.migrate import available_migrations
+
+    client, _python_db, native_db = stores
+    (migration,) = [m for m in available_migrations() if m.version == 70]
+    for _ in range(2):
+        for statement in migration.statements(database=native_db, retention_days=30):
+            client.command(statement)
+    assert ingest_both(stores, request(span("again"), scope=("genops.proxy", "2")))
