@@ -9,6 +9,8 @@ to core 1 (when ``taskset`` and two cores exist).
     python bench/proxy_bench.py                 # full run (~2 min)
     python bench/proxy_bench.py --smoke         # a few seconds, for the test suite
     python bench/proxy_bench.py --soak 1000000  # memory/latency flatness over N requests
+    python bench/proxy_bench.py --bodies        # MB/s of 1, 16 and 64 MB non-streamed answers
+    python bench/proxy_bench.py --bodies --genops-env GENOPS_UPSTREAM_CLIENT=aiohttp
 
 Reported: added latency p50/p90/p99 at 1, 10 and 50 clients (vs direct), requests/s per proxy
 core, streaming time to first byte and full-stream time, CPU time per request, RSS idle and
@@ -313,6 +315,91 @@ def soak(target: Target, total: int, use_wrk: bool) -> str:
 SETTLE_S = 2.0
 
 
+BODY_SIZES_MB = (1, 16, 64)
+
+
+def canned_embeddings(size: int) -> bytes:
+    """A valid embeddings answer of ``size`` bytes (one base64 embedding string, padded to size)."""
+    head = b'{"object":"list","data":[{"object":"embedding","index":0,"embedding":"'
+    tail = b'"}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}'
+    return head + b"A" * max(0, size - len(head) - len(tail)) + tail
+
+
+def serve_bodies(port: int) -> None:
+    """The canned upstream of ``--bodies``: any request gets ``?bytes=N`` bytes of JSON."""
+    from aiohttp import web
+
+    answers: dict[int, bytes] = {}
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        size = int(request.query.get("bytes", "1024"))
+        body = answers.get(size) or answers.setdefault(size, canned_embeddings(size))
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application(client_max_size=1 << 30)
+    app.router.add_route("*", "/{tail:.*}", answer)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, handle_signals=True)
+
+
+def fetch_size(url: str) -> int:
+    request = urllib.request.Request(url, data=b'{"model":"text-embedding-3-small","input":"hello"}',
+                                     headers={"Content-Type": "application/json", "Authorization": "Bearer sk-bench"})
+    with urllib.request.urlopen(request, timeout=600) as response:
+        return len(response.read())
+
+
+def bodies(args: argparse.Namespace) -> int:
+    """MB/s through GenOps vs direct for 1, 16 and 64 MB non-streamed answers, and GenOps's CPU per call."""
+    work = Path(tempfile.mkdtemp(prefix="genops-bench-"))
+    ports = {name: free_port() for name in ("upstream", "genops")}
+    procs: list[subprocess.Popen] = []
+    try:
+        procs.append(start([*pin(1), sys.executable, str(Path(__file__).resolve()), "--serve-bodies",
+                            str(ports["upstream"])]))
+        upstream_url = f"http://127.0.0.1:{ports['upstream']}"
+        genops_env = {"GENOPS_OPENAI_BASE_URL": upstream_url, "GENOPS_PORT": str(ports["genops"]),
+                      "GENOPS_DATA_DIR": str(work / "data"), "GENOPS_LOG_LEVEL": "warning"}
+        genops_env.update(dict(kv.split("=", 1) for kv in args.genops_env))
+        genops = start([sys.executable, "-m", "genops", "serve"], genops_env, work / "genops.log")
+        procs.append(genops)
+        wait_http(f"http://127.0.0.1:{ports['genops']}/healthz")
+        wait_http(upstream_url + "/")
+        client = genops_env.get("GENOPS_UPSTREAM_CLIENT", os.environ.get("GENOPS_UPSTREAM_CLIENT", "native"))
+        print(f"non-streamed bodies, upstream client: {client}")
+        print(f"{'size':>6} {'direct MB/s':>12} {'genops MB/s':>12} {'ratio':>6} {'genops CPU ms/call':>19}")
+        sizes = (1,) if args.smoke else BODY_SIZES_MB
+        for size_mb in sizes:
+            size = size_mb << 20
+            reps = 2 if args.smoke else max(3, 64 // size_mb)
+            rates = {}
+            cpu_ms = 0.0
+            for name, base in (("direct", upstream_url), ("genops", f"http://127.0.0.1:{ports['genops']}")):
+                url = f"{base}/v1/embeddings?bytes={size}"
+                fetch_size(url)  # warm: connections, caches
+                cpu_before = cpu_seconds(genops.pid)
+                started = time.perf_counter()
+                for _ in range(reps):
+                    assert fetch_size(url) == size
+                elapsed = time.perf_counter() - started
+                rates[name] = size * reps / elapsed / 1e6
+                if name == "genops":
+                    cpu_ms = (cpu_seconds(genops.pid) - cpu_before) / reps * 1000
+            print(f"{size_mb:>4}MB {rates['direct']:>12.0f} {rates['genops']:>12.0f} "
+                  f"{rates['genops'] / rates['direct']:>6.2f} {cpu_ms:>19.1f}")
+        return 0
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
@@ -323,7 +410,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write all figures here")
     parser.add_argument("--genops-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for genops serve (e.g. GENOPS_SAFETY_POLICY=...)")
+    parser.add_argument("--bodies", action="store_true",
+                        help="only measure MB/s of 1, 16 and 64 MB non-streamed answers (GenOps vs direct)")
+    parser.add_argument("--serve-bodies", type=int, metavar="PORT", help=argparse.SUPPRESS)  # --bodies' upstream
     args = parser.parse_args(argv)
+    if args.serve_bodies:
+        serve_bodies(args.serve_bodies)
+        return 0
+    if args.bodies:
+        return bodies(args)
     if args.smoke:
         args.duration, args.clients, args.no_wrk = 0.5, "1,4", True
     clients = [int(c) for c in args.clients.split(",")]

@@ -13,7 +13,7 @@ from genops.proxy.after_response import drain_pending
 from genops.proxy.feedback import FeedbackRoutes
 from genops.proxy.context import request_id_for
 from genops.proxy.handler import REQUEST_ID_HEADER, ProxyHandler
-from genops.proxy.upstream_client import UpstreamClient
+from genops.proxy.upstream_client import create_upstream_client
 from genops.proxy.providers import build_adapters
 from genops.proxy.recent import RecentCalls
 from genops.proxy.telemetry import Telemetry
@@ -56,7 +56,7 @@ def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any,
     and its admin paths are answered by the supervisor there.
     """
     app = web.Application(client_max_size=settings.max_body_bytes, handler_args={"max_field_size": 65536})
-    upstream = UpstreamClient()  # one per app: its connections belong to the app's event loop
+    upstream = create_upstream_client(settings)  # one per app: its connections belong to the app's event loop
     if admin_forward_url:
         AdminForwarder(admin_forward_url).register(app)
         app.router.add_get("/healthz", lambda _: web.json_response({"status": "ok"}))

@@ -355,3 +355,51 @@ async def test_connections_idle_past_the_keep_alive_time_are_closed(monkeypatch)
     finally:
         await client.close()
         await server.stop()
+
+
+@pytest.mark.parametrize("size", [629 * 1024, 5 * 1024 * 1024, 64 * 1024 * 1024], ids=["629KB", "5MB", "64MB"])
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+async def test_whole_body_read_past_the_high_water_mark_does_not_hang(framing, size):
+    # Issue #18: read() of a body over HIGH_WATER (256 KiB) paused the transport and never
+    # resumed it: a 629 KB embeddings answer waited for the total timeout, then 504.
+    from aiohttp import web
+
+    body = bytes(range(256)) * (size // 256)
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        if framing == "length":
+            return web.Response(body=body)
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(body), 1 << 20):
+            await response.write(body[start:start + (1 << 20)])
+        await response.write_eof()
+        return response
+
+    async def until_close(writer: asyncio.StreamWriter) -> None:  # no length, not chunked
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+    app = web.Application()
+    app.router.add_get("/", answer)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    raw = RawServer(lambda i, conn, head: until_close)
+    if framing == "close":
+        port = await raw.start()
+    client = UpstreamClient()
+    try:
+        response = await call(client, f"http://127.0.0.1:{port}/", "GET", None, timeout=15.0)
+        if framing == "close":
+            assert "Content-Length" not in response.headers and "Transfer-Encoding" not in response.headers
+        assert await response.read() == body  # before the fix: asyncio.TimeoutError after 15 s
+        response.release()
+    finally:
+        await client.close()
+        await runner.cleanup()
+        await raw.stop()
