@@ -25,6 +25,8 @@ from genops.collectors.anomaly.synthetic import generate, schedule_injections
 from genops.storage.migrate import migrate
 
 START = dt.datetime(2026, 11, 2)  # a Monday: the week has a weekend
+# The fixed weeks above must outlive the TTL (default 30 days), or merges drop their first days.
+HISTORY_RETENTION_DAYS = 3650
 DAYS = 7
 CALLS_PER_MINUTE = 30
 DETECTORS = [cls.name for cls in DETECTOR_CLASSES]
@@ -49,7 +51,7 @@ def week(chdb_dir: Path) -> Iterator[Week]:
     suffix = uuid.uuid4().hex[:8]
     w = Week(client, f"anomaly_clean_{suffix}", f"anomaly_injected_{suffix}")
     for database, injections in ((w.clean_db, []), (w.injected_db, w.injections)):
-        migrate(client, database)
+        migrate(client, database, retention_days=HISTORY_RETENTION_DAYS)
         generate(client, database, START, DAYS, calls_per_minute=CALLS_PER_MINUTE, seed=1, injections=injections)
         w.reports[database] = AnomalyJobs(client, database).backfill(START, START + dt.timedelta(days=DAYS))
     yield w

@@ -29,6 +29,8 @@ from genops.storage.migrate import migrate
 from genops.storage.rows import insert_rows
 
 START = dt.datetime(2026, 11, 2)
+# The fixed weeks above must outlive the TTL (default 30 days), or merges drop their first days.
+HISTORY_RETENTION_DAYS = 3650
 MINI = MODELS.index(next(m for m in MODELS if m.name == "gpt-4o-mini"))
 FIRST = Injection("latency", START + dt.timedelta(hours=20), 30, str(MINI), "latency_p95", "openai/gpt-4o-mini")
 SECOND = Injection("latency", START + dt.timedelta(hours=21, minutes=30), 25, str(MINI), "latency_p95",
@@ -44,7 +46,7 @@ def client(chdb_dir: Path) -> Any:
 def day_db(client: Any) -> Iterator[str]:
     """A day and a half of traffic with two latency regressions of gpt-4o-mini at known times."""
     database = "anomaly_jobs_" + uuid.uuid4().hex[:8]
-    migrate(client, database)
+    migrate(client, database, retention_days=HISTORY_RETENTION_DAYS)
     generate(client, database, START, 1.5, calls_per_minute=30, seed=3, injections=[FIRST, SECOND])
     yield database
     client.command(f"DROP DATABASE IF EXISTS {database}")
@@ -115,7 +117,7 @@ def test_rollups_agree_with_the_raw_calls(client: Any, day_db: str) -> None:
 
 def test_response_model_mismatch_ignores_dated_snapshots(client: Any) -> None:
     database = "anomaly_mismatch_" + uuid.uuid4().hex[:8]
-    migrate(client, database)
+    migrate(client, database, retention_days=HISTORY_RETENTION_DAYS)
     ts = int(dt.datetime(2026, 11, 2, 12, tzinfo=dt.timezone.utc).timestamp()) * 10**9
     pairs = [("gpt-4o", "gpt-4o-2024-08-06"), ("gpt-4o", "gpt-4o-mini"), ("claude-sonnet-4", "claude-sonnet-4-20250514"),
              ("gemini-2.5-flash", "models/gemini-2.5-flash-001"), ("gemini-2.5-flash", "gemini-2.5-pro"),
@@ -141,7 +143,7 @@ def _key_rows(client: Any, database: str) -> list[tuple]:
 def test_live_loop_keeps_one_row_per_anomaly_and_alerts_once_with_cooldown(client: Any, day_db: str,
                                                                             webhook: Webhook) -> None:
     database = "anomaly_live_" + uuid.uuid4().hex[:8]
-    migrate(client, database)
+    migrate(client, database, retention_days=HISTORY_RETENTION_DAYS)
     # the same traffic, copied so this test's anomaly rows start from nothing
     client.command(f"INSERT INTO {database}.otel_traces SELECT * FROM {day_db}.otel_traces")
     now = [START + dt.timedelta(hours=19)]
@@ -182,7 +184,7 @@ def test_live_loop_keeps_one_row_per_anomaly_and_alerts_once_with_cooldown(clien
 
 def test_alert_after_cooldown_and_failed_posts_are_retried(client: Any, webhook: Webhook) -> None:
     database = "anomaly_alerts_" + uuid.uuid4().hex[:8]
-    migrate(client, database)
+    migrate(client, database, retention_days=HISTORY_RETENTION_DAYS)
     t0 = dt.datetime(2026, 11, 2, 12)
     first = Anomaly("error_rate", "openai/gpt-4o", t0, t0 + dt.timedelta(minutes=10), 0.3, 0.01, 9.0, "critical", "open")
     store.write_anomalies(client, database, [first])
@@ -299,7 +301,7 @@ def test_stl_decides_which_entities_get_a_seasonal_baseline(client: Any) -> None
     from genops.collectors.anomaly.detectors.traffic_drop import TrafficDrop
 
     database = "anomaly_stl_" + uuid.uuid4().hex[:8]
-    migrate(client, database)
+    migrate(client, database, retention_days=HISTORY_RETENTION_DAYS)
     rng = random.Random(5)
     end = dt.datetime(2026, 11, 9)
     rows = []

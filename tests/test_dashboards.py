@@ -151,7 +151,7 @@ def test_simulator_matches_the_plugin_rules() -> None:
 @pytest.fixture(scope="module")
 def store(chdb_dir: Path) -> Iterator[tuple[Any, Seeded]]:
     database = "dash_" + uuid.uuid4().hex[:8]
-    migrate(open_chdb(chdb_dir), database)
+    migrate(open_chdb(chdb_dir), database, retention_days=3650)  # a fixed day of 2026-11 must outlive the TTL
     client = open_chdb(chdb_dir, database)
     tables = {r[0] for r in client.query(f"SHOW TABLES FROM {database}").result_rows}
     assert {"genops_calls", "genops_cache_savings", "genops_anomalies", "otel_traces_trace_id_ts"} <= tables
