@@ -15,6 +15,7 @@ from genops.proxy.context import request_id_for
 from genops.proxy.handler import REQUEST_ID_HEADER, ProxyHandler
 from genops.proxy.upstream_client import create_upstream_client
 from genops.proxy.providers import build_adapters
+from genops.proxy.providers.root import ANTHROPIC, GEMINI, GEMINI_VERSIONS, OPENAI, gemini_root_route, root_route
 from genops.proxy.recent import RecentCalls
 from genops.proxy.telemetry import Telemetry
 from genops.proxy.workers import AdminForwarder
@@ -48,6 +49,38 @@ def _unknown_route(known: list[str]):
     return handler
 
 
+def _root_routes(app: web.Application, handlers: dict[str, ProxyHandler], known: list[str]) -> None:
+    """The root (``/v1/...``, ``/v1beta/...``, ``/v1alpha/...``): each request goes to the adapter of
+    its wire format (:mod:`genops.proxy.providers.root`), so an SDK given the bare proxy URL
+    (``ANTHROPIC_BASE_URL=http://127.0.0.1:8080``) reaches its own provider, and a provider's
+    key never reaches another one."""
+    openai, anthropic, gemini = handlers[OPENAI], handlers[ANTHROPIC], handlers[GEMINI]
+    by_name = {ANTHROPIC: anthropic, GEMINI: gemini}
+
+    async def v1(request: web.Request) -> web.StreamResponse:
+        tail = request.match_info.get("tail", "")
+        tail = "/" + tail if tail and tail[0] != "/" else tail
+        route = root_route(tail, request.headers)
+        if route is None:
+            return await openai(request, tail)
+        return await by_name[route.adapter](request, route.tail, route.refuse)
+
+    def gemini_version(version: str) -> Any:
+        async def gemini_root(request: web.Request) -> web.StreamResponse:
+            route = gemini_root_route(f"{version}/{request.match_info.get('tail', '')}", request.headers)
+            return await by_name[route.adapter](request, route.tail, route.refuse)
+
+        return gemini_root
+
+    for method in METHODS:
+        app.router.add_route(method, "/v1/{tail:.*}", v1)
+    for version in GEMINI_VERSIONS:
+        gemini_root = gemini_version(version)
+        for method in METHODS:
+            app.router.add_route(method, version + "/{tail:.*}", gemini_root)
+    known.extend(GEMINI_VERSIONS)
+
+
 def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any,
                admin_forward_url: str | None = None) -> web.Application:
     """Build the proxy app. ``sql_client`` serves readiness checks, read-only SQL and feedback.
@@ -71,12 +104,16 @@ def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any,
         FeedbackRoutes(sql_client, settings.database, settings.resolved_admin_token(), recent,
                        feedback_token=settings.resolved_feedback_token(), rate=settings.feedback_rate).register(app)
     known = []
+    handlers = {}
     for adapter in build_adapters(settings):
-        handler = ProxyHandler(adapter, settings, upstream, telemetry.tracer)
+        handler = handlers[adapter.name] = ProxyHandler(adapter, settings, upstream, telemetry.tracer)
         for prefix in adapter.prefixes:
             known.append(prefix or "/")
+            if adapter.name == OPENAI and prefix == "/v1":
+                continue  # the root: see _root_routes
             for method in METHODS:
                 app.router.add_route(method, prefix + "/{tail:.*}", handler)
+    _root_routes(app, handlers, known)
     app.router.add_route("*", "/{tail:.*}", _unknown_route(known))
 
     async def close_upstream(_: web.Application) -> None:

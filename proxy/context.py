@@ -103,7 +103,9 @@ class _Collector:
     def _text(self, value: Any, limit: int) -> str | None:
         if isinstance(value, bool):
             text = "true" if value else "false"
-        elif isinstance(value, (str, int, float)):
+        elif isinstance(value, str):
+            text = (value if value.isascii() else escape_header(value)).strip()
+        elif isinstance(value, (int, float)):
             text = str(value).strip()
         else:
             return None  # nested objects and nulls are not context values
@@ -190,12 +192,32 @@ def context_attributes(headers: Iterable[tuple[str, str]], body_context: Mapping
     return collector.attributes()
 
 
+def escape_header(value: str) -> str:
+    """A header value as stored in spans and sent back in headers: bytes that are not UTF-8 become
+    backslash escapes (the byte 0xff becomes the four characters ``\\xff``); valid UTF-8, non-ASCII
+    letters included, is kept as it is.
+
+    aiohttp decodes header bytes as UTF-8 with ``surrogateescape``, so a byte that is not UTF-8
+    arrives as a lone surrogate (0xff -> U+DCFF), which no span exporter, ClickHouse insert or
+    response header can encode: unescaped, such a value would cost the call its span. Escapes
+    keep different raw ids different (a replacement character would merge them). A value that is
+    ASCII (almost all) is returned as is after one ``str.isascii()`` (~30 ns).
+    """
+    if value.isascii():
+        return value
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that did not come from a raw byte (e.g. "\ud800")
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def request_id_for(headers: Mapping[str, str]) -> str:
-    """The call's request id: the client's own (capped at :data:`MAX_VALUE_CHARS`), else a new one."""
+    """The call's request id: the client's own (capped at :data:`MAX_VALUE_CHARS`), else a new one.
+    Bytes that are not UTF-8 are escaped (:func:`escape_header`): the id is stored and sent back."""
     for name in REQUEST_ID_HEADERS:
         value = headers.get(name)
         if value:
-            value = value.strip()
+            value = (value if value.isascii() else escape_header(value)).strip()
             if value:
                 return value[:MAX_VALUE_CHARS]
     # 32 hex digits like a uuid4's: ids need uniqueness, not secrecy (uuid4 reads os.urandom per call).

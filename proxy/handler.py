@@ -28,8 +28,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from genops import semconv as sc
 from genops.config import Settings
 from genops.proxy import after_response
-from genops.proxy.context import call_context, request_id_for
-from genops.proxy.headers import downstream_headers, upstream_headers
+from genops.proxy.context import call_context, escape_header, request_id_for
+from genops.proxy.headers import HeaderBytesError, downstream_headers, upstream_headers
 from genops.proxy.pricing import Price, price_call
 from genops.proxy.providers.base import Call, ProviderAdapter, RequestError, Upstream
 from genops.proxy.safety.guard import CallGuard, SafetyConfig
@@ -94,14 +94,22 @@ class ProxyHandler:
         self.tracer = tracer
         self.safety = SafetyConfig(settings, adapter.name)
         self.targets = TargetPolicy.from_settings(settings)
+        # Whether the upstream client sends header bytes that are not UTF-8 as received (it re-encodes
+        # aiohttp's surrogate escapes); otherwise such a header gets a 400 rather than being altered.
+        self.raw_bytes_ok = bool(getattr(client, "preserves_header_bytes", False))
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def __call__(self, request: web.Request, tail: str | None = None,
+                       refuse: str | None = None) -> web.StreamResponse:
+        """Serve one request. ``tail`` (the path after the adapter's prefix) and ``refuse`` (the
+        message of a 400 to answer instead of forwarding) come from the root dispatcher
+        (proxy/app.py); a route of the adapter's own prefix passes neither."""
         started_ns = time.time_ns()
         started_perf = time.perf_counter_ns()
         adapter = self.adapter
         request_id = request_id_for(request.headers)
-        tail = request.match_info.get("tail", "")
-        tail = "/" + tail if tail and not tail.startswith("/") else tail
+        if tail is None:
+            tail = request.match_info.get("tail", "")
+            tail = "/" + tail if tail and not tail.startswith("/") else tail
         call: Call | None = None  # the adapter's, once the request is parsed
         forwarding = False  # from here on a response may have started
         upstream: Upstream | None = None
@@ -114,8 +122,10 @@ class ProxyHandler:
         )
         traceparent = _traceparent(span.get_span_context())  # sent upstream and returned to the client
         try:
-            try:
-                body = await request.read()
+            if refuse is not None:  # another provider's request at the root (proxy/providers/root.py)
+                raise RequestError(400, refuse, "invalid_request_error", "wrong_base_url")
+            try:  # a body already in (the usual small request) is read at once, without a timer
+                body = await request.read() if request.content.is_eof() else await self._read_arriving_body(request)
             except web.HTTPRequestEntityTooLarge:
                 raise RequestError(
                     413,
@@ -138,10 +148,13 @@ class ProxyHandler:
         except RequestError as exc:
             if call is None:
                 call = Call()
+            message = exc.message if exc.message.isascii() else escape_header(exc.message)  # may quote a header
             call.error_type = exc.code or exc.error_type
-            call.error_message = exc.message
+            call.error_message = message
             status = exc.status
-            response = self._error(exc.status, exc.message, exc.error_type, exc.code, request_id, traceparent)
+            response = self._error(exc.status, message, exc.error_type, exc.code, request_id, traceparent)
+            if status in (408, 413):  # the body was not read (whole): this connection cannot serve another request
+                response.force_close()
         except Exception as exc:
             if forwarding:
                 raise  # the response may have started: nothing clean can be sent any more
@@ -167,7 +180,12 @@ class ProxyHandler:
                        span: trace.Span, traceparent: str, request_id: str, started_perf: int) -> tuple[web.StreamResponse, int]:
         call.extra_attributes[sc.GENOPS_REQUEST_BODY_BYTES] = len(body)
         send_body = self.adapter.prepare_body(call, body)
-        headers = upstream_headers(request.headers, streaming=call.stream)
+        try:
+            headers = upstream_headers(request.headers, streaming=call.stream, raw_bytes_ok=self.raw_bytes_ok)
+        except HeaderBytesError as exc:
+            raise RequestError(400, f"The request header {escape_header(exc.name)} has bytes that are not UTF-8; "
+                               "GenOps cannot forward it unchanged.", "invalid_request_error",
+                               "invalid_header_bytes") from None
         for name in upstream.drop_headers:
             headers.popall(name, None)
         headers.update(upstream.set_headers)
@@ -186,8 +204,12 @@ class ProxyHandler:
             reason = exc.__cause__ if isinstance(exc, UpstreamConnectError) and exc.__cause__ else exc
             raise RequestError(502, f"The upstream {self._host(upstream)} is unreachable: {type(reason).__name__}.",
                                "upstream_unreachable", "upstream_unreachable") from None
-        except UnicodeError:
-            raise  # non-UTF-8 header bytes: left as they were, for their own fix
+        except UnicodeEncodeError:
+            # A header value with bytes that are not UTF-8 (aiohttp keeps them as surrogate escapes)
+            # that a client claiming preserves_header_bytes still could not write: refused, nothing sent.
+            raise RequestError(400, f"The request header {_non_utf8_header(headers)} has bytes that are not "
+                               "UTF-8; GenOps cannot forward it unchanged.", "invalid_request_error",
+                               "invalid_header_bytes") from None
         except ValueError as exc:  # a URL or header the client cannot send; its message may quote the URL
             raise RequestError(502, f"The request to the upstream {self._host(upstream)} could not be made: "
                                f"{type(exc).__name__}.", "upstream_unreachable", "invalid_upstream_request") from None
@@ -283,6 +305,36 @@ class ProxyHandler:
             call.first_token_perf_ns = state.first_token_ns
         await estimate_missing_usage(call)  # after the client's last byte; only when usage was not reported
         return response
+
+    async def _read_arriving_body(self, request: web.Request) -> bytes:
+        """A body still arriving: refused at once when its ``Content-Length`` is over
+        ``GENOPS_MAX_BODY_BYTES`` (413, nothing read), else read with a timer of
+        ``GENOPS_CLIENT_BODY_TIMEOUT_S`` that each arriving piece restarts (408 when the client
+        pauses longer). Raises ``HTTPRequestEntityTooLarge`` like ``request.read()``."""
+        limit = self.settings.max_body_bytes
+        length = request.content_length
+        if length is not None and length > limit:
+            raise web.HTTPRequestEntityTooLarge(limit, length)
+        content = request.content
+        pause = self.settings.client_body_timeout_s
+        loop = asyncio.get_running_loop()
+        content.set_read_chunk_size(limit)  # as request.read() does
+        body = bytearray()
+        try:
+            async with asyncio.timeout(pause) as timer:
+                while True:
+                    chunk = await content.readany()
+                    if not chunk:
+                        break
+                    body += chunk
+                    if len(body) > limit:
+                        raise web.HTTPRequestEntityTooLarge(limit, len(body))
+                    timer.reschedule(loop.time() + pause)
+        except TimeoutError:
+            raise RequestError(408, f"The client sent no part of the request body for {pause:g} s "
+                               "(GENOPS_CLIENT_BODY_TIMEOUT_S).", "invalid_request_error",
+                               "request_timeout") from None
+        return bytes(body)
 
     # -- safety (proxy/safety/): scan, mask or block the request; annotate after the response --
 
@@ -391,6 +443,17 @@ def _log_failure(exc: Exception, route: str, request_id: str) -> None:
         "error_message": mask_userinfo(str(exc))[:300],
         "traceback": "".join(traceback.format_tb(exc.__traceback__)),
     })
+
+
+def _non_utf8_header(headers: Any) -> str:
+    """The name of the first header whose value has bytes that are not UTF-8 (escaped, for messages)."""
+    for name, value in headers.items():
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return escape_header(name)
+    return "(unknown)"
 
 
 #: How long a stream's response headers wait for its first chunk, to leave in one write with it.

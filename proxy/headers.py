@@ -48,8 +48,33 @@ def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set
     return tokens
 
 
-def upstream_headers(incoming: CIMultiDictProxy[str], *, streaming: bool) -> CIMultiDict[str]:
-    """Request headers to forward upstream (credentials included, proxy headers removed)."""
+class HeaderBytesError(ValueError):
+    """A header to forward has bytes that are not UTF-8 and the upstream client cannot send them as they are."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _not_utf8(value: str) -> bool:
+    """Whether a (non-ASCII) header value holds bytes that were not UTF-8 (aiohttp's surrogate escapes)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def upstream_headers(incoming: CIMultiDictProxy[str], *, streaming: bool,
+                     raw_bytes_ok: bool = True) -> CIMultiDict[str]:
+    """Request headers to forward upstream (credentials included, proxy headers removed).
+
+    Header bytes that are not UTF-8 arrive as surrogate escapes (aiohttp decodes with
+    ``surrogateescape``). An upstream client that writes them back as the same bytes says so
+    (``raw_bytes_ok``); for one that cannot, such a header raises :class:`HeaderBytesError`
+    instead of being sent altered (aiohttp's writer drops the bytes, a strict encode fails).
+    Costs one ``str.isascii()`` per header (O(1) in CPython: a flag of the string).
+    """
     drop = _connection_tokens(incoming)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
@@ -58,6 +83,8 @@ def upstream_headers(incoming: CIMultiDictProxy[str], *, streaming: bool) -> CIM
             continue
         if lower == "accept-encoding":
             continue
+        if not raw_bytes_ok and not value.isascii() and _not_utf8(value):
+            raise HeaderBytesError(name)
         out.add(name, value)
     out["Accept-Encoding"] = "identity" if streaming else _accept_encoding(incoming.get("accept-encoding", ""))
     return out

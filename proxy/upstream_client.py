@@ -451,6 +451,10 @@ class UpstreamClient:
     system's CAs (``SSL_CERT_FILE``/``SSL_CERT_DIR`` respected).
     """
 
+    #: Header values with bytes that are not UTF-8 are sent as received (see ``_serialize``).
+    preserves_header_bytes = True
+
+
     def __init__(self, *, dns_cache_ttl_s: float = 10.0, max_connections: int = 0, resolver: Resolver | None = None,
                  proxies: Mapping[str, str] | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
         self._origins: dict[str, _Origin] = {}
@@ -562,7 +566,9 @@ class UpstreamClient:
             if "Content-Type" not in headers and method in _POST_METHODS:  # not for DELETE (aiohttp 3.14)
                 lines.append("Content-Type: application/octet-stream\r\n")
         lines.append("\r\n")
-        head = "".join(lines).encode("utf-8")
+        # surrogateescape: header bytes that are not UTF-8 arrive as lone surrogates (aiohttp's server
+        # decodes them so) and leave as the same bytes, so such a header is forwarded unchanged.
+        head = "".join(lines).encode("utf-8", "surrogateescape")
         if not data:
             return [head]
         return [head + data] if len(data) < 16384 else [head, data]

@@ -329,7 +329,8 @@ def serve_worker(settings: Settings, admin_url: str, index: int) -> None:
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,
                 # Share the port only among our own workers: one worker binds it alone, so a port
                 # already in use is an error, not a silent split with another server.
-                handle_signals=True, shutdown_timeout=10, reuse_port=settings.workers > 1)
+                handle_signals=True, shutdown_timeout=10, reuse_port=settings.workers > 1,
+                keepalive_timeout=settings.client_header_timeout_s)  # headers due within it (proxy/server.py)
 
 
 def _open_spool(path: Any, settings: Settings) -> Any:

@@ -5,6 +5,7 @@ Also serves any OpenAI-compatible server (vLLM, Ollama, ...) when given another 
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterator
 
 import orjson
@@ -46,8 +47,120 @@ REQUEST_PARAMETERS = {
     "n": sc.GEN_AI_REQUEST_CHOICE_COUNT,
 }
 
-# With include_usage the upstream adds "usage":null as the last field of every chunk.
-_USAGE_NULL_TAIL = b',"usage":null}'
+# With include_usage the upstream adds "usage":null to every chunk (last, or before "obfuscation"...).
+_USAGE_NULL = b'"usage":null'
+_USAGE_KEY = b'"usage"'
+_STRUCTURE = re.compile(rb'[{}\[\]"\\]')
+_SPACE = b" \t\r\n"
+
+
+def _value_end(data: bytes, start: int) -> int:
+    """Where the JSON value starting at ``start`` ends (exclusive); -1 if the data is cut short."""
+    if data[start : start + 4] == b"null":
+        return start + 4
+    first = data[start : start + 1]
+    if first == b'"':
+        index = start + 1
+        while True:
+            index = data.find(b'"', index)
+            if index == -1:
+                return -1
+            backslashes = 0
+            while data[index - 1 - backslashes] == 0x5C:
+                backslashes += 1
+            if backslashes % 2 == 0:
+                return index + 1
+            index += 1
+    if first not in (b"{", b"["):
+        end = start
+        while end < len(data) and data[end : end + 1] not in b",}] \t\r\n":
+            end += 1
+        return end
+    depth, in_string, skip_to = 0, False, start
+    for match in _STRUCTURE.finditer(data, start):
+        index = match.start()
+        if index < skip_to:
+            continue
+        char = data[index]
+        if in_string:
+            if char == 0x5C:
+                skip_to = index + 2
+            elif char == 0x22:
+                in_string = False
+        elif char == 0x22:
+            in_string = True
+        elif char in (0x7B, 0x5B):
+            depth += 1
+        else:
+            depth -= 1
+            if depth == 0:
+                return index + 1
+    return -1
+
+
+def _top_level_key(data: bytes, key: bytes) -> int:
+    """Where the member ``key`` (quoted, e.g. ``b'"usage"'``) of the top-level object starts; -1 if none.
+    Walks the JSON structure, so a nested member or the same bytes inside a string never count."""
+    depth, in_string, skip_to, string_start = 0, False, 0, 0
+    for match in _STRUCTURE.finditer(data):
+        index = match.start()
+        if index < skip_to:
+            continue
+        char = data[index]
+        if in_string:
+            if char == 0x5C:
+                skip_to = index + 2
+            elif char == 0x22:
+                in_string = False
+                if depth == 1 and data[string_start : index + 1] == key:
+                    after = data[index + 1 :].lstrip(_SPACE)
+                    if after[:1] == b":":  # a member name, not a value
+                        return string_start
+        elif char == 0x22:
+            in_string, string_start = True, index
+        elif char in (0x7B, 0x5B):
+            depth += 1
+        else:
+            depth -= 1
+    return -1
+
+
+def without_member(data: bytes, start: int, end: int) -> bytes:
+    """``data`` less the object member at ``start:end`` and the comma that joined it to a neighbour
+    (the one before it, else the one after it), so the rest stays byte for byte what it was."""
+    before = data[:start].rstrip(_SPACE)
+    if before.endswith(b","):
+        return before[:-1] + data[end:]
+    after = data[end:].lstrip(_SPACE)
+    if after.startswith(b","):
+        return data[:start] + after[1:].lstrip(_SPACE)
+    return data[:start] + data[end:]  # the only member
+
+
+def strip_usage(data: bytes) -> bytes:
+    """An OpenAI-style chunk without its top-level ``usage`` member (the proxy asked for it, the
+    client did not): exactly the bytes the upstream sends when not asked, whatever fields come
+    before or after it. Fast path: one compact ``"usage":null`` in the chunk (~0.3 µs); otherwise
+    the chunk's structure is walked to find the top-level member (rare: nested or spaced usage)."""
+    start = data.find(_USAGE_NULL)
+    # the only "usage" in the chunk (so the top-level one), compact, after "," or "{" (a member name)
+    if start > 0 and data.find(_USAGE_KEY, 0, start) == -1 and data.find(_USAGE_KEY, start + 7) == -1:
+        end = start + len(_USAGE_NULL)
+        before = data[start - 1]
+        if before == 0x2C:  # ,"usage":null
+            return data[: start - 1] + data[end:]
+        if before == 0x7B:  # {"usage":null,  or  {"usage":null}
+            after = data[end : end + 1]
+            if after == b",":
+                return data[:start] + data[end + 1 :]
+            if after == b"}":
+                return data[:start] + data[end:]
+    start = _top_level_key(data, _USAGE_KEY)
+    if start == -1:
+        return data
+    rest = data[data.index(b":", start + len(_USAGE_KEY)) + 1 :]
+    end = _value_end(data, len(data) - len(rest.lstrip(_SPACE)))
+    return data if end == -1 else without_member(data, start, end)
 
 
 def read_usage(call: Call, usage: Any) -> None:
@@ -239,8 +352,13 @@ class OpenAIStream(StreamState):
             read_usage(call, usage)
             if call.usage_injected and not chunk.get("choices"):
                 return None  # the usage chunk only exists because the proxy asked for it
-        if call.usage_injected and data.endswith(_USAGE_NULL_TAIL):
-            return event.replace(data, data[: -len(_USAGE_NULL_TAIL)] + b"}", 1)
+        if call.usage_injected and "usage" in chunk:  # asked for by the proxy only: hidden
+            stripped = strip_usage(data)
+            if stripped is not data:
+                cut = len(event) - 2 - len(data)  # "data: {...}\n\n", the usual event: swap the payload in place
+                if cut >= 5 and event.endswith(b"\n\n") and event[cut:-2] == data:
+                    return event[:cut] + stripped + b"\n\n"
+                return event.replace(data, stripped, 1)  # unchanged if the data spans several lines
         return event
 
     def _responses_event(self, kind: str, chunk: dict[str, Any]) -> None:
