@@ -8,6 +8,7 @@ through its read-only SQL endpoint (the path ``genops sql`` takes while serving)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -47,10 +48,9 @@ class FakeUpstream:
         urllib.request.urlopen(urllib.request.Request(self.url + "/_fake/requests", method="DELETE")).read()
 
 
-@pytest.fixture(scope="session")
-def fake_upstream() -> Iterator[FakeUpstream]:
-    from genops.fake_upstream.server import create_app
-
+@contextlib.contextmanager
+def serve_in_thread(app: web.Application) -> Iterator[str]:
+    """Serve ``app`` on a free loopback port from a thread of the test process; yields its base URL."""
     port = free_port()
     loop = asyncio.new_event_loop()
     started = threading.Event()
@@ -58,7 +58,7 @@ def fake_upstream() -> Iterator[FakeUpstream]:
 
     def run() -> None:
         asyncio.set_event_loop(loop)
-        runner = web.AppRunner(create_app(), access_log=None)
+        runner = web.AppRunner(app, access_log=None)
         loop.run_until_complete(runner.setup())
         loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
         runner_box["runner"] = runner
@@ -68,10 +68,19 @@ def fake_upstream() -> Iterator[FakeUpstream]:
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     assert started.wait(10)
-    yield FakeUpstream(f"http://127.0.0.1:{port}")
-    asyncio.run_coroutine_threadsafe(runner_box["runner"].cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner_box["runner"].cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
 
+
+@pytest.fixture(scope="session")
+def fake_upstream() -> Iterator[FakeUpstream]:
+    from genops.fake_upstream.server import create_app
+
+    with serve_in_thread(create_app()) as url:
+        yield FakeUpstream(url)
 
 @dataclass
 class Proxy:

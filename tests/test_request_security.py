@@ -14,20 +14,18 @@ through is seen, whatever its path (the fake upstream only logs the routes it kn
 
 from __future__ import annotations
 
-import asyncio
 import http.client
-import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import openai
 import orjson
 import pytest
 from aiohttp import web
 
-from conftest import FakeUpstream, Proxy, free_port, start_proxy
+from conftest import FakeUpstream, Proxy, free_port, serve_in_thread, start_proxy
 
 from genops.config import Settings
 from genops.proxy.targets import TargetPolicy, has_dot_segment, mask_userinfo
@@ -51,11 +49,7 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def recorder() -> Iterator[Recorder]:
-    port = free_port()
-    box = Recorder(f"http://127.0.0.1:{port}")
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    runner_box: dict[str, Any] = {}
+    box = Recorder("")
 
     async def record(request: web.Request) -> web.Response:
         await request.read()
@@ -63,22 +57,11 @@ def recorder() -> Iterator[Recorder]:
         answer = request.headers.get("X-Recorder-Answer")  # a test's chosen response body
         return web.Response(body=answer or "{}", content_type="application/json")
 
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", record)
-        runner = web.AppRunner(app, access_log=None)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        runner_box["runner"] = runner
-        started.set()
-        loop.run_forever()
-
-    threading.Thread(target=run, daemon=True).start()
-    assert started.wait(10)
-    yield box
-    asyncio.run_coroutine_threadsafe(runner_box["runner"].cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    with serve_in_thread(app) as url:
+        box.url = url
+        yield box
 
 
 @pytest.fixture(scope="module")

@@ -9,17 +9,15 @@ chunks without it when not; the client's bytes through GenOps must equal the dir
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import urllib.request
 import uuid
-from typing import Any, Iterator
+from typing import Iterator
 
 import orjson
 import pytest
 from aiohttp import web
 
-from conftest import free_port, start_proxy
+from conftest import serve_in_thread, start_proxy
 
 PROMPT_TOKENS, COMPLETION_TOKENS, CACHED = 17, 5, 4
 
@@ -68,25 +66,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
 def upstream() -> Iterator[str]:
     app = web.Application()
     app.router.add_post("/{tail:.*}", stream)
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        runner = web.AppRunner(app, access_log=None)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        box["runner"] = runner
-        started.set()
-        loop.run_forever()
-
-    threading.Thread(target=run, daemon=True).start()
-    assert started.wait(10)
-    yield f"http://127.0.0.1:{port}"
-    asyncio.run_coroutine_threadsafe(box["runner"].cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
+    with serve_in_thread(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

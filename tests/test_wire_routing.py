@@ -8,8 +8,6 @@ OpenAI upstream here is a recorder that logs every request it gets: it must get 
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import urllib.error
 import urllib.request
 from typing import Any, Iterator
@@ -18,7 +16,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from conftest import free_port, start_proxy, upstream_env
+from conftest import serve_in_thread, start_proxy, upstream_env
 
 MODEL = "claude-sonnet-4-5"
 MESSAGES = [{"role": "user", "content": "Say hello to the routing test"}]
@@ -45,26 +43,9 @@ def recorder() -> Iterator[Recorder]:
     rec = Recorder()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", rec.handle)
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        runner = web.AppRunner(app, access_log=None)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        box["runner"] = runner
-        started.set()
-        loop.run_forever()
-
-    threading.Thread(target=run, daemon=True).start()
-    assert started.wait(10)
-    rec.url = f"http://127.0.0.1:{port}"
-    yield rec
-    asyncio.run_coroutine_threadsafe(box["runner"].cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
+    with serve_in_thread(app) as url:
+        rec.url = url
+        yield rec
 
 
 @pytest.fixture(scope="module")
