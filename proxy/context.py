@@ -8,7 +8,8 @@ attributes: GenAI convention names where they exist (``gen_ai.conversation.id``,
 ``gen_ai.agent.name``), ``genops.*`` otherwise.
 
 Precedence when the same field arrives twice: ``GenOps-*`` > ``Helicone-*`` >
-``x-portkey-metadata`` > request body. Header names are case-insensitive; property names
+``x-portkey-metadata`` > request body > what a coding agent's own headers imply (Claude Code,
+Codex CLI, Gemini CLI, OpenAI Agents SDK: agent name, session, user; ``proxy/agents.py``). Header names are case-insensitive; property names
 are lower-cased. Values are capped (:data:`MAX_VALUE_CHARS`, :data:`MAX_PROPERTY_CHARS`,
 :data:`MAX_PROPERTIES`) and a capped call carries ``genops.context.truncated``. The
 headers themselves never go upstream (``proxy/headers.py`` strips them when forwarding).
@@ -28,6 +29,7 @@ import orjson
 from multidict import CIMultiDictProxy
 
 from genops import semconv as sc
+from genops.proxy.agents import agent_context
 from genops.proxy.providers.base import Call, ProviderAdapter
 
 log = logging.getLogger("genops.proxy.context")
@@ -52,7 +54,7 @@ FIELDS: dict[str, str] = {
 PROPERTY = "property-"
 
 # Header prefixes read here, with their rank (lower wins).
-_GENOPS, _HELICONE, _PORTKEY, _BODY = 0, 1, 2, 3
+_GENOPS, _HELICONE, _PORTKEY, _BODY, _AGENT = 0, 1, 2, 3, 4  # _AGENT: inferred from a coding agent's own headers
 _PREFIXES = (("genops-", _GENOPS), ("helicone-", _HELICONE))
 _ANY_PREFIX = tuple(prefix for prefix, _ in _PREFIXES)
 # Helicone's documented equivalents only (it has no agent name or prompt version header).
@@ -179,16 +181,20 @@ def context_from_headers(headers: Iterable[tuple[str, str]], collector: _Collect
                 break
 
 
-def context_attributes(headers: Iterable[tuple[str, str]], body_context: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def context_attributes(headers: Iterable[tuple[str, str]], body_context: Mapping[str, Any] | None = None,
+                       inferred: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Span attributes for one call's context headers and the adapter's ``body_context``.
 
     ``headers`` are the client's request headers (name, value pairs); ``body_context`` maps
-    context keys (``"user-id"``, ``"property-<name>"``, ...) to what the body said.
+    context keys (``"user-id"``, ``"property-<name>"``, ...) to what the body said; ``inferred``
+    (same keys, lowest rank) is what a coding agent's own headers say (proxy/agents.py).
     """
     collector = _Collector()
     context_from_headers(headers, collector)
     for key, value in (body_context or {}).items():
         collector.add(key, value, _BODY)
+    for key, value in (inferred or {}).items():
+        collector.add(key, value, _AGENT)
     return collector.attributes()
 
 
@@ -232,7 +238,12 @@ def call_context(headers: CIMultiDictProxy[str], adapter: ProviderAdapter, call:
         log.warning("request body context failed", extra={"adapter": adapter.name}, exc_info=True)
         body = None
     try:
-        return context_attributes(headers.items(), body)
+        inferred = agent_context(headers, call.request_json)
+    except Exception:  # noqa: BLE001 - same: agent inference is best effort
+        log.warning("agent context failed", exc_info=True)
+        inferred = None
+    try:
+        return context_attributes(headers.items(), body, inferred)
     except Exception:  # noqa: BLE001 - context is best effort; the span must still end
         log.warning("context extraction failed", exc_info=True)
         return {}

@@ -14,6 +14,7 @@ import orjson
 from multidict import CIMultiDict
 
 from genops import semconv as sc
+from genops.proxy.agents import claude_code_user_id
 from genops.proxy.providers.base import (
     Call,
     ProviderAdapter,
@@ -84,10 +85,14 @@ def read_error(call: Call, body: Any) -> None:
 
 
 def body_context(request: Any) -> dict[str, Any]:
-    """Messages API: ``metadata.user_id`` is the end user (the only metadata key Anthropic accepts)."""
+    """Messages API: ``metadata.user_id`` is the end user (the only metadata key Anthropic accepts).
+    Claude Code's composite value (``user_<hash>_account_<uuid>_session_<uuid>``, or its JSON form)
+    is split into user, session and properties (:func:`genops.proxy.agents.claude_code_user_id`)."""
     metadata = request.get("metadata") if isinstance(request, dict) else None
-    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
-        return {"user-id": metadata["user_id"]}
+    if isinstance(metadata, dict):
+        user = metadata.get("user_id")
+        if isinstance(user, str):
+            return claude_code_user_id(user) or {"user-id": user}
     return {}
 
 
