@@ -173,3 +173,13 @@ def test_forwarded_header_bytes_never_altered(tmp_path_factory, client):
     finally:
         proc.stop()
         upstream.sock.close()
+
+
+def test_fake_upstream_log_survives_forwarded_header_bytes(proxy, fake_upstream):
+    """The fake upstream's request log (other tests read it) shows forwarded header bytes escaped instead of failing."""
+    marker = "log-" + uuid.uuid4().hex
+    status, _, _ = raw_call(proxy.url, [(b"X-Log-Marker", marker.encode()), (b"X-Custom-Forwarded", FULL)])
+    assert status == 200
+    logged = [r for r in fake_upstream.requests() if r["headers"].get("X-Log-Marker") == marker]
+    assert len(logged) == 1
+    assert logged[0]["headers"]["X-Custom-Forwarded"] == "".join(f"\\x{b:02x}" for b in FULL)

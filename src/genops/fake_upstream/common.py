@@ -55,12 +55,19 @@ async def record(request: web.Request) -> bytes:
             "method": request.method,
             "path": request.path,
             "query": request.query_string,
-            "headers": {str(k): v for k, v in request.headers.items()},
+            "headers": {str(k): _json_text(v) for k, v in request.headers.items()},
             "body": body.decode("utf-8", "replace"),
         }
     )
     del log[:-200]
     return body
+
+
+def _json_text(value: str) -> str:
+    """A header value JSON can carry: bytes that were not UTF-8 (lone surrogates here) as ``\\xNN``."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def count_tokens(text: str) -> int:
