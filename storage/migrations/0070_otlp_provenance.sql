@@ -5,10 +5,14 @@
 -- Python decoders do it in collectors/otlp.py (received_scope_name); this replaces the query
 -- of migration 0060's view so that SpanRows ClickHouse decodes (including batches spooled
 -- before this migration) are renamed alike. Everything else is 0060's query unchanged.
--- MODIFY QUERY swaps the query in place (no moment without the view, or with two views) and
--- re-running it is harmless.
-ALTER TABLE {database}.otel_traces_otlp_in_mv MODIFY QUERY
-SELECT
+-- The view is dropped and created again rather than changed with ALTER ... MODIFY QUERY: after
+-- MODIFY QUERY, a batch retried with the same deduplication token (a timed-out insert that did
+-- land) was stored twice (tests/test_export_faults.py). Migrations run before anything is
+-- ingested, so no insert falls between the two statements.
+DROP VIEW IF EXISTS {database}.otel_traces_otlp_in_mv;
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.otel_traces_otlp_in_mv
+TO {database}.otel_traces
+AS SELECT
     fromUnixTimestamp64Nano(toInt64(least(start_time_unix_nano, 9223372036854775807))) AS Timestamp,
     lower(hex(trace_id)) AS TraceId,
     lower(hex(span_id)) AS SpanId,
