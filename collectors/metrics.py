@@ -96,6 +96,14 @@ def render(pipeline: SpanPipeline | None, receiver: ReceiverStats | None = None,
         lines += _family("genops_spool_spans", "gauge", "Spans in the spool waiting for ClickHouse.",
                          [("", m["spool_spans"])])
         lines += _family("genops_spool_bytes", "gauge", "Size of the spool on disk.", [("", m["spool_bytes"])])
+        if pipeline.store is not None:  # this process owns the store (not a proxy worker)
+            status = pipeline.store.status(pipeline)
+            lines += _family("genops_storage_up", "gauge",
+                             "1 when the store is migrated and the last insert succeeded; 0 while spans wait in the "
+                             "spool for it (the proxy serves either way).", [("", int(status.up))])
+            lines += _family("genops_storage_migrated", "gauge",
+                             "1 once the store answered and its schema is current (until then nothing is inserted).",
+                             [("", int(status.migrated))])
         hist = c.latency
         lines += [
             "# HELP genops_export_latency_seconds Duration of successful inserts into ClickHouse.",

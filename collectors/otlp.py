@@ -9,6 +9,10 @@ Provenance is the receiver's to say, not the sender's: an instrumentation scope 
 one of GenOps's own recorders (``genops.proxy``, ``genops.demo``: any ``genops.*``) is stored
 as ``otlp:<name>`` (:func:`received_scope_name`), on every decode path, so no span received
 over OTLP counts as a call the proxy recorded (``genops_calls.ScopeName = 'genops.proxy'``).
+The one exception is a *trusted* sender (a GenOps proxy exporting with
+``GENOPS_OTLP_TRUSTED_TOKEN``, see :mod:`genops.collectors.receiver`): its spans are decoded with
+``trusted=True``, in Python (the ClickHouse-side view renames every reserved scope), and keep
+their scope, so they are stored exactly as that proxy would have stored them itself.
 """
 
 from __future__ import annotations
@@ -173,12 +177,12 @@ def pb_span_row(span: Any, resource: dict[str, str], service: str, scope_name: s
     }
 
 
-def decode_protobuf(body: bytes) -> Decoded:
-    """Decode a binary ExportTraceServiceRequest into rows."""
-    return _decode_request(_parse_request(body))
+def decode_protobuf(body: bytes, trusted: bool = False) -> Decoded:
+    """Decode a binary ExportTraceServiceRequest into rows (``trusted``: scope names kept as sent)."""
+    return _decode_request(_parse_request(body), trusted)
 
 
-def _decode_request(request: ExportTraceServiceRequest) -> Decoded:
+def _decode_request(request: ExportTraceServiceRequest, trusted: bool = False) -> Decoded:
     decoded = Decoded()
     rows = decoded.rows
     for resource_spans in request.resource_spans:
@@ -186,7 +190,7 @@ def _decode_request(request: ExportTraceServiceRequest) -> Decoded:
         service = resource.get("service.name", "")
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope
-            scope_name, scope_version = received_scope_name(scope.name), scope.version
+            scope_name, scope_version = scope.name if trusted else received_scope_name(scope.name), scope.version
             for span in scope_spans.spans:
                 reason = _pb_invalid(span)
                 if reason is not None:
@@ -313,8 +317,8 @@ def _list(obj: Mapping[str, Any], key: str) -> list[Any]:
     return value
 
 
-def decode_json(body: bytes) -> Decoded:
-    """Decode an OTLP/JSON ExportTraceServiceRequest into rows."""
+def decode_json(body: bytes, trusted: bool = False) -> Decoded:
+    """Decode an OTLP/JSON ExportTraceServiceRequest into rows (``trusted``: scope names kept as sent)."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -329,7 +333,7 @@ def decode_json(body: bytes) -> Decoded:
             for scope_spans in _list(resource_spans, "scopeSpans"):
                 scope = scope_spans.get("scope") or {}
                 for span in _list(scope_spans, "spans"):
-                    _json_span(span, resource, service, scope, decoded)
+                    _json_span(span, resource, service, scope, decoded, trusted)
     except (AttributeError, TypeError, ValueError, KeyError) as exc:
         if isinstance(exc, OtlpError):
             raise
@@ -338,7 +342,7 @@ def decode_json(body: bytes) -> Decoded:
 
 
 def _json_span(span: Mapping[str, Any], resource: dict[str, str], service: str, scope: Mapping[str, Any],
-               decoded: Decoded) -> None:
+               decoded: Decoded, trusted: bool = False) -> None:
     name = str(span.get("name", ""))
     trace_id = _hex_id(span.get("traceId"), 16)
     span_id = _hex_id(span.get("spanId"), 8)
@@ -368,7 +372,7 @@ def _json_span(span: Mapping[str, Any], resource: dict[str, str], service: str, 
         "SpanKind": OTLP_KIND_NAMES.get(_enum(span.get("kind"), OTLP_KIND_BY_NAME), "Unspecified"),
         "ServiceName": service,
         "ResourceAttributes": resource,
-        "ScopeName": received_scope_name(str(scope.get("name", ""))),
+        "ScopeName": str(scope.get("name", "")) if trusted else received_scope_name(str(scope.get("name", ""))),
         "ScopeVersion": str(scope.get("version", "")),
         "SpanAttributes": _json_attrs(span.get("attributes")),
         "Duration": max(0, end - start),

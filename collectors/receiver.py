@@ -15,14 +15,32 @@ Response semantics follow the OTLP/HTTP specification:
 - 503 with ``Retry-After`` when the export queue is full (the client retries later).
 
 ``/metrics`` requires the same token (it tells who sends how much); ``/healthz`` is open.
+
+Trusted senders (scale-out, docs/scale-out.md): a request with ``Authorization: Bearer
+<GENOPS_OTLP_TRUSTED_TOKEN>`` comes from a GenOps proxy exporting its spans here
+(``GENOPS_EXPORTER=otlp``); its spans keep their scope (``genops.proxy``), so they are stored
+exactly as that proxy would have stored them itself. Any other sender's reserved scope names
+are renamed (:func:`~genops.collectors.otlp.received_scope_name`), whatever headers it sends.
+
+Idempotent requests: a request with a ``GenOps-Dedup-Token`` header (1-128 of ``A-Za-z0-9._-``;
+GenOps proxies send one per request) is stored once however often it is sent: the token,
+combined with the sender's proven credential (trusted or not, so one kind of sender never
+shadows the other's requests), names it; it is answered 200 once its spans are on this
+process's disk, merged with other such requests into large inserts
+(:mod:`genops.collectors.idempotent`), and a retry of a request already taken is answered 200
+without storing it again. 503 with ``Retry-After`` when the collector is behind (the sender
+keeps the request in its own spool and retries).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import hmac
 import logging
 import os
+import re
 import zlib
 from typing import Awaitable, Callable
 
@@ -30,8 +48,11 @@ import orjson
 from aiohttp import web
 from google.rpc.status_pb2 import Status
 
+from genops.collectors.idempotent import ACCEPTED, BUSY, DUPLICATE, IdempotentIngest
+from genops.collectors.idempotent import DIRECTORY as IDEMPOTENT_DIRECTORY
 from genops.collectors.metrics import ReceiverStats, metrics_handler
 from genops.collectors.otlp import (
+    Decoded,
     OtlpError,
     decode_json,
     decode_protobuf,
@@ -39,12 +60,18 @@ from genops.collectors.otlp import (
     response_body,
 )
 from genops.config import Settings
+from genops.storage.forward import TOKEN_HEADER
 from genops.storage.pipeline import SpanPipeline
+from genops.storage.rows import json_rows_payload
 
 TRACES_PATH = "/v1/traces"
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 RETRY_AFTER_S = 1
+#: Who sent a request: a trusted GenOps proxy, or any other authorized OTLP sender.
+TRUSTED = "trusted"
+UNTRUSTED = "otlp"
+_BATCH_TOKEN = re.compile(r"[A-Za-z0-9._-]{1,128}")
 # google.rpc.Code numbers for the Status body.
 _RPC_CODES = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}
 
@@ -130,19 +157,53 @@ def token_notice(settings: Settings) -> str:
             "OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer%20<token> (or set GENOPS_OTLP_TOKEN)")
 
 
+def batch_token(sender: str, token: str) -> str:
+    """The name of a sender's idempotent request (32 hex characters), from its ``GenOps-Dedup-Token``.
+
+    ``sender`` is the credential class the request proved (:data:`TRUSTED` or :data:`UNTRUSTED`),
+    not anything it claims: a retry of the same request gets the same name, and an untrusted
+    sender that reuses a proxy's token gets another one, so it can never suppress that request.
+    """
+    return hashlib.sha256(f"genops-otlp-batch\0{sender}\0{token}".encode()).hexdigest()[:32]
+
+
+def _rows(decode: Callable[[bytes], Decoded], body: bytes) -> tuple[Decoded, bytes]:
+    """``decode(body)`` (a Python decoder: rows), and its rows as one JSONEachRow payload."""
+    decoded = decode(body)
+    return decoded, json_rows_payload(decoded.rows)
+
+
 class OtlpReceiver:
     """Decodes OTLP requests and hands their rows to the span pipeline."""
 
-    def __init__(self, pipeline: SpanPipeline, max_body_bytes: int, token: str = "") -> None:
+    def __init__(self, pipeline: SpanPipeline, max_body_bytes: int, token: str = "", trusted_token: str = "",
+                 settings: Settings | None = None) -> None:
         self.pipeline = pipeline
         self.max_body_bytes = max_body_bytes
         self.token = token  # "" = no token required (loopback and none configured)
+        self.trusted_token = trusted_token  # "" = nobody is trusted
+        self.settings = settings
         self.stats = ReceiverStats()
         self._inflating = asyncio.Semaphore(_inflate_threads())
+        #: Idempotent requests' path (created with the first one, or at once when requests wait on disk).
+        self.idempotent: IdempotentIngest | None = None
+        if settings is not None and (settings.data_path / IDEMPOTENT_DIRECTORY).exists():
+            self.idempotent = IdempotentIngest(settings, pipeline.sink)
+
+    def sender(self, request: web.Request) -> str | None:
+        """Who sent ``request``: :data:`TRUSTED` (the trusted token), :data:`UNTRUSTED` (the ordinary
+        token, or none needed), or None (not authorized)."""
+        header = request.headers.get("Authorization", "")
+        # Both compared every time (constant time each): which one matched leaks nothing either.
+        trusted = bool(self.trusted_token) and bearer_matches(header, self.trusted_token)
+        ordinary = not self.token or bearer_matches(header, self.token)
+        if trusted:
+            return TRUSTED
+        return UNTRUSTED if ordinary else None
 
     def authorized(self, request: web.Request) -> bool:
         """Whether ``request`` may use the receiver (always, when no token is required)."""
-        return not self.token or bearer_matches(request.headers.get("Authorization", ""), self.token)
+        return self.sender(request) is not None
 
     def register(self, app: web.Application) -> None:
         app.router.add_post(TRACES_PATH, self.traces)
@@ -162,7 +223,8 @@ class OtlpReceiver:
 
     async def traces(self, request: web.Request) -> web.Response:
         content_type = request.content_type.lower()
-        if not self.authorized(request):
+        sender = self.sender(request)
+        if sender is None:
             # Checked before anything else, and the body is never read: a sender without the
             # token learns nothing and costs nothing.
             as_json = content_type != PROTOBUF  # JSON for another content type, as the 415 below
@@ -181,6 +243,9 @@ class OtlpReceiver:
             return self._error(415, f"unsupported Content-Encoding {content_encoding!r}: send gzip or none",
                                as_json, encoding)
         gzipped = content_encoding == "gzip"
+        idempotency = request.headers.get(TOKEN_HEADER)
+        if idempotency is not None and not _BATCH_TOKEN.fullmatch(idempotency):
+            return self._error(400, f"malformed {TOKEN_HEADER}: send 1 to 128 of A-Za-z0-9._-", as_json, encoding)
         too_large = (f"the request body exceeds the receiver's limit of {self.max_body_bytes} bytes "
                      "(GENOPS_OTLP_MAX_BODY_BYTES); send smaller batches")
         max_wire = wire_limit(self.max_body_bytes, gzipped)
@@ -202,12 +267,25 @@ class OtlpReceiver:
         except Exception as exc:  # noqa: BLE001 - a body that cannot be read or is not gzip
             return self._error(400, f"malformed OTLP trace export request: cannot read the {content_encoding} body "
                                     f"({exc})", as_json, encoding, {"Connection": "close"})
+        trusted = sender == TRUSTED
+        decode: Callable[[bytes], Decoded]
         if as_json:
-            decode = decode_json
+            decode = functools.partial(decode_json, trusted=trusted)
+        elif trusted or idempotency is not None:
+            # In Python: ClickHouse's decoding view renames every reserved scope, the proxy's too
+            # (and an idempotent request's rows are merged with others' into one insert).
+            decode = functools.partial(decode_protobuf, trusted=trusted)
         elif self.pipeline.native_otlp:  # ClickHouse decodes the spans; Python only validates and frames
             decode = decode_protobuf_for_clickhouse
         else:
             decode = decode_protobuf
+        if idempotency is not None:
+            try:
+                decoded, rows = await loop.run_in_executor(None, _rows, decode, body)
+            except OtlpError as exc:
+                return self._error(400, f"malformed OTLP trace export request: {exc}", as_json, encoding)
+            return await self._idempotent(decoded, rows, batch_token(sender, idempotency),
+                                          "proxy" if trusted else "otlp", as_json, encoding)
         try:
             decoded = await loop.run_in_executor(None, decode, body)
         except OtlpError as exc:
@@ -227,6 +305,27 @@ class OtlpReceiver:
         return web.Response(body=response_body(decoded, as_json=as_json),
                             headers={"Content-Type": JSON if as_json else PROTOBUF})
 
+    async def _idempotent(self, decoded: Decoded, rows: bytes, token: str, source: str, as_json: bool,
+                          encoding: str) -> web.Response:
+        """An idempotent request's rows, stored once however often it is retried (collectors/idempotent.py);
+        200 once they are on disk (or were already)."""
+        if self.idempotent is None:
+            if self.settings is None:
+                return self._error(503, "this receiver takes no idempotent requests", as_json, encoding)
+            self.idempotent = IdempotentIngest(self.settings, self.pipeline.sink)
+        outcome = await self.idempotent.accept(token, rows, len(decoded.rows))
+        if outcome not in (ACCEPTED, DUPLICATE):
+            why = ("the collector is behind: its spool is full (GENOPS_SPOOL_MAX_BYTES)" if outcome == BUSY
+                   else "the collector could not write the request to its disk")
+            return self._error(503, f"{why}; retry later", as_json, encoding, {"Retry-After": str(RETRY_AFTER_S)})
+        if outcome == ACCEPTED:
+            received = self.pipeline.counters.received
+            received[source] = received.get(source, 0) + len(decoded.rows)
+        self.stats.rejected_spans += decoded.rejected
+        self.stats.requests[(encoding, 200)] += 1
+        return web.Response(body=response_body(decoded, as_json=as_json),
+                            headers={"Content-Type": JSON if as_json else PROTOBUF})
+
     def _shed(self, as_json: bool, encoding: str) -> web.Response:
         return self._error(503, "the export queue is full; retry later", as_json, encoding,
                            {"Retry-After": str(RETRY_AFTER_S)})
@@ -239,14 +338,25 @@ def create_receiver_app(settings: Settings, pipeline: SpanPipeline) -> web.Appli
     where it is gets logged once, the token itself never.
     """
     token = settings.resolved_otlp_token()
+    trusted = settings.resolved_otlp_trusted_token()
+    if trusted and trusted == token:  # (a configured pair is refused by load_settings already)
+        log.error("the trusted OTLP token equals the ordinary one: nobody is trusted (docs/scale-out.md)")
+        trusted = ""
     limit = settings.otlp_max_body_bytes
     # auto_decompress off: aiohttp would gunzip on the event loop, all the way through a bomb,
     # before the handler could refuse it; the handler gunzips with the limit instead. The
     # body limit is enforced by the handler (clear 413); aiohttp's own cap sits above it.
     app = web.Application(client_max_size=wire_limit(limit, True) + 1, handler_args={"auto_decompress": False})
-    receiver = OtlpReceiver(pipeline, limit, token)
+    receiver = OtlpReceiver(pipeline, limit, token, trusted, settings)
     receiver.register(app)
-    app.router.add_get("/metrics", _guarded(receiver, metrics_handler(pipeline, receiver.stats)))
+    metrics = _with_idempotent(receiver, metrics_handler(pipeline, receiver.stats))
+    app.router.add_get("/metrics", _guarded(receiver, metrics))
+
+    async def close_idempotent(_: web.Application) -> None:
+        if receiver.idempotent is not None:
+            await asyncio.get_running_loop().run_in_executor(None, receiver.idempotent.close)
+
+    app.on_cleanup.append(close_idempotent)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -255,7 +365,22 @@ def create_receiver_app(settings: Settings, pipeline: SpanPipeline) -> web.Appli
     notice = token_notice(settings)
     if notice:
         log.info(notice)
+    if trusted:
+        log.info("trusted senders (GenOps proxies) are recognised by GENOPS_OTLP_TRUSTED_TOKEN: "
+                 "their spans are stored as the proxy's own")
     return app
+
+
+def _with_idempotent(receiver: OtlpReceiver, handler: _Handler) -> _Handler:
+    """``/metrics`` plus the idempotent requests' lines once there were any."""
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        response = await handler(request)
+        if receiver.idempotent is not None and isinstance(response, web.Response) and response.body is not None:
+            response.body = bytes(response.body) + receiver.idempotent.metrics().encode()
+        return response
+
+    return metrics
 
 
 def _guarded(receiver: OtlpReceiver, handler: _Handler) -> _Handler:

@@ -18,7 +18,9 @@ import orjson
 from aiohttp import web
 
 from genops.config import Settings
-from genops.storage.client import open_query_client
+from genops.proxy.drain import draining_response
+from genops.storage.client import StorageError, open_query_client
+from genops.storage.store_boot import needs_storage, readiness
 from genops.storage.sql import QueryError, QueryLimits, QueryRefused, QueryResult, cancel_query, new_query_id, run_readonly
 
 SQL_PATH = "/genops/v1/sql"
@@ -94,6 +96,18 @@ class AdminRoutes:
         self._running = 0  # queries submitted and not finished, on the event loop's thread only
         #: More readiness conditions: each returns why the server is not ready, or None.
         self.readiness_checks: list[Callable[[], str | None]] = []
+        # The store this process owns and the pipeline inserting into it (watch_storage).
+        self._store: Any = None
+        self._pipeline: Any = None
+        self._spooled_elsewhere: Callable[[], int] = lambda: 0
+
+    def watch_storage(self, store: Any, pipeline: Any, spooled_elsewhere: Callable[[], int] | None = None) -> None:
+        """Report ``store`` (a :class:`~genops.storage.store_boot.StoreBoot`) in ``/readyz``, and answer
+        SQL with 503 until it is migrated. ``spooled_elsewhere()``: spans waiting in the workers' spools."""
+        self._store = store
+        self._pipeline = pipeline
+        if spooled_elsewhere is not None:
+            self._spooled_elsewhere = spooled_elsewhere
 
     def register(self, app: web.Application) -> None:
         app.router.add_get("/healthz", self.healthz)
@@ -108,15 +122,29 @@ class AdminRoutes:
         return _json({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
+        """200 when the proxy can serve calls, whether or not the store answers (calls do not need
+        it: their spans wait in the spool); ``?storage=1`` also needs the store (503 until it answers).
+        The body says which (docs/operations.md, "Storage outages")."""
+        draining = draining_response(request)  # SIGTERM: fail readiness first (proxy/drain.py)
+        if draining is not None:
+            return draining
         for check in self.readiness_checks:
             reason = check()
             if reason:
-                return _json({"status": "starting", "reason": reason}, 503)
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, self.client.query, "SELECT 1")
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-            return _json({"status": "unavailable", "storage": str(exc).splitlines()[0][:300]}, 503)
-        return _json({"status": "ready", "storage": "ok"})
+                return _json({"status": "starting", "proxy": "starting", "reason": reason}, 503)
+        need_storage = needs_storage(request.query)
+        if self._store is None:  # no store of this process's own to report (an app built for a test)
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self.client.query, "SELECT 1")
+            except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+                return _json({"status": "unavailable", "storage": str(exc).splitlines()[0][:300]}, 503)
+            return _json({"status": "ready", "storage": "ok"})
+        if need_storage:  # a live check, bounded: a hung store answers 503, never hangs the probe
+            status = await asyncio.get_running_loop().run_in_executor(None, self._store.check, self._pipeline)
+        else:  # no I/O: the proxy's readiness never waits on ClickHouse
+            status = self._store.status(self._pipeline)
+        code, body = readiness(status, self._pipeline.spool.pending_spans + self._spooled_elsewhere(), need_storage)
+        return _json(body, code)
 
     async def sql(self, request: web.Request) -> web.Response:
         denied = check_token(request, self.token)
@@ -132,6 +160,8 @@ class AdminRoutes:
         max_rows = payload.get("max_rows", 10_000)
         if not isinstance(max_rows, int) or isinstance(max_rows, bool) or not 1 <= max_rows <= 1_000_000:
             return _error(400, "max_rows must be an integer from 1 to 1000000.", "invalid_max_rows")
+        if self._store is not None and not self._store.migrated:
+            return _storage_unavailable(self._store.reason)
         if self._running >= self.settings.sql_max_concurrent:
             return _busy(self._running)
         query_id = new_query_id()
@@ -147,6 +177,8 @@ class AdminRoutes:
         except asyncio.CancelledError:
             await asyncio.shield(self._cancel(query_id))
             raise
+        except StorageError as exc:
+            return _storage_unavailable(str(exc))
         except QueryRefused as exc:
             return _error(403, str(exc), "query_refused")
         except QueryError as exc:
@@ -160,7 +192,9 @@ class AdminRoutes:
         """One user query on a client of its own (in the SQL pool's thread)."""
         try:
             client = self._open_query_client(self.settings)
-        except Exception as exc:  # noqa: BLE001 - storage down: say so in one line
+        except StorageError:
+            raise  # storage down: 503
+        except Exception as exc:  # noqa: BLE001 - say so in one line
             raise QueryError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
         try:
             return run_readonly(client, query, database=self.database, max_rows=max_rows, limits=self.limits,
@@ -176,6 +210,19 @@ class AdminRoutes:
             log.warning("could not cancel an abandoned SQL query", extra={"error": str(exc).splitlines()[0][:300]})
         else:
             log.info("SQL query cancelled: its client went away", extra={"query_id": query_id})
+
+
+#: Retry-After of a 503 while the store is unavailable (the proxy retries its own inserts much sooner).
+STORAGE_RETRY_AFTER_S = 5
+
+
+def _storage_unavailable(reason: str) -> web.Response:
+    first = (reason.strip().splitlines() or ["the store is not reachable"])[0][:300]
+    body = {"error": {"message": f"The store is unavailable, so queries cannot run now ({first}). The proxy keeps "
+                                 "serving and spooling spans; retry later.",
+                      "type": "genops_error", "code": "storage_unavailable"}}
+    return web.Response(status=503, body=orjson.dumps(body), content_type="application/json",
+                        headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)})
 
 
 def _busy(running: int) -> web.Response:

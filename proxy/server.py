@@ -18,6 +18,7 @@ from genops.collectors.metrics import metrics_handler
 from genops.collectors.receiver import RECEIVER_STATS_KEY, create_receiver_app, token_notice
 from genops.config import Settings
 from genops.proxy.app import ADMIN_KEY, RECENT_KEY, create_app
+from genops.proxy.drain import FINAL_FLUSH_S, Drain, serve_app
 from genops.proxy.worker_report import WorkerReports
 from genops.proxy.telemetry import build_telemetry
 from genops.proxy.workers import (
@@ -29,10 +30,9 @@ from genops.proxy.workers import (
     replay_orphaned_spools,
     supervisor_settings,
 )
-from genops.storage.client import open_client
 from genops.storage.forward import ingest_route
-from genops.storage.migrate import migrate
 from genops.storage.pipeline import SpanPipeline, build_pipeline
+from genops.storage.store_boot import StoreBoot
 
 log = logging.getLogger("genops.serve")
 
@@ -86,21 +86,26 @@ def install_uvloop() -> str:
     return "uvloop"
 
 
-def open_store(settings: Settings) -> tuple[Any, list[Any], SpanPipeline]:
-    """Migrate the store and start the span pipeline; returns (client, applied migrations, pipeline).
+def open_store(settings: Settings) -> tuple[StoreBoot, SpanPipeline]:
+    """Bring the store up (migrations) and start the span pipeline; returns (store, pipeline).
 
-    The embedded chDB engine lives in this process (see README, "Architecture"). Against a
-    ClickHouse server the pipeline gets its own client with the export timeout, so a hung
-    server turns into a retry from the spool instead of a stuck thread.
+    The embedded chDB engine lives in this process (see docs/architecture.md) and is opened
+    now (a failure stops the start). A ClickHouse server that does not answer within
+    ``GENOPS_STORAGE_BOOT_WAIT_S`` does not stop it: the process serves, the pipeline spools,
+    and the store is migrated in the background once it answers (:mod:`genops.storage.store_boot`).
     """
     settings.private_data_dir()
-    client = open_client(settings)
-    applied = migrate(client, settings.database, retention_days=settings.retention_days)
-    export_client = client
-    if not settings.embedded:
-        export_client = open_client(settings, connect_timeout=min(10.0, settings.export_timeout_s),
-                                    send_receive_timeout=settings.export_timeout_s)
-    return client, applied, build_pipeline(settings, export_client)
+    store = StoreBoot(settings)
+    pipeline = build_pipeline(settings, sink=store.sink, start=False)  # the spool first: a locked one stops the start
+    pipeline.store = store
+
+    def ready(boot: StoreBoot) -> None:
+        pipeline.native_otlp = boot.native_otlp
+
+    store.on_ready(ready)
+    store.start()
+    pipeline.start()  # after the first attempt: a spool replayed at start does not try an unmigrated store
+    return store, pipeline
 
 
 async def start_receiver(settings: Settings, pipeline: SpanPipeline) -> web.AppRunner | None:
@@ -122,11 +127,13 @@ async def start_receiver(settings: Settings, pipeline: SpanPipeline) -> web.AppR
 
 
 def serve(settings: Settings) -> None:
-    """Run the proxy (and the embedded OTLP receiver) until SIGINT/SIGTERM; pending spans are stored first.
+    """Run the proxy (and the embedded OTLP receiver) until SIGINT/SIGTERM, then drain: readiness
+    fails, the listener closes, calls in flight finish, pending spans are stored (:mod:`genops.proxy.drain`).
 
     When the store runs apart (``settings.separate_store``: 2+ cores, or ``--workers`` > 1) this
     process becomes the supervisor of the proxy worker(s) on the public port (see
-    :mod:`genops.proxy.workers`); it keeps the store and admin.
+    :mod:`genops.proxy.workers`); it keeps the store and admin, and SIGHUP replaces the workers one
+    by one. In one process SIGHUP is logged and ignored.
     """
     # The export threads (spool, inserts, row spelling in the store) share the GIL with the event loop:
     # a 1 ms switch interval (default 5 ms) bounds how long a request waits for it.
@@ -139,8 +146,14 @@ def serve(settings: Settings) -> None:
         settings = supervisor_settings(settings)
         spawner = Spawner()  # before anything else starts a thread: the workers keep the default priority
         lower_store_priority(settings.store_nice)
-    client, applied, pipeline = open_store(settings)
-    sql_client = open_client(settings, database=settings.database)  # unqualified names mean our tables
+    if settings.exporter == "otlp":  # no store in this process: spans go to a collector (docs/scale-out.md)
+        from genops.proxy.export_only import export_only_settings, open_export_only
+
+        settings = export_only_settings(settings)
+        store, pipeline = open_export_only(settings)
+    else:
+        store, pipeline = open_store(settings)
+    sql_client = store.sql_client  # unqualified names mean our tables; raises StorageUnavailable until migrated
     telemetry = build_telemetry(settings, pipeline if settings.export_enabled else None)
     app = create_app(settings, telemetry, sql_client)
     attach_anomaly_jobs(app, settings, sql_client)  # background, off the request path; see collectors/anomaly
@@ -160,6 +173,8 @@ def serve(settings: Settings) -> None:
         ingest_route(app, pipeline, secret)  # the workers' span batches
         reports.register(app)  # the ids they served (feedback) and their pipelines' state (/metrics)
         app[ADMIN_KEY].readiness_checks.append(reports.not_ready)
+    app[ADMIN_KEY].watch_storage(store, pipeline, lambda: sum(int(w.get("spool_spans", 0))
+                                                              for w in (reports.pipelines() if reports else ())))
     loop_name = install_uvloop()
 
     async def on_startup(_: web.Application) -> None:
@@ -173,12 +188,16 @@ def serve(settings: Settings) -> None:
         log.info(
             "genops proxy listening",
             extra={"url": url, "openai_base_url": f"{url}/v1", "storage": settings.storage_description(),
-                   "data_dir": str(settings.data_path), "migrations_applied": len(applied), "loop": loop_name,
-                   "otlp_receiver": otlp_url, "spool_replay_spans": pipeline.spool.pending_spans},
+                   "data_dir": str(settings.data_path), "migrations_applied": len(store.applied), "loop": loop_name,
+                   "otlp_receiver": otlp_url, "spool_replay_spans": pipeline.spool.pending_spans,
+                   "storage_ready": store.migrated},
         )
         print(f"GenOps proxy listening on {public_url}  (OpenAI SDKs: OPENAI_BASE_URL={public_url}/v1)", file=sys.stderr, flush=True)
         print(f"Traces go to {settings.storage_description()}; query them with: genops sql \"SELECT ...\"",
               file=sys.stderr, flush=True)
+        if not store.migrated:
+            print(f"GenOps: the store is unavailable ({store.reason}); serving anyway, spans are spooled to "
+                  f"{settings.spool_path} until it answers (see /readyz and /metrics)", file=sys.stderr, flush=True)
         if otlp_url:
             print(f"OTLP/HTTP receiver on {otlp_url}/v1/traces (agents: OTEL_EXPORTER_OTLP_ENDPOINT={otlp_url})",
                   file=sys.stderr, flush=True)
@@ -193,7 +212,7 @@ def serve(settings: Settings) -> None:
             pass
         if receiver_box["runner"] is not None:
             await receiver_box["runner"].cleanup()
-        await asyncio.get_running_loop().run_in_executor(None, telemetry.shutdown)
+        await asyncio.get_running_loop().run_in_executor(None, telemetry.shutdown, FINAL_FLUSH_S)
         if not settings.export_enabled:
             pipeline.shutdown()
         log.info("genops proxy stopped; spans flushed", extra={
@@ -201,23 +220,25 @@ def serve(settings: Settings) -> None:
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
+    # SIGTERM/SIGINT drain (proxy/drain.py): readiness fails, the listener closes, calls in flight
+    # finish, then on_cleanup flushes the spans. A supervisor listens on loopback for its workers
+    # only: no load balancer to wait for there (the workers wait GENOPS_DRAIN_DELAY_S themselves).
+    drain = Drain(0.0 if separate else settings.drain_delay_s, settings.drain_timeout_s)
     pool = None
     if separate:
-        replay_orphaned_spools(settings, public.workers, pipeline.sink)
-        pool = attach_workers(app, public, settings, secret, spawner)
-    web.run_app(
-        app,
+        orphans = replay_orphaned_spools(settings, public.workers, pipeline.sink)
+        pool = attach_workers(app, public, settings, secret, drain, spawner, orphans,
+                              on_exit=reports.retire if reports is not None else None)
+    serve_app(
+        app, drain,
         host=settings.host,
         port=settings.port,
-        print=None,
-        access_log=None,
-        handle_signals=True,
-        shutdown_timeout=10,
-        reuse_port=None,
         # A connection must bring a request's complete headers within this time (from its start,
-        # or from the previous response when kept alive), else it is closed (see README). A
-        # supervisor listens on loopback for its own workers only: aiohttp's default there.
+        # or from the previous response when kept alive), else it is closed (GENOPS_CLIENT_HEADER_TIMEOUT_S
+        # in docs/configuration.md). A supervisor listens on loopback for its own workers only: aiohttp's
+        # default there.
         keepalive_timeout=75.0 if separate else settings.client_header_timeout_s,
+        clients=not separate,
     )
     if pool is not None and pool.failure:
         raise WorkersFailed(pool.failure)

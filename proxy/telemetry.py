@@ -52,7 +52,9 @@ def build_telemetry(settings: Settings, pipeline: SpanPipeline | None) -> Teleme
     """A private tracer provider (the global one is left to the host application).
 
     ``pipeline`` stores the spans; None stores nothing (``GENOPS_EXPORT_ENABLED=false``).
-    ``GENOPS_OTLP_ENDPOINT`` adds an OTLP/HTTP exporter to another collector.
+    ``GENOPS_OTLP_ENDPOINT`` adds a best-effort OTLP/HTTP exporter to another collector, except
+    with ``GENOPS_EXPORTER=otlp``: then the pipeline itself exports there, durably
+    (:mod:`genops.storage.otlp_sink`), and a second copy would store every span twice.
     """
     resource = Resource.create({
         "service.name": settings.service_name,
@@ -65,7 +67,7 @@ def build_telemetry(settings: Settings, pipeline: SpanPipeline | None) -> Teleme
     if pipeline is not None:
         processors.append(PipelineSpanProcessor(pipeline))
     exporters: list[SpanExporter] = []
-    if settings.otlp_endpoint:
+    if settings.otlp_endpoint and settings.exporter != "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         endpoint = settings.otlp_endpoint

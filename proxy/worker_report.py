@@ -41,6 +41,8 @@ from genops.storage.scores import SpanRef
 REPORT_PATH = "/genops/internal/report"
 REPORT_INTERVAL_S = 0.02
 HEARTBEAT_S = 1.0
+#: A worker's report values that say what it holds now, not what it did (a retired worker holds nothing).
+RETIRED_GAUGES = ("queued", "spool_spans", "spool_bytes")
 #: Most served ids held for one report (~100 bytes each: ~2 s of calls at 5,000 calls/s).
 MAX_SERVED_BYTES = 1 << 20
 
@@ -127,6 +129,9 @@ class WorkerReports:
         self.secret = secret
         self.workers = workers
         self._pipelines: dict[int, dict[str, Any]] = {}
+        # The counters of workers that exited for good (rolling restart), so totals never go back.
+        self._retired: dict[str, Any] = {}
+        self._retired_workers = 0
 
     def register(self, app: web.Application) -> None:
         app.router.add_post(REPORT_PATH, self.receive)
@@ -146,10 +151,25 @@ class WorkerReports:
         return web.Response(status=204)
 
     def pipelines(self) -> Iterable[dict[str, Any]]:
-        """The latest pipeline state of each worker (for ``/metrics``)."""
-        return list(self._pipelines.values())
+        """The latest pipeline state of each worker (for ``/metrics``), and the retired workers' counters."""
+        return [*self._pipelines.values(), self._retired] if self._retired else list(self._pipelines.values())
+
+    def retire(self, worker: int) -> None:
+        """Worker ``worker`` exited for good (replaced): its counters stay in the totals, its gauges
+        (what it held: queued, spooled) go, and its index is free for a new worker."""
+        report = self._pipelines.pop(worker, None)
+        if report is None:
+            return
+        self._retired_workers += 1
+        for key, value in report.items():
+            if key == "received":
+                received = self._retired.setdefault("received", {})
+                for source, n in value.items():
+                    received[source] = received.get(source, 0) + int(n)
+            elif key not in RETIRED_GAUGES:
+                self._retired[key] = self._retired.get(key, 0) + int(value)
 
     def not_ready(self) -> str | None:
         """Why the server is not ready yet (a worker has not reported), or None."""
-        missing = self.workers - len(self._pipelines)
+        missing = self.workers - len(self._pipelines) - self._retired_workers
         return f"{missing} proxy worker(s) not reporting yet" if missing > 0 else None

@@ -15,13 +15,21 @@ CPU the proxy's event loop would otherwise have, so the processes split the work
   so clients and ``genops sql`` see one server.
 
 A worker that dies is restarted; a worker whose supervisor died stops itself (its spool is
-replayed by the next start). On SIGTERM the supervisor stops the workers first (each hands
-its pending spans over, or leaves them in its spool), then flushes its own pipeline.
+replayed by the next start). On SIGTERM the supervisor fails readiness and stops the workers
+first (each drains: :mod:`genops.proxy.drain`; then hands its pending spans over, or leaves
+them in its spool), then flushes its own pipeline.
+
+On SIGHUP the supervisor replaces the workers one by one (a rolling restart): it starts a new
+worker, which binds the port next to the old one (``SO_REUSEPORT``), waits until it listens,
+then tells the old one to retire (SIGUSR2: stop accepting, finish its calls, hand its spans
+over, exit). A worker's spool and report are keyed by an index; the new worker takes the
+lowest index no live worker uses, so old and new never share a spool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -34,13 +42,14 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 from aiohttp import web
 
 from genops.config import Settings
 from genops.proxy.admin import ClientGone, until_answered
+from genops.proxy.drain import FINAL_FLUSH_S, Drain, draining_response, serve_app
 from genops.proxy.headers import downstream_headers, relayed_request_headers
 from genops.proxy.worker_report import WorkerReporter
 from genops.storage.forward import SECRET_ENV, ForwardingSink
@@ -50,6 +59,12 @@ log = logging.getLogger("genops.workers")
 WATCH_KEY = web.AppKey("genops.watch_supervisor", asyncio.Task)
 #: Tells a worker which process is its supervisor (it stops itself when that one is gone).
 SUPERVISOR_PID_ENV = "GENOPS_SUPERVISOR_PID"
+#: A pipe a worker of a rolling restart writes to once it listens (its supervisor then retires the old one).
+READY_FD_ENV = "GENOPS_WORKER_READY_FD"
+#: How long a rolling restart waits for a new worker to listen before it gives up (the old one keeps serving).
+READY_TIMEOUT_S = 60.0
+#: Beyond the drain delay and timeout, how long a stopping worker may take to hand its spans over.
+FLUSH_MARGIN_S = FINAL_FLUSH_S + 5.0
 #: Spooled batch payloads a worker keeps in memory (beyond that the sender reads them back from disk).
 WORKER_SPOOL_CACHE_BYTES = 16 << 20
 #: A worker exiting this soon after its start, this many times in a row, stops ``genops serve``.
@@ -90,7 +105,19 @@ def worker_spool_path(settings: Settings, index: int) -> Any:
     return settings.data_path / "spool-workers" / f"worker-{index}"
 
 
-def replay_orphaned_spools(settings: Settings, workers: int, sink: Any) -> threading.Thread | None:
+@dataclasses.dataclass
+class OrphanReplay:
+    """The spools of a previous start that the supervisor replays itself, in a thread."""
+
+    indexes: set[int]
+    thread: threading.Thread
+
+    def busy(self) -> set[int]:
+        """Worker indexes whose spool is being replayed (a new worker must not take them yet)."""
+        return self.indexes if self.thread.is_alive() else set()
+
+
+def replay_orphaned_spools(settings: Settings, workers: int, sink: Any) -> OrphanReplay | None:
     """Insert, in the background, the spools of worker indexes this start does not run.
 
     A worker's spool is replayed by the next worker of the same index; after a restart with
@@ -124,7 +151,7 @@ def replay_orphaned_spools(settings: Settings, workers: int, sink: Any) -> threa
 
     thread = threading.Thread(target=drain, name="genops-orphan-spools", daemon=True)
     thread.start()
-    return thread
+    return OrphanReplay({int(p.name[7:]) for p in orphans}, thread)
 
 
 class Spawner:
@@ -139,8 +166,8 @@ class Spawner:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genops-spawner")
         self._executor.submit(lambda: None).result()  # the thread exists now, before any nice()
 
-    def popen(self, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
-        return self._executor.submit(subprocess.Popen, cmd, env=env).result()
+    def popen(self, cmd: list[str], env: dict[str, str], pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+        return self._executor.submit(subprocess.Popen, cmd, env=env, pass_fds=pass_fds).result()
 
 
 def lower_store_priority(nice: int) -> None:
@@ -156,21 +183,45 @@ def lower_store_priority(nice: int) -> None:
             pass  # not allowed here: the store keeps the default priority
 
 
-class WorkerPool:
-    """Starts, watches and stops the worker processes."""
+@dataclasses.dataclass
+class _Worker:
+    """One worker process and the index of its spool and reports."""
 
-    def __init__(self, public: Settings, admin_url: str, secret: str, spawner: Spawner | None = None) -> None:
+    process: subprocess.Popen
+    index: int
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    quick_failures: int = 0
+    #: When a retiring worker is killed if it has not exited by then.
+    deadline: float = 0.0
+
+
+class WorkerPool:
+    """Starts, watches, replaces (rolling restart) and stops the worker processes."""
+
+    def __init__(self, public: Settings, admin_url: str, secret: str, spawner: Spawner | None = None,
+                 orphans: OrphanReplay | None = None, on_exit: Callable[[int], None] | None = None) -> None:
         self.public = public
         self.admin_url = admin_url
         self.secret = secret
         self.spawner = spawner
-        self.processes: list[subprocess.Popen] = []
+        self.orphans = orphans
+        #: Told the index of a worker that exited for good (replaced): its reports end.
+        self.on_exit = on_exit
+        #: The workers serving the port, one per slot (``--workers``).
+        self.slots: list[_Worker] = []
+        self._retiring: list[_Worker] = []  # replaced, finishing their calls
+        self._starting: list[_Worker] = []  # started by a rolling restart, not listening yet
         self._watch: asyncio.Task | None = None
+        self._restart: asyncio.Task | None = None
         self._stopping = False
+        #: How long a stopping worker may take: its drain (delay + calls in flight), then its hand-over.
+        self.stop_timeout_s = public.drain_delay_s + public.drain_timeout_s + FLUSH_MARGIN_S
+        #: Rolling restarts completed.
+        self.restarts = 0
         #: Why the workers could not be kept running (``genops serve`` then exits with an error).
         self.failure: str | None = None
 
-    def _spawn(self, index: int) -> subprocess.Popen:
+    def _spawn(self, index: int, ready_fd: int | None = None) -> _Worker:
         env = dict(os.environ)
         env.update({"GENOPS_HOST": self.public.host, "GENOPS_PORT": str(self.public.port),
                     "GENOPS_WORKERS": str(self.public.workers),
@@ -180,59 +231,180 @@ class WorkerPool:
                     # threshold they end up in the heap, which keeps its high-water mark; mmapped,
                     # they go back to the OS when freed (resident memory stays flat).
                     "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_", "262144")})
+        env.pop(READY_FD_ENV, None)
+        pass_fds: tuple[int, ...] = ()
+        if ready_fd is not None:
+            env[READY_FD_ENV] = str(ready_fd)
+            pass_fds = (ready_fd,)
         cmd = [sys.executable, "-m", "genops", "serve", "--worker-admin-url", self.admin_url,
                "--worker-index", str(index)]
-        return self.spawner.popen(cmd, env) if self.spawner is not None else subprocess.Popen(cmd, env=env)
+        process = (self.spawner.popen(cmd, env, pass_fds) if self.spawner is not None
+                   else subprocess.Popen(cmd, env=env, pass_fds=pass_fds))
+        return _Worker(process, index)
+
+    @property
+    def processes(self) -> list[subprocess.Popen]:
+        """The worker processes serving the port now."""
+        return [w.process for w in self.slots]
 
     @property
     def pids(self) -> list[int]:
         """The workers' process ids (the processes serving the public port)."""
-        return [p.pid for p in self.processes]
+        return [w.process.pid for w in self.slots]
 
     async def start(self) -> None:
-        self.processes = [self._spawn(i) for i in range(self.public.workers)]
-        log.info("workers started", extra={"workers": len(self.processes), "port": self.public.port,
-                                           "pids": [p.pid for p in self.processes]})
+        self.slots = [self._spawn(i) for i in range(self.public.workers)]
+        log.info("workers started", extra={"workers": len(self.slots), "port": self.public.port, "pids": self.pids})
         self._watch = asyncio.get_running_loop().create_task(self._watch_loop())
 
     async def _watch_loop(self) -> None:
-        started = [time.monotonic()] * len(self.processes)
-        quick_failures = [0] * len(self.processes)
         while not self._stopping:
             await asyncio.sleep(1.0)
-            for index, process in enumerate(self.processes):
-                code = process.poll()
+            for slot, worker in enumerate(self.slots):
+                code = worker.process.poll()
                 if code is None or self._stopping:
                     continue
                 # A worker that cannot even start (port taken, bad config) would be restarted forever.
-                quick_failures[index] = quick_failures[index] + 1 if time.monotonic() - started[index] < QUICK_EXIT_S else 0
-                if quick_failures[index] >= MAX_QUICK_FAILURES:
+                quick = time.monotonic() - worker.started < QUICK_EXIT_S
+                failures = worker.quick_failures + 1 if quick else 0
+                if failures >= MAX_QUICK_FAILURES:
                     self.failure = (f"the proxy worker exited with code {code} {MAX_QUICK_FAILURES} times in a row "
                                     "right after starting; its error is above")
-                    log.error("worker keeps failing; stopping", extra={"code": code, "worker": index})
+                    log.error("worker keeps failing; stopping", extra={"code": code, "worker": worker.index})
                     os.kill(os.getpid(), signal.SIGTERM)
                     return
-                log.error("worker exited; restarting", extra={"pid": process.pid, "code": code})
-                self.processes[index] = self._spawn(index)
-                started[index] = time.monotonic()
+                log.error("worker exited; restarting", extra={"pid": worker.process.pid, "code": code})
+                self.slots[slot] = self._spawn(worker.index)  # its own spool again: it replays what is left
+                self.slots[slot].quick_failures = failures
+            self._reap_retired()
 
-    async def stop(self, timeout_s: float = 20.0) -> None:
-        """SIGTERM every worker and wait: each hands its pending spans to this process first."""
+    def _reap_retired(self) -> None:
+        for worker in list(self._retiring):
+            if worker.process.poll() is None and time.monotonic() > worker.deadline:
+                log.error("retired worker still running after its drain; killing it",
+                          extra={"pid": worker.process.pid, "timeout_s": self.stop_timeout_s})
+                worker.process.kill()  # its spool stays on disk: the next worker of its index replays it
+            if worker.process.poll() is not None:
+                self._retiring.remove(worker)
+                log.info("retired worker exited", extra={"pid": worker.process.pid, "code": worker.process.returncode,
+                                                         "worker": worker.index})
+                if self.on_exit is not None:
+                    self.on_exit(worker.index)
+
+    def rolling_restart(self) -> None:
+        """Replace every worker, one at a time, without refusing a call (the supervisor's SIGHUP)."""
+        if self._stopping:
+            return
+        if self._restart is not None and not self._restart.done():
+            log.warning("a rolling restart is under way; SIGHUP ignored")
+            return
+        self._restart = asyncio.get_running_loop().create_task(self._roll())
+
+    async def _roll(self) -> None:
+        began = time.monotonic()
+        log.info("rolling restart", extra={"workers": len(self.slots), "pids": self.pids})
+        for slot in range(len(self.slots)):
+            new = await self._start_listening(self._free_index())
+            if new is None:
+                log.error("rolling restart stopped: a new worker did not start listening; the old ones keep serving",
+                          extra={"timeout_s": READY_TIMEOUT_S})
+                return
+            old, self.slots[slot] = self.slots[slot], new
+            old.deadline = time.monotonic() + self.stop_timeout_s
+            self._retiring.append(old)
+            if old.process.poll() is None:
+                old.process.send_signal(signal.SIGUSR2)  # retire: stop accepting, finish, hand spans over
+            log.info("worker replaced", extra={"old_pid": old.process.pid, "pid": new.process.pid,
+                                               "worker": new.index})
+        while self._retiring and not self._stopping:
+            await asyncio.sleep(0.2)
+            self._reap_retired()
+        self.restarts += 1
+        log.info("rolling restart done", extra={"pids": self.pids, "seconds": round(time.monotonic() - began, 2)})
+
+    def _free_index(self) -> int:
+        """The lowest index no live worker uses and no orphan replay holds."""
+        used = {w.index for w in (*self.slots, *self._retiring, *self._starting)}
+        used |= self.orphans.busy() if self.orphans is not None else set()
+        index = 0
+        while index in used:
+            index += 1
+        return index
+
+    async def _start_listening(self, index: int) -> _Worker | None:
+        """Start a worker and wait until it listens (None when it does not within READY_TIMEOUT_S)."""
+        read_fd, write_fd = os.pipe()
+        try:
+            worker = self._spawn(index, ready_fd=write_fd)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)  # the child holds its copy: EOF here once it exits
+        self._starting.append(worker)
+        try:
+            listening = await _wait_readable(read_fd, READY_TIMEOUT_S)
+        except asyncio.CancelledError:  # stopping: this one stops with the others
+            self._retiring.append(worker)
+            raise
+        finally:
+            os.close(read_fd)
+            self._starting.remove(worker)
+        if listening:
+            return worker
+        if worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGTERM)
+        worker.deadline = time.monotonic() + self.stop_timeout_s
+        self._retiring.append(worker)
+        return None
+
+    async def stop(self) -> None:
+        """Stop every worker (SIGTERM: each drains, then hands its pending spans to this process) and wait."""
         if self._stopping:
             return
         self._stopping = True
-        if self._watch is not None:
-            self._watch.cancel()
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+        for task in (self._watch, self._restart):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        workers = [*self.slots, *self._retiring, *self._starting]
+        for worker in workers:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
         loop = asyncio.get_running_loop()
-        for process in self.processes:
+        deadline = time.monotonic() + self.stop_timeout_s
+        for worker in workers:
             try:
-                await loop.run_in_executor(None, process.wait, timeout_s)
+                await loop.run_in_executor(None, worker.process.wait, max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                process.kill()
-        log.info("workers stopped", extra={"workers": len(self.processes)})
+                log.error("worker did not stop in time; killing it",
+                          extra={"pid": worker.process.pid, "timeout_s": self.stop_timeout_s})
+                worker.process.kill()
+        log.info("workers stopped", extra={"workers": len(workers)})
+
+
+async def _wait_readable(fd: int, timeout_s: float) -> bool:
+    """True once ``fd`` (a pipe's read end) has data; False at EOF or after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[bool] = loop.create_future()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 64)
+        except BlockingIOError:
+            return
+        if not answer.done():
+            answer.set_result(bool(data))
+
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, readable)
+    try:
+        return await asyncio.wait_for(answer, timeout_s)
+    except asyncio.TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
 
 
 class AdminForwarder:
@@ -244,9 +416,13 @@ class AdminForwarder:
 
     def register(self, app: web.Application) -> None:
         app.router.add_route("*", "/genops/{tail:.*}", self.forward)
-        app.router.add_get("/readyz", self.forward)
+        app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.forward)
         app.on_cleanup.append(self._close)
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """The supervisor's readiness, unless this worker drains: then it answers 503 itself."""
+        return draining_response(request) or await self.forward(request)
 
     async def forward(self, request: web.Request) -> web.Response:
         if self._session is None:
@@ -298,6 +474,9 @@ def serve_worker(settings: Settings, admin_url: str, index: int) -> None:
     app = create_app(settings, telemetry, None, admin_forward_url=admin_url)
     reporter.attach(app)
     install_uvloop()
+    drain = Drain(settings.drain_delay_s, settings.drain_timeout_s)
+    drain.retire_on_usr2 = True  # the supervisor's rolling restart
+    drain.on_hangup = lambda: None  # a SIGHUP to the process group: the supervisor restarts us, if anyone
     # The supervisor's pid as it told us: had it died before we got here, getppid() would
     # already be someone else's and we would never notice.
     supervisor = int(os.environ.get(SUPERVISOR_PID_ENV) or os.getppid())
@@ -309,7 +488,7 @@ def serve_worker(settings: Settings, admin_url: str, index: int) -> None:
                 await asyncio.sleep(1.0)
             orphaned.append(True)
             log.error("supervisor gone; worker stopping, pending spans stay in its spool", extra={"pid": os.getpid()})
-            os.kill(os.getpid(), signal.SIGTERM)
+            drain.begin("supervisor gone", delay_s=0.0)
 
         app[WATCH_KEY] = asyncio.get_running_loop().create_task(loop())
         tune_gc()
@@ -320,17 +499,35 @@ def serve_worker(settings: Settings, admin_url: str, index: int) -> None:
             # next start's worker (which replays it).
             await asyncio.get_running_loop().run_in_executor(None, pipeline.shutdown, 1.0)
             return
-        await asyncio.get_running_loop().run_in_executor(None, telemetry.shutdown)
+        await asyncio.get_running_loop().run_in_executor(None, telemetry.shutdown, FINAL_FLUSH_S)
+
+    def listening() -> None:
+        log.info("worker listening", extra={"pid": os.getpid(), "worker": index,
+                                            "url": f"http://{settings.host}:{settings.port}"})
+        _tell_supervisor_listening()
 
     app.on_startup.append(watch_supervisor)
     app.on_cleanup.append(flush)
-    log.info("worker listening", extra={"pid": os.getpid(), "worker": index,
-                                        "url": f"http://{settings.host}:{settings.port}"})
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,
-                # Share the port only among our own workers: one worker binds it alone, so a port
-                # already in use is an error, not a silent split with another server.
-                handle_signals=True, shutdown_timeout=10, reuse_port=settings.workers > 1,
-                keepalive_timeout=settings.client_header_timeout_s)  # headers due within it (proxy/server.py)
+    # Every worker binds with SO_REUSEPORT (one worker too): in a rolling restart its successor
+    # binds the port next to it. Only processes of the same user can share it (Linux), and a
+    # port another program holds is still an error.
+    serve_app(app, drain, host=settings.host, port=settings.port, reuse_port=True,
+              keepalive_timeout=settings.client_header_timeout_s,  # headers due within it (proxy/server.py)
+              on_listening=[listening])
+
+
+def _tell_supervisor_listening() -> None:
+    """Write to the pipe the supervisor gave a worker of a rolling restart (it then retires the old one)."""
+    fd = os.environ.pop(READY_FD_ENV, "")
+    if not fd.isdigit():
+        return
+    try:
+        os.write(int(fd), b"listening\n")
+    except OSError:
+        pass  # the supervisor gave up waiting: it stops this worker
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(int(fd))
 
 
 def _open_spool(path: Any, settings: Settings) -> Any:
@@ -350,48 +547,25 @@ def _open_spool(path: Any, settings: Settings) -> Any:
             time.sleep(0.2)
 
 
-def _stop_workers_first(pool: WorkerPool) -> None:
-    """On SIGTERM/SIGINT, stop the workers while this process still listens, then exit.
-
-    aiohttp's own handler stops listening first and runs ``on_shutdown`` after, when the
-    workers could no longer hand over their last spans; this replaces it.
-    """
-    loop = asyncio.get_running_loop()
-    stopping: list[asyncio.Task] = []
-
-    def raise_graceful_exit() -> None:
-        raise web.GracefulExit()
-
-    def on_signal() -> None:
-        if stopping:
-            return
-        async def stop_then_exit() -> None:
-            try:
-                await pool.stop()
-            finally:
-                loop.call_soon(raise_graceful_exit)
-
-        stopping.append(loop.create_task(stop_then_exit()))
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal)
-
-
-def attach_workers(app: web.Application, public: Settings, internal: Settings, secret: str,
-                   spawner: Spawner | None = None) -> WorkerPool:
-    """Make the supervisor's app start the workers after its own startup and stop them first at shutdown."""
-    pool = WorkerPool(public, f"http://{internal.host}:{internal.port}", secret, spawner)
+def attach_workers(app: web.Application, public: Settings, internal: Settings, secret: str, drain: Drain,
+                   spawner: Spawner | None = None, orphans: OrphanReplay | None = None,
+                   on_exit: Callable[[int], None] | None = None) -> WorkerPool:
+    """Make the supervisor's app start the workers after its own startup, stop them first when it
+    drains (it still listens for their last spans), and replace them on SIGHUP."""
+    pool = WorkerPool(public, f"http://{internal.host}:{internal.port}", secret, spawner, orphans, on_exit)
 
     async def start(_: web.Application) -> None:
         await pool.start()
-        _stop_workers_first(pool)
         workers = f"{public.workers} worker processes" if public.workers > 1 else "a worker process"
         print(f"GenOps: the proxy runs in {workers} on http://{public.host}:{public.port}; the store and admin "
-              f"in this process (http://{internal.host}:{internal.port})", file=sys.stderr, flush=True)
+              f"in this process (http://{internal.host}:{internal.port}); SIGHUP restarts them one by one",
+              file=sys.stderr, flush=True)
 
     async def stop(_: web.Application) -> None:
-        await pool.stop()
+        await pool.stop()  # when the drain did not (start-up failed): before on_cleanup flushes the pipeline
 
+    drain.before_close.append(pool.stop)
+    drain.on_hangup = pool.rolling_restart
     app.on_startup.append(start)
-    app.on_shutdown.append(stop)  # before on_cleanup, which flushes the pipeline
+    app.on_shutdown.append(stop)
     return pool

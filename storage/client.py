@@ -5,6 +5,7 @@ Both are ``clickhouse-connect`` clients, so the rest of GenOps never cares which
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -17,6 +18,11 @@ from genops.config import Settings
 
 class StorageError(RuntimeError):
     """ClickHouse could not be opened or reached."""
+
+
+class StorageUnavailable(StorageError):
+    """The store is not reachable or not migrated yet (``genops serve`` runs on, spooling; see
+    :mod:`genops.storage.store_boot`). Raised without touching the network."""
 
 
 _embedded_lock = threading.Lock()
@@ -84,3 +90,18 @@ def open_query_client(settings: Settings) -> Client:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+# Parts of a driver error that differ between two attempts failing alike (query ids, object addresses).
+_NOISE = re.compile(r"query_id=[\w-]+|\b0x[0-9a-fA-F]+\b")
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
+def describe_error(exc: BaseException) -> str:
+    """One short line saying why a store call failed, the same for two attempts failing alike
+    (``Connection refused``, ``Name or service not known``...), for logs and ``/readyz``."""
+    text = _first_line(exc)
+    errno = _ERRNO.search(text)
+    if errno:
+        return errno.group(1).strip()
+    return _NOISE.sub("...", text)[:300]

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from genops.storage.pipeline import JSON, SPAN_ROWS, SPANS, SpanPipeline
+from genops.storage.pipeline import JSON, PING_TIMEOUT_S, SPAN_ROWS, SPANS, SpanPipeline
 from genops.storage.spool import FileRegion
 
 #: Path of the store process's internal endpoint (on its loopback-only internal port).
@@ -101,6 +101,20 @@ class ForwardingSink:
                 return
             raise ForwardError(f"the store process answered {response.status}: {body[:300].decode(errors='replace')}")
 
+    def ping(self) -> bool:
+        """Whether the store process would take a batch now (``GET`` on the ingest path: 204 when its
+        backlog has room), on a connection of its own with a short timeout."""
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=PING_TIMEOUT_S)
+        try:
+            connection.request("GET", INGEST_PATH, headers={"Authorization": f"Bearer {self.secret}"})
+            response = connection.getresponse()
+            response.read()
+            return response.status == 204
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            connection.close()
+
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
@@ -151,4 +165,11 @@ def ingest_route(app: web.Application, pipeline: SpanPipeline, secret: str) -> N
             return web.json_response({"error": "the store is behind: its spool's backlog is full"}, status=503)
         return web.Response(status=204)
 
+    async def room(request: web.Request) -> web.Response:
+        """A worker's probe (:meth:`ForwardingSink.ping`): 204 while a batch would be taken now."""
+        if not internal_secret_ok(request.headers, secret):
+            return web.json_response({"error": "forbidden"}, status=403)
+        return web.Response(status=204 if pipeline.has_handoff_room() else 503)
+
     app.router.add_post(INGEST_PATH, ingest)
+    app.router.add_get(INGEST_PATH, room)

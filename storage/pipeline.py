@@ -2,7 +2,8 @@
 
     submit (never blocks) -> bounded memory queue -> [batcher thread] batches by size and age,
     converts, serialises and writes each batch to the disk spool
-    -> [sender thread] inserts the oldest spooled batch, retrying with exponential backoff,
+    -> [sender thread] inserts the oldest spooled batch, retrying with exponential backoff
+    (cut short once a probe finds the store answering again, :meth:`Sink.ping`),
     with the batch's ClickHouse ``insert_deduplication_token`` -> acknowledged, leaves the spool.
 
 Three kinds of batches share that path: the proxy's own spans, encoded compactly as they
@@ -24,8 +25,10 @@ Guarantees: the caller is never blocked or slowed by storage; a batch is on disk
 one flush interval of its first span (a worker's: once its hand-off fails, and at
 shutdown); batches reach ClickHouse in order and exactly once
 (deduplication token + ``non_replicated_deduplication_window``, migration 0010); when the
-spool is full the oldest batches are dropped and counted; when the memory queue is full
-new spans are dropped and counted (the OTLP receiver sheds load with 503 before that).
+spool is full the oldest batches are dropped and counted, exactly the spans never stored
+(:mod:`genops.storage.spool`); when the memory queue is full new spans are dropped and
+counted (the OTLP receiver sheds load with 503 before that). Until the store is reachable and
+migrated the sink has no client and nothing is inserted (:mod:`genops.storage.store_boot`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from typing import Any, Callable, Protocol
 from genops.storage import otlp_native, span_batch
 from genops.storage.span_buffer import Batch, SpanBuffer
 from genops.storage.rows import insert_json_payload, json_rows_payload
+from genops.storage.client import StorageUnavailable, describe_error
 from genops.storage.spool import Spool
 
 log = logging.getLogger("genops.storage.pipeline")
@@ -68,16 +72,40 @@ class Sink(Protocol):
 
     def insert(self, payload: bytes, token: str, kind: str = JSON, spans: int = 0) -> None: ...
 
+    def ping(self) -> bool:
+        """Whether the store would take a batch now: cheap (no batch sent), answers within about a
+        second. The sender probes with it while a failed batch waits for its retry."""
+        ...
+
+
+#: How long a sink's :meth:`Sink.ping` waits for the store's answer.
+PING_TIMEOUT_S = 1.0
+
 
 class ClickHouseSink:
-    """Inserts into ``{database}.otel_traces`` (parsed by ClickHouse in C++), deduplicated by token."""
+    """Inserts into ``{database}.otel_traces`` (parsed by ClickHouse in C++), deduplicated by token.
+
+    ``client`` may be None until the store is reachable and migrated (:meth:`attach`,
+    :mod:`genops.storage.store_boot`): until then every insert fails at once, never trying
+    tables that may not exist yet, and :meth:`ping` says no.
+    """
 
     def __init__(self, client: Any, database: str) -> None:
         self.client = client
         self.database = database
         self.python_fallbacks = 0  # SpanRow batches the view handed back to the Python decoder
 
+    def attach(self, client: Any) -> None:
+        """Start inserting through ``client`` (the store answers and its schema is current)."""
+        self.client = client
+
+    def ping(self) -> bool:
+        client = self.client
+        return client is not None and bool(client.ping(PING_TIMEOUT_S))
+
     def insert(self, payload: bytes, token: str, kind: str = JSON, spans: int = 0) -> None:
+        if self.client is None:
+            raise StorageUnavailable("the store is not reachable or not migrated yet")
         settings = {
             "insert_deduplication_token": token,
             # dependent materialized views (genops_calls, ...) skip a duplicate block too
@@ -133,7 +161,8 @@ class SpanPipeline:
 
     def __init__(self, sink: Sink, spool: Spool, *, batch_size: int = 512, interval_s: float = 1.0,
                  queue_size: int = 65536, backoff_initial_s: float = 0.1, backoff_max_s: float = 10.0,
-                 payload_batch_spans: int | None = None, write_ahead: bool = True) -> None:
+                 payload_batch_spans: int | None = None, write_ahead: bool = True,
+                 probe_interval_s: float = 0.5) -> None:
         self.sink = sink
         #: Whether the proxy's span batches are spooled before they are sent (see the module doc).
         self.write_ahead = write_ahead
@@ -143,7 +172,16 @@ class SpanPipeline:
         self.queue_size = queue_size
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
+        #: While a failed batch waits for its retry, the store is pinged this often (see _wait_out_backoff).
+        self.probe_interval_s = probe_interval_s
         self.counters = Counters()
+        #: The last insert failed (cleared by the next one that succeeds): the store is not taking spans.
+        self.failing = False
+        #: Why the last insert failed (first line of the error).
+        self.last_error = ""
+        #: The :class:`~genops.storage.store_boot.StoreBoot` of the store this pipeline inserts into,
+        #: whose state ``/metrics`` and ``/readyz`` report; None when the pipeline hands batches on (a worker's).
+        self.store: Any = None
         # Items are (converter, item): converter(item) -> row dict, run on the batcher thread.
         self._queue: deque[tuple[Callable[[Any], dict[str, Any]] | None, Any]] = deque()
         # SpanRow payloads (one per OTLP request) and the spans they hold.
@@ -270,6 +308,11 @@ class SpanPipeline:
         self._wake_sender.set()
         return True
 
+    def has_handoff_room(self) -> bool:
+        """Whether :meth:`accept_handoff` would take a batch now (what a worker's probe asks)."""
+        spool = self.spool
+        return not spool.pending_batches or spool.pending_bytes < spool.cache_bytes
+
     # -- batcher ------------------------------------------------------------------------------
 
     def _take_batch(self) -> list[dict[str, Any]]:
@@ -390,8 +433,8 @@ class SpanPipeline:
             if self._backoff:
                 if self._stopping.is_set():  # shutting down: keep trying until the deadline, gently
                     time.sleep(min(self._backoff, 0.2))
-                else:  # SIGTERM cuts the wait short for a last try
-                    self._stopping.wait(self._backoff + random.uniform(0, self._backoff / 4))
+                else:
+                    self._wait_out_backoff()
             else:
                 self._wake_sender.wait(0.5)
             self._wake_sender.clear()
@@ -402,6 +445,49 @@ class SpanPipeline:
 
     _give_up = False
     _outage = False
+    #: A probe found the store not answering since the last successful insert.
+    _store_was_down = False
+
+    def _wait_out_backoff(self) -> None:
+        """Wait for the retry of a failed batch: the backoff (with jitter), cut short by SIGTERM (a
+        last try), or by a probe that finds the store answering again after it did not.
+
+        Without the probe a store back after a long outage would wait up to ``backoff_max_s``
+        (10 s) for its first insert while the spool, possibly full, drops its oldest spans. A
+        store that answered the probe all along failed the insert for another reason (it is
+        overloaded, refuses the batch...): that retry keeps its full backoff, so a struggling
+        store is not sent a batch every probe interval.
+        """
+        deadline = time.monotonic() + self._backoff + random.uniform(0, self._backoff / 4)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stopping.wait(min(self.probe_interval_s, remaining)):
+                return
+            if time.monotonic() < deadline and self._store_answers_again():
+                return
+
+    def _store_answers_again(self) -> bool:
+        """Ping the store; True when it answers and a probe since the last insert found it down."""
+        try:
+            answers = bool(self.sink.ping())
+        except Exception:  # noqa: BLE001 - a probe that fails in any way says "not yet"; the backoff still ends
+            answers = False
+        if not answers:
+            self._store_was_down = True
+            return False
+        if self._store_was_down:
+            # One early retry per "down, then up": if it fails too, the next needs a probe that saw it down again.
+            self._store_was_down = False
+            log.info("the store answers again; retrying the spooled batches now",
+                     extra={"spooled_batches": self.spool.pending_batches})
+            return True
+        return False
+
+    def _sent(self) -> None:
+        """An insert (or hand-off) succeeded: the store takes spans."""
+        self._backoff = 0.0
+        self.failing = False
+        self._store_was_down = False
 
     #: Batches a worker holds in memory for the sender, the one being handed on included; a
     #: batch cut while they wait goes to the spool (the store is falling behind). Each is up
@@ -446,7 +532,7 @@ class SpanPipeline:
                     self._ready.popleft()
                     self._encoded.release(batch)
             self.counters.latency.observe(time.perf_counter() - started)
-            self._backoff = 0.0
+            self._sent()
             self.counters.exported += batch.spans
             self.counters.batches_exported += 1
 
@@ -454,10 +540,11 @@ class SpanPipeline:
         self.counters.export_failures += 1
         self._backoff = min(self.backoff_max_s, max(self.backoff_initial_s, self._backoff * 2))
         self._outage = True  # everything inserted until the spool is empty again counts as replayed
+        self.failing = True
+        self.last_error = describe_error(exc)
         log.warning("span export failed; batch kept in the spool for retry",
                     extra={"spans": spans, "retry_in_s": round(self._backoff, 2),
-                           "spooled_batches": self.spool.pending_batches,
-                           "error": str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__})
+                           "spooled_batches": self.spool.pending_batches, "error": self.last_error})
         if self._stopping.is_set() and time.monotonic() >= self._deadline:
             self._give_up = True
 
@@ -479,7 +566,7 @@ class SpanPipeline:
             del head, payload  # a payload read back is freed before the next one is read
             self.counters.latency.observe(time.perf_counter() - started)
             self.spool.ack(record)
-            self._backoff = 0.0
+            self._sent()
             self.counters.exported += record.spans
             self.counters.batches_exported += 1
             if record.replay or self._outage:
@@ -525,18 +612,26 @@ class SpanPipeline:
         self.spool.close()
 
 
-def build_pipeline(settings: Any, client: Any) -> SpanPipeline:
-    """The pipeline for ``settings`` (spool under ``GENOPS_DATA_DIR/spool``), started."""
+def build_pipeline(settings: Any, client: Any = None, *, sink: ClickHouseSink | None = None,
+                   start: bool = True) -> SpanPipeline:
+    """The pipeline for ``settings`` (spool under ``GENOPS_DATA_DIR/spool``) inserting through
+    ``client`` (or ``sink``: one whose client comes once the store is migrated); started unless
+    ``start`` is False. With ``client``, whether ClickHouse decodes OTLP protobuf is asked now;
+    with ``sink``, the caller sets ``native_otlp`` once it knows (:mod:`genops.storage.store_boot`).
+    """
     spool = Spool(settings.spool_path, max_bytes=settings.spool_max_bytes, fsync=settings.spool_fsync)
     pipeline = SpanPipeline(
-        ClickHouseSink(client, settings.database),
+        sink if sink is not None else ClickHouseSink(client, settings.database),
         spool,
         batch_size=settings.export_batch_size,
         interval_s=settings.export_interval_ms / 1000,
         queue_size=settings.export_queue_size,
         payload_batch_spans=settings.otlp_batch_spans,
+        probe_interval_s=settings.export_probe_interval_ms / 1000,
     )
-    pipeline.native_otlp = (settings.otlp_decode == "clickhouse"
-                            and otlp_native.native_ingest_available(client, settings.database))
-    pipeline.start()
+    if sink is None:
+        pipeline.native_otlp = (settings.otlp_decode == "clickhouse"
+                                and otlp_native.native_ingest_available(client, settings.database))
+    if start:
+        pipeline.start()
     return pipeline

@@ -2,7 +2,7 @@
 
 The SQL sandbox (:mod:`genops.storage.sql_guard`) guards every store; on a server the
 grants are a second wall that does not depend on GenOps's parser at all. The statements
-are in ``reader.sql`` beside this module; ``docs``/README show them.
+are in ``reader.sql`` beside this module; SECURITY.md shows them.
 """
 
 from __future__ import annotations

@@ -15,9 +15,14 @@ Layout under the spool directory:
 - ``cursor``: ``<segment> <offset>`` of the first record not yet acknowledged (atomic rename);
 - ``lock``: held with ``flock`` so two processes never share a spool.
 
-When the spool would exceed its size limit, the oldest segment is dropped and its spans
-are counted as dropped. A torn record at the end of a segment (a crash in the middle of
-a write) ends that segment's readable data.
+When the spool would exceed its size limit, the oldest segment is dropped (oldest first:
+the newest spans are kept) and its spans are counted in ``dropped_spans``, exactly the
+spans that are never stored. One batch is kept however full the spool is: the oldest, once
+its insert was tried (it is being sent, or its insert failed). That insert may have landed
+(a timeout, a store killed mid-insert): only its retry, with the same deduplication token,
+can tell, so it stays (its payload in memory once its segment is gone) until it is
+acknowledged; the next ones are dropped instead. A torn record at the end of a segment (a
+crash in the middle of a write) ends that segment's readable data.
 """
 
 from __future__ import annotations
@@ -100,6 +105,8 @@ class Record:
     payload: bytes | None  # kept in memory while the cache allows; else read back from disk
     replay: bool = False  # found on disk at start (not written by this process)
     kind: str = "json"  # what the payload is (KIND_BY_MAGIC)
+    tried: bool = False  # handed out for an insert (peek): it may be stored, so never dropped
+    detached: bool = False  # its segment was dropped: it lives in memory only (payload) until acknowledged
 
 
 class Spool:
@@ -123,6 +130,7 @@ class Spool:
         self._pending: deque[Record] = deque()
         self._segment_sizes: dict[int, int] = {}
         self._cached = 0
+        #: Spans dropped because the spool was full: spans that are never stored (see the module doc).
         self.dropped_spans = 0
         self._write_fd: int | None = None
         #: Closed: the lock is released (another process may own the spool now); nothing is read,
@@ -241,7 +249,8 @@ class Spool:
         self._segment_sizes[self._write_segment] = os.fstat(self._write_fd).st_size
 
     def _make_room(self, size: int) -> None:
-        """Drop whole oldest segments until ``size`` more bytes fit under the limit."""
+        """Drop whole oldest segments until ``size`` more bytes fit under the limit (the oldest batch
+        stays if its insert was tried: see the module doc)."""
         while self._segment_sizes and sum(self._segment_sizes.values()) + size > self.max_bytes:
             oldest = min(self._segment_sizes)
             if oldest == self._write_segment:
@@ -249,11 +258,24 @@ class Spool:
                     break
                 self._rotate()  # never drop the segment being written: start a new one first
             dropped = 0
+            kept = self._pending.popleft() if self._pending and self._pending[0].detached else None
             while self._pending and self._pending[0].segment == oldest:
                 record = self._pending.popleft()
+                if kept is None and record.tried:
+                    # Being inserted, or its insert failed: it may have landed. Kept, in memory, for its retry.
+                    if record.payload is None:
+                        with open(self._path(oldest), "rb") as handle:
+                            handle.seek(record.offset + HEADER.size)
+                            record.payload = handle.read(record.length - HEADER.size)
+                        self._cached += len(record.payload)
+                    record.detached = True
+                    kept = record
+                    continue
                 dropped += record.spans
                 if record.payload is not None:
                     self._cached -= len(record.payload)
+            if kept is not None:
+                self._pending.appendleft(kept)
             self.dropped_spans += dropped
             self._path(oldest).unlink(missing_ok=True)
             del self._segment_sizes[oldest]
@@ -267,20 +289,29 @@ class Spool:
         With ``regions``, a payload not held in memory comes as the :class:`FileRegion` it
         occupies, not read: a sink that sends it with ``sendfile`` copies nothing into the process.
         """
-        with self._lock:
-            if self.closed or not self._pending:
-                return None
-            record = self._pending[0]
-            if record.payload is not None:
-                return record, record.payload
-            region = FileRegion(self._path(record.segment), record.offset + HEADER.size, record.length - HEADER.size)
-        return record, region if regions else region.read()
+        while True:
+            with self._lock:
+                if self.closed or not self._pending:
+                    return None
+                record = self._pending[0]
+                record.tried = True  # from now on it may be stored: a full spool keeps it (see _make_room)
+                if record.payload is not None:
+                    return record, record.payload
+                region = FileRegion(self._path(record.segment), record.offset + HEADER.size,
+                                    record.length - HEADER.size)
+            if regions:
+                return record, region
+            try:
+                return record, region.read()
+            except OSError:
+                if record.payload is None:  # not a segment dropped meanwhile (its record kept in memory)
+                    raise
 
     def ack(self, record: Record) -> None:
         """Mark ``record`` stored; advance the cursor; delete segments left behind."""
         with self._lock:
             if self.closed or not self._pending or self._pending[0] is not record:
-                return  # dropped meanwhile (spool full), or closed: replayed by the next start
+                return  # closed: replayed by the next start
             self._pending.popleft()
             if record.payload is not None:
                 self._cached -= len(record.payload)
@@ -311,6 +342,25 @@ class Spool:
         with self._lock:  # read from other threads (/metrics, worker reports) while batches are written
             return sum(self._segment_sizes.values())
 
+    def _write_back(self, record: Record) -> None:
+        """Put a kept batch whose segment was dropped back on disk, first in line for the next start:
+        alone in a segment of its old number (older than every other), the cursor at its start."""
+        assert record.payload is not None
+        header = HEADER.pack(MAGIC_BY_KIND[record.kind], len(record.payload), record.spans,
+                             zlib.crc32(record.payload), record.token.encode())
+        try:
+            fd = os.open(self._path(record.segment), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                _write_all(fd, [header, record.payload])
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._write_cursor(record.segment, 0)
+        except OSError as exc:
+            log.error("spool: the batch kept for its retry could not be written back; it is lost",
+                      extra={"spans": record.spans, "error": str(exc)})
+
     def close(self) -> None:
         """Close the segment being written and release the lock (pending batches stay on disk)."""
         with self._lock:
@@ -320,6 +370,8 @@ class Spool:
             if self._write_fd is not None:
                 os.close(self._write_fd)
                 self._write_fd = None
+            if self._pending and self._pending[0].detached:
+                self._write_back(self._pending[0])
             try:
                 fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
             finally:

@@ -5,7 +5,7 @@ Two databases in the session's in-process chDB get the same week of realistic tr
 from the same seed; one also gets anomalies of every kind injected at known times. The
 jobs backfill both weeks, and the scorecard gives per-detector recall (target >= 0.9) and
 false alerts per simulated day (target <= 1) on the clean week and outside the injected
-anomalies of the other. The figures in the README come from this test (run with -s).
+anomalies of the other. The figures in docs/anomaly-detection.md come from this test (run with -s).
 """
 
 from __future__ import annotations

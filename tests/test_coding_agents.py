@@ -324,7 +324,7 @@ def test_openai_agents_sdk(proxy):
 
 
 def test_cost_per_developer_and_session(proxy):
-    """Two developers, three Claude Code sessions: the README's SQL gives each one's cost."""
+    """Two developers, three Claude Code sessions: the SQL in docs/coding-agents.md gives each one's cost."""
     tag = uuid.uuid4().hex[:8]
     dev_a, dev_b = DEV_A[:-8] + tag, DEV_B[:-8] + tag
     sessions = {(dev_a, str(uuid.uuid4())): 2, (dev_a, str(uuid.uuid4())): 1, (dev_b, str(uuid.uuid4())): 1}

@@ -385,7 +385,7 @@ def test_fields_of_an_unexpected_wire_type_are_stored_like_python(stores: Any, e
     """upb keeps such a field as unknown; ClickHouse refuses these (the batch then goes through Python).
 
     Not covered: a length-delimited value for a varint field (kind, status code), which
-    ClickHouse reads as 0 where the Python decoder keeps the earlier value (README).
+    ClickHouse reads as 0 where the Python decoder keeps the earlier value (docs/otlp.md).
     """
     from genops.storage.otlp_native import _varint
 

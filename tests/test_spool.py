@@ -128,3 +128,57 @@ async def test_receiver_sheds_clickhouse_decoded_requests_with_503_too(tmp_path:
         assert statuses == [200, 200, 503]
     assert pipeline.queued == 20 and pipeline.counters.received == {"otlp": 20}
     pipeline.spool.close()
+
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_full_spool_keeps_the_batch_whose_insert_was_tried_and_counts_exactly_what_it_drops(
+        tmp_path: Path, cached: bool) -> None:
+    """dropped_spans == spans written - spans stored.
+
+    The oldest batch is the one the sender is inserting (or retrying): that insert may land
+    (or have landed: a timeout, a store killed mid-insert). Dropping and counting it over-counted
+    by a batch whenever it did. It is kept instead (in memory once its segment is gone) until
+    its retry, with the same token, is acknowledged.
+    """
+    spool = Spool(tmp_path, max_bytes=1 << 18, segment_bytes=1 << 16, cache_bytes=(64 << 20) if cached else 0)
+    written = stored = 0
+    for i in range(3):
+        spool.append(bytes([i]) * 20_000, 10)
+        written += 10
+    record, payload = spool.peek()  # the sender takes the oldest batch...
+    assert payload[:1] == b"\x00"
+    for i in range(3, 20):  # ... and while it inserts it (or waits to retry), new batches fill the spool
+        spool.append(bytes([i]) * 20_000, 10)
+        written += 10
+    assert spool.bytes_on_disk <= 1 << 18
+    assert not (tmp_path / f"{record.segment:016d}.seg").exists(), "its segment was dropped"
+    assert spool.dropped_spans == 20 + 30 * ((spool.dropped_spans - 20) // 30), "with the others of its segment"
+    again, payload = spool.peek()  # its insert failed: the retry gets it from memory
+    assert again is record and payload == bytes([0]) * 20_000
+    spool.ack(record)
+    stored += record.spans
+    rest = drain(spool)
+    stored += 10 * len(rest)
+    assert [p[0] for p, _ in rest] == list(range(20 - len(rest), 20)), "the newest kept, in order"
+    assert spool.dropped_spans == written - stored
+    spool.close()
+    reopened = Spool(tmp_path, max_bytes=1 << 18)
+    assert reopened.pending_batches == 0, "nothing left for a replay"
+    reopened.close()
+
+
+def test_a_kept_batch_whose_segment_was_dropped_is_replayed_first_after_a_restart(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 18, segment_bytes=1 << 16)
+    for i in range(20):
+        spool.append(bytes([i]) * 20_000, 10)
+        if i == 2:
+            record, _ = spool.peek()  # its insert is tried (and fails) while the spool fills up
+    pending = spool.pending_spans
+    spool.close()  # shutdown: it is not on disk any more, so it is written back
+    reopened = Spool(tmp_path, max_bytes=1 << 18, segment_bytes=1 << 16)
+    assert reopened.pending_spans == pending
+    replayed = drain(reopened)
+    assert replayed[0] == (bytes([0]) * 20_000, record.token), "first, with its token"
+    assert [p[0] for p, _ in replayed[1:]] == list(range(20 - len(replayed) + 1, 20))
+    reopened.close()

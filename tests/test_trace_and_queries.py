@@ -1,4 +1,4 @@
-"""``genops trace`` on a seeded agent run with nested sessions, and the README's SQL on seeded data.
+"""``genops trace`` on a seeded agent run with nested sessions, and docs/sql-cookbook.md's SQL on seeded data.
 
 The store is seeded by a separate process (tests/seed_sessions.py: chDB locks its directory
 to one process); ``genops trace`` runs first with no server (direct), then through a real
@@ -94,9 +94,10 @@ def test_trace_by_request_and_trace_id(seeded):
 
 
 def readme_sql(name: str) -> str:
-    text = (ROOT / "README.md").read_text()
+    """The query of the ``<!-- sql:name -->`` block in docs/sql-cookbook.md."""
+    text = (ROOT / "docs" / "sql-cookbook.md").read_text()
     match = re.search(rf"<!-- sql:{name} -->\n```sql\n(.*?)```", text, re.S)
-    assert match, f"README has no sql:{name} block"
+    assert match, f"docs/sql-cookbook.md has no sql:{name} block"
     return match.group(1)
 
 
@@ -196,7 +197,7 @@ def test_feedback_for_stored_ids_this_proxy_never_served(seeded):
 
 def test_trace_of_a_live_session_through_the_proxy(seeded, fake_upstream):
     """Calls made now through the proxy (nested session paths, a traceparent from the seeded agent span).
-    Last in the module: it adds calls the README-query expectations above do not count."""
+    Last in the module: it adds calls the cookbook-query expectations above do not count."""
     proxy = seeded.proxy
 
     def client(path: str, **headers: str) -> openai.OpenAI:

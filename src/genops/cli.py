@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "genops.commands.redteam",
     "genops.commands.collector",
     "genops.commands.dashboards",
+    "genops.commands.config",
 )
 
 

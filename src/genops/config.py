@@ -147,6 +147,13 @@ def _parse_identifier(raw: str) -> str:
     return text
 
 
+def _parse_cluster_name(raw: str) -> str:
+    from genops.storage.cluster_ddl import check_cluster_name
+
+    text = str(raw).strip()
+    return check_cluster_name(text) if text else ""
+
+
 def _parse_safety_policy(raw: str) -> str:
     from genops.proxy.safety.policy import validate_policy
 
@@ -169,20 +176,42 @@ class Settings:
 
     host: str = _setting("127.0.0.1", _parse_str, "address the proxy listens on")
     port: int = _setting(8080, _parse_int(0, 65535), "port the proxy listens on")
-    data_dir: str = _setting("./.genops", _parse_str, "embedded store, spool files and local state")
-    clickhouse_url: str = _setting("", _parse_clickhouse_url, "ClickHouse server URL; empty = embedded chDB")
+    data_dir: str = _setting(
+        "./.genops", _parse_str,
+        "embedded store, spool files, tokens and local state (the directory 0700, its files 0600)",
+    )
+    clickhouse_url: str = _setting(
+        "", _parse_clickhouse_url,
+        "ClickHouse server URL, http(s)://user:password@host:8123/; empty = embedded chDB (chdb://PATH: embedded, "
+        "at PATH)",
+    )
     database: str = _setting("genops", _parse_identifier, "ClickHouse database for all GenOps tables")
+    clickhouse_cluster: str = _setting(
+        "", _parse_cluster_name,
+        "ClickHouse cluster (a remote_servers name, or the {cluster} macro): migrations run ON CLUSTER, with "
+        "Replicated*MergeTree _local tables and Distributed tables in front (docs/deploy.md); empty = one server",
+    )
     retention_days: int = _setting(30, _parse_int(1, 36500), "TTL of raw spans in days")
-    admin_token: str = _setting("", _parse_str, "token for the SQL/admin endpoints; generated if empty")
+    admin_token: str = _setting(
+        "", _parse_str, "Bearer token of the SQL/admin endpoints; empty = generated into the data dir"
+    )
     feedback_token: str = _setting(
         "", _parse_str, "token that may only write and read scores (POST/GET /genops/v1/feedback); generated if empty"
     )
     feedback_rate: float = _setting(
-        100.0, _parse_float(0.1, 1e6), "scores per second each token may send to the feedback endpoint (burst: 10 s worth)"
+        100.0, _parse_float(0.1, 1e6),
+        "scores per second each token may send to the feedback endpoint (burst: 10 s worth); beyond it 429 with "
+        "Retry-After",
     )
     otlp_token: str = _setting(
         "", _parse_str,
-        "Bearer token the OTLP receiver requires; empty = open on loopback, generated into the data dir beyond it",
+        "Bearer token POST /v1/traces and the receiver's /metrics require; empty = none on loopback, generated into "
+        "the data dir beyond it",
+    )
+    otlp_trusted_token: str = _setting(
+        "", _parse_str,
+        "Bearer token of trusted senders (GenOps proxies): a collector stores their spans as the proxy's own, a proxy "
+        "with GENOPS_EXPORTER=otlp sends it; else <data dir>/otlp_trusted_token if that file exists; empty = none",
     )
     sql_timeout_s: float = _setting(30.0, _parse_float(0.1, 3600), "longest a user's SQL query may run")
     sql_max_result_bytes: int = _setting(
@@ -197,7 +226,9 @@ class Settings:
         "ClickHouse server: the read-only user `genops migrate --create-reader` creates and `genops sql` uses",
     )
     sql_password: str = _setting(
-        "", _parse_str, "ClickHouse server: the read-only user's password; empty = the admin URL's user is used"
+        "", _parse_str,
+        "ClickHouse server: the read-only user's password; empty = the one `genops migrate --create-reader` "
+        "generated into <data dir>/sql_password, else (no such user) the URL's own user",
     )
     openai_base_url: str = _setting("https://api.openai.com", _parse_http_url, "OpenAI upstream")
     anthropic_base_url: str = _setting("https://api.anthropic.com", _parse_http_url, "Anthropic upstream")
@@ -206,52 +237,105 @@ class Settings:
     )
     vertex_base_url: str = _setting(
         "https://{location}-aiplatform.googleapis.com", _parse_url_template("location"),
-        "Vertex AI upstream; {location} is replaced by the request's location (global: aiplatform.googleapis.com)",
+        "Vertex AI upstream; {location} is replaced by the request's location (global, us and eu get Google's hosts: "
+        "aiplatform.googleapis.com, aiplatform.{us,eu}.rep.googleapis.com)",
     )
     azure_base_url: str = _setting(
         "https://{resource}.openai.azure.com", _parse_url_template("resource"),
         "Azure OpenAI upstream; {resource} is replaced by the resource name in /azure/{resource}/...",
     )
-    allowed_targets: str = _setting(
-        "", _parse_host_list, "extra hosts (comma-separated, *.domain allowed) a GenOps-Target-Url may point at"
+    upstream_base_url: str = _setting(
+        "", _parse_optional_http_url,
+        "one upstream for every provider whose own GENOPS_<PROVIDER>_BASE_URL is not set, laid out as "
+        "`genops fake-upstream` serves them: OpenAI, Anthropic and Gemini at its root, Vertex AI at "
+        "/vertex/{location}, Azure OpenAI at /azure/{resource} (offline: http://127.0.0.1:9100); empty = "
+        "each provider's own default",
     )
-    otlp_endpoint: str = _setting("", _parse_optional_http_url, "also export spans by OTLP/HTTP to this collector")
+    allowed_targets: str = _setting(
+        "", _parse_host_list,
+        "more hosts a GenOps-Target-Url may name, comma-separated: host (its standard port), host:port, "
+        "*.domain[:port], [v6addr]:port",
+    )
+    otlp_endpoint: str = _setting(
+        "", _parse_optional_http_url,
+        "OTLP/HTTP collector: with GENOPS_EXPORTER=otlp where every span goes (spooled, retried), else an extra "
+        "best-effort export",
+    )
+    exporter: str = _setting(
+        "clickhouse", _parse_choice("clickhouse", "otlp"),
+        "where genops serve stores its spans: clickhouse (the embedded or GENOPS_CLICKHOUSE_URL store) or otlp "
+        "(only the collector at GENOPS_OTLP_ENDPOINT; no local store, see docs/scale-out.md)",
+    )
     service_name: str = _setting("genops-proxy", _parse_str, "service.name of the proxy's own spans")
-    max_body_bytes: int = _setting(32 * 1024 * 1024, _parse_int(1024, 1 << 34), "largest request body accepted")
+    max_body_bytes: int = _setting(
+        32 * 1024 * 1024, _parse_int(1024, 1 << 34),
+        "largest request body accepted; larger gets a 413 (Connection: close, span recorded), a Content-Length over "
+        "it as soon as the headers arrive, before any body is read",
+    )
     client_header_timeout_s: float = _setting(
-        10.0, _parse_float(0.1, 3600), "time a client has to send a request's headers (then the connection is closed)"
+        10.0, _parse_float(0.1, 3600),
+        "time a connection has to send a request's complete headers, from its start or from the previous response "
+        "on a kept-alive connection; then it is closed. Idle keep-alive connections close after it too: behind a load "
+        "balancer that reuses connections, set it above the balancer's idle timeout (e.g. 65 for AWS ALB's 60 s)",
     )
     client_body_timeout_s: float = _setting(
-        60.0, _parse_float(0.1, 86400), "longest pause while a client sends a request body (then 408)"
+        60.0, _parse_float(0.1, 86400),
+        "longest pause while a client sends a request body; then 408 in the provider's shape (Connection: close, "
+        "span recorded)",
     )
-    upstream_timeout_s: float = _setting(600.0, _parse_float(0.001, 86400), "total time allowed for an upstream call")
-    connect_timeout_s: float = _setting(10.0, _parse_float(0.001, 3600), "time allowed to connect upstream")
+    upstream_timeout_s: float = _setting(
+        600.0, _parse_float(0.001, 86400), "total time allowed for an upstream call (then 504)"
+    )
+    connect_timeout_s: float = _setting(10.0, _parse_float(0.001, 3600), "time allowed to connect upstream (then 502)")
     upstream_client: str = _setting(
         "native", _parse_choice("native", "aiohttp"),
-        "HTTP client for upstream calls: native (GenOps's own HTTP/1.1 client, less CPU) or aiohttp (the reference)",
+        "HTTP client for upstream calls: native (GenOps's own HTTP/1.1 client, ~100 µs less CPU per call) or aiohttp "
+        "(aiohttp.ClientSession, the reference behaviour, kept as a fallback; one conformance suite runs against both)",
     )
     dns_cache_ttl_s: float = _setting(10.0, _parse_float(0, 86400), "how long an upstream host's DNS answer is reused (0 = no cache)")
     upstream_max_connections: int = _setting(
-        0, _parse_int(0, 100_000), "open connections per upstream origin at most (0 = no limit); more calls wait for one"
+        0, _parse_int(0, 100_000),
+        "open connections per upstream origin at most (0 = no limit); more calls wait for one within "
+        "GENOPS_CONNECT_TIMEOUT_S",
     )
     stream_usage: str = _setting(
-        "inject", _parse_choice("inject", "off"), "ask OpenAI streams for usage (hidden from the client)"
+        "inject", _parse_choice("inject", "off"),
+        "inject: ask OpenAI streams for usage, hiding the extra chunk from the client; off: do not ask",
     )
     export_batch_size: int = _setting(8192, _parse_int(1, 100_000), "spans per insert (ClickHouse favours few big inserts)")
     export_interval_ms: int = _setting(1000, _parse_int(10, 600_000), "longest a span waits before export")
     export_queue_size: int = _setting(65536, _parse_int(16, 10_000_000), "spans buffered in memory for export")
     export_enabled: bool = _setting(True, _parse_bool, "store the proxy's spans (false only for benchmarks)")
-    export_timeout_s: float = _setting(10.0, _parse_float(0.1, 3600), "time allowed for one insert into a ClickHouse server")
+    export_timeout_s: float = _setting(
+        10.0, _parse_float(0.1, 3600),
+        "time allowed for one insert into a ClickHouse server; past it the batch is retried from the spool",
+    )
+    export_probe_interval_ms: int = _setting(
+        500, _parse_int(50, 60_000),
+        "while a failed insert waits for its retry, the store is pinged this often; once it answers again the "
+        "spool drains at once (not after the rest of a backoff of up to 10 s)",
+    )
+    storage_boot_wait_s: float = _setting(
+        15.0, _parse_float(0, 3600),
+        "ClickHouse server: how long genops serve/collector wait at start for it to answer and migrate; after that "
+        "(or at once when it refuses) they serve without it, spool spans, and migrate in the background",
+    )
     spool_max_bytes: int = _setting(1 << 30, _parse_int(1 << 20, 1 << 44), "disk spool limit; beyond it the oldest spans are dropped")
     spool_fsync: bool = _setting(False, _parse_bool, "fsync every spooled batch (survives power loss, costs disk syncs)")
     otlp_host: str = _setting("", _parse_str, "address of the OTLP/HTTP receiver; empty = the proxy's host")
     otlp_port: int = _setting(4318, _parse_int(0, 65535), "OTLP/HTTP receiver port (genops serve: 0 = no receiver)")
-    otlp_max_body_bytes: int = _setting(20 * 1024 * 1024, _parse_int(1024, 1 << 34), "largest OTLP request, after gunzip")
+    otlp_max_body_bytes: int = _setting(
+        20 * 1024 * 1024, _parse_int(1024, 1 << 34),
+        "largest OTLP request after gunzip (inflated off the event loop, stopped at the limit); larger gets a 413",
+    )
     otlp_decode: str = _setting("clickhouse", _parse_choice("clickhouse", "python"),
                                 "who decodes OTLP protobuf spans: ClickHouse (fast) or the Python decoder")
     # Batches are also cut at 64 MiB (storage/pipeline.py): an insert stays one ClickHouse block.
-    otlp_batch_spans: int = _setting(65536, _parse_int(1, 200_000),
-                                     "spans per insert of OTLP protobuf that ClickHouse decodes (up to two batches are held in memory)")
+    otlp_batch_spans: int = _setting(
+        65536, _parse_int(1, 200_000),
+        "spans per insert of OTLP protobuf that ClickHouse decodes (also cut at 64 MiB and every "
+        "GENOPS_EXPORT_INTERVAL_MS; up to two batches wait in memory, beyond that the receiver answers 503)",
+    )
     workers: int = _setting(1, _parse_int(1, 64), "proxy processes sharing the port (embedded store stays in one)")
     store_process: str = _setting(
         "auto", _parse_choice("auto", "separate", "inline"),
@@ -260,11 +344,21 @@ class Settings:
     )
     store_nice: int = _setting(
         10, _parse_int(0, 19),
-        "scheduling niceness of the store process when the proxy runs in workers (Linux): on shared cores "
+        "scheduling niceness (0-19) of the store process when the proxy runs in workers (Linux): on shared cores "
         "its inserts and merges yield to the proxy",
     )
+    drain_delay_s: float = _setting(
+        0.0, _parse_float(0, 3600),
+        "on SIGTERM, how long /readyz fails before the listener closes, so load balancers stop sending new "
+        "connections (Kubernetes: 5; see docs/operations.md)",
+    )
+    drain_timeout_s: float = _setting(
+        30.0, _parse_float(0, 86400),
+        "on SIGTERM, how long calls in flight (streams included) may take to finish once the listener is closed; "
+        "then they are cancelled, and spans are flushed",
+    )
     log_level: str = _setting("info", _parse_choice("debug", "info", "warning", "error"), "log level")
-    log_format: str = _setting("json", _parse_choice("json", "text"), "structured JSON logs or plain text")
+    log_format: str = _setting("json", _parse_choice("json", "text"), "structured JSON logs or plain text, on stderr")
     capture_headers: bool = _setting(False, _parse_bool, "record non-secret request headers on spans")
     jobs_in_serve: str = _setting(
         "auto", _parse_choice("auto", "on", "off"), "run the anomaly jobs inside genops serve (auto = when embedded)"
@@ -273,7 +367,9 @@ class Settings:
     jobs_lag_s: float = _setting(120.0, _parse_float(0, 3600), "how long the jobs wait for late spans")
     alert_webhook_url: str = _setting("", _parse_optional_http_url, "Slack-compatible webhook for anomaly alerts")
     alert_cooldown_s: float = _setting(1800.0, _parse_float(0, 604800), "at most one alert per anomaly key per this")
-    alert_min_severity: str = _setting("warning", _parse_choice("warning", "critical"), "lowest severity alerted")
+    alert_min_severity: str = _setting(
+        "warning", _parse_choice("warning", "critical"), "lowest severity alerted (critical: page only on those)"
+    )
     safety_policy: str = _setting(
         "annotate", _parse_safety_policy,
         "safety action for every call: annotate|redact|mask-upstream|block|off, or pii=...,secrets=...,injection=...",
@@ -282,7 +378,9 @@ class Settings:
         "", _parse_safety_route_policy, "per-route safety policies, e.g. openai:secrets=block;vllm:block"
     )
     capture: str = _setting(
-        "metadata", _parse_choice("none", "metadata", "full"), "content stored on spans: none|metadata|full"
+        "metadata", _parse_choice("none", "metadata", "full"),
+        "content stored on spans: none (no content, no sizes), metadata (sizes, counts, findings) or full (also "
+        "gen_ai.input/output.messages, redacted, capped)",
     )
     capture_max_chars: int = _setting(32768, _parse_int(256, 16 << 20), "size cap of each captured messages JSON")
     grafana_url: str = _setting("", _parse_optional_http_url, "Grafana for `genops dashboards push`")
@@ -305,7 +403,7 @@ class Settings:
         """Whether ``genops serve`` runs the proxy in worker process(es) and the store in the supervisor.
 
         Always with ``--workers`` > 1. Otherwise ``auto`` separates the embedded store when the
-        machine has a second core for it (see README, "Architecture"); a ClickHouse server is
+        machine has a second core for it (see docs/architecture.md); a ClickHouse server is
         already another process, so the proxy then inserts itself.
         """
         if self.workers > 1 or self.store_process == "separate":
@@ -334,6 +432,8 @@ class Settings:
 
     def storage_description(self) -> str:
         """Where data goes, for humans (never includes a password)."""
+        if self.exporter == "otlp":
+            return f"the collector at {self.otlp_endpoint} (GENOPS_EXPORTER=otlp: no store in this process)"
         if self.embedded:
             return f"embedded chDB at {self.chdb_path} (database {self.database})"
         parts = urlsplit(self.clickhouse_url)
@@ -363,6 +463,16 @@ class Settings:
         if self.otlp_token:
             return self.otlp_token
         return "" if self.otlp_on_loopback else self._stored_token("otlp_token")
+
+    def resolved_otlp_trusted_token(self) -> str:
+        """The trusted senders' token: the configured one, else ``<data dir>/otlp_trusted_token`` if it
+        exists (never created: trust is handed out on purpose), else "" (nobody is trusted)."""
+        if self.otlp_trusted_token:
+            return self.otlp_trusted_token
+        try:
+            return (self.data_path / "otlp_trusted_token").read_text().strip()
+        except OSError:
+            return ""
 
     def private_data_dir(self) -> Path:
         """Create the data directory readable by this user only, and make every file GenOps writes private.
@@ -426,6 +536,24 @@ def _config_file(env: Mapping[str, str]) -> Path | None:
     return default if default.is_file() else None
 
 
+# Where each provider lives under GENOPS_UPSTREAM_BASE_URL: the paths `genops fake-upstream` serves it at.
+PROVIDER_PATHS = {
+    "openai_base_url": "",
+    "anthropic_base_url": "",
+    "gemini_base_url": "",
+    "vertex_base_url": "/vertex/{location}",
+    "azure_base_url": "/azure/{resource}",
+}
+
+
+def _default_provider_urls(values: dict[str, Any]) -> None:
+    """With ``upstream_base_url`` set, every provider base URL not set on its own points under it."""
+    base = values.get("upstream_base_url")
+    if base:
+        for name, path in PROVIDER_PATHS.items():
+            values.setdefault(name, base + path)
+
+
 def load_settings(
     overrides: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
@@ -468,11 +596,32 @@ def load_settings(
             values[name] = parse(value if not isinstance(value, bool) else str(value))
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from None
+    _default_provider_urls(values)
     settings = Settings(**values)
     if settings.feedback_token and settings.feedback_token == settings.admin_token:
         # the feedback token is handed to apps; the same value would hand them SQL over every prompt
         raise ConfigError("GENOPS_FEEDBACK_TOKEN: must differ from GENOPS_ADMIN_TOKEN")
+    _check_otlp_export(settings)
+    if settings.clickhouse_cluster and settings.embedded and settings.exporter != "otlp":  # otlp: no store here
+        raise ConfigError("GENOPS_CLICKHOUSE_CLUSTER: needs a ClickHouse server (GENOPS_CLICKHOUSE_URL); "
+                          "the embedded store is a single node")
     return settings
+
+
+def _check_otlp_export(settings: Settings) -> None:
+    """The scale-out settings make sense together (docs/scale-out.md)."""
+    trusted = settings.otlp_trusted_token
+    if trusted and len(trusted) < 16:
+        raise ConfigError("GENOPS_OTLP_TRUSTED_TOKEN: use at least 16 characters (it lets a sender write as the proxy)")
+    if trusted and trusted == settings.otlp_token:
+        # every agent holding the ordinary token could then pose as a proxy
+        raise ConfigError("GENOPS_OTLP_TRUSTED_TOKEN: must differ from GENOPS_OTLP_TOKEN")
+    if settings.exporter == "otlp" and not settings.otlp_endpoint:
+        raise ConfigError("GENOPS_EXPORTER=otlp: set GENOPS_OTLP_ENDPOINT to the collector's URL "
+                          "(e.g. http://genops-collector:4318)")
+    if settings.exporter == "otlp" and settings.jobs_in_serve == "on" and settings.embedded:
+        raise ConfigError("GENOPS_JOBS_IN_SERVE=on: a proxy with GENOPS_EXPORTER=otlp has no store to run the "
+                          "anomaly jobs on; run `genops jobs` where the store is, or set GENOPS_CLICKHOUSE_URL")
 
 
 def extra_env(prefix: str, env: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         client = open_client(settings)
-        migrate(client, settings.database, retention_days=settings.retention_days)
+        migrate(client, settings.database, retention_days=settings.retention_days,
+                cluster=settings.clickhouse_cluster)
     except StorageError as exc:
         print(f"genops: {exc}", file=sys.stderr)
         return 1

@@ -89,7 +89,8 @@ def _open_jobs(settings: Settings, args: argparse.Namespace):
             return None
     try:
         client = open_client(settings)
-        migrate(client, settings.database, retention_days=settings.retention_days)
+        migrate(client, settings.database, retention_days=settings.retention_days,
+                cluster=settings.clickhouse_cluster)
     except StorageError as exc:
         print(f"genops: {exc}", file=sys.stderr)
         return None

@@ -1,0 +1,600 @@
+-- GenOps schema: every statement `genops migrate` runs on a new store, in order
+-- (database genops, retention 30 days, ON CLUSTER 'genops').
+
+-- ledger
+CREATE DATABASE IF NOT EXISTS genops ON CLUSTER 'genops';
+CREATE TABLE IF NOT EXISTS genops.genops_schema_migrations ON CLUSTER 'genops' (
+    version UInt32,
+    name String,
+    checksum String,
+    applied_at DateTime64(3) DEFAULT now64(3)
+) ENGINE = ReplicatedMergeTree('/clickhouse/tables/cluster_wide/{database}/{table}', '{shard}-{replica}') ORDER BY version;
+
+-- 0001_otel_traces
+CREATE TABLE IF NOT EXISTS genops.otel_traces_local ON CLUSTER 'genops' (
+    Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
+    TraceId String CODEC(ZSTD(1)),
+    SpanId String CODEC(ZSTD(1)),
+    ParentSpanId String CODEC(ZSTD(1)),
+    TraceState String CODEC(ZSTD(1)),
+    SpanName LowCardinality(String) CODEC(ZSTD(1)),
+    SpanKind LowCardinality(String) CODEC(ZSTD(1)),
+    ServiceName LowCardinality(String) CODEC(ZSTD(1)),
+    ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    ScopeName String CODEC(ZSTD(1)),
+    ScopeVersion String CODEC(ZSTD(1)),
+    SpanAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    Duration UInt64 CODEC(T64, ZSTD(1)),
+    StatusCode LowCardinality(String) CODEC(ZSTD(1)),
+    StatusMessage String CODEC(ZSTD(1)),
+    Events Nested (
+        Timestamp DateTime64(9),
+        Name LowCardinality(String),
+        Attributes Map(LowCardinality(String), String)
+    ) CODEC(ZSTD(1)),
+    Links Nested (
+        TraceId String,
+        SpanId String,
+        TraceState String,
+        Attributes Map(LowCardinality(String), String)
+    ) CODEC(ZSTD(1)),
+    ResourceAttributeItems Array(String) ALIAS arrayMap(kv -> concat(kv.1, '=', kv.2), CAST(ResourceAttributes, 'Array(Tuple(String, String))')),
+    SpanAttributeItems Array(String) ALIAS arrayMap(kv -> concat(kv.1, '=', kv.2), CAST(SpanAttributes, 'Array(Tuple(String, String))')),
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_res_attr_value mapValues(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_span_attr_key mapKeys(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_span_attr_value mapValues(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_duration Duration TYPE minmax GRANULARITY 1,
+    INDEX idx_lower_span_name lower(SpanName) TYPE tokenbf_v1(32768, 3, 0) GRANULARITY 8
+) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+PARTITION BY toDate(Timestamp)
+PRIMARY KEY (ServiceName, SpanName, toDateTime(Timestamp))
+ORDER BY (ServiceName, SpanName, toDateTime(Timestamp), Timestamp)
+TTL toDateTime(Timestamp) + toIntervalDay(30)
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1;
+CREATE TABLE IF NOT EXISTS genops.otel_traces ON CLUSTER 'genops' AS genops.otel_traces_local
+ENGINE = Distributed('genops', 'genops', 'otel_traces_local', cityHash64(TraceId));
+
+-- 0002_otel_traces_trace_id_ts
+CREATE TABLE IF NOT EXISTS genops.otel_traces_trace_id_ts_local ON CLUSTER 'genops' (
+    TraceId String CODEC(ZSTD(1)),
+    Start SimpleAggregateFunction(min, DateTime) CODEC(ZSTD(1)),
+    End SimpleAggregateFunction(max, DateTime) CODEC(ZSTD(1))
+) ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+PARTITION BY toStartOfWeek(Start)
+ORDER BY (TraceId)
+TTL toDateTime(Start) + toIntervalDay(30)
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1;
+CREATE TABLE IF NOT EXISTS genops.otel_traces_trace_id_ts ON CLUSTER 'genops' AS genops.otel_traces_trace_id_ts_local
+ENGINE = Distributed('genops', 'genops', 'otel_traces_trace_id_ts_local', cityHash64(TraceId));
+CREATE MATERIALIZED VIEW IF NOT EXISTS genops.otel_traces_trace_id_ts_mv ON CLUSTER 'genops'
+TO genops.otel_traces_trace_id_ts_local
+AS SELECT
+    TraceId,
+    min(toDateTime(Timestamp)) AS Start,
+    max(toDateTime(Timestamp)) AS End
+FROM genops.otel_traces_local
+WHERE TraceId != ''
+GROUP BY TraceId;
+
+-- 0003_genops_calls
+CREATE TABLE IF NOT EXISTS genops.genops_calls_local ON CLUSTER 'genops' (
+    Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
+    TraceId String CODEC(ZSTD(1)),
+    SpanId String CODEC(ZSTD(1)),
+    ParentSpanId String CODEC(ZSTD(1)),
+    ServiceName LowCardinality(String),
+    ScopeName LowCardinality(String),
+    SpanName LowCardinality(String),
+    Operation LowCardinality(String),
+    Provider LowCardinality(String),
+    RequestModel LowCardinality(String),
+    ResponseModel LowCardinality(String),
+    Stream UInt8,
+    StatusCode LowCardinality(String),
+    ErrorType LowCardinality(String),
+    HttpStatus UInt16,
+    Duration UInt64 CODEC(T64, ZSTD(1)),
+    InputTokens UInt64,
+    OutputTokens UInt64,
+    CacheReadTokens UInt64,
+    CacheWriteTokens UInt64,
+    ReasoningTokens UInt64,
+    TokensEstimated UInt8,
+    CostUsd Nullable(Float64),
+    CostKnown UInt8,
+    TtftMs Nullable(Float64),
+    OutputTokensPerSecond Nullable(Float64),
+    RequestId String CODEC(ZSTD(1)),
+    UserId String CODEC(ZSTD(1)),
+    SessionId String CODEC(ZSTD(1)),
+    SessionPath String CODEC(ZSTD(1)),
+    AgentName LowCardinality(String),
+    PromptId LowCardinality(String),
+    PromptVersion LowCardinality(String),
+    Properties Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    SafetyPii UInt32,
+    SafetySecrets UInt32,
+    SafetyInjection UInt32,
+    SafetyAction LowCardinality(String),
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_request_id RequestId TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_session_id SessionId TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_user_id UserId TYPE bloom_filter(0.01) GRANULARITY 1
+) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+PARTITION BY toDate(Timestamp)
+ORDER BY (Provider, RequestModel, toStartOfMinute(Timestamp), Timestamp)
+TTL toDateTime(Timestamp) + toIntervalDay(30)
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1;
+CREATE TABLE IF NOT EXISTS genops.genops_calls ON CLUSTER 'genops' AS genops.genops_calls_local
+ENGINE = Distributed('genops', 'genops', 'genops_calls_local', cityHash64(TraceId));
+CREATE MATERIALIZED VIEW IF NOT EXISTS genops.genops_calls_mv ON CLUSTER 'genops'
+TO genops.genops_calls_local
+AS SELECT
+    Timestamp,
+    TraceId,
+    SpanId,
+    ParentSpanId,
+    ServiceName,
+    ScopeName,
+    SpanName,
+    SpanAttributes['gen_ai.operation.name'] AS Operation,
+    if(SpanAttributes['gen_ai.provider.name'] != '', SpanAttributes['gen_ai.provider.name'], SpanAttributes['gen_ai.system']) AS Provider,
+    SpanAttributes['gen_ai.request.model'] AS RequestModel,
+    SpanAttributes['gen_ai.response.model'] AS ResponseModel,
+    SpanAttributes['gen_ai.request.stream'] = 'true' AS Stream,
+    StatusCode,
+    SpanAttributes['error.type'] AS ErrorType,
+    toUInt16OrZero(SpanAttributes['http.response.status_code']) AS HttpStatus,
+    Duration,
+    toUInt64OrZero(SpanAttributes['gen_ai.usage.input_tokens']) AS InputTokens,
+    toUInt64OrZero(SpanAttributes['gen_ai.usage.output_tokens']) AS OutputTokens,
+    toUInt64OrZero(SpanAttributes['gen_ai.usage.cache_read.input_tokens']) AS CacheReadTokens,
+    toUInt64OrZero(SpanAttributes['gen_ai.usage.cache_creation.input_tokens']) AS CacheWriteTokens,
+    toUInt64OrZero(SpanAttributes['gen_ai.usage.reasoning.output_tokens']) AS ReasoningTokens,
+    SpanAttributes['genops.usage.estimated'] = 'true' AS TokensEstimated,
+    toFloat64OrNull(SpanAttributes['genops.cost.usd']) AS CostUsd,
+    mapContains(SpanAttributes, 'genops.cost.usd') AS CostKnown,
+    toFloat64OrNull(SpanAttributes['genops.latency.ttft_ms']) AS TtftMs,
+    toFloat64OrNull(SpanAttributes['genops.latency.output_tokens_per_second']) AS OutputTokensPerSecond,
+    SpanAttributes['genops.request.id'] AS RequestId,
+    SpanAttributes['genops.user.id'] AS UserId,
+    SpanAttributes['gen_ai.conversation.id'] AS SessionId,
+    SpanAttributes['genops.session.path'] AS SessionPath,
+    SpanAttributes['gen_ai.agent.name'] AS AgentName,
+    SpanAttributes['genops.prompt.id'] AS PromptId,
+    SpanAttributes['genops.prompt.version'] AS PromptVersion,
+    mapApply((k, v) -> (substring(k, 17), v), mapFilter((k, v) -> startsWith(k, 'genops.property.'), SpanAttributes)) AS Properties,
+    toUInt32OrZero(SpanAttributes['genops.safety.pii.count']) AS SafetyPii,
+    toUInt32OrZero(SpanAttributes['genops.safety.secrets.count']) AS SafetySecrets,
+    toUInt32OrZero(SpanAttributes['genops.safety.injection.count']) AS SafetyInjection,
+    SpanAttributes['genops.safety.action'] AS SafetyAction
+FROM genops.otel_traces_local
+WHERE SpanAttributes['gen_ai.operation.name'] != '';
+
+-- 0010_insert_deduplication
+ALTER TABLE genops.otel_traces_local ON CLUSTER 'genops' MODIFY SETTING replicated_deduplication_window_seconds = 604800;
+ALTER TABLE genops.genops_calls_local ON CLUSTER 'genops' MODIFY SETTING replicated_deduplication_window_seconds = 604800;
+ALTER TABLE genops.otel_traces_trace_id_ts_local ON CLUSTER 'genops' MODIFY SETTING replicated_deduplication_window_seconds = 604800;
+
+-- 0030_anomaly_rollups
+CREATE TABLE IF NOT EXISTS genops.genops_rollup_model_1m_local ON CLUSTER 'genops' (
+    Minute DateTime CODEC(Delta(4), ZSTD(1)),
+    ServiceName LowCardinality(String),
+    Provider LowCardinality(String),
+    RequestModel LowCardinality(String),
+    Calls SimpleAggregateFunction(sum, UInt64),
+    Errors SimpleAggregateFunction(sum, UInt64),
+    RateLimited SimpleAggregateFunction(sum, UInt64),
+    OkCalls SimpleAggregateFunction(sum, UInt64),
+    LatencyState AggregateFunction(quantilesTDigest(0.5, 0.95), Float64),
+    TtftCalls SimpleAggregateFunction(sum, UInt64),
+    TtftState AggregateFunction(quantilesTDigest(0.5, 0.95), Float64),
+    InputTokens SimpleAggregateFunction(sum, UInt64),
+    OutputTokens SimpleAggregateFunction(sum, UInt64),
+    CostUsd SimpleAggregateFunction(sum, Float64),
+    SafetyFindings SimpleAggregateFunction(sum, UInt64),
+    ModelMismatches SimpleAggregateFunction(sum, UInt64),
+    MismatchModel SimpleAggregateFunction(anyLast, String)
+) ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+PARTITION BY toDate(Minute)
+ORDER BY (Provider, RequestModel, ServiceName, Minute)
+TTL Minute + toIntervalDay(30)
+SETTINGS ttl_only_drop_parts = 1;
+CREATE TABLE IF NOT EXISTS genops.genops_rollup_model_1m ON CLUSTER 'genops' AS genops.genops_rollup_model_1m_local
+ENGINE = Distributed('genops', 'genops', 'genops_rollup_model_1m_local', rand());
+CREATE MATERIALIZED VIEW IF NOT EXISTS genops.genops_rollup_model_1m_mv ON CLUSTER 'genops'
+TO genops.genops_rollup_model_1m_local
+AS SELECT
+    toStartOfMinute(Timestamp) AS Minute,
+    ServiceName,
+    Provider,
+    RequestModel,
+    count() AS Calls,
+    countIf(StatusCode = 'Error' AND HttpStatus != 429) AS Errors,
+    countIf(HttpStatus = 429) AS RateLimited,
+    countIf(StatusCode != 'Error') AS OkCalls,
+    quantilesTDigestStateIf(0.5, 0.95)(Duration / 1e6, StatusCode != 'Error') AS LatencyState,
+    countIf(TtftMs IS NOT NULL) AS TtftCalls,
+    quantilesTDigestStateIf(0.5, 0.95)(ifNull(TtftMs, 0), TtftMs IS NOT NULL) AS TtftState,
+    sum(InputTokens) AS InputTokens,
+    sum(OutputTokens) AS OutputTokens,
+    sum(ifNull(CostUsd, 0)) AS CostUsd,
+    sum(SafetyPii + SafetySecrets + SafetyInjection) AS SafetyFindings,
+    countIf(ResponseModel != '' AND NOT match(replaceOne(ResponseModel, 'models/', ''), concat('^', regexpQuoteMeta(replaceOne(RequestModel, 'models/', '')), '(-[0-9][0-9-]*|@.*|-latest|-v[0-9.:]+)?$'))) AS ModelMismatches,
+    anyLastIf(ResponseModel, ResponseModel != '' AND NOT match(replaceOne(ResponseModel, 'models/', ''), concat('^', regexpQuoteMeta(replaceOne(RequestModel, 'models/', '')), '(-[0-9][0-9-]*|@.*|-latest|-v[0-9.:]+)?$'))) AS MismatchModel
+FROM genops.genops_calls_local
+GROUP BY Minute, ServiceName, Provider, RequestModel;
+CREATE TABLE IF NOT EXISTS genops.genops_rollup_dim_1m_local ON CLUSTER 'genops' (
+    Minute DateTime CODEC(Delta(4), ZSTD(1)),
+    Dimension LowCardinality(String),
+    Value String,
+    Calls SimpleAggregateFunction(sum, UInt64),
+    Errors SimpleAggregateFunction(sum, UInt64),
+    Tokens SimpleAggregateFunction(sum, UInt64),
+    CostUsd SimpleAggregateFunction(sum, Float64),
+    SafetyFindings SimpleAggregateFunction(sum, UInt64)
+) ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+PARTITION BY toDate(Minute)
+ORDER BY (Dimension, Value, Minute)
+TTL Minute + toIntervalDay(30)
+SETTINGS ttl_only_drop_parts = 1;
+CREATE TABLE IF NOT EXISTS genops.genops_rollup_dim_1m ON CLUSTER 'genops' AS genops.genops_rollup_dim_1m_local
+ENGINE = Distributed('genops', 'genops', 'genops_rollup_dim_1m_local', rand());
+CREATE MATERIALIZED VIEW IF NOT EXISTS genops.genops_rollup_dim_1m_mv ON CLUSTER 'genops'
+TO genops.genops_rollup_dim_1m_local
+AS SELECT
+    toStartOfMinute(Timestamp) AS Minute,
+    dim.1 AS Dimension,
+    dim.2 AS Value,
+    count() AS Calls,
+    countIf(StatusCode = 'Error') AS Errors,
+    sum(InputTokens + OutputTokens) AS Tokens,
+    sum(ifNull(CostUsd, 0)) AS CostUsd,
+    sum(SafetyPii + SafetySecrets + SafetyInjection) AS SafetyFindings
+FROM genops.genops_calls_local
+ARRAY JOIN arrayConcat(
+    [('service', toString(ServiceName))],
+    if(UserId != '', [('user', UserId)], []),
+    arrayMap((k, v) -> (concat('property.', toString(k)), substring(v, 1, 200)), mapKeys(Properties), mapValues(Properties))
+) AS dim
+GROUP BY Minute, Dimension, Value;
+CREATE TABLE IF NOT EXISTS genops.genops_rollup_session_1m_local ON CLUSTER 'genops' (
+    Minute DateTime CODEC(Delta(4), ZSTD(1)),
+    ServiceName LowCardinality(String),
+    SessionId String,
+    UserId SimpleAggregateFunction(anyLast, String),
+    Calls SimpleAggregateFunction(sum, UInt64),
+    Tokens SimpleAggregateFunction(sum, UInt64),
+    CostUsd SimpleAggregateFunction(sum, Float64),
+    Fingerprints AggregateFunction(uniqExact, UInt64)
+) ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+PARTITION BY toDate(Minute)
+ORDER BY (ServiceName, SessionId, Minute)
+TTL Minute + toIntervalDay(30)
+SETTINGS ttl_only_drop_parts = 1;
+CREATE TABLE IF NOT EXISTS genops.genops_rollup_session_1m ON CLUSTER 'genops' AS genops.genops_rollup_session_1m_local
+ENGINE = Distributed('genops', 'genops', 'genops_rollup_session_1m_local', rand());
+CREATE MATERIALIZED VIEW IF NOT EXISTS genops.genops_rollup_session_1m_mv ON CLUSTER 'genops'
+TO genops.genops_rollup_session_1m_local
+AS SELECT
+    toStartOfMinute(Timestamp) AS Minute,
+    ServiceName,
+    SpanAttributes['gen_ai.conversation.id'] AS SessionId,
+    anyLast(SpanAttributes['genops.user.id']) AS UserId,
+    count() AS Calls,
+    sum(toUInt64OrZero(SpanAttributes['gen_ai.usage.input_tokens']) + toUInt64OrZero(SpanAttributes['gen_ai.usage.output_tokens'])) AS Tokens,
+    sum(toFloat64OrZero(SpanAttributes['genops.cost.usd'])) AS CostUsd,
+    uniqExactState(cityHash64(
+        SpanAttributes['gen_ai.request.model'],
+        multiIf(
+            SpanAttributes['genops.request.fingerprint'] != '', SpanAttributes['genops.request.fingerprint'],
+            SpanAttributes['gen_ai.input.messages'] != '', replaceRegexpAll(SpanAttributes['gen_ai.input.messages'], '[0-9]+', '#'),
+            SpanAttributes['gen_ai.usage.input_tokens']
+        )
+    )) AS Fingerprints
+FROM genops.otel_traces_local
+WHERE SpanAttributes['gen_ai.operation.name'] != '' AND SpanAttributes['gen_ai.conversation.id'] != ''
+GROUP BY Minute, ServiceName, SessionId;
+
+-- 0031_anomalies
+CREATE TABLE IF NOT EXISTS genops.genops_anomalies_local ON CLUSTER 'genops' (
+    detector LowCardinality(String),
+    entity String,
+    `start` DateTime,
+    `end` DateTime,
+    observed Float64,
+    expected Float64,
+    score Float64,
+    severity LowCardinality(String),
+    status LowCardinality(String),
+    metric LowCardinality(String),
+    unit LowCardinality(String),
+    details String,
+    notified_at DateTime DEFAULT toDateTime(0),
+    resolved_notified_at DateTime DEFAULT toDateTime(0),
+    updated_at DateTime64(3) DEFAULT now64(3),
+    version UInt64
+) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', version)
+PARTITION BY toYYYYMM(`start`)
+ORDER BY (detector, entity, `start`);
+CREATE TABLE IF NOT EXISTS genops.genops_anomalies ON CLUSTER 'genops' AS genops.genops_anomalies_local
+ENGINE = Distributed('genops', 'genops', 'genops_anomalies_local', cityHash64(detector, entity));
+CREATE VIEW IF NOT EXISTS genops.genops_anomalies_latest ON CLUSTER 'genops' AS
+SELECT * FROM genops.genops_anomalies FINAL;
+CREATE TABLE IF NOT EXISTS genops.genops_jobs_state_local ON CLUSTER 'genops' (
+    name String,
+    value String,
+    version UInt64
+) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', version)
+ORDER BY name;
+CREATE TABLE IF NOT EXISTS genops.genops_jobs_state ON CLUSTER 'genops' AS genops.genops_jobs_state_local
+ENGINE = Distributed('genops', 'genops', 'genops_jobs_state_local', cityHash64(name));
+
+-- 0040_genops_scores
+CREATE TABLE IF NOT EXISTS genops.genops_scores_local ON CLUSTER 'genops' (
+    Timestamp DateTime64(6) CODEC(Delta(8), ZSTD(1)),
+    ScoreId String CODEC(ZSTD(1)),
+    RequestId String CODEC(ZSTD(1)),
+    TraceId String CODEC(ZSTD(1)),
+    SpanId String CODEC(ZSTD(1)),
+    Name LowCardinality(String),
+    DataType LowCardinality(String),
+    Value Nullable(Float64),
+    Label String CODEC(ZSTD(1)),
+    Comment String CODEC(ZSTD(1)),
+    Source LowCardinality(String),
+    Metadata Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_span_id SpanId TYPE bloom_filter(0.001) GRANULARITY 1
+) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+PARTITION BY toYYYYMM(Timestamp)
+ORDER BY (RequestId, Name, Timestamp)
+TTL toDateTime(Timestamp) + toIntervalDay(30)
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1;
+CREATE TABLE IF NOT EXISTS genops.genops_scores ON CLUSTER 'genops' AS genops.genops_scores_local
+ENGINE = Distributed('genops', 'genops', 'genops_scores_local', cityHash64(TraceId));
+CREATE VIEW IF NOT EXISTS genops.genops_scores_latest ON CLUSTER 'genops' AS
+SELECT
+    RequestId,
+    TraceId,
+    SpanId,
+    Name,
+    Source,
+    latest.1 AS DataType,
+    latest.2 AS Value,
+    latest.3 AS Label,
+    latest.4 AS Comment,
+    latest.5 AS ScoreId,
+    LatestAt AS Timestamp,
+    Versions
+FROM (
+    SELECT
+        RequestId,
+        TraceId,
+        SpanId,
+        Name,
+        Source,
+        argMax((DataType, Value, Label, Comment, ScoreId), (Timestamp, ScoreId)) AS latest,
+        max(Timestamp) AS LatestAt,
+        count() AS Versions
+    FROM genops.genops_scores
+    GROUP BY RequestId, TraceId, SpanId, Name, Source
+);
+
+-- 0050_cache_savings
+CREATE TABLE IF NOT EXISTS genops.genops_cache_savings_local ON CLUSTER 'genops' (
+    Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
+    TraceId String CODEC(ZSTD(1)),
+    SpanId String CODEC(ZSTD(1)),
+    ServiceName LowCardinality(String),
+    Operation LowCardinality(String),
+    Provider LowCardinality(String),
+    RequestModel LowCardinality(String),
+    UserId String CODEC(ZSTD(1)),
+    CacheReadTokens UInt64,
+    SavingsUsd Float64
+) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+PARTITION BY toDate(Timestamp)
+ORDER BY (Provider, RequestModel, toStartOfMinute(Timestamp), Timestamp)
+TTL toDateTime(Timestamp) + toIntervalDay(30)
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1;
+CREATE TABLE IF NOT EXISTS genops.genops_cache_savings ON CLUSTER 'genops' AS genops.genops_cache_savings_local
+ENGINE = Distributed('genops', 'genops', 'genops_cache_savings_local', cityHash64(TraceId));
+CREATE MATERIALIZED VIEW IF NOT EXISTS genops.genops_cache_savings_mv ON CLUSTER 'genops'
+TO genops.genops_cache_savings_local
+AS SELECT
+    Timestamp,
+    TraceId,
+    SpanId,
+    ServiceName,
+    SpanAttributes['gen_ai.operation.name'] AS Operation,
+    if(SpanAttributes['gen_ai.provider.name'] != '', SpanAttributes['gen_ai.provider.name'], SpanAttributes['gen_ai.system']) AS Provider,
+    SpanAttributes['gen_ai.request.model'] AS RequestModel,
+    SpanAttributes['genops.user.id'] AS UserId,
+    toUInt64OrZero(SpanAttributes['gen_ai.usage.cache_read.input_tokens']) AS CacheReadTokens,
+    toFloat64OrZero(SpanAttributes['genops.cost.cache_savings_usd']) AS SavingsUsd
+FROM genops.otel_traces_local
+WHERE mapContains(SpanAttributes, 'genops.cost.cache_savings_usd');
+
+-- 0051_cache_savings_scope
+ALTER TABLE genops.genops_cache_savings_local ON CLUSTER 'genops' ADD COLUMN IF NOT EXISTS ScopeName LowCardinality(String) AFTER ServiceName;
+ALTER TABLE genops.genops_cache_savings ON CLUSTER 'genops' ADD COLUMN IF NOT EXISTS ScopeName LowCardinality(String) AFTER ServiceName;
+ALTER TABLE genops.genops_cache_savings_mv ON CLUSTER 'genops' MODIFY QUERY
+SELECT
+    Timestamp,
+    TraceId,
+    SpanId,
+    ServiceName,
+    ScopeName,
+    SpanAttributes['gen_ai.operation.name'] AS Operation,
+    if(SpanAttributes['gen_ai.provider.name'] != '', SpanAttributes['gen_ai.provider.name'], SpanAttributes['gen_ai.system']) AS Provider,
+    SpanAttributes['gen_ai.request.model'] AS RequestModel,
+    SpanAttributes['genops.user.id'] AS UserId,
+    toUInt64OrZero(SpanAttributes['gen_ai.usage.cache_read.input_tokens']) AS CacheReadTokens,
+    toFloat64OrZero(SpanAttributes['genops.cost.cache_savings_usd']) AS SavingsUsd
+FROM genops.otel_traces_local
+WHERE mapContains(SpanAttributes, 'genops.cost.cache_savings_usd');
+
+-- 0060_otlp_native_ingest
+CREATE TABLE IF NOT EXISTS genops.otel_traces_otlp_in ON CLUSTER 'genops' (
+    trace_id String,
+    span_id String,
+    trace_state String,
+    parent_span_id String,
+    name String,
+    kind Int32,
+    start_time_unix_nano UInt64,
+    end_time_unix_nano UInt64,
+    attributes Array(Tuple(key String, value Tuple(value UInt8, string_value String, bool_value String,
+        int_value String, double_value String,
+        array_value Tuple(values Array(Tuple(value UInt8, string_value String, bool_value String, int_value String))),
+        kvlist_value Tuple(values Array(Tuple(key String, value Tuple(value UInt8, string_value String)))),
+        bytes_value String))),
+    events Array(Tuple(time_unix_nano UInt64, name String,
+        attributes Array(Tuple(key String, value Tuple(value UInt8, string_value String, bool_value String,
+            int_value String, double_value String,
+            array_value Tuple(values Array(Tuple(value UInt8, string_value String, bool_value String, int_value String))),
+            kvlist_value Tuple(values Array(Tuple(key String, value Tuple(value UInt8, string_value String)))),
+            bytes_value String))))),
+    links Array(Tuple(trace_id String, span_id String, trace_state String,
+        attributes Array(Tuple(key String, value Tuple(value UInt8, string_value String, bool_value String,
+            int_value String, double_value String,
+            array_value Tuple(values Array(Tuple(value UInt8, string_value String, bool_value String, int_value String))),
+            kvlist_value Tuple(values Array(Tuple(key String, value Tuple(value UInt8, string_value String)))),
+            bytes_value String))))),
+    status Tuple(message String, code Int32),
+    resource_attributes Array(Tuple(key String, value String)),
+    service_name String,
+    scope Tuple(name String, version String)
+) ENGINE = Null;
+CREATE MATERIALIZED VIEW IF NOT EXISTS genops.otel_traces_otlp_in_mv ON CLUSTER 'genops'
+TO genops.otel_traces
+AS SELECT
+    fromUnixTimestamp64Nano(toInt64(least(start_time_unix_nano, 9223372036854775807))) AS Timestamp,
+    lower(hex(trace_id)) AS TraceId,
+    lower(hex(span_id)) AS SpanId,
+    if(parent_span_id = repeat('\0', 8), '', lower(hex(parent_span_id))) AS ParentSpanId,
+    trace_state AS TraceState,
+    name AS SpanName,
+    transform(kind, [0, 1, 2, 3, 4, 5], ['Unspecified', 'Internal', 'Server', 'Client', 'Producer', 'Consumer'], 'Unspecified') AS SpanKind,
+    service_name AS ServiceName,
+    CAST(mapFromArrays(resource_attributes.key, resource_attributes.value), 'Map(LowCardinality(String), String)') AS ResourceAttributes,
+    scope.name AS ScopeName,
+    scope.version AS ScopeVersion,
+    CAST(mapFromArrays(attributes.key, arrayMap((t, s, b, i, d, y, at, ast, ai, ab, kk, ks) -> multiIf(
+            t = 1, s, t = 3, i, t = 2, b, t = 4, d, t = 7, base64Encode(y),
+            t = 5, multiIf(empty(at), '[]', at[1] = 1, toJSONString(ast), at[1] = 3, concat('[', arrayStringConcat(ai, ','), ']'),
+                           concat('[', arrayStringConcat(ab, ','), ']')),
+            t = 6, toJSONString(mapFromArrays(kk, ks)), ''),
+        attributes.value.value, attributes.value.string_value, attributes.value.bool_value, attributes.value.int_value,
+        attributes.value.double_value, attributes.value.bytes_value, attributes.value.array_value.values.value,
+        attributes.value.array_value.values.string_value, attributes.value.array_value.values.int_value,
+        attributes.value.array_value.values.bool_value, attributes.value.kvlist_value.values.key,
+        attributes.value.kvlist_value.values.value.string_value)), 'Map(LowCardinality(String), String)') AS SpanAttributes,
+    greatest(end_time_unix_nano, start_time_unix_nano) - start_time_unix_nano AS Duration,
+    transform(status.code, [0, 1, 2], ['Unset', 'Ok', 'Error'], 'Unset') AS StatusCode,
+    status.message AS StatusMessage,
+    arrayMap(t -> fromUnixTimestamp64Nano(toInt64(least(t, 9223372036854775807))), events.time_unix_nano) AS `Events.Timestamp`,
+    events.name AS `Events.Name`,
+    arrayMap(a -> CAST(mapFromArrays(a.key, arrayMap((t, s, b, i, d, y, at, ast, ai, ab, kk, ks) -> multiIf(
+            t = 1, s, t = 3, i, t = 2, b, t = 4, d, t = 7, base64Encode(y),
+            t = 5, multiIf(empty(at), '[]', at[1] = 1, toJSONString(ast), at[1] = 3, concat('[', arrayStringConcat(ai, ','), ']'),
+                           concat('[', arrayStringConcat(ab, ','), ']')),
+            t = 6, toJSONString(mapFromArrays(kk, ks)), ''),
+        a.value.value, a.value.string_value, a.value.bool_value, a.value.int_value, a.value.double_value, a.value.bytes_value,
+        a.value.array_value.values.value, a.value.array_value.values.string_value, a.value.array_value.values.int_value,
+        a.value.array_value.values.bool_value, a.value.kvlist_value.values.key, a.value.kvlist_value.values.value.string_value)),
+        'Map(LowCardinality(String), String)'), events.attributes) AS `Events.Attributes`,
+    arrayMap(x -> lower(hex(x)), links.trace_id) AS `Links.TraceId`,
+    arrayMap(x -> lower(hex(x)), links.span_id) AS `Links.SpanId`,
+    links.trace_state AS `Links.TraceState`,
+    arrayMap(a -> CAST(mapFromArrays(a.key, arrayMap((t, s, b, i, d, y, at, ast, ai, ab, kk, ks) -> multiIf(
+            t = 1, s, t = 3, i, t = 2, b, t = 4, d, t = 7, base64Encode(y),
+            t = 5, multiIf(empty(at), '[]', at[1] = 1, toJSONString(ast), at[1] = 3, concat('[', arrayStringConcat(ai, ','), ']'),
+                           concat('[', arrayStringConcat(ab, ','), ']')),
+            t = 6, toJSONString(mapFromArrays(kk, ks)), ''),
+        a.value.value, a.value.string_value, a.value.bool_value, a.value.int_value, a.value.double_value, a.value.bytes_value,
+        a.value.array_value.values.value, a.value.array_value.values.string_value, a.value.array_value.values.int_value,
+        a.value.array_value.values.bool_value, a.value.kvlist_value.values.key, a.value.kvlist_value.values.value.string_value)),
+        'Map(LowCardinality(String), String)'), links.attributes) AS `Links.Attributes`
+FROM genops.otel_traces_otlp_in
+WHERE throwIf(
+    arrayExists(a ->
+        arrayUniq(a.key) != length(a)
+        OR arrayExists(d -> match(d, '[en]|^-?0\\.0000|^-0$|^-?[0-9]{16}'), a.value.double_value)
+        OR arrayExists(ts -> arrayUniq(ts) > 1 OR arrayExists(t -> t NOT IN (1, 2, 3), ts), a.value.array_value.values.value)
+        OR arrayExists(ts -> arrayExists(t -> t != 1, ts), a.value.kvlist_value.values.value.value)
+        OR arrayExists(k -> arrayUniq(k) != length(k), a.value.kvlist_value.values.key)
+        OR arrayExists(s -> match(s, '[\x0b\x0e\x0f\x1a-\x1f]|\xe2\x80\xa8|\xe2\x80\xa9'),
+            arrayConcat(arrayFlatten(a.value.array_value.values.string_value), arrayFlatten(a.value.kvlist_value.values.key),
+                        arrayFlatten(a.value.kvlist_value.values.value.string_value))),
+        arrayConcat([attributes], events.attributes, links.attributes)),
+    'OTLP_SQL_FALLBACK: a value in this batch is stored through the Python decoder') = 0;
+
+-- 0070_otlp_provenance
+DROP VIEW IF EXISTS genops.otel_traces_otlp_in_mv ON CLUSTER 'genops';
+CREATE MATERIALIZED VIEW IF NOT EXISTS genops.otel_traces_otlp_in_mv ON CLUSTER 'genops'
+TO genops.otel_traces
+AS SELECT
+    fromUnixTimestamp64Nano(toInt64(least(start_time_unix_nano, 9223372036854775807))) AS Timestamp,
+    lower(hex(trace_id)) AS TraceId,
+    lower(hex(span_id)) AS SpanId,
+    if(parent_span_id = repeat('\0', 8), '', lower(hex(parent_span_id))) AS ParentSpanId,
+    trace_state AS TraceState,
+    name AS SpanName,
+    transform(kind, [0, 1, 2, 3, 4, 5], ['Unspecified', 'Internal', 'Server', 'Client', 'Producer', 'Consumer'], 'Unspecified') AS SpanKind,
+    service_name AS ServiceName,
+    CAST(mapFromArrays(resource_attributes.key, resource_attributes.value), 'Map(LowCardinality(String), String)') AS ResourceAttributes,
+    if(startsWith(scope.name, 'genops.'), concat('otlp:', scope.name), scope.name) AS ScopeName,
+    scope.version AS ScopeVersion,
+    CAST(mapFromArrays(attributes.key, arrayMap((t, s, b, i, d, y, at, ast, ai, ab, kk, ks) -> multiIf(
+            t = 1, s, t = 3, i, t = 2, b, t = 4, d, t = 7, base64Encode(y),
+            t = 5, multiIf(empty(at), '[]', at[1] = 1, toJSONString(ast), at[1] = 3, concat('[', arrayStringConcat(ai, ','), ']'),
+                           concat('[', arrayStringConcat(ab, ','), ']')),
+            t = 6, toJSONString(mapFromArrays(kk, ks)), ''),
+        attributes.value.value, attributes.value.string_value, attributes.value.bool_value, attributes.value.int_value,
+        attributes.value.double_value, attributes.value.bytes_value, attributes.value.array_value.values.value,
+        attributes.value.array_value.values.string_value, attributes.value.array_value.values.int_value,
+        attributes.value.array_value.values.bool_value, attributes.value.kvlist_value.values.key,
+        attributes.value.kvlist_value.values.value.string_value)), 'Map(LowCardinality(String), String)') AS SpanAttributes,
+    greatest(end_time_unix_nano, start_time_unix_nano) - start_time_unix_nano AS Duration,
+    transform(status.code, [0, 1, 2], ['Unset', 'Ok', 'Error'], 'Unset') AS StatusCode,
+    status.message AS StatusMessage,
+    arrayMap(t -> fromUnixTimestamp64Nano(toInt64(least(t, 9223372036854775807))), events.time_unix_nano) AS `Events.Timestamp`,
+    events.name AS `Events.Name`,
+    arrayMap(a -> CAST(mapFromArrays(a.key, arrayMap((t, s, b, i, d, y, at, ast, ai, ab, kk, ks) -> multiIf(
+            t = 1, s, t = 3, i, t = 2, b, t = 4, d, t = 7, base64Encode(y),
+            t = 5, multiIf(empty(at), '[]', at[1] = 1, toJSONString(ast), at[1] = 3, concat('[', arrayStringConcat(ai, ','), ']'),
+                           concat('[', arrayStringConcat(ab, ','), ']')),
+            t = 6, toJSONString(mapFromArrays(kk, ks)), ''),
+        a.value.value, a.value.string_value, a.value.bool_value, a.value.int_value, a.value.double_value, a.value.bytes_value,
+        a.value.array_value.values.value, a.value.array_value.values.string_value, a.value.array_value.values.int_value,
+        a.value.array_value.values.bool_value, a.value.kvlist_value.values.key, a.value.kvlist_value.values.value.string_value)),
+        'Map(LowCardinality(String), String)'), events.attributes) AS `Events.Attributes`,
+    arrayMap(x -> lower(hex(x)), links.trace_id) AS `Links.TraceId`,
+    arrayMap(x -> lower(hex(x)), links.span_id) AS `Links.SpanId`,
+    links.trace_state AS `Links.TraceState`,
+    arrayMap(a -> CAST(mapFromArrays(a.key, arrayMap((t, s, b, i, d, y, at, ast, ai, ab, kk, ks) -> multiIf(
+            t = 1, s, t = 3, i, t = 2, b, t = 4, d, t = 7, base64Encode(y),
+            t = 5, multiIf(empty(at), '[]', at[1] = 1, toJSONString(ast), at[1] = 3, concat('[', arrayStringConcat(ai, ','), ']'),
+                           concat('[', arrayStringConcat(ab, ','), ']')),
+            t = 6, toJSONString(mapFromArrays(kk, ks)), ''),
+        a.value.value, a.value.string_value, a.value.bool_value, a.value.int_value, a.value.double_value, a.value.bytes_value,
+        a.value.array_value.values.value, a.value.array_value.values.string_value, a.value.array_value.values.int_value,
+        a.value.array_value.values.bool_value, a.value.kvlist_value.values.key, a.value.kvlist_value.values.value.string_value)),
+        'Map(LowCardinality(String), String)'), links.attributes) AS `Links.Attributes`
+FROM genops.otel_traces_otlp_in
+WHERE throwIf(
+    arrayExists(a ->
+        arrayUniq(a.key) != length(a)
+        OR arrayExists(d -> match(d, '[en]|^-?0\\.0000|^-0$|^-?[0-9]{16}'), a.value.double_value)
+        OR arrayExists(ts -> arrayUniq(ts) > 1 OR arrayExists(t -> t NOT IN (1, 2, 3), ts), a.value.array_value.values.value)
+        OR arrayExists(ts -> arrayExists(t -> t != 1, ts), a.value.kvlist_value.values.value.value)
+        OR arrayExists(k -> arrayUniq(k) != length(k), a.value.kvlist_value.values.key)
+        OR arrayExists(s -> match(s, '[\x0b\x0e\x0f\x1a-\x1f]|\xe2\x80\xa8|\xe2\x80\xa9'),
+            arrayConcat(arrayFlatten(a.value.array_value.values.string_value), arrayFlatten(a.value.kvlist_value.values.key),
+                        arrayFlatten(a.value.kvlist_value.values.value.string_value))),
+        arrayConcat([attributes], events.attributes, links.attributes)),
+    'OTLP_SQL_FALLBACK: a value in this batch is stored through the Python decoder') = 0;
