@@ -30,7 +30,7 @@ from genops.config import Settings
 from genops.storage.client import StorageUnavailable, open_client
 from genops.storage.otlp_sink import build_otlp_pipeline
 from genops.storage.pipeline import SpanPipeline
-from genops.storage.store_boot import LIVE_CHECK_TIMEOUT_S, StorageStatus
+from genops.storage.store_boot import LIVE_CHECK_TIMEOUT_S, DeferredClient, StorageStatus
 
 
 def no_store_message(settings: Settings) -> str:
@@ -40,15 +40,15 @@ def no_store_message(settings: Settings) -> str:
             "to that store")
 
 
-class ExportOnlyClient:
+class ExportOnlyClient(DeferredClient):
     """The storage client of a proxy with ``GENOPS_EXPORTER=otlp``: the ClickHouse server of
     ``GENOPS_CLICKHOUSE_URL`` when there is one (opened on first use, again after a failure to
     open), else every call raises :class:`StorageUnavailable` naming where the spans went."""
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__(lambda: no_store_message(settings))
         self.settings = settings
         self.has_server = not settings.embedded
-        self._client: Any = None
         self._lock = threading.Lock()
 
     def _target(self) -> Any:
@@ -59,27 +59,8 @@ class ExportOnlyClient:
                 self._client = open_client(self.settings, database=self.settings.database)
             return self._client
 
-    def query(self, *args: Any, **kwargs: Any) -> Any:
-        return self._target().query(*args, **kwargs)
-
-    def command(self, *args: Any, **kwargs: Any) -> Any:
-        return self._target().command(*args, **kwargs)
-
-    def insert(self, *args: Any, **kwargs: Any) -> Any:
-        return self._target().insert(*args, **kwargs)
-
-    def raw_insert(self, *args: Any, **kwargs: Any) -> Any:
-        return self._target().raw_insert(*args, **kwargs)
-
-    def query_row_block_stream(self, *args: Any, **kwargs: Any) -> Any:
-        return self._target().query_row_block_stream(*args, **kwargs)
-
     def ping(self, timeout: float | None = None) -> bool:
         return self.has_server and bool(self._target().ping(timeout))
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
 
 
 class ExportOnlyStore:
