@@ -7,6 +7,8 @@ COPY src ./src
 COPY proxy ./proxy
 COPY storage ./storage
 COPY collectors ./collectors
+COPY api ./api
+COPY runtime ./runtime
 COPY dashboards ./dashboards
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 

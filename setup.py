@@ -12,6 +12,8 @@ ROOTS = {
     "genops.proxy": "proxy",
     "genops.storage": "storage",
     "genops.collectors": "collectors",
+    "genops.api": "api",
+    "genops.runtime": "runtime",
     "genops.dashboards": "dashboards",
 }
 

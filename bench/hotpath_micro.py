@@ -40,7 +40,7 @@ from genops.proxy.providers import build_adapters  # noqa: E402
 from genops.proxy.safety.guard import SafetyConfig  # noqa: E402
 from genops.proxy.spans import call_attributes  # noqa: E402
 from genops.proxy.targets import TargetPolicy, route_upstream  # noqa: E402
-from genops.proxy.telemetry import build_telemetry  # noqa: E402
+from genops.runtime.telemetry import build_telemetry  # noqa: E402
 from genops.storage.span_batch import SpanEncoder, batch_payload, json_rows  # noqa: E402
 
 BODY = json.dumps({"model": "gpt-4o-mini", "messages": [

@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
 
-    from genops.collectors.otlp import decode_protobuf, decode_protobuf_for_clickhouse
+    from genops.storage.otlp_rows import decode_protobuf, decode_protobuf_for_clickhouse
     from genops.config import Settings
     from genops.storage.client import open_client
     from genops.storage.migrate import migrate

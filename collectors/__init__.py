@@ -1,1 +1,2 @@
-"""collectors"""
+"""collectors: what takes spans in besides the proxy (the OTLP receiver) and the jobs that read
+them back (anomaly detection)."""

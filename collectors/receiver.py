@@ -20,7 +20,7 @@ Trusted senders (scale-out, docs/scale-out.md): a request with ``Authorization: 
 <GENOPS_OTLP_TRUSTED_TOKEN>`` comes from a GenOps proxy exporting its spans here
 (``GENOPS_EXPORTER=otlp``); its spans keep their scope (``genops.proxy``), so they are stored
 exactly as that proxy would have stored them itself. Any other sender's reserved scope names
-are renamed (:func:`~genops.collectors.otlp.received_scope_name`), whatever headers it sends.
+are renamed (:func:`~genops.storage.otlp_rows.received_scope_name`), whatever headers it sends.
 
 Idempotent requests: a request with a ``GenOps-Dedup-Token`` header (1-128 of ``A-Za-z0-9._-``;
 GenOps proxies send one per request) is stored once however often it is sent: the token,
@@ -42,6 +42,7 @@ import logging
 import os
 import re
 import zlib
+from collections import Counter
 from typing import Awaitable, Callable
 
 import orjson
@@ -50,8 +51,7 @@ from google.rpc.status_pb2 import Status
 
 from genops.collectors.idempotent import ACCEPTED, BUSY, DUPLICATE, IdempotentIngest
 from genops.collectors.idempotent import DIRECTORY as IDEMPOTENT_DIRECTORY
-from genops.collectors.metrics import ReceiverStats, metrics_handler
-from genops.collectors.otlp import (
+from genops.storage.otlp_rows import (
     Decoded,
     OtlpError,
     decode_json,
@@ -78,6 +78,14 @@ _RPC_CODES = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}
 log = logging.getLogger("genops.collector")
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+class ReceiverStats:
+    """Counters of the OTLP receiver (requests by HTTP status, spans rejected by validation)."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, int]] = Counter()  # (encoding, status)
+        self.rejected_spans = 0
+
 
 RECEIVER_STATS_KEY = web.AppKey("genops.receiver_stats", ReceiverStats)
 
@@ -208,6 +216,22 @@ class OtlpReceiver:
     def register(self, app: web.Application) -> None:
         app.router.add_post(TRACES_PATH, self.traces)
         app[RECEIVER_STATS_KEY] = self.stats
+        app[RECEIVER_KEY] = self
+
+    def extra_metrics(self) -> str:
+        """The idempotent requests' metric lines, once there were any (else "")."""
+        return self.idempotent.metrics() if self.idempotent is not None else ""
+
+    def guarded(self, handler: _Handler) -> _Handler:
+        """``handler`` behind the receiver's token (Prometheus sends it with ``authorization: {credentials: ...}``)."""
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            if not self.authorized(request):
+                return web.Response(status=401, text="missing or wrong OTLP token (GENOPS_OTLP_TOKEN)\n",
+                                    headers={"WWW-Authenticate": 'Bearer realm="genops-otlp"'})
+            return await handler(request)
+
+        return guarded
 
     def _error(self, status: int, message: str, as_json: bool, encoding: str,
                headers: dict[str, str] | None = None) -> web.Response:
@@ -331,8 +355,12 @@ class OtlpReceiver:
                            {"Retry-After": str(RETRY_AFTER_S)})
 
 
+RECEIVER_KEY = web.AppKey("genops.receiver", OtlpReceiver)
+
+
 def create_receiver_app(settings: Settings, pipeline: SpanPipeline) -> web.Application:
-    """The receiver as its own aiohttp app (own port): ``/v1/traces``, ``/metrics``, ``/healthz``.
+    """The receiver as its own aiohttp app (own port): ``/v1/traces`` and ``/healthz`` (the process
+    that runs it adds ``/metrics``, behind :meth:`OtlpReceiver.guarded`; the receiver is ``app[RECEIVER_KEY]``).
 
     The token is resolved here (created in the data directory on first use beyond loopback);
     where it is gets logged once, the token itself never.
@@ -349,8 +377,6 @@ def create_receiver_app(settings: Settings, pipeline: SpanPipeline) -> web.Appli
     app = web.Application(client_max_size=wire_limit(limit, True) + 1, handler_args={"auto_decompress": False})
     receiver = OtlpReceiver(pipeline, limit, token, trusted, settings)
     receiver.register(app)
-    metrics = _with_idempotent(receiver, metrics_handler(pipeline, receiver.stats))
-    app.router.add_get("/metrics", _guarded(receiver, metrics))
 
     async def close_idempotent(_: web.Application) -> None:
         if receiver.idempotent is not None:
@@ -369,27 +395,3 @@ def create_receiver_app(settings: Settings, pipeline: SpanPipeline) -> web.Appli
         log.info("trusted senders (GenOps proxies) are recognised by GENOPS_OTLP_TRUSTED_TOKEN: "
                  "their spans are stored as the proxy's own")
     return app
-
-
-def _with_idempotent(receiver: OtlpReceiver, handler: _Handler) -> _Handler:
-    """``/metrics`` plus the idempotent requests' lines once there were any."""
-
-    async def metrics(request: web.Request) -> web.StreamResponse:
-        response = await handler(request)
-        if receiver.idempotent is not None and isinstance(response, web.Response) and response.body is not None:
-            response.body = bytes(response.body) + receiver.idempotent.metrics().encode()
-        return response
-
-    return metrics
-
-
-def _guarded(receiver: OtlpReceiver, handler: _Handler) -> _Handler:
-    """``handler`` behind the receiver's token (Prometheus sends it with ``authorization: {credentials: ...}``)."""
-
-    async def guarded(request: web.Request) -> web.StreamResponse:
-        if not receiver.authorized(request):
-            return web.Response(status=401, text="missing or wrong OTLP token (GENOPS_OTLP_TOKEN)\n",
-                                headers={"WWW-Authenticate": 'Bearer realm="genops-otlp"'})
-        return await handler(request)
-
-    return guarded

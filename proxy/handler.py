@@ -102,7 +102,7 @@ class ProxyHandler:
                        refuse: str | None = None) -> web.StreamResponse:
         """Serve one request. ``tail`` (the path after the adapter's prefix) and ``refuse`` (the
         message of a 400 to answer instead of forwarding) come from the root dispatcher
-        (proxy/app.py); a route of the adapter's own prefix passes neither."""
+        (runtime/app.py); a route of the adapter's own prefix passes neither."""
         started_ns = time.time_ns()
         started_perf = time.perf_counter_ns()
         adapter = self.adapter

@@ -9,7 +9,7 @@ the client has its response.
 
 When the proxy runs in worker processes (store in its own process, ``--workers N``), the
 feedback endpoint lives in the supervisor: workers report the ids they served there every
-few milliseconds (:mod:`genops.proxy.worker_report`), which :meth:`RecentCalls.add` records.
+few milliseconds (:mod:`genops.runtime.worker_report`), which :meth:`RecentCalls.add` records.
 
 Request ids are client-chosen, so one id can name several calls (two users who sent the same
 ``GenOps-Request-Id``). A repeated id therefore does not replace the call it named: the memory

@@ -38,20 +38,17 @@ import re
 import ssl
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping, Union
+from typing import Any, AsyncIterator, Mapping
 from urllib.parse import urlsplit
 
 import aiohttp
 import httptools
-from aiohttp.client_reqrep import ClientRequest
+from aiohttp import ClientRequest  # public; its method sets and default headers are the reference
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from genops.proxy.upstream_env import DnsCache, OutboundProxy, ProxyEnv, Resolver
 
-if TYPE_CHECKING:
-    from genops.config import Settings
-    from genops.proxy.upstream_aiohttp import AiohttpUpstreamClient
 
 #: Idle keep-alive connections are closed after this long (aiohttp's default keepalive_timeout).
 KEEPALIVE_S = 15.0
@@ -721,24 +718,6 @@ class _TunnelSetup(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.answer.done():
             self.answer.set_exception(exc or OSError("The proxy closed the connection during CONNECT"))
-
-
-UpstreamClientLike = Union[UpstreamClient, "AiohttpUpstreamClient"]
-
-
-def create_upstream_client(settings: "Settings", *, resolver: Resolver | None = None,
-                           proxies: Mapping[str, str] | None = None,
-                           ssl_context: ssl.SSLContext | None = None) -> UpstreamClientLike:
-    """The upstream client ``settings.upstream_client`` names ("native" or "aiohttp"), configured
-    from the settings (DNS cache, connection limit); both have the same interface."""
-    options: dict[str, Any] = dict(dns_cache_ttl_s=settings.dns_cache_ttl_s,
-                                   max_connections=settings.upstream_max_connections,
-                                   resolver=resolver, proxies=proxies, ssl_context=ssl_context)
-    if settings.upstream_client == "aiohttp":
-        from genops.proxy.upstream_aiohttp import AiohttpUpstreamClient  # only imported when chosen
-
-        return AiohttpUpstreamClient(**options)
-    return UpstreamClient(**options)
 
 
 def _expire(head: asyncio.Future[Any], conn: _Connection) -> None:

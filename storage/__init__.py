@@ -1,1 +1,2 @@
-"""storage"""
+"""storage: ClickHouse. The row schema, migrations, the span pipeline (batching, spool, sinks) and
+read-only SQL."""

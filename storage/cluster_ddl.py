@@ -30,6 +30,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from genops.config import check_cluster_name
+
 #: Keeper path and replica name of a sharded table, the form ClickHouse's docs use: the macros
 #: {shard} and {replica} come from each server's <macros>, {database} and {table} are filled in
 #: when the table is created.
@@ -71,18 +73,10 @@ SHARDING_KEYS: dict[str, str] = {
     "genops_jobs_state": "cityHash64(name)",
 }
 
-_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9_.{}-]+$")
 
 
 class ClusterDDLError(ValueError):
     """A statement the cluster rewriter does not know how to lay out on a cluster."""
-
-
-def check_cluster_name(name: str) -> str:
-    """``name`` if it can be spelled in ``ON CLUSTER '<name>'`` (letters, digits, ``_.-`` and macros)."""
-    if not _CLUSTER_NAME.match(name):
-        raise ValueError(f"expected a cluster name of letters, digits, _ . - (or a macro such as {{cluster}}), got {name!r}")
-    return name
 
 
 def on_cluster(cluster: str) -> str:

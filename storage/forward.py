@@ -5,7 +5,7 @@ process(es) (``genops serve`` with the store in a separate process, or ``--worke
 proxy process keeps its own :class:`~genops.storage.pipeline.SpanPipeline` (conversion,
 batching, its own disk spool) with a :class:`ForwardingSink`: a batch is the same payload
 it would insert itself (of any pipeline kind: the proxy's spans are compact batches),
-POSTed over loopback to the store process, which writes it to its own spool with the
+POSTed over loopback to the store process (:mod:`genops.api.ingest`), which writes it to its own spool with the
 batch's deduplication token and answers once it is there; the store's sender inserts it
 from there, in order (:meth:`~genops.storage.pipeline.SpanPipeline.accept_handoff`).
 A failed or refused POST (the store is down, restarting, or its backlog is full) leaves the
@@ -17,15 +17,11 @@ store process.
 
 from __future__ import annotations
 
-import asyncio
 import http.client
-import hmac
 from typing import Any, Sequence
 from urllib.parse import urlsplit
 
-from aiohttp import web
-
-from genops.storage.pipeline import JSON, PING_TIMEOUT_S, SPAN_ROWS, SPANS, SpanPipeline
+from genops.storage.pipeline import JSON, PING_TIMEOUT_S, SPAN_ROWS, SPANS
 from genops.storage.spool import FileRegion
 
 #: Path of the store process's internal endpoint (on its loopback-only internal port).
@@ -35,15 +31,10 @@ TOKEN_HEADER = "GenOps-Dedup-Token"
 KIND_HEADER = "GenOps-Batch-Kind"
 #: How many spans the batch holds.
 SPANS_HEADER = "GenOps-Batch-Spans"
-_KINDS = frozenset((JSON, SPAN_ROWS, SPANS))
+#: The batch kinds a worker may hand over.
+KINDS = frozenset((JSON, SPAN_ROWS, SPANS))
 #: Environment variable carrying the shared secret from the store process to its workers.
 SECRET_ENV = "GENOPS_INTERNAL_SECRET"
-
-
-def internal_secret_ok(headers: Any, secret: str) -> bool:
-    """Whether a request to an internal endpoint carries the supervisor's secret (constant-time check)."""
-    given = headers.get("Authorization", "")
-    return bool(secret) and hmac.compare_digest(given.encode(), f"Bearer {secret}".encode())
 
 
 class ForwardError(RuntimeError):
@@ -132,44 +123,3 @@ def _send_region(connection: http.client.HTTPConnection, headers: dict[str, str]
         sent = connection.sock.sendfile(handle, region.offset, region.length)
     if sent != region.length:
         raise OSError(f"the spool segment ended {region.length - sent} bytes early")
-
-
-def ingest_route(app: web.Application, pipeline: SpanPipeline, secret: str) -> None:
-    """Register the store process's side: spool a worker's batch in ``pipeline``, answer 204 once
-    it is there (503, the worker keeps it, when the store's backlog is full or the write fails).
-
-    The spool write runs on a thread (checksum and write with the GIL released). Inserting,
-    compact span batches spelled as rows first, is the pipeline's sender's job; the batch's
-    own token deduplicates a retry whose first attempt did land.
-    """
-
-    async def ingest(request: web.Request) -> web.Response:
-        if not internal_secret_ok(request.headers, secret):
-            return web.json_response({"error": "forbidden"}, status=403)
-        token = request.headers.get(TOKEN_HEADER, "")
-        if len(token) != 32:
-            return web.json_response({"error": f"missing or malformed {TOKEN_HEADER}"}, status=400)
-        kind = request.headers.get(KIND_HEADER, JSON)
-        if kind not in _KINDS:
-            return web.json_response({"error": f"unknown {KIND_HEADER}: {kind[:40]}"}, status=400)
-        spans = request.headers.get(SPANS_HEADER, "")
-        if not spans.isdigit():
-            return web.json_response({"error": f"missing or malformed {SPANS_HEADER}"}, status=400)
-        payload = await request.read()
-        try:
-            taken = await asyncio.get_running_loop().run_in_executor(
-                None, pipeline.accept_handoff, payload, int(spans), kind, token)
-        except OSError as exc:  # the worker keeps the batch and retries (and counts the failure)
-            return web.json_response({"error": f"the store's spool cannot take it: {exc}"[:300]}, status=503)
-        if not taken:
-            return web.json_response({"error": "the store is behind: its spool's backlog is full"}, status=503)
-        return web.Response(status=204)
-
-    async def room(request: web.Request) -> web.Response:
-        """A worker's probe (:meth:`ForwardingSink.ping`): 204 while a batch would be taken now."""
-        if not internal_secret_ok(request.headers, secret):
-            return web.json_response({"error": "forbidden"}, status=403)
-        return web.Response(status=204 if pipeline.has_handoff_room() else 503)
-
-    app.router.add_post(INGEST_PATH, ingest)
-    app.router.add_get(INGEST_PATH, room)

@@ -27,7 +27,8 @@ from typing import Any, Iterable, Mapping
 
 import orjson
 
-from genops.storage import otlp_native, span_batch
+from genops.storage import otlp_span_rows, span_batch
+from genops.storage.otlp_rows import span_rows_to_json_rows
 from genops.storage.rows import OTLP_KIND_NAMES, OTLP_STATUS_NAMES, attribute_map, attribute_string
 
 #: Largest request (protobuf, before gzip) a batch is cut into: well below a collector's default
@@ -278,10 +279,8 @@ def batch_spans(payload: bytes, kind: str) -> tuple[list[Origin], list[tuple[int
     """The origins and encoded Spans of one pipeline batch of ``kind``."""
     if kind == span_batch.KIND:
         return _compact_spans(payload)
-    if kind == otlp_native.KIND:
-        from genops.collectors.otlp import span_rows_to_json_rows  # the receiver's decoder (lazy: no import cycle)
-
-        return _row_spans(span_rows_to_json_rows(otlp_native.split_span_rows(payload)))
+    if kind == otlp_span_rows.KIND:
+        return _row_spans(span_rows_to_json_rows(otlp_span_rows.split_span_rows(payload)))
     return _row_spans(orjson.loads(line) for line in payload.split(b"\n") if line.strip())
 
 

@@ -43,7 +43,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from genops.storage import otlp_native, span_batch
+from genops.storage import otlp_native, otlp_span_rows, span_batch
 from genops.storage.span_buffer import Batch, SpanBuffer
 from genops.storage.rows import insert_json_payload, json_rows_payload
 from genops.storage.client import StorageUnavailable, describe_error
@@ -56,7 +56,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 JSON = "json"
-SPAN_ROWS = otlp_native.KIND
+SPAN_ROWS = otlp_span_rows.KIND
 SPANS = span_batch.KIND
 # Largest SpanRow batch: one insert must stay one ClickHouse block (below its 256 MB squashing
 # limit), so the view's refusal of a batch happens before any of it is written.

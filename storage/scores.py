@@ -8,7 +8,7 @@ The lookups only see calls GenOps recorded itself (``ScopeName = 'genops.proxy'`
 ``genops.request.id`` or trace id, so it must never be what a score attaches to. They
 return every recorded call of an id (up to :data:`MAX_CALLS_PER_ID`), not just one,
 because request ids are client-chosen: the feedback endpoint refuses an id that
-names more than one call (proxy/feedback.py).
+names more than one call (api/feedback.py).
 """
 
 from __future__ import annotations

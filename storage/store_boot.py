@@ -33,7 +33,7 @@ from genops.config import Settings
 from genops.storage import otlp_native
 from genops.storage.client import StorageUnavailable, describe_error, open_client
 from genops.storage.migrate import Migration, migrate
-from genops.storage.pipeline import ClickHouseSink
+from genops.storage.pipeline import ClickHouseSink, SpanPipeline, build_pipeline
 
 log = logging.getLogger("genops.storage.boot")
 
@@ -299,3 +299,25 @@ class StoreBoot:
                 extra["unavailable_s"] = round(time.monotonic() - self._down_since, 1)
             log.info("storage ready: migrated; spooled spans go out now", extra=extra)
             return
+
+
+def open_store(settings: Settings) -> tuple[StoreBoot, SpanPipeline]:
+    """Bring the store up (migrations) and start the span pipeline; returns (store, pipeline).
+
+    The embedded chDB engine lives in this process (see docs/architecture.md) and is opened
+    now (a failure stops the start). A ClickHouse server that does not answer within
+    ``GENOPS_STORAGE_BOOT_WAIT_S`` does not stop it: the process serves, the pipeline spools,
+    and the store is migrated in the background once it answers (:mod:`genops.storage.store_boot`).
+    """
+    settings.private_data_dir()
+    store = StoreBoot(settings)
+    pipeline = build_pipeline(settings, sink=store.sink, start=False)  # the spool first: a locked one stops the start
+    pipeline.store = store
+
+    def ready(boot: StoreBoot) -> None:
+        pipeline.native_otlp = boot.native_otlp
+
+    store.on_ready(ready)
+    store.start()
+    pipeline.start()  # after the first attempt: a spool replayed at start does not try an unmigrated store
+    return store, pipeline

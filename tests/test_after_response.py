@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import asyncio
 import json
 
@@ -12,8 +13,10 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from genops import semconv as sc
 from genops.config import load_settings
 from genops.proxy import after_response
-from genops.proxy.app import create_app
-from genops.proxy.telemetry import build_telemetry
+from genops.runtime.app import create_app
+from genops.runtime.telemetry import build_telemetry
+
+pytestmark = pytest.mark.integration
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Mail me at jane.doe@example.com"}]}
 

@@ -19,6 +19,8 @@ from conftest import FakeUpstream, start_proxy, upstream_env
 from genops.collectors.anomaly.service import jobs_enabled_in_serve
 from genops.config import load_settings
 
+pytestmark = pytest.mark.e2e
+
 
 def genops(data_dir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENOPS_")}

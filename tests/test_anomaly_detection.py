@@ -24,6 +24,8 @@ from genops.collectors.anomaly.scoring import Scorecard, score
 from genops.collectors.anomaly.synthetic import generate, schedule_injections
 from genops.storage.migrate import migrate
 
+pytestmark = pytest.mark.integration
+
 START = dt.datetime(2026, 11, 2)  # a Monday: the week has a weekend
 # The fixed weeks above must outlive the TTL (default 30 days), or merges drop their first days.
 HISTORY_RETENTION_DAYS = 3650

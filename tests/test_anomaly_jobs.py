@@ -28,6 +28,8 @@ from genops.collectors.anomaly.synthetic import MODELS, Injection, generate
 from genops.storage.migrate import migrate
 from genops.storage.rows import insert_rows
 
+pytestmark = pytest.mark.integration
+
 START = dt.datetime(2026, 11, 2)
 # The fixed weeks above must outlive the TTL (default 30 days), or merges drop their first days.
 HISTORY_RETENTION_DAYS = 3650
@@ -262,7 +264,7 @@ def test_the_loop_survives_failing_passes() -> None:
 async def test_the_serve_background_task_logs_failures_and_keeps_going(caplog: pytest.LogCaptureFixture) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from genops.collectors.anomaly.service import _loop
+    from genops.collectors.anomaly.service import run_forever as _loop
 
     passes = []
 

@@ -10,6 +10,8 @@ import orjson
 import pytest
 from genai_prices import Usage, calc_price
 
+pytestmark = pytest.mark.e2e
+
 MODEL = "claude-sonnet-4-6"
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 

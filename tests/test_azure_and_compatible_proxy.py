@@ -13,6 +13,8 @@ from genai_prices import Usage, calc_price
 from genops.config import Settings
 from genops.proxy.targets import TargetPolicy
 
+pytestmark = pytest.mark.e2e
+
 API_VERSION = "2024-10-21"
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 

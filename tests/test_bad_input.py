@@ -13,6 +13,8 @@ import pytest
 
 from conftest import free_port, start_proxy
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def strict_proxy(tmp_path_factory, fake_upstream):

@@ -9,6 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+pytestmark = pytest.mark.e2e
+
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "collector_bench.py"
 
 

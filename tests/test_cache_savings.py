@@ -6,6 +6,8 @@ import openai
 import pytest
 from genai_prices import Usage, calc_price
 
+pytestmark = pytest.mark.e2e
+
 MESSAGES = [{"role": "user", "content": "Summarise the attached report in one line."}]
 
 

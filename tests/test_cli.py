@@ -18,6 +18,8 @@ import pytest
 
 from conftest import start_proxy
 
+pytestmark = pytest.mark.e2e
+
 
 def genops(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("GENOPS_")}

@@ -35,6 +35,8 @@ if __name__ == "__main__":  # run as a script (--regenerate, or the one-node clu
 from genops.storage.cluster_ddl import SHARDING_KEYS, ClusterDDLError, ClusterRewriter
 from genops.storage.migrate import available_migrations, migration_statements, schema_sql, setup_statements
 
+pytestmark = pytest.mark.e2e
+
 GOLDEN = Path(__file__).parent / "golden"
 SINGLE_GOLDEN = GOLDEN / "ddl_single_node.sql"
 CLUSTER_GOLDEN = GOLDEN / "ddl_cluster.sql"

@@ -35,6 +35,8 @@ from typing import Any
 import orjson
 import pytest
 
+pytestmark = pytest.mark.e2e
+
 # Claude Code's device hash (64 hex) and two developers / three sessions.
 DEV_A = "a" * 63 + "1"
 DEV_B = "b" * 63 + "2"

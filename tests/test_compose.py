@@ -24,6 +24,8 @@ from genops.cli import COMMAND_MODULES
 from genops.dashboards import build
 from genops.dashboards.push import DATASOURCE_UID, datasource_model, folder_uid
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]

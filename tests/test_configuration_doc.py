@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 import os
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 from genops.cli import build_parser
 from genops.commands.config import REGENERATE, render_markdown
 from genops.config import FIELDS, env_name
+
+pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "configuration.md"

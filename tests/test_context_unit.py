@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from genops.proxy.context import MAX_PROPERTIES, call_context, context_attributes, property_name, session_path
 from genops.proxy.providers.base import Call, ProviderAdapter
 from genops.proxy.providers.openai import OpenAIAdapter
+
+pytestmark = pytest.mark.unit
 
 
 def test_precedence_genops_over_helicone_over_portkey_over_body():

@@ -24,6 +24,8 @@ from grafana_sim import ALL, QueryContext, apply_conditional_all, expand_macros,
 from genops.dashboards import build
 from genops.storage.migrate import migrate
 
+pytestmark = pytest.mark.integration
+
 DASHBOARD_DIR = Path(build.__file__).resolve().parent / "grafana"
 CALL_VARIABLES = ("provider", "model", "service", "user", "source")
 TRACE_COLUMNS = ("traceID", "spanID", "parentSpanID", "serviceName", "operationName", "startTime", "duration",

@@ -21,6 +21,8 @@ from google.genai import types
 from grafana_sim import ALL, QueryContext, interpolate
 from genops.dashboards.push import load_dashboards
 
+pytestmark = pytest.mark.e2e
+
 DASHBOARDS = {m["uid"].removeprefix("genops-"): m for m in load_dashboards()}
 
 

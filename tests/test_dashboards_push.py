@@ -20,6 +20,8 @@ from conftest import free_port
 from genops.cli import main
 from genops.dashboards.push import DATASOURCE_UID, load_dashboards
 
+pytestmark = pytest.mark.unit
+
 TOKEN = "glsa_test_token"
 EDITOR_TOKEN = "glsa_editor_token"  # may write dashboards and folders, not datasources
 

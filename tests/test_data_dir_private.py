@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import os
 import stat
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 import openai
 
 from conftest import FakeUpstream, start_proxy, upstream_env
+
+pytestmark = pytest.mark.e2e
 
 HARNESS_FILES = {"serve.log"}  # written by the test harness, not by GenOps
 

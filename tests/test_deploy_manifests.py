@@ -14,6 +14,8 @@ import yaml
 from genops.cli import build_parser
 from genops.config import FIELDS, env_name, load_settings
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parent.parent
 KUBE = ROOT / "deploy" / "kubernetes"
 SETTINGS = {env_name(name) for name in FIELDS}

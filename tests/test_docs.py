@@ -3,10 +3,13 @@ rest, its links resolve and the settings it names exist."""
 
 from __future__ import annotations
 
+import pytest
 import re
 from pathlib import Path
 
 from genops.config import FIELDS, env_name
+
+pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

@@ -31,7 +31,7 @@ FLUSH_INTERVAL_MS = 200
 # the test allows that interval plus 1 s for thread scheduling on a busy 2-core machine.
 SIGKILL_LOSS_BOUND_S = FLUSH_INTERVAL_MS / 1000 + 1.0
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 class FakeClickHouse:

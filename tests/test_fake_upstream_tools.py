@@ -18,6 +18,8 @@ from google import genai
 from google.genai import types
 from pydantic import BaseModel
 
+pytestmark = pytest.mark.e2e
+
 WEATHER_SCHEMA = {
     "type": "object",
     "properties": {

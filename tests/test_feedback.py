@@ -10,6 +10,8 @@ import openai
 import orjson
 import pytest
 
+pytestmark = pytest.mark.e2e
+
 MESSAGES = [{"role": "user", "content": "Is the answer helpful?"}]
 
 
@@ -177,7 +179,7 @@ async def test_a_read_waits_briefly_for_an_id_being_reported(chdb_dir):
     from aiohttp.test_utils import TestServer
     from conftest import open_chdb
 
-    from genops.proxy.feedback import FEEDBACK_PATH, FeedbackRoutes
+    from genops.api.feedback import FEEDBACK_PATH, FeedbackRoutes
     from genops.proxy.recent import RecentCalls
     from genops.storage.migrate import migrate
     from genops.storage.scores import SpanRef

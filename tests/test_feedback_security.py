@@ -20,6 +20,8 @@ import pytest
 from conftest import FakeUpstream, Proxy, start_proxy, upstream_env
 from test_feedback import call, feedback
 
+pytestmark = pytest.mark.e2e
+
 
 def feedback_token(proxy: Proxy) -> str:
     """The generated feedback token (``<data dir>/feedback_token``), which must be private."""
@@ -150,7 +152,7 @@ async def test_storage_lookups_see_only_calls_genops_recorded_and_every_call_of_
     from aiohttp.test_utils import TestServer
     from conftest import open_chdb
 
-    from genops.proxy.feedback import FEEDBACK_PATH, FeedbackRoutes
+    from genops.api.feedback import FEEDBACK_PATH, FeedbackRoutes
     from genops.proxy.recent import RecentCalls
     from genops.storage.migrate import migrate
     from genops.storage.scores import SpanRef

@@ -16,12 +16,15 @@ import pytest
 from aiohttp import web
 
 from conftest import free_port, open_chdb
-from genops.collectors.metrics import render, snapshot
-from genops.storage.forward import ForwardingSink, ingest_route
+from genops.api.metrics import render, snapshot
+from genops.api.ingest import ingest_route
+from genops.storage.forward import ForwardingSink
 from genops.storage.migrate import migrate
 from genops.storage.pipeline import SPANS, ClickHouseSink, SpanPipeline
 from genops.storage.spool import Spool
 from test_span_buffer import spans, wait_for
+
+pytestmark = pytest.mark.integration
 
 SECRET = "s" * 32
 

@@ -13,6 +13,8 @@ from google import genai
 from google.genai import errors, types
 from google.oauth2.credentials import Credentials
 
+pytestmark = pytest.mark.e2e
+
 MODEL = "gemini-2.5-flash"
 PROMPT = "What is the capital of France?"
 NO_RETRY = types.HttpRetryOptions(attempts=1)

@@ -1,4 +1,4 @@
-"""Graceful drain on SIGTERM and rolling restart on SIGHUP, under load (proxy/drain.py, proxy/workers.py).
+"""Graceful drain on SIGTERM and rolling restart on SIGHUP, under load (runtime/drain.py, runtime/workers.py).
 
 A load of chat calls (bench/drain_load.py: ~150/s, open loop, kept-alive connections and
 slow streams in flight) runs against a real ``genops serve`` while it is signalled. Each call
@@ -29,9 +29,9 @@ from test_cli import genops
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from drain_load import DrainLoad  # noqa: E402
 
-from genops.proxy.drain import accept_queue_length, drop_new_connections  # noqa: E402
+from genops.runtime.drain import accept_queue_length, drop_new_connections  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 RATE = 100  # calls per second; one in ten a stream of ~1.5 s
 

@@ -16,6 +16,8 @@ import uuid
 import orjson
 import pytest
 
+pytestmark = pytest.mark.e2e
+
 # Valid UTF-8 ("é") is kept; every byte that is not UTF-8 becomes a backslash escape.
 RAW = b"caf\xc3\xa9-" + bytes(range(0x80, 0x100, 9))
 ESCAPED = "café-" + "".join(f"\\x{b:02x}" for b in range(0x80, 0x100, 9))

@@ -22,6 +22,8 @@ from google.oauth2.credentials import Credentials
 from conftest import start_proxy
 from genops.config import ConfigError, Settings, load_settings, named_upstreams
 
+pytestmark = pytest.mark.e2e
+
 NO_RETRY = types.HttpRetryOptions(attempts=1)
 
 

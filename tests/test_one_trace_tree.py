@@ -20,6 +20,8 @@ import pytest
 
 from conftest import Proxy
 
+pytestmark = pytest.mark.e2e
+
 GRAFANA_TRACE_QUERY = "\n".join(
     line for line in Path(__file__).with_name("grafana_trace_by_id.sql").read_text().splitlines()
     if not line.startswith("--"))

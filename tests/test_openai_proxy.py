@@ -8,6 +8,8 @@ import openai
 import pytest
 from genai_prices import Usage, calc_price
 
+pytestmark = pytest.mark.e2e
+
 
 def clients(proxy, fake_upstream, request_id=None):
     headers = {"GenOps-Request-Id": request_id} if request_id else None

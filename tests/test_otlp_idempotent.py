@@ -18,13 +18,15 @@ import pytest
 
 from conftest import open_chdb
 from genops.collectors.idempotent import ACCEPTED, BUSY, DUPLICATE, JOURNAL, IdempotentIngest
-from genops.collectors.otlp import decode_protobuf
+from genops.storage.otlp_rows import decode_protobuf
 from genops.config import Settings
 from genops.storage.migrate import migrate
 from genops.storage.pipeline import ClickHouseSink
 from genops.storage.rows import json_rows_payload
 from test_scale_out import chat_span_request
 from test_span_buffer import wait_for
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

@@ -23,10 +23,13 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from conftest import open_chdb
-from genops.collectors.otlp import decode_protobuf, decode_protobuf_for_clickhouse
+from genops.storage.otlp_rows import decode_protobuf, decode_protobuf_for_clickhouse
 from genops.storage.migrate import migrate
-from genops.storage.otlp_native import insert_span_rows, native_ingest_available, split_span_rows
+from genops.storage.otlp_native import insert_span_rows, native_ingest_available
+from genops.storage.otlp_span_rows import split_span_rows
 from genops.storage.rows import insert_json_payload, json_rows_payload
+
+pytestmark = pytest.mark.integration
 
 COLUMNS = ("Timestamp, TraceId, SpanId, ParentSpanId, TraceState, SpanName, SpanKind, ServiceName, ResourceAttributes, "
            "ScopeName, ScopeVersion, SpanAttributes, Duration, StatusCode, StatusMessage, Events.Timestamp, Events.Name, "
@@ -297,7 +300,7 @@ def test_spans_from_before_1973_do_not_poison_the_json_path(stores: Any) -> None
 
 def test_pipeline_spools_and_inserts_span_rows_next_to_json_rows(stores: Any, tmp_path: Path) -> None:
     """SpanRow payloads go through the same spool and sender as JSON rows; a fallback batch is counted."""
-    from genops.collectors.metrics import render
+    from genops.api.metrics import render
     from genops.storage.pipeline import ClickHouseSink, SpanPipeline
     from genops.storage.spool import Spool
 
@@ -364,7 +367,7 @@ def test_non_canonical_encodings_are_decoded_in_python(stores: Any, extra: bytes
     def delimited(tag: int, data: bytes) -> bytes:
         return bytes([tag]) + _varint(len(data)) + data
 
-    from genops.storage.otlp_native import _varint
+    from genops.storage.otlp_span_rows import _varint
 
     span_bytes = span("first", kvs(("a", "b"))).SerializeToString() + extra
     body = delimited(0x0A, delimited(0x12, delimited(0x12, span_bytes)))  # resource_spans.scope_spans.spans
@@ -387,7 +390,7 @@ def test_fields_of_an_unexpected_wire_type_are_stored_like_python(stores: Any, e
     Not covered: a length-delimited value for a varint field (kind, status code), which
     ClickHouse reads as 0 where the Python decoder keeps the earlier value (docs/otlp.md).
     """
-    from genops.storage.otlp_native import _varint
+    from genops.storage.otlp_span_rows import _varint
 
     def delimited(tag: int, data: bytes) -> bytes:
         return bytes([tag]) + _varint(len(data)) + data
@@ -429,7 +432,7 @@ def test_reserved_scope_names_are_stored_alike_and_never_as_genops_own(stores: A
 def test_span_rows_that_kept_a_reserved_scope_are_renamed_on_insert(stores: Any, fallback: bool) -> None:
     """SpanRows whose tail still names genops.proxy (spooled by an older receiver): the view
     (migration 0070) renames it, and so does the Python decoder a refused batch goes through."""
-    from genops.storage.otlp_native import frame_span_rows, tail_bytes
+    from genops.storage.otlp_span_rows import frame_span_rows, tail_bytes
 
     client, _python_db, native_db = stores
     attributes = kvs(("gen_ai.operation.name", "chat"), *([("tiny", 1.5e-5)] if fallback else []))

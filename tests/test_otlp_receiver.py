@@ -23,10 +23,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status as SpanStatus, StatusCode
 
-from genops.collectors.otlp import decode_protobuf
+from genops.storage.otlp_rows import decode_protobuf
 from genops.storage.rows import span_to_json_row
 
 from conftest import Proxy
+
+pytestmark = pytest.mark.e2e
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 

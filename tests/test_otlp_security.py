@@ -27,9 +27,11 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from conftest import FakeUpstream, Proxy, start_proxy, upstream_env
-from genops.collectors.otlp import received_scope_name
+from genops.storage.otlp_rows import received_scope_name
 from genops.collectors.receiver import BodyTooLarge, gunzip_capped, token_notice, wire_limit
 from genops.config import Settings
+
+pytestmark = pytest.mark.e2e
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"

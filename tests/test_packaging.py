@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -25,6 +27,7 @@ def test_wheel_maps_top_level_folders_under_genops(wheel):
     packages = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert packages == {"genops"}  # no top-level "proxy" or "storage" in site-packages
     for expected in ("genops/proxy/handler.py", "genops/storage/migrate.py", "genops/collectors/__init__.py",
+                     "genops/runtime/server.py", "genops/api/admin.py",
                      "genops/dashboards/__init__.py", "genops/storage/migrations/0001_otel_traces.sql",
                      "genops/cli.py", "genops/fake_upstream/openai.py",
                      "genops/proxy/tokenizer/o200k_base.tiktoken.gz",  # offline token estimates

@@ -11,6 +11,8 @@ from genai_prices import calc_price
 from genops.proxy.pricing import UnknownPrice, normalize_model, price_call
 from genops.proxy.providers.base import Usage
 
+pytestmark = pytest.mark.unit
+
 MODELS = [
     ("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("openai", "o3-mini"), ("openai", "text-embedding-3-small"),
     ("anthropic", "claude-sonnet-4-5"), ("anthropic", "claude-3-5-haiku-latest"),

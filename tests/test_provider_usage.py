@@ -10,6 +10,8 @@ from genops.proxy.pricing import price_call
 from genops.proxy.providers import anthropic, gemini
 from genops.proxy.providers.base import Call, Usage
 
+pytestmark = pytest.mark.unit
+
 
 def test_anthropic_usage_sums_cache_and_prices_one_hour_writes():
     call = Call(operation="chat")

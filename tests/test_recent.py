@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from genops.proxy.recent import RecentCalls
 from genops.storage.scores import SpanRef
+
+pytestmark = pytest.mark.unit
 
 
 def ref(n: int, trace: int | None = None) -> SpanRef:

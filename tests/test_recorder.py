@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 from opentelemetry.sdk.resources import Resource
@@ -11,6 +12,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from genops.proxy.recorder import SpanRecorder
 from genops.storage.rows import TRACE_COLUMNS, span_to_row
+
+pytestmark = pytest.mark.unit
 
 
 class Collect(SpanProcessor):

@@ -15,6 +15,8 @@ from multidict import CIMultiDict
 
 from genops.proxy.upstream_client import UpstreamClient
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 async def recorder():

@@ -15,6 +15,8 @@ import pytest
 
 from conftest import start_proxy, upstream_env
 
+pytestmark = pytest.mark.e2e
+
 WAIT_S = 30  # socket timeout: the proxy's own timeouts below are 1 s
 
 

@@ -31,6 +31,8 @@ from conftest import FakeUpstream, Proxy, free_port, serve_in_thread, start_prox
 from genops.config import Settings
 from genops.proxy.targets import TargetPolicy, has_dot_segment, mask_userinfo
 
+pytestmark = pytest.mark.e2e
+
 TARGET_SECRET = "TARGET-SECRET-7f3c91"  # a password a client puts in GenOps-Target-Url
 CONFIG_SECRET = "CONFIG-SECRET-2b8e44"  # a password in a configured upstream URL
 DEAD_SECRET = "DEAD-SECRET-5a1d07"  # the same, for an upstream nobody listens on

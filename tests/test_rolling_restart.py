@@ -1,5 +1,5 @@
-"""SIGHUP to ``genops serve --workers 2`` under load: a rolling restart drops no call (proxy/workers.py),
-and what the supervisor reports of replaced workers (proxy/worker_report.py).
+"""SIGHUP to ``genops serve --workers 2`` under load: a rolling restart drops no call (runtime/workers.py),
+and what the supervisor reports of replaced workers (runtime/worker_report.py).
 
 The load, the checks and the one-worker case are in tests/test_graceful_drain.py; this file
 holds the two-worker case apart so the two files run in parallel (each starts real processes).
@@ -16,10 +16,10 @@ from aiohttp import web
 
 from conftest import FakeUpstream, serve_in_thread
 from genops.proxy.recent import RecentCalls
-from genops.proxy.worker_report import WorkerReports
+from genops.runtime.worker_report import WorkerReports
 from test_graceful_drain import rolling_restart_then_sigterm
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_rolling_restart_of_two_workers_then_sigterm_drop_no_call(tmp_path: Path, fake_upstream: FakeUpstream) -> None:

@@ -8,9 +8,11 @@ import pytest
 from genops.proxy.providers.openai import OpenAIAdapter
 from genops.proxy.safety.capture import capped_json, messages
 from genops.proxy.safety.evaluate import evaluate, load_corpus, report
-from genops.proxy.safety.policy import Policy, parse_policy, parse_route_policies
+from genops.safety_policy import Policy, parse_policy, parse_route_policies
 from genops.proxy.safety.scanner import SLICE, mask_text, scan_parts, scan_text
 from genops.proxy.providers.base import Call, TextPart
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ import pytest
 
 from conftest import start_proxy, upstream_env
 
+pytestmark = pytest.mark.e2e
+
 # Format-valid but fake credentials and personal data.
 OPENAI_KEY = "sk-proj-Q7hT2mW9xK4pL8vR3nB6cY1zD5fJ0gH2sA9eU4iO"
 EMAIL = "maria.lopez@example.org"

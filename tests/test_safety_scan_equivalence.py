@@ -18,6 +18,8 @@ from genops.proxy.safety.findings import CATEGORIES
 from genops.proxy.safety.scanner import DETECTORS, SLICE, _resolve, scan_parts, scan_text
 from genops.proxy.providers.base import TextPart
 
+pytestmark = pytest.mark.unit
+
 
 def _hints_allow(detector, text: str, lower: str) -> bool:
     if detector.hints and not any(h in text for h in detector.hints):

@@ -38,13 +38,15 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from aiohttp import web
 
 from conftest import FakeUpstream, Proxy, free_port, serve_in_thread, start_proxy, upstream_env, wait_ready
-from genops.collectors.otlp import decode_protobuf
+from genops.storage.otlp_rows import decode_protobuf
 from genops.collectors.receiver import TRUSTED, UNTRUSTED, batch_token
 from genops.config import ConfigError, load_settings
 from genops.storage import otlp_encode, span_batch
 from genops.storage.forward import TOKEN_HEADER
 from genops.storage.otlp_sink import OtlpExportError, OtlpSink
 from genops.storage.rows import json_rows_payload
+
+pytestmark = pytest.mark.e2e
 
 TRUSTED_TOKEN = "trusted-" + uuid.uuid4().hex
 AGENT_TOKEN = "agent-" + uuid.uuid4().hex

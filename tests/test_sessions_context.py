@@ -6,11 +6,14 @@ the stored span, the typed ``genops_calls`` row, and what the fake upstream rece
 
 from __future__ import annotations
 
+import pytest
 import urllib.error
 import urllib.request
 
 import openai
 import orjson
+
+pytestmark = pytest.mark.e2e
 
 MESSAGES = [{"role": "user", "content": "Plan the trip."}]
 PROXY_PREFIXES = ("genops-", "helicone-", "x-portkey-")

@@ -16,6 +16,8 @@ from genops.proxy.recorder import SpanRecorder
 from genops.storage.rows import span_to_json_row
 from genops.storage.span_batch import SpanEncoder, batch_payload, json_rows
 
+pytestmark = pytest.mark.unit
+
 ODD_VALUES = {
     "nan": math.nan,
     "inf": -math.inf,

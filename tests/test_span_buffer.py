@@ -3,6 +3,7 @@ taking only what the hand-off could not."""
 
 from __future__ import annotations
 
+import pytest
 import threading
 import time
 from pathlib import Path
@@ -18,6 +19,8 @@ from genops.storage.pipeline import SPANS, SpanPipeline
 from genops.storage.span_batch import json_rows
 from genops.storage.span_buffer import SpanBuffer
 from genops.storage.spool import FileRegion, Spool
+
+pytestmark = pytest.mark.unit
 
 
 def joined(parts: list[Any]) -> bytes:

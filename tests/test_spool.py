@@ -12,6 +12,8 @@ from genops.config import Settings
 from genops.storage.pipeline import SpanPipeline
 from genops.storage.spool import Spool, SpoolLocked
 
+pytestmark = pytest.mark.integration
+
 
 def drain(spool: Spool) -> list[tuple[bytes, str]]:
     out = []

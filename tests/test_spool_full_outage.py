@@ -22,7 +22,7 @@ from conftest import FakeUpstream, start_proxy, upstream_env
 from test_export_faults import FakeClickHouse
 from test_storage_outage import get_json, metrics, until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PROMPT = "tell me about spools " * 800  # ~16 KB captured per span: the 1 MiB spool holds ~60 of them
 

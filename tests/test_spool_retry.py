@@ -21,6 +21,8 @@ from genops.storage.spool import Spool
 from test_forward import store_and_worker, stored_ids, tagged
 from test_span_buffer import wait_for
 
+pytestmark = pytest.mark.integration
+
 HOUR = 3600.0
 
 

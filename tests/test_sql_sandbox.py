@@ -25,6 +25,8 @@ from conftest import FakeUpstream, Proxy, open_chdb, start_proxy, upstream_env
 from genops.storage.sql import QueryError, QueryLimits, QueryRefused, run_readonly
 from genops.storage.sql_guard import parse_ast, refusal
 
+pytestmark = pytest.mark.e2e
+
 DB = "sandbox"
 # A query that runs for minutes unless stopped (no data needed).
 LONG_QUERY = "SELECT count() FROM numbers(100000000000) WHERE sipHash64(number) = 1"

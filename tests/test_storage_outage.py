@@ -26,7 +26,7 @@ import pytest
 from conftest import FakeUpstream, Proxy, free_port, start_proxy, upstream_env
 from test_export_faults import FakeClickHouse
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 class LateClickHouse(FakeClickHouse):

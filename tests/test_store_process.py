@@ -15,6 +15,8 @@ import pytest
 
 from conftest import start_proxy
 
+pytestmark = pytest.mark.e2e
+
 
 def _children(pid: int) -> list[int]:
     """Child processes of ``pid``, whichever of its threads started them."""

@@ -19,6 +19,8 @@ from aiohttp import web
 
 from conftest import serve_in_thread, start_proxy
 
+pytestmark = pytest.mark.e2e
+
 PROMPT_TOKENS, COMPLETION_TOKENS, CACHED = 17, 5, 4
 
 # Each chunk: the members as they appear, with "USAGE" where "usage":null goes when asked.

@@ -7,9 +7,12 @@ same events and the same carried-over rest for any data split into any chunks.
 
 from __future__ import annotations
 
+import pytest
 import random
 
 from genops.proxy.providers.base import Call, StreamState
+
+pytestmark = pytest.mark.unit
 
 
 class _Reference:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import asyncio
 import json
 import time
@@ -11,9 +12,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from genops.config import load_settings
-from genops.proxy.app import create_app
+from genops.runtime.app import create_app
 from genops.proxy.handler import HEADERS_WAIT_S
-from genops.proxy.telemetry import build_telemetry
+from genops.runtime.telemetry import build_telemetry
+
+pytestmark = pytest.mark.integration
 
 FIRST_TOKEN_S = 0.5
 EVENT = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",

@@ -11,6 +11,8 @@ import pytest
 from genops.proxy import tokenizer
 from genops.proxy.providers.base import Call, Usage
 
+pytestmark = pytest.mark.unit
+
 
 def test_bundled_file_matches_tiktokens_expected_hash_and_encodes():
     raw = gzip.decompress(resources.files("genops.proxy.tokenizer").joinpath(tokenizer.DATA_FILE).read_bytes())

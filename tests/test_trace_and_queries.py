@@ -23,6 +23,8 @@ import seed_sessions as seed
 from conftest import Proxy, start_proxy, upstream_env
 from genops import semconv as sc
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parent.parent
 TRACE_IDS = (seed.SESSION, "req-research-1", seed.T1, "req-ab-4")
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from genops.tracetree import build_tree, render, totals
+
+pytestmark = pytest.mark.unit
 
 
 def test_trace_tree_shows_tools_a_model_asked_for_and_counts_nested_proxy_calls_once():

@@ -18,6 +18,8 @@ from multidict import CIMultiDict
 from genops.proxy import upstream_client
 from genops.proxy.upstream_client import UpstreamClient
 
+pytestmark = pytest.mark.integration
+
 
 class RawServer:
     """Answers each request with ``respond(index of the request, connection number, head)``;

@@ -25,7 +25,10 @@ from multidict import CIMultiDict
 
 from genops.config import Settings
 from genops.proxy.upstream_aiohttp import AiohttpUpstreamClient
-from genops.proxy.upstream_client import UpstreamClient, create_upstream_client
+from genops.proxy.upstream import create_upstream_client
+from genops.proxy.upstream_client import UpstreamClient
+
+pytestmark = pytest.mark.e2e
 
 MB = 1024 * 1024
 TIMEOUT = 20.0  # generous: the large-body bug made read() wait for the timeout instead of the body

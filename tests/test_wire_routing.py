@@ -18,6 +18,8 @@ from aiohttp import web
 
 from conftest import serve_in_thread, start_proxy, upstream_env
 
+pytestmark = pytest.mark.e2e
+
 MODEL = "claude-sonnet-4-5"
 MESSAGES = [{"role": "user", "content": "Say hello to the routing test"}]
 

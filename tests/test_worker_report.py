@@ -6,9 +6,11 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from genops.proxy import worker_report
-from genops.proxy.worker_report import WorkerReporter
+from genops.runtime import worker_report
+from genops.runtime.worker_report import WorkerReporter
 from test_span_buffer import spans
+
+pytestmark = pytest.mark.unit
 
 
 def test_a_report_carries_every_served_id_and_the_pipeline_state() -> None:

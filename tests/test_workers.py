@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import signal
 
 import openai
 
 from conftest import start_proxy
 from test_cli import genops
+
+pytestmark = pytest.mark.e2e
 
 
 def test_two_workers_share_the_port_and_every_span_is_stored(tmp_path, fake_upstream):

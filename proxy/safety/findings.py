@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from genops.proxy.providers.base import TextPart  # noqa: F401 - re-exported for detectors and tests
-
-CATEGORIES = ("pii", "secrets", "injection")
+from genops.safety_policy import CATEGORIES  # noqa: F401 - one list: the settings' grammar names them too
 SEVERITIES = ("low", "medium", "high", "critical")
 
 

@@ -22,7 +22,7 @@ from genops import semconv as sc
 from genops.proxy.providers.base import Call, ProviderAdapter, RequestError, TextPart
 from genops.proxy.safety.capture import Capture, capped_json, messages
 from genops.proxy.safety.findings import CATEGORIES, Finding
-from genops.proxy.safety.policy import Policy, parse_policy, parse_route_policies, rank
+from genops.safety_policy import Policy, parse_policy, parse_route_policies, rank
 from genops.proxy.safety.scanner import (
     INDIRECT_ROLES,
     INLINE_LIMIT,

@@ -13,12 +13,15 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
+
+from genops.safety_policy import validate_policy, validate_route_policies
 
 ENV_PREFIX = "GENOPS_"
 
@@ -147,22 +150,26 @@ def _parse_identifier(raw: str) -> str:
     return text
 
 
-def _parse_cluster_name(raw: str) -> str:
-    from genops.storage.cluster_ddl import check_cluster_name
+_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9_.{}-]+$")
 
+
+def check_cluster_name(name: str) -> str:
+    """``name`` if it can be spelled in ``ON CLUSTER '<name>'`` (letters, digits, ``_.-`` and macros)."""
+    if not _CLUSTER_NAME.match(name):
+        raise ValueError(f"expected a cluster name of letters, digits, _ . - (or a macro such as {{cluster}}), got {name!r}")
+    return name
+
+
+def _parse_cluster_name(raw: str) -> str:
     text = str(raw).strip()
     return check_cluster_name(text) if text else ""
 
 
 def _parse_safety_policy(raw: str) -> str:
-    from genops.proxy.safety.policy import validate_policy
-
     return validate_policy(raw)
 
 
 def _parse_safety_route_policy(raw: str) -> str:
-    from genops.proxy.safety.policy import validate_route_policies
-
     return validate_route_policies(raw)
 
 

@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     setup_logging(settings.log_level, settings.log_format)
-    from genops.collectors.standalone import run_collector
+    from genops.runtime.collector import run_collector
     from genops.storage.client import StorageError
     from genops.storage.spool import SpoolLocked
 

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from genops.collectors.anomaly import store
     from genops.collectors.anomaly.runner import AnomalyJobs, floor_time, utcnow
     from genops.collectors.anomaly.synthetic import generate, schedule_injections
-    from genops.proxy.server import read_state
+    from genops.runtime.server import read_state
     from genops.storage.client import StorageError, open_client
     from genops.storage.migrate import migrate
 

@@ -75,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _open_jobs(settings: Settings, args: argparse.Namespace):
     from genops.collectors.anomaly.detectors import build_detectors
     from genops.collectors.anomaly.service import jobs_from_settings
-    from genops.proxy.server import read_state
+    from genops.runtime.server import read_state
     from genops.storage.client import StorageError, open_client
     from genops.storage.migrate import migrate
 
@@ -127,7 +127,7 @@ def _setup_logging(settings: Settings) -> None:
 def _serving(settings: Settings) -> dict[str, Any] | None:
     if not settings.embedded:
         return None
-    from genops.proxy.server import read_state
+    from genops.runtime.server import read_state
 
     return read_state(settings)
 
@@ -137,7 +137,7 @@ def _once_via_server(settings: Settings, state: dict[str, Any], args: argparse.N
     import urllib.error
     import urllib.request
 
-    from genops.collectors.anomaly.service import JOBS_PATH
+    from genops.api.jobs import JOBS_PATH
 
     body: dict[str, Any] = {"detectors": [n.strip() for n in args.detectors.split(",") if n.strip()],
                             "no_alerts": args.no_alerts}

@@ -21,14 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     setup_logging(settings.log_level, settings.log_format)
-    from genops.proxy.server import serve
+    from genops.runtime.server import serve
     from genops.storage.client import StorageError
-    from genops.proxy.workers import WorkersFailed
+    from genops.runtime.workers import WorkersFailed
     from genops.storage.spool import SpoolLocked
 
     try:
         if args.worker_admin_url:
-            from genops.proxy.workers import serve_worker
+            from genops.runtime.workers import serve_worker
 
             serve_worker(settings, args.worker_admin_url, args.worker_index)
         else:

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 def query(settings: Settings, sql: str, *, url: str | None = None, max_rows: int = 10_000) -> QueryResult:
     """Run ``sql`` read-only wherever the data is reachable; raises :class:`QueryError`."""
     if url is None and settings.embedded:
-        from genops.proxy.server import read_state
+        from genops.runtime.server import read_state
 
         state = read_state(settings)
         url = state["url"] if state else None
@@ -58,7 +58,7 @@ def query(settings: Settings, sql: str, *, url: str | None = None, max_rows: int
 
 
 def _query_http(url: str, token: str, sql: str, max_rows: int) -> QueryResult:
-    from genops.proxy.admin import SQL_PATH
+    from genops.api.admin import SQL_PATH
 
     request = urllib.request.Request(
         url.rstrip("/") + SQL_PATH,

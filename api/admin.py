@@ -18,9 +18,9 @@ import orjson
 from aiohttp import web
 
 from genops.config import Settings
-from genops.proxy.drain import draining_response
 from genops.storage.client import StorageError, open_query_client
-from genops.storage.store_boot import needs_storage, readiness
+from genops.storage.pipeline import SpanPipeline
+from genops.storage.store_boot import StoreBoot, needs_storage, readiness
 from genops.storage.sql import QueryError, QueryLimits, QueryRefused, QueryResult, cancel_query, new_query_id, run_readonly
 
 SQL_PATH = "/genops/v1/sql"
@@ -28,6 +28,22 @@ SQL_PATH = "/genops/v1/sql"
 DISCONNECT_POLL_S = 0.1
 
 log = logging.getLogger("genops.admin")
+
+#: Why this process is not ready, or None: set by the process's drain (genops.runtime.drain), so
+#: ``/readyz`` fails first on SIGTERM.
+NOT_READY_KEY = web.AppKey("genops.not_ready", Callable[[], "str | None"])
+
+
+def draining_response(request: web.Request) -> web.Response | None:
+    """``/readyz``'s answer while this process drains (503 ``{"status": "draining"}``), else None."""
+    not_ready = request.app.get(NOT_READY_KEY)
+    reason = not_ready() if not_ready is not None else None
+    if reason is None:
+        return None
+    body = {"status": "draining", "proxy": "draining", "reason": f"shutting down ({reason})"}
+    return web.Response(status=503, body=orjson.dumps(body), content_type="application/json")
+
+
 T = TypeVar("T")
 
 
@@ -125,7 +141,7 @@ class AdminRoutes:
         """200 when the proxy can serve calls, whether or not the store answers (calls do not need
         it: their spans wait in the spool); ``?storage=1`` also needs the store (503 until it answers).
         The body says which (docs/operations.md, "Storage outages")."""
-        draining = draining_response(request)  # SIGTERM: fail readiness first (proxy/drain.py)
+        draining = draining_response(request)  # SIGTERM: fail readiness first (runtime/drain.py)
         if draining is not None:
             return draining
         for check in self.readiness_checks:
@@ -230,3 +246,20 @@ def _busy(running: int) -> web.Response:
                                  "retry when one has finished.", "type": "genops_error", "code": "too_many_queries"}}
     return web.Response(status=429, body=orjson.dumps(body), content_type="application/json",
                         headers={"Retry-After": "1"})
+
+
+def collector_readyz_route(app: web.Application, store: StoreBoot, pipeline: SpanPipeline) -> None:
+    """``GET /readyz``, the contract of ``genops serve``'s (docs/operations.md, "Storage outages"):
+    200 while the receiver takes spans, store or not (they wait in the spool); ``?storage=1``
+    also needs the store (503 until it answers)."""
+
+    async def readyz(request: web.Request) -> web.Response:
+        need_storage = needs_storage(request.query)
+        if need_storage:  # a live check, bounded: a hung store answers 503, never hangs the probe
+            status = await asyncio.get_running_loop().run_in_executor(None, store.check, pipeline)
+        else:  # no I/O
+            status = store.status(pipeline)
+        code, body = readiness(status, pipeline.spool.pending_spans, need_storage)
+        return web.json_response(body, status=code)
+
+    app.router.add_get("/readyz", readyz)

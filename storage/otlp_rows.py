@@ -29,7 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from genops.storage.otlp_native import SpanRowTail, frame_span_rows, tail_bytes
+from genops.storage.otlp_span_rows import SpanRowTail, frame_span_rows, tail_bytes
 from genops.storage.rows import (
     OTLP_KIND_BY_NAME,
     OTLP_KIND_NAMES,

@@ -8,17 +8,17 @@ import orjson
 from aiohttp import web
 
 from genops.config import Settings
-from genops.proxy.admin import AdminRoutes
+from genops.api.admin import AdminRoutes
 from genops.proxy.after_response import drain_pending
-from genops.proxy.feedback import FeedbackRoutes
+from genops.api.feedback import FeedbackRoutes
 from genops.proxy.context import request_id_for
 from genops.proxy.handler import REQUEST_ID_HEADER, ProxyHandler
-from genops.proxy.upstream_client import create_upstream_client
+from genops.proxy.upstream import create_upstream_client
 from genops.proxy.providers import build_adapters
 from genops.proxy.providers.root import ANTHROPIC, GEMINI, GEMINI_VERSIONS, OPENAI, gemini_root_route, root_route
 from genops.proxy.recent import RecentCalls
-from genops.proxy.telemetry import Telemetry
-from genops.proxy.workers import AdminForwarder
+from genops.runtime.telemetry import Telemetry
+from genops.api.admin_forward import AdminForwarder
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 

@@ -32,9 +32,9 @@ from aiohttp import web
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from genops.collectors.metrics import snapshot
+from genops.api.metrics import snapshot
 from genops.proxy.recent import RecentCalls, call_ref
-from genops.storage.forward import internal_secret_ok
+from genops.api.ingest import internal_secret_ok
 from genops.storage.pipeline import SpanPipeline
 from genops.storage.scores import SpanRef
 
@@ -46,7 +46,7 @@ RETIRED_GAUGES = ("queued", "spool_spans", "spool_bytes")
 #: Most served ids held for one report (~100 bytes each: ~2 s of calls at 5,000 calls/s).
 MAX_SERVED_BYTES = 1 << 20
 
-log = logging.getLogger("genops.proxy.worker_report")
+log = logging.getLogger("genops.runtime.worker_report")
 
 
 class WorkerReporter(SpanProcessor):

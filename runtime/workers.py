@@ -16,7 +16,7 @@ CPU the proxy's event loop would otherwise have, so the processes split the work
 
 A worker that dies is restarted; a worker whose supervisor died stops itself (its spool is
 replayed by the next start). On SIGTERM the supervisor fails readiness and stops the workers
-first (each drains: :mod:`genops.proxy.drain`; then hands its pending spans over, or leaves
+first (each drains: :mod:`genops.runtime.drain`; then hands its pending spans over, or leaves
 them in its spool), then flushes its own pipeline.
 
 On SIGHUP the supervisor replaces the workers one by one (a rolling restart): it starts a new
@@ -44,15 +44,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-import aiohttp
 from aiohttp import web
 
 from genops.config import Settings
-from genops.proxy.admin import ClientGone, until_answered
-from genops.proxy.drain import FINAL_FLUSH_S, Drain, draining_response, serve_app
-from genops.proxy.headers import downstream_headers, relayed_request_headers
-from genops.proxy.worker_report import WorkerReporter
+from genops.runtime.app import create_app
+from genops.runtime.drain import FINAL_FLUSH_S, Drain, serve_app
+from genops.runtime.process import install_uvloop, tune_gc
+from genops.runtime.telemetry import build_telemetry
+from genops.runtime.worker_report import WorkerReporter
 from genops.storage.forward import SECRET_ENV, ForwardingSink
+from genops.storage.pipeline import SpanPipeline
+from genops.storage.spool import Spool, SpoolLocked
 
 log = logging.getLogger("genops.workers")
 
@@ -125,8 +127,6 @@ def replay_orphaned_spools(settings: Settings, workers: int, sink: Any) -> Orpha
     the token it was spooled with (so one that did land is not stored twice), retrying while
     the store is unavailable. Emptied spools are removed.
     """
-    from genops.storage.pipeline import SpanPipeline
-    from genops.storage.spool import Spool, SpoolLocked
 
     root = settings.data_path / "spool-workers"
     orphans = sorted(p for p in root.glob("worker-*") if p.is_dir() and p.name[7:].isdigit() and int(p.name[7:]) >= workers)
@@ -407,55 +407,8 @@ async def _wait_readable(fd: int, timeout_s: float) -> bool:
         loop.remove_reader(fd)
 
 
-class AdminForwarder:
-    """A worker's admin paths, answered by the supervisor."""
-
-    def __init__(self, admin_url: str) -> None:
-        self.admin_url = admin_url.rstrip("/")
-        self._session: aiohttp.ClientSession | None = None
-
-    def register(self, app: web.Application) -> None:
-        app.router.add_route("*", "/genops/{tail:.*}", self.forward)
-        app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", self.forward)
-        app.on_cleanup.append(self._close)
-
-    async def readyz(self, request: web.Request) -> web.Response:
-        """The supervisor's readiness, unless this worker drains: then it answers 503 itself."""
-        return draining_response(request) or await self.forward(request)
-
-    async def forward(self, request: web.Request) -> web.Response:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(auto_decompress=False)
-        headers = relayed_request_headers(request.headers)
-        try:
-            # A client that leaves closes the hand-on too, so the supervisor cancels its SQL query.
-            return await until_answered(request, self._relay(request, headers))
-        except ClientGone:
-            return web.Response(status=499)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            return web.json_response({"error": {"message": f"the GenOps supervisor is unreachable: {type(exc).__name__}",
-                                                "type": "genops_error", "code": "supervisor_unreachable"}}, status=503)
-
-    async def _relay(self, request: web.Request, headers: Any) -> web.Response:
-        assert self._session is not None
-        async with self._session.request(request.method, self.admin_url + request.path_qs,
-                                         data=await request.read(), headers=headers,
-                                         timeout=aiohttp.ClientTimeout(total=300)) as upstream:
-            body = await upstream.read()
-            return web.Response(status=upstream.status, body=body, headers=downstream_headers(upstream.headers))
-
-    async def _close(self, _: web.Application) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-
 def serve_worker(settings: Settings, admin_url: str, index: int) -> None:
     """One worker: the proxy on the shared public port; its spans go to the supervisor's store."""
-    from genops.proxy.app import create_app
-    from genops.proxy.server import install_uvloop, tune_gc
-    from genops.proxy.telemetry import build_telemetry
-    from genops.storage.pipeline import SpanPipeline
 
     sys.setswitchinterval(0.001)  # the pipeline threads yield the GIL to the event loop within 1 ms
     pipeline = None
@@ -512,7 +465,7 @@ def serve_worker(settings: Settings, admin_url: str, index: int) -> None:
     # binds the port next to it. Only processes of the same user can share it (Linux), and a
     # port another program holds is still an error.
     serve_app(app, drain, host=settings.host, port=settings.port, reuse_port=True,
-              keepalive_timeout=settings.client_header_timeout_s,  # headers due within it (proxy/server.py)
+              keepalive_timeout=settings.client_header_timeout_s,  # headers due within it (runtime/server.py)
               on_listening=[listening])
 
 
@@ -532,7 +485,6 @@ def _tell_supervisor_listening() -> None:
 
 def _open_spool(path: Any, settings: Settings) -> Any:
     """The worker's spool; waits a little for a previous worker of the same index still flushing."""
-    from genops.storage.spool import Spool, SpoolLocked
 
     deadline = time.monotonic() + 30
     while True:

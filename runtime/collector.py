@@ -8,42 +8,35 @@ import sys
 
 from aiohttp import web
 
-from genops.collectors.receiver import create_receiver_app, token_notice
+from genops.api.admin import collector_readyz_route
+from genops.api.metrics import metrics_handler
+from genops.collectors.receiver import RECEIVER_KEY, create_receiver_app, token_notice
 from genops.config import Settings
+from genops.runtime.process import install_uvloop
 from genops.storage.pipeline import SpanPipeline
-from genops.storage.store_boot import StoreBoot, needs_storage, readiness
+from genops.storage.store_boot import open_store
 
 log = logging.getLogger("genops.collector")
 
 
-def readyz_route(app: web.Application, store: StoreBoot, pipeline: SpanPipeline) -> None:
-    """``GET /readyz``, the contract of ``genops serve``'s (docs/operations.md, "Storage outages"):
-    200 while the receiver takes spans, store or not (they wait in the spool); ``?storage=1``
-    also needs the store (503 until it answers)."""
-
-    async def readyz(request: web.Request) -> web.Response:
-        need_storage = needs_storage(request.query)
-        if need_storage:  # a live check, bounded: a hung store answers 503, never hangs the probe
-            status = await asyncio.get_running_loop().run_in_executor(None, store.check, pipeline)
-        else:  # no I/O
-            status = store.status(pipeline)
-        code, body = readiness(status, pipeline.spool.pending_spans, need_storage)
-        return web.json_response(body, status=code)
-
-    app.router.add_get("/readyz", readyz)
+def receiver_app(settings: Settings, pipeline: SpanPipeline) -> web.Application:
+    """The OTLP receiver's app (its own port) with ``/metrics`` behind the receiver's token."""
+    app = create_receiver_app(settings, pipeline)
+    receiver = app[RECEIVER_KEY]
+    app.router.add_get("/metrics", receiver.guarded(
+        metrics_handler(pipeline, receiver.stats, extra=receiver.extra_metrics)))
+    return app
 
 
 def run_collector(settings: Settings) -> None:
     """Receive OTLP until SIGINT/SIGTERM; every accepted span is stored (or left in the spool) before exit.
 
     A ClickHouse server that does not answer at start does not stop it: spans are spooled and
-    the store is migrated once it answers (see :func:`genops.proxy.server.open_store`).
+    the store is migrated once it answers (see :func:`genops.runtime.server.open_store`).
     """
-    from genops.proxy.server import install_uvloop, open_store
-
     store, pipeline = open_store(settings)
-    app = create_receiver_app(settings, pipeline)
-    readyz_route(app, store, pipeline)
+    app = receiver_app(settings, pipeline)
+    collector_readyz_route(app, store, pipeline)
     loop_name = install_uvloop()
     url = f"http://{settings.otlp_bind_host}:{settings.otlp_port}"
 

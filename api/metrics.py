@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any, Callable, Iterable
 
 from aiohttp import web
 
+from genops.collectors.receiver import ReceiverStats
 from genops.storage.pipeline import SpanPipeline
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-class ReceiverStats:
-    """Counters of the OTLP receiver (requests by HTTP status, spans rejected by validation)."""
-
-    def __init__(self) -> None:
-        self.requests: Counter[tuple[str, int]] = Counter()  # (encoding, status)
-        self.rejected_spans = 0
 
 
 def _label(value: str) -> str:
@@ -126,10 +118,13 @@ def render(pipeline: SpanPipeline | None, receiver: ReceiverStats | None = None,
 
 
 def metrics_handler(pipeline: SpanPipeline | None, receiver: ReceiverStats | None = None,
-                    workers: Callable[[], Iterable[dict[str, Any]]] = lambda: ()):
-    """An aiohttp handler serving :func:`render` (``workers()``: the proxy workers' latest reports)."""
+                    workers: Callable[[], Iterable[dict[str, Any]]] = lambda: (),
+                    extra: Callable[[], str] = lambda: ""):
+    """An aiohttp handler serving :func:`render` (``workers()``: the proxy workers' latest reports;
+    ``extra()``: more exposition text, such as the idempotent OTLP requests' lines)."""
 
     async def handler(request: web.Request) -> web.Response:
-        return web.Response(body=render(pipeline, receiver, workers()).encode(), headers={"Content-Type": CONTENT_TYPE})
+        text = render(pipeline, receiver, workers()) + extra()
+        return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
     return handler

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import sys
@@ -13,15 +12,18 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from genops.collectors.anomaly.service import attach as attach_anomaly_jobs
-from genops.collectors.metrics import metrics_handler
-from genops.collectors.receiver import RECEIVER_STATS_KEY, create_receiver_app, token_notice
+from genops.api.jobs import attach as attach_anomaly_jobs
+from genops.api.metrics import metrics_handler
+from genops.collectors.receiver import RECEIVER_STATS_KEY, token_notice
 from genops.config import Settings
-from genops.proxy.app import ADMIN_KEY, RECENT_KEY, create_app
-from genops.proxy.drain import FINAL_FLUSH_S, Drain, serve_app
-from genops.proxy.worker_report import WorkerReports
-from genops.proxy.telemetry import build_telemetry
-from genops.proxy.workers import (
+from genops.runtime.app import ADMIN_KEY, RECENT_KEY, create_app
+from genops.runtime.collector import receiver_app
+from genops.runtime.drain import FINAL_FLUSH_S, Drain, serve_app
+from genops.runtime.export_only import export_only_settings, open_export_only
+from genops.runtime.process import install_uvloop, tune_gc
+from genops.runtime.worker_report import WorkerReports
+from genops.runtime.telemetry import build_telemetry
+from genops.runtime.workers import (
     Spawner,
     WorkersFailed,
     attach_workers,
@@ -30,9 +32,9 @@ from genops.proxy.workers import (
     replay_orphaned_spools,
     supervisor_settings,
 )
-from genops.storage.forward import ingest_route
-from genops.storage.pipeline import SpanPipeline, build_pipeline
-from genops.storage.store_boot import StoreBoot
+from genops.api.ingest import ingest_route
+from genops.storage.pipeline import SpanPipeline
+from genops.storage.store_boot import open_store
 
 log = logging.getLogger("genops.serve")
 
@@ -58,61 +60,11 @@ def read_state(settings: Settings) -> dict[str, Any] | None:
     return state
 
 
-def tune_gc() -> None:
-    """Collect garbage less often, and never re-scan what start-up loaded.
-
-    A proxy process holds ~70k long-lived objects (price data, compiled patterns, the app)
-    and makes a few hundred short-lived ones per call. With CPython's defaults a young
-    collection runs every few calls and a full one re-traverses everything (~15 ms, a
-    latency spike). Freezing the start-up heap moves it out of the collector's sight, and a
-    larger young generation makes collections rarer: together about +20% requests/s
-    (bench/proxy_bench.py). Cycles are still collected.
-    """
-    from genops.proxy.pricing import price_call
-    from genops.proxy.providers.base import Usage
-
-    price_call("openai", "gpt-4o-mini", Usage(input_tokens=1, output_tokens=1))  # load the price data now, frozen too
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 100)
-
-
-def install_uvloop() -> str:
-    try:
-        import uvloop
-    except ImportError:
-        return "asyncio"
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return "uvloop"
-
-
-def open_store(settings: Settings) -> tuple[StoreBoot, SpanPipeline]:
-    """Bring the store up (migrations) and start the span pipeline; returns (store, pipeline).
-
-    The embedded chDB engine lives in this process (see docs/architecture.md) and is opened
-    now (a failure stops the start). A ClickHouse server that does not answer within
-    ``GENOPS_STORAGE_BOOT_WAIT_S`` does not stop it: the process serves, the pipeline spools,
-    and the store is migrated in the background once it answers (:mod:`genops.storage.store_boot`).
-    """
-    settings.private_data_dir()
-    store = StoreBoot(settings)
-    pipeline = build_pipeline(settings, sink=store.sink, start=False)  # the spool first: a locked one stops the start
-    pipeline.store = store
-
-    def ready(boot: StoreBoot) -> None:
-        pipeline.native_otlp = boot.native_otlp
-
-    store.on_ready(ready)
-    store.start()
-    pipeline.start()  # after the first attempt: a spool replayed at start does not try an unmigrated store
-    return store, pipeline
-
-
 async def start_receiver(settings: Settings, pipeline: SpanPipeline) -> web.AppRunner | None:
     """Start the OTLP/HTTP receiver on its own port in this event loop (None when disabled or the port is taken)."""
     if not settings.otlp_port:
         return None
-    runner = web.AppRunner(create_receiver_app(settings, pipeline), access_log=None)
+    runner = web.AppRunner(receiver_app(settings, pipeline), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.otlp_bind_host, settings.otlp_port).start()
@@ -128,11 +80,11 @@ async def start_receiver(settings: Settings, pipeline: SpanPipeline) -> web.AppR
 
 def serve(settings: Settings) -> None:
     """Run the proxy (and the embedded OTLP receiver) until SIGINT/SIGTERM, then drain: readiness
-    fails, the listener closes, calls in flight finish, pending spans are stored (:mod:`genops.proxy.drain`).
+    fails, the listener closes, calls in flight finish, pending spans are stored (:mod:`genops.runtime.drain`).
 
     When the store runs apart (``settings.separate_store``: 2+ cores, or ``--workers`` > 1) this
     process becomes the supervisor of the proxy worker(s) on the public port (see
-    :mod:`genops.proxy.workers`); it keeps the store and admin, and SIGHUP replaces the workers one
+    :mod:`genops.runtime.workers`); it keeps the store and admin, and SIGHUP replaces the workers one
     by one. In one process SIGHUP is logged and ignored.
     """
     # The export threads (spool, inserts, row spelling in the store) share the GIL with the event loop:
@@ -147,8 +99,6 @@ def serve(settings: Settings) -> None:
         spawner = Spawner()  # before anything else starts a thread: the workers keep the default priority
         lower_store_priority(settings.store_nice)
     if settings.exporter == "otlp":  # no store in this process: spans go to a collector (docs/scale-out.md)
-        from genops.proxy.export_only import export_only_settings, open_export_only
-
         settings = export_only_settings(settings)
         store, pipeline = open_export_only(settings)
     else:
@@ -195,7 +145,10 @@ def serve(settings: Settings) -> None:
         print(f"GenOps proxy listening on {public_url}  (OpenAI SDKs: OPENAI_BASE_URL={public_url}/v1)", file=sys.stderr, flush=True)
         print(f"Traces go to {settings.storage_description()}; query them with: genops sql \"SELECT ...\"",
               file=sys.stderr, flush=True)
-        if not store.migrated:
+        if settings.exporter == "otlp":  # no store here by design: say where the spans go
+            print(f"GenOps: spans are exported to the collector at {settings.otlp_endpoint} (GENOPS_EXPORTER=otlp; "
+                  f"spooled to {settings.spool_path} while it does not answer)", file=sys.stderr, flush=True)
+        elif not store.migrated:
             print(f"GenOps: the store is unavailable ({store.reason}); serving anyway, spans are spooled to "
                   f"{settings.spool_path} until it answers (see /readyz and /metrics)", file=sys.stderr, flush=True)
         if otlp_url:
@@ -220,7 +173,7 @@ def serve(settings: Settings) -> None:
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
-    # SIGTERM/SIGINT drain (proxy/drain.py): readiness fails, the listener closes, calls in flight
+    # SIGTERM/SIGINT drain (runtime/drain.py): readiness fails, the listener closes, calls in flight
     # finish, then on_cleanup flushes the spans. A supervisor listens on loopback for its workers
     # only: no load balancer to wait for there (the workers wait GENOPS_DRAIN_DELAY_S themselves).
     drain = Drain(0.0 if separate else settings.drain_delay_s, settings.drain_timeout_s)

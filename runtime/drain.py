@@ -40,13 +40,12 @@ import sys
 import time
 from typing import Awaitable, Callable, Iterable
 
-import orjson
 from aiohttp import web
+
+from genops.api.admin import NOT_READY_KEY
 
 log = logging.getLogger("genops.drain")
 
-#: The process's :class:`Drain`, in its application (``/readyz`` handlers look at it).
-DRAIN_KEY = web.AppKey("genops.drain", object)
 #: Connections already queued on a listener are accepted until the queue has stayed empty this long
 #: (a handshake under way when SYNs started being dropped completes within one round trip).
 QUEUE_QUIET_S = 0.1
@@ -291,16 +290,6 @@ def _queue_full(sock: socket.socket) -> bool:
     return limit > 0 and waiting >= limit
 
 
-def draining_response(request: web.Request) -> web.Response | None:
-    """``/readyz``'s answer while this process drains (503 ``{"status": "draining"}``), else None."""
-    drain = request.app.get(DRAIN_KEY)
-    reason = drain.not_ready() if isinstance(drain, Drain) else None
-    if reason is None:
-        return None
-    body = {"status": "draining", "proxy": "draining", "reason": f"shutting down ({reason})"}
-    return web.Response(status=503, body=orjson.dumps(body), content_type="application/json")
-
-
 def serve_app(app: web.Application, drain: Drain, *, host: str | None, port: int, reuse_port: bool = False,
               keepalive_timeout: float = 75.0, on_listening: Iterable[Callable[[], None]] = (),
               clients: bool = True) -> None:
@@ -312,7 +301,7 @@ def serve_app(app: web.Application, drain: Drain, *, host: str | None, port: int
     say ``Connection: close`` once draining (a hook per response: one test of a flag, not
     measurable in CPU per request).
     """
-    app[DRAIN_KEY] = drain
+    app[NOT_READY_KEY] = drain.not_ready  # /readyz fails first (genops.api.admin.draining_response)
     if clients:
         app.on_response_prepare.append(drain.on_response_prepare)
     loop = asyncio.new_event_loop()

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from genops.proxy.safety.findings import CATEGORIES
-
+#: The safety categories a policy names (the detectors' categories, see genops.proxy.safety.findings).
+CATEGORIES = ("pii", "secrets", "injection")
 ACTIONS = ("off", "annotate", "redact", "mask-upstream", "block")
 _RANKS = {action: i for i, action in enumerate(ACTIONS)}
 _ALIASES = {"mask": "mask-upstream", "mask_upstream": "mask-upstream", "none": "off", "allow": "annotate",

@@ -59,7 +59,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from genops.proxy.admin import _error, _json
+from genops.api.admin import _error, _json
 from genops.proxy.rate_limit import RateLimiter, retry_after
 from genops.proxy.recent import RecentCalls
 from genops.storage.scores import CallRef, Score, find_requests, find_traces, insert_scores, list_scores
