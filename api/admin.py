@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -20,8 +21,8 @@ from aiohttp import web
 from genops.config import Settings
 from genops.storage.client import StorageError, open_query_client
 from genops.storage.pipeline import SpanPipeline
-from genops.storage.store_boot import StoreBoot, needs_storage, readiness
 from genops.storage.sql import QueryError, QueryLimits, QueryRefused, QueryResult, cancel_query, new_query_id, run_readonly
+from genops.storage.store_boot import StoreBoot, needs_storage, readiness
 
 SQL_PATH = "/genops/v1/sql"
 #: How often a waiting handler looks whether its client is still there.
@@ -31,7 +32,7 @@ log = logging.getLogger("genops.admin")
 
 #: Why this process is not ready, or None: set by the process's drain (genops.runtime.drain), so
 #: ``/readyz`` fails first on SIGTERM.
-NOT_READY_KEY = web.AppKey("genops.not_ready", Callable[[], "str | None"])
+NOT_READY_KEY: web.AppKey[Callable[[], str | None]] = web.AppKey("genops.not_ready")
 
 
 def draining_response(request: web.Request) -> web.Response | None:
@@ -152,7 +153,7 @@ class AdminRoutes:
         if self._store is None:  # no store of this process's own to report (an app built for a test)
             try:
                 await asyncio.get_running_loop().run_in_executor(None, self.client.query, "SELECT 1")
-            except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            except Exception as exc:  # any failure means "not ready"
                 return _json({"status": "unavailable", "storage": str(exc).splitlines()[0][:300]}, 503)
             return _json({"status": "ready", "storage": "ok"})
         if need_storage:  # a live check, bounded: a hung store answers 503, never hangs the probe
@@ -210,7 +211,7 @@ class AdminRoutes:
             client = self._open_query_client(self.settings)
         except StorageError:
             raise  # storage down: 503
-        except Exception as exc:  # noqa: BLE001 - say so in one line
+        except Exception as exc:  # say so in one line
             raise QueryError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
         try:
             return run_readonly(client, query, database=self.database, max_rows=max_rows, limits=self.limits,
@@ -222,7 +223,7 @@ class AdminRoutes:
         """Stop a query whose client left (best effort: it also ends at GENOPS_SQL_TIMEOUT_S)."""
         try:
             await asyncio.get_running_loop().run_in_executor(None, cancel_query, self.client, query_id)
-        except Exception as exc:  # noqa: BLE001 - the timeout still bounds it
+        except Exception as exc:  # the timeout still bounds it
             log.warning("could not cancel an abandoned SQL query", extra={"error": str(exc).splitlines()[0][:300]})
         else:
             log.info("SQL query cancelled: its client went away", extra={"query_id": query_id})

@@ -6,7 +6,6 @@ them over loopback and answers readiness itself only while it drains.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp
@@ -42,7 +41,7 @@ class AdminForwarder:
             return await until_answered(request, self._relay(request, headers))
         except ClientGone:
             return web.Response(status=499)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             return web.json_response({"error": {"message": f"the GenOps supervisor is unreachable: {type(exc).__name__}",
                                                 "type": "genops_error", "code": "supervisor_unreachable"}}, status=503)
 

@@ -274,7 +274,7 @@ class FeedbackRoutes:
         try:
             return await asyncio.get_running_loop().run_in_executor(
                 None, lambda: fn(self.client, self.database, *args, **kwargs))
-        except Exception as exc:  # noqa: BLE001 - storage down or refusing: the client should retry
+        except Exception as exc:  # storage down or refusing: the client should retry
             message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise FeedbackError(503, f"Storage is unavailable: {message}", "storage_unavailable") from None
 

@@ -7,8 +7,9 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web

@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import ingest  # noqa: E402
-import proxy_p99  # noqa: E402
+import ingest
+import proxy_p99
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

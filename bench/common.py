@@ -24,7 +24,7 @@ def start_process(args: list[str], env: dict[str, str], log_path: Path) -> subpr
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("GENOPS_")}
     full_env.update(env)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
+    log = open(log_path, "wb")  # closed with the process
     return subprocess.Popen([sys.executable, "-m", "genops", *args], env=full_env, stdout=log,
                             stderr=subprocess.STDOUT, cwd=str(log_path.parent))
 

@@ -90,7 +90,7 @@ class DrainLoad:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
-    def start(self) -> "DrainLoad":
+    def start(self) -> DrainLoad:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name="drain-load", daemon=True)
         self._thread.start()
         return self
@@ -148,7 +148,7 @@ class DrainLoad:
     async def _call(self, call: Call, idle: list) -> None:
         try:
             call.outcome = await asyncio.wait_for(self._attempt(call, idle), self.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             call.outcome, call.detail = "timeout", f"no answer within {self.timeout_s}s"
         call.ended = time.monotonic()
 

@@ -39,8 +39,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import free_port, metric, wait_http  # noqa: E402
-from drain_load import DrainLoad  # noqa: E402
+from common import free_port, metric, wait_http
+from drain_load import DrainLoad
 
 KINDS = ("sigkill", "worker-kill", "sigterm", "sighup")
 
@@ -67,7 +67,7 @@ class Server:
     def start(self) -> float:
         """Start it; returns the seconds until ``/readyz`` answered 200."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        log = open(self.log_path, "ab")  # closed with the process
         self.started = time.monotonic()
         self.process = subprocess.Popen([sys.executable, "-m", "genops", "serve", *self.args], env=self.env,
                                         stdout=log, stderr=subprocess.STDOUT, cwd=str(self.data_dir.parent),
@@ -109,7 +109,7 @@ class Server:
                                          headers={"Authorization": f"Bearer {token}"}, method="POST")
         with urllib.request.urlopen(request, timeout=120) as response:
             data = json.loads(response.read())
-        return [dict(zip(data["columns"], row)) for row in data["rows"]]
+        return [dict(zip(data["columns"], row, strict=True)) for row in data["rows"]]
 
     def wait_drained(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout

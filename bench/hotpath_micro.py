@@ -33,6 +33,7 @@ from opentelemetry.trace import SpanKind  # noqa: E402
 from upstream import COMPLETION, _stream_events  # noqa: E402
 
 from genops.config import load_settings  # noqa: E402
+from genops.proxy.call_result import call_result  # noqa: E402
 from genops.proxy.context import call_context, request_id_for  # noqa: E402
 from genops.proxy.headers import downstream_headers, upstream_headers  # noqa: E402
 from genops.proxy.pricing import price_call  # noqa: E402
@@ -56,7 +57,7 @@ class _Sink:
     def __init__(self) -> None:
         self.spans: list = []
 
-    def on_end(self, span) -> None:  # noqa: ANN001 - SpanProcessor protocol
+    def on_end(self, span) -> None:  # SpanProcessor protocol
         self.spans.append(span)
 
     def shutdown(self) -> None:
@@ -112,11 +113,12 @@ def main() -> None:
         adapter.parse_response(call, 200, COMPLETION)
         guard.observe_response(COMPLETION)
         t = tick("parse_response", t)
-        call.extra_attributes.update(call_context(headers, adapter, call))
+        context = call_context(headers, adapter, call)
         t = tick("call_context", t)
         await guard.finish(span)
         t = tick("safety_finish", t)
-        attributes = call_attributes(adapter, call, upstream, 200, request_id, 0, 1_000_000)
+        attributes = call_attributes(call_result(adapter, call, upstream, 200, request_id, 0, 1_000_000,
+                                                 context=context))
         t = tick("call_attributes", t)
         price_call(adapter.price_provider(call), call.response_model or call.model, call.usage)
         t = tick("price", t)

@@ -25,9 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
-    cpu_seconds, free_port, metric, peak_rss_mb, start_process, stop_process, thread_cpu_seconds, wait_http)
-from otlp_payload import make_request  # noqa: E402
+from common import cpu_seconds, free_port, metric, peak_rss_mb, start_process, stop_process, thread_cpu_seconds, wait_http
+from otlp_payload import make_request
 
 
 def run(batches: int = 400, spans_per_batch: int = 512, connections: int = 2, distinct: int = 16,

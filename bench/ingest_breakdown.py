@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from otlp_payload import make_request  # noqa: E402
+from otlp_payload import make_request
 
 
 def cpu_per_span(fn, spans: int, repeat: int) -> float:
@@ -44,11 +44,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
 
-    from genops.storage.otlp_rows import decode_protobuf, decode_protobuf_for_clickhouse
     from genops.config import Settings
     from genops.storage.client import open_client
     from genops.storage.migrate import migrate
     from genops.storage.otlp_native import TABLE, insert_settings, insert_span_rows
+    from genops.storage.otlp_rows import decode_protobuf, decode_protobuf_for_clickhouse
     from genops.storage.rows import insert_json_payload, json_rows_payload
 
     requests = [make_request(512, seed=i) for i in range(max(1, args.spans // 512))]

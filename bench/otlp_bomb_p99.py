@@ -90,12 +90,11 @@ def main() -> None:
                 codes.append(exc.code)
 
         for _ in range(20):  # warm up
-            chat(); health()
+            chat()
+            health()
         results = {}
         for phase in ("idle", "bombs"):
-            stop = threading.Event()
             codes: list[int] = []
-            bombers: list[threading.Thread] = []
             if phase == "bombs":  # from another process, so the probes here do not share its GIL
                 (root / "bomb.bin").write_bytes(payload)
                 bomber = subprocess.Popen([PY, __file__, "--bombs", str(otlp_port), str(root / "bomb.bin"),
@@ -103,19 +102,20 @@ def main() -> None:
                 time.sleep(1)
             samples: dict[str, list[float]] = {"healthz": [], "chat": []}
 
-            def probe(name: str, fn) -> None:
+            def probe(into: list[float], fn) -> None:
                 end = time.monotonic() + 15
                 while time.monotonic() < end:
-                    samples[name].append(timed(fn))
+                    into.append(timed(fn))
                     time.sleep(0.02)
 
-            probes = [threading.Thread(target=probe, args=(n, f)) for n, f in (("healthz", health), ("chat", chat))]
+            probes = [threading.Thread(target=probe, args=(samples[n], f)) for n, f in (("healthz", health), ("chat", chat))]
             for p in probes:
                 p.start()
             for p in probes:
                 p.join()
             if phase == "bombs":
-                bomber.terminate(); bomber.wait(60)
+                bomber.terminate()
+                bomber.wait(60)
                 codes = [int(c) for c in (root / "codes.txt").read_text().split()]
             for name, xs in samples.items():
                 xs.sort()
@@ -126,8 +126,10 @@ def main() -> None:
         for key, value in results.items():
             print(key, value, flush=True)
     finally:
-        proxy.terminate(); up.terminate()
-        proxy.wait(30); up.wait(10)
+        proxy.terminate()
+        up.terminate()
+        proxy.wait(30)
+        up.wait(10)
 
 
 def bombs(port: str, path: str, out: str) -> None:
@@ -144,7 +146,8 @@ def bombs(port: str, path: str, out: str) -> None:
                 code = 200
             except urllib.error.HTTPError as exc:
                 code = exc.code
-            sink.write(f"{code}\n"); sink.flush()
+            sink.write(f"{code}\n")
+            sink.flush()
 
     for _ in range(4):
         threading.Thread(target=loop, daemon=True).start()

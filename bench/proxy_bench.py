@@ -129,8 +129,8 @@ def loadgen(url: str, body: str, clients: int, duration: float, requests: int = 
 
 def wrk(url: str, body: str, clients: int, duration: float) -> dict:
     script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
-    script.write('wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n'
-                 'wrk.headers["Authorization"] = "Bearer sk-bench"\n' % json.dumps(body))
+    script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = "application/json"\n'
+                 'wrk.headers["Authorization"] = "Bearer sk-bench"\n')
     script.close()
     cmd = [*pin(1), "wrk", "-t1", f"-c{clients}", f"-d{max(1, int(duration))}s", "--latency", "-s", script.name, url]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=duration + 120).stdout

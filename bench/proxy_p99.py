@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cpu_seconds, free_port, metric, start_process, stop_process, wait_http  # noqa: E402
+from common import cpu_seconds, free_port, metric, start_process, stop_process, wait_http
 
 BODY = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}]}).encode()
 

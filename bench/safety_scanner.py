@@ -43,7 +43,7 @@ def _text(kind: str, size: int) -> str:
 
 
 def scanner_cost(repeats: int = 7) -> None:
-    print("scanner cost (best of %d, thread CPU time), ms per KB" % repeats)
+    print(f"scanner cost (best of {repeats}, thread CPU time), ms per KB")
     print(f"{'text':<14} {'pii':>7} {'secrets':>8} {'injection':>10} {'all':>7}")
     for kind, size in (("prose", 64_000), ("code", 64_000), ("chat", 64_000), ("prose 1 MB", 1_000_000)):
         text = _text(kind.split()[0], size)

@@ -41,8 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
-    cpu_seconds, free_port, metric, peak_rss_mb, start_process, stop_process, thread_cpu_seconds, wait_http)
+from common import cpu_seconds, free_port, metric, peak_rss_mb, start_process, stop_process, thread_cpu_seconds, wait_http
 
 HERE = Path(__file__).resolve().parent
 TOKEN = "bench-trusted-" + uuid.uuid4().hex
@@ -150,8 +149,8 @@ def bench_collector(senders: int, requests: int, batch_spans: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="genops-bench-scale-"))
     bodies = capture(work, calls=max(batch_spans * 8, 200), batch_spans=batch_spans)
     sizes = [span_count(body) for body in bodies]
-    full = [(gzip.compress(body, 1), n) for body, n in zip(bodies, sizes) if n >= batch_spans // 2] or \
-        [(gzip.compress(body, 1), n) for body, n in zip(bodies, sizes)]
+    full = [(gzip.compress(body, 1), n) for body, n in zip(bodies, sizes, strict=True) if n >= batch_spans // 2] or \
+        [(gzip.compress(body, 1), n) for body, n in zip(bodies, sizes, strict=True)]
     collector, url = start_collector(work)
     try:
         total = sum(full[i % len(full)][1] for i in range(requests))
@@ -253,7 +252,7 @@ def bench_e2e(proxies: int, clients: int, duration: float) -> dict:
         while metric(collector_url, "genops_otlp_idempotent_spool_spans"):
             time.sleep(0.1)
         collector_cpu = cpu_seconds(collector.pid) - collector_cpu
-        proxy_cpu = sum(cpu_seconds(p.pid) - before for (p, _), before in zip(started_proxies, proxy_cpu))
+        proxy_cpu = sum(cpu_seconds(p.pid) - before for (p, _), before in zip(started_proxies, proxy_cpu, strict=True))
     finally:
         for process, _ in started_proxies:
             stop_process(process)

@@ -25,11 +25,11 @@ RESPONSE = (
 
 
 def _chunk(content: str | None, finish: str | None, usage: bool) -> bytes:
-    delta = "{}" if content is None else '{"content":"%s"}' % content
-    fin = "null" if finish is None else '"%s"' % finish
+    delta = "{}" if content is None else '{"content":"%s"}' % content  # noqa: UP031 - a JSON template: an f-string would double every brace
+    fin = "null" if finish is None else f'"{finish}"'
     tail = ',"usage":null' if usage else ""
     return (
-        'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1730000000,'
+        'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1730000000,'  # noqa: UP031 - a JSON template: an f-string would double every brace
         '"model":"gpt-4o-mini-2024-07-18","system_fingerprint":"fp_bench","choices":[{"index":0,'
         '"delta":%s,"logprobs":null,"finish_reason":%s}]%s}\n\n' % (delta, fin, tail)
     ).encode()

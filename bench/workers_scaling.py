@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from proxy_bench import BODY, HERE, PATH, cpu_seconds, free_port, loadgen, start, tree_pids, wait_http, wrk  # noqa: E402
+from proxy_bench import BODY, HERE, PATH, cpu_seconds, free_port, loadgen, start, tree_pids, wait_http, wrk
 
 
 class CpuQuota:

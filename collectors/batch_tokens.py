@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 #: Requests remembered (~8 MB of memory, ~3.3 MB on disk).
 WINDOW = 100_000
@@ -41,7 +41,7 @@ class TokenLog:
         for token in lines[-window:]:
             self._add(token)
         self._lines = len(lines)
-        self._file = open(self.path, "a")  # noqa: SIM115 - held for the log's life
+        self._file = open(self.path, "a")  # held for the log's life
 
     def __contains__(self, token: str) -> bool:
         return token in self._known
@@ -89,7 +89,7 @@ class TokenLog:
             os.fsync(handle.fileno())
         os.replace(temporary, self.path)
         self._file.close()
-        self._file = open(self.path, "a")  # noqa: SIM115
+        self._file = open(self.path, "a")
         self._lines = len(self._order)
 
     def close(self) -> None:

@@ -44,7 +44,8 @@ from typing import Any
 import orjson
 
 from genops.collectors.batch_tokens import TokenLog
-from genops.storage.pipeline import JSON, PAYLOAD_BATCH_BYTES
+from genops.storage.batcher import PAYLOAD_BATCH_BYTES
+from genops.storage.sinks import JSON, Sink
 
 log = logging.getLogger("genops.collector")
 
@@ -88,7 +89,7 @@ class IdempotentIngest:
     inserts run on a thread of their own, through ``sink`` (the collector's pipeline's sink).
     """
 
-    def __init__(self, settings: Any, sink: Any) -> None:
+    def __init__(self, settings: Any, sink: Sink) -> None:
         self.sink = sink
         self.directory = settings.data_path / DIRECTORY
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -213,7 +214,7 @@ class IdempotentIngest:
             token, files = merge
             try:
                 self._insert(token, files)
-            except Exception as exc:  # noqa: BLE001 - any storage error: the same merge again, later
+            except Exception as exc:  # any storage error: the same merge again, later
                 self.export_failures += 1
                 backoff = min(BACKOFF_MAX_S, max(BACKOFF_INITIAL_S, backoff * 2))
                 log.warning("insert of idempotent OTLP requests failed; retrying the same merge", extra={
@@ -295,11 +296,10 @@ class IdempotentIngest:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._stop.wait(min(self.probe_interval_s, remaining)):
                 return
-            ping = getattr(self.sink, "ping", None)
             try:
-                if ping is not None and ping():
+                if self.sink.ping():  # a sink that cannot tell says no (Sink.ping): the backoff runs out
                     return
-            except Exception:  # noqa: BLE001 - a failed probe means "not yet"
+            except Exception:  # a failed probe means "not yet"
                 pass
 
     # -- outside ------------------------------------------------------------------------------

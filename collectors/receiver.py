@@ -43,7 +43,7 @@ import os
 import re
 import zlib
 from collections import Counter
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
@@ -51,6 +51,8 @@ from google.rpc.status_pb2 import Status
 
 from genops.collectors.idempotent import ACCEPTED, BUSY, DUPLICATE, IdempotentIngest
 from genops.collectors.idempotent import DIRECTORY as IDEMPOTENT_DIRECTORY
+from genops.config import Settings
+from genops.storage.forward import TOKEN_HEADER
 from genops.storage.otlp_rows import (
     Decoded,
     OtlpError,
@@ -59,8 +61,6 @@ from genops.storage.otlp_rows import (
     decode_protobuf_for_clickhouse,
     response_body,
 )
-from genops.config import Settings
-from genops.storage.forward import TOKEN_HEADER
 from genops.storage.pipeline import SpanPipeline
 from genops.storage.rows import json_rows_payload
 
@@ -288,7 +288,7 @@ class OtlpReceiver:
                     body = await loop.run_in_executor(None, gunzip_capped, body, self.max_body_bytes)
         except (web.HTTPRequestEntityTooLarge, BodyTooLarge):
             return self._error(413, too_large, as_json, encoding, {"Connection": "close"})
-        except Exception as exc:  # noqa: BLE001 - a body that cannot be read or is not gzip
+        except Exception as exc:  # a body that cannot be read or is not gzip
             return self._error(400, f"malformed OTLP trace export request: cannot read the {content_encoding} body "
                                     f"({exc})", as_json, encoding, {"Connection": "close"})
         trusted = sender == TRUSTED

@@ -95,7 +95,7 @@ def _panel(kind: str, title: str, sql: str, fmt: int, pos: tuple[int, int, int, 
 def timeseries(title: str, sql: str, pos: tuple[int, int, int, int], *, unit: str | None = None,
                stack: bool = False, bars: bool = False, description: str = "") -> dict[str, Any]:
     """A time-series panel; the query returns ``time`` first, then values (and labels, long format)."""
-    custom = {"drawStyle": "bars" if bars else "line", "fillOpacity": 60 if bars else 10, "showPoints": "never",
+    custom: dict[str, Any] = {"drawStyle": "bars" if bars else "line", "fillOpacity": 60 if bars else 10, "showPoints": "never",
               "spanNulls": False}
     if stack:
         custom["stacking"] = {"mode": "normal", "group": "A"}
@@ -249,7 +249,8 @@ def overview() -> dict[str, Any]:
     f = CALL_FILTER
     panels = [
         stat("Requests", f"SELECT count() AS requests FROM genops_calls WHERE {f}", (0, 0, 4, 4), unit="short"),
-        stat("Error rate", f"SELECT countIf(StatusCode = 'Error') / greatest(count(), 1) AS error_rate FROM genops_calls WHERE {f}",
+        stat("Error rate", f"SELECT countIf(StatusCode = 'Error') / greatest(count(), 1) AS error_rate "
+                           f"FROM genops_calls WHERE {f}",
              (4, 0, 4, 4), unit="percentunit"),
         stat("p95 latency", f"SELECT quantile(0.95)(Duration / 1e6) AS p95_ms FROM genops_calls WHERE {f}",
              (8, 0, 4, 4), unit="ms"),
@@ -343,14 +344,17 @@ ORDER BY property""", multi=False, include_all=False)]
     panels = [
         stat("Cost", f"SELECT sum(ifNull(CostUsd, 0)) AS cost_usd FROM genops_calls WHERE {f}", (0, 0, 6, 4),
              unit="currencyUSD"),
-        stat("Cost per 1k calls", f"SELECT 1000 * sum(ifNull(CostUsd, 0)) / greatest(countIf(CostKnown = 1), 1) AS cost_per_1k FROM genops_calls WHERE {f}",
+        stat("Cost per 1k calls", f"SELECT 1000 * sum(ifNull(CostUsd, 0)) / greatest(countIf(CostKnown = 1), 1) AS cost_per_1k "
+                                  f"FROM genops_calls WHERE {f}",
              (6, 0, 6, 4), unit="currencyUSD"),
         stat("Saved by cached input", f"SELECT sum(SavingsUsd) AS saved_usd FROM genops_cache_savings WHERE {f}",
              (12, 0, 6, 4), unit="currencyUSD",
-             description="What the cached input tokens would have cost at the model's uncached input price, minus what they cost."),
+             description="What the cached input tokens would have cost at the model's uncached input price, "
+                         "minus what they cost."),
         stat("Calls with unknown price", f"SELECT countIf(CostKnown = 0) AS unknown_price_calls FROM genops_calls WHERE {f}",
              (18, 0, 6, 4), unit="short",
-             description="No price was found for these calls (model not in the price list, or no usage reported). They are not counted as $0."),
+             description="No price was found for these calls (model not in the price list, or no usage reported). "
+                         "They are not counted as $0."),
         timeseries("Cost by model", f"""
 SELECT $__timeInterval(Timestamp) AS time, RequestModel, sum(ifNull(CostUsd, 0)) AS cost_usd
 FROM genops_calls
@@ -370,7 +374,8 @@ WHERE {f}
 GROUP BY time, user
 ORDER BY time""", (0, 12, 12, 8), unit="currencyUSD", bars=True, stack=True),
         timeseries("Cost by custom property ${property}", f"""
-SELECT $__timeInterval(Timestamp) AS time, if(Properties[${{property:singlequote}}] = '', '(unset)', Properties[${{property:singlequote}}]) AS value,
+SELECT $__timeInterval(Timestamp) AS time,
+       if(Properties[${{property:singlequote}}] = '', '(unset)', Properties[${{property:singlequote}}]) AS value,
        sum(ifNull(CostUsd, 0)) AS cost_usd
 FROM genops_calls
 WHERE {f}
@@ -427,11 +432,15 @@ def tokens() -> dict[str, Any]:
     f = CALL_FILTER
     panels = [
         stat("Input tokens", f"SELECT sum(InputTokens) AS input_tokens FROM genops_calls WHERE {f}", (0, 0, 6, 4), unit="short"),
-        stat("Output tokens", f"SELECT sum(OutputTokens) AS output_tokens FROM genops_calls WHERE {f}", (6, 0, 6, 4), unit="short"),
-        stat("Cache hit ratio", f"SELECT sum(CacheReadTokens) / greatest(sum(InputTokens), 1) AS cached_share FROM genops_calls WHERE {f}",
+        stat("Output tokens", f"SELECT sum(OutputTokens) AS output_tokens FROM genops_calls WHERE {f}", (6, 0, 6, 4),
+             unit="short"),
+        stat("Cache hit ratio", f"SELECT sum(CacheReadTokens) / greatest(sum(InputTokens), 1) AS cached_share "
+                                f"FROM genops_calls WHERE {f}",
              (12, 0, 6, 4), unit="percentunit", description="Share of input tokens read from the provider's prompt cache."),
-        stat("Estimated token counts", f"SELECT countIf(TokensEstimated = 1) / greatest(count(), 1) AS estimated_share FROM genops_calls WHERE {f}",
-             (18, 0, 6, 4), unit="percentunit", description="Calls whose provider reported no usage; GenOps estimated the tokens."),
+        stat("Estimated token counts", f"SELECT countIf(TokensEstimated = 1) / greatest(count(), 1) AS estimated_share "
+                                       f"FROM genops_calls WHERE {f}",
+             (18, 0, 6, 4), unit="percentunit",
+             description="Calls whose provider reported no usage; GenOps estimated the tokens."),
         timeseries("Input / output / cached / reasoning tokens", f"""
 SELECT $__timeInterval(Timestamp) AS time,
        sum(InputTokens) AS input,
@@ -442,7 +451,8 @@ FROM genops_calls
 WHERE {f}
 GROUP BY time
 ORDER BY time""", (0, 4, 24, 8), unit="short",
-                   description="Cached input is part of input and reasoning part of output, as the GenAI conventions count them."),
+                   description="Cached input is part of input and reasoning part of output, "
+                               "as the GenAI conventions count them."),
         timeseries("Tokens by model", f"""
 SELECT $__timeInterval(Timestamp) AS time, RequestModel, sum(InputTokens + OutputTokens) AS tokens
 FROM genops_calls
@@ -496,7 +506,8 @@ def safety() -> dict[str, Any]:
              (6, 0, 6, 4), unit="short"),
         stat("PII findings", f"SELECT sum(SafetyPii) AS pii FROM genops_calls WHERE {f}", (12, 0, 4, 4), unit="short"),
         stat("Secret findings", f"SELECT sum(SafetySecrets) AS secrets FROM genops_calls WHERE {f}", (16, 0, 4, 4), unit="short"),
-        stat("Injection findings", f"SELECT sum(SafetyInjection) AS injection FROM genops_calls WHERE {f}", (20, 0, 4, 4), unit="short"),
+        stat("Injection findings", f"SELECT sum(SafetyInjection) AS injection FROM genops_calls WHERE {f}", (20, 0, 4, 4),
+             unit="short"),
         timeseries("Findings by category", f"""
 SELECT $__timeInterval(Timestamp) AS time,
        sum(SafetyPii) AS pii, sum(SafetySecrets) AS secrets, sum(SafetyInjection) AS injection
@@ -566,10 +577,12 @@ SELECT
   arrayMap(key -> map('key', key, 'value', ResourceAttributes[key]), mapKeys(ResourceAttributes)) AS serviceTags,
   if(StatusCode IN ('Error', 'STATUS_CODE_ERROR'), 2, 0) AS statusCode,
   arrayMap((name, timestamp, attributes) -> tuple(name, toString(toUnixTimestamp64Milli(timestamp)),
-      arrayMap(key -> map('key', key, 'value', attributes[key]), mapKeys(attributes)))::Tuple(name String, timestamp String, fields Array(Map(String, String))),
+      arrayMap(key -> map('key', key, 'value', attributes[key]), mapKeys(attributes)))::Tuple(name String,
+        timestamp String, fields Array(Map(String, String))),
     `Events.Name`, `Events.Timestamp`, `Events.Attributes`) AS logs,
   arrayMap((traceID, spanID, attributes) -> tuple(traceID, spanID,
-      arrayMap(key -> map('key', key, 'value', attributes[key]), mapKeys(attributes)))::Tuple(traceID String, spanID String, tags Array(Map(String, String))),
+      arrayMap(key -> map('key', key, 'value', attributes[key]), mapKeys(attributes)))::Tuple(traceID String,
+        spanID String, tags Array(Map(String, String))),
     `Links.TraceId`, `Links.SpanId`, `Links.Attributes`) AS references,
   SpanKind AS kind,
   StatusMessage AS statusMessage,
@@ -593,7 +606,8 @@ def agents() -> dict[str, Any]:
     panels = [
         stat("Sessions", f"SELECT uniq(SessionId) AS sessions FROM genops_calls WHERE {f} AND SessionId != ''",
              (0, 0, 6, 4), unit="short"),
-        stat("Calls per session (avg)", f"SELECT count() / greatest(uniq(SessionId), 1) AS calls_per_session FROM genops_calls WHERE {f} AND SessionId != ''",
+        stat("Calls per session (avg)", f"SELECT count() / greatest(uniq(SessionId), 1) AS calls_per_session "
+                                        f"FROM genops_calls WHERE {f} AND SessionId != ''",
              (6, 0, 6, 4), unit="short"),
         stat("Agents", f"SELECT uniq(AgentName) AS agents FROM genops_calls WHERE {f} AND AgentName != ''",
              (12, 0, 6, 4), unit="short"),

@@ -152,7 +152,7 @@ class Pusher:
                 self._dashboard(dashboard, uid, report, force)
         except PushError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every client/transport error becomes one line
+        except Exception as exc:  # every client/transport error becomes one line
             raise PushError(self._describe(exc)) from exc
         return report
 
@@ -234,8 +234,13 @@ class Pusher:
     # -- errors ----------------------------------------------------------------------
 
     def _describe(self, exc: Exception) -> str:
-        from grafana_client.client import (GrafanaClientError, GrafanaException, GrafanaServerError,
-                                           GrafanaTimeoutError, GrafanaUnauthorizedError)
+        from grafana_client.client import (
+            GrafanaClientError,
+            GrafanaException,
+            GrafanaServerError,
+            GrafanaTimeoutError,
+            GrafanaUnauthorizedError,
+        )
 
         where = f"Grafana at {self.url}"
         if isinstance(exc, GrafanaUnauthorizedError):

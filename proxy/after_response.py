@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("genops.proxy")
 
@@ -51,7 +52,7 @@ class _Deferred:
                 log.exception("post-response work failed")
 
 
-_BY_LOOP: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deferred]" = weakref.WeakKeyDictionary()
+_BY_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deferred] = weakref.WeakKeyDictionary()
 
 
 def _deferred() -> _Deferred:

@@ -30,7 +30,8 @@ of ~150 bytes). Measured with timeit on the dev box.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from multidict import istr
@@ -64,12 +65,12 @@ def claude_code_user_id(raw: str) -> dict[str, Any] | None:
             return None
         if not isinstance(data, dict) or "session_id" not in data or "device_id" not in data:
             return None
-        device, account, session = data.get("device_id"), data.get("account_uuid"), data.get("session_id")
+        device, raw_account, raw_session = data.get("device_id"), data.get("account_uuid"), data.get("session_id")
         if not isinstance(device, str) or not device:
             return None
         user = "user_" + device
-        account = account if isinstance(account, str) else ""
-        session = session if isinstance(session, str) else ""
+        account = raw_account if isinstance(raw_account, str) else ""
+        session = raw_session if isinstance(raw_session, str) else ""
     else:
         return None
     out: dict[str, Any] = {"user-id": user, "property-claude_code.user_id": raw}

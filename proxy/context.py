@@ -9,7 +9,8 @@ attributes: GenAI convention names where they exist (``gen_ai.conversation.id``,
 
 Precedence when the same field arrives twice: ``GenOps-*`` > ``Helicone-*`` >
 ``x-portkey-metadata`` > request body > what a coding agent's own headers imply (Claude Code,
-Codex CLI, Gemini CLI, OpenAI Agents SDK: agent name, session, user; ``proxy/agents.py``). Header names are case-insensitive; property names
+Codex CLI, Gemini CLI, OpenAI Agents SDK: agent name, session, user; ``proxy/agents.py``). Header names
+are case-insensitive; property names
 are lower-cased. Values are capped (:data:`MAX_VALUE_CHARS`, :data:`MAX_PROPERTY_CHARS`,
 :data:`MAX_PROPERTIES`) and a capped call carries ``genops.context.truncated``. The
 headers themselves never go upstream (``proxy/headers.py`` strips them when forwarding).
@@ -23,7 +24,8 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import orjson
 from multidict import CIMultiDictProxy

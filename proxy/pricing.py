@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -123,7 +123,7 @@ def _linear_rates(provider_id: str, model: str, day: str) -> _LinearRates | None
     if found is None:
         return None
     provider, model_info = found
-    when = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+    when = datetime.fromisoformat(day).replace(tzinfo=UTC)
     try:
         prices = model_info.get_prices(when)
     except Exception:  # noqa: BLE001 - unusual price shapes take the exact slow path
@@ -163,7 +163,7 @@ def _utc_day() -> str:
     global _day
     number = int(time.time() // 86400)
     if number != _day[0]:
-        _day = (number, datetime.fromtimestamp(number * 86400, tz=timezone.utc).date().isoformat())
+        _day = (number, datetime.fromtimestamp(number * 86400, tz=UTC).date().isoformat())
     return _day[1]
 
 
@@ -180,7 +180,7 @@ def price_call(provider_id: str | None, model: str | None, usage: Usage) -> Pric
     # 1-hour cache writes have their own rate: the exact path prices them.
     if rates is not None and (usage.input_tokens or 0) < rates.limit and not usage.cache_write_1h_tokens:
         return rates.price(usage)
-    now = datetime.now(tz=timezone.utc)
+    now = datetime.now(tz=UTC)
     found = _lookup(provider_id, name)
     if found is None:
         return UnknownPrice("unknown_model")

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 #: The burst: this many seconds' worth of the rate may be spent at once.
 BURST_SECONDS = 10.0

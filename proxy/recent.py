@@ -53,6 +53,8 @@ def call_ref(span: ReadableSpan) -> tuple[str, CallRef] | None:
         return None
     user_id = attributes.get(sc.GENOPS_USER_ID)
     ctx = span.get_span_context()
+    if ctx is None:
+        return None
     return request_id, CallRef(f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}",
                                user_id if isinstance(user_id, str) else "")
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -32,49 +33,51 @@ _random_bits = random.getrandbits  # ids need uniqueness, not secrecy
 class RecordedSpan(trace.Span):
     """One in-flight proxy span; becomes a ``ReadableSpan`` at :meth:`end`."""
 
-    __slots__ = ("_recorder", "_name", "_context", "_parent", "_kind", "_start", "_attributes", "_events",
-                 "_status", "_ended")
+    # What the recorder reads at end() is public (our own class's fields, not the SDK's private
+    # ``Span._attributes``); only the back-reference and the ended flag are the span's own business.
+    __slots__ = ("_recorder", "name", "context", "parent", "kind", "start_time", "attributes", "events",
+                 "status", "_ended")
 
-    def __init__(self, recorder: "SpanRecorder", name: str, context: SpanContext, parent: SpanContext | None,
+    def __init__(self, recorder: SpanRecorder, name: str, context: SpanContext, parent: SpanContext | None,
                  kind: SpanKind, start_time: int) -> None:
         self._recorder = recorder
-        self._name = name
-        self._context = context
-        self._parent = parent
-        self._kind = kind
-        self._start = start_time
-        self._attributes: dict[str, Any] = {}
-        self._events: list[Event] = []
-        self._status = _UNSET
+        self.name = name
+        self.context = context
+        self.parent = parent
+        self.kind = kind
+        self.start_time = start_time
+        self.attributes: dict[str, Any] = {}
+        self.events: list[Event] = []
+        self.status: Status = _UNSET
         self._ended = False
 
     # -- opentelemetry.trace.Span API --------------------------------------------------
     def get_span_context(self) -> SpanContext:
-        return self._context
+        return self.context
 
     def is_recording(self) -> bool:
         return not self._ended
 
     def set_attribute(self, key: str, value: Any) -> None:
         if value is not None:
-            self._attributes[key] = value
+            self.attributes[key] = value
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         for key, value in attributes.items():
             if value is not None:
-                self._attributes[key] = value
+                self.attributes[key] = value
 
     def add_event(self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None) -> None:
-        self._events.append(Event(name, dict(attributes or {}), timestamp or time.time_ns()))
+        self.events.append(Event(name, dict(attributes or {}), timestamp or time.time_ns()))
 
     def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
         return None  # the proxy's spans carry no links
 
     def update_name(self, name: str) -> None:
-        self._name = name
+        self.name = name
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
-        self._status = status if isinstance(status, Status) else Status(status, description)
+        self.status = status if isinstance(status, Status) else Status(status, description)
 
     def record_exception(self, exception: BaseException, attributes: Mapping[str, Any] | None = None,
                          timestamp: int | None = None, escaped: bool = False) -> None:
@@ -86,7 +89,7 @@ class RecordedSpan(trace.Span):
         if self._ended:
             return
         self._ended = True
-        self._recorder._finish(self, end_time or time.time_ns())
+        self._recorder.record(self, end_time or time.time_ns())
 
 
 class SpanRecorder:
@@ -112,17 +115,18 @@ class SpanRecorder:
             span.set_attributes(attributes)
         return span
 
-    def _finish(self, span: RecordedSpan, end_time: int) -> None:
+    def record(self, span: RecordedSpan, end_time: int) -> None:
+        """Hand an ended span to the processors as a standard ``ReadableSpan``."""
         readable = ReadableSpan(
-            name=span._name,
-            context=span._context,
-            parent=span._parent,
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
             resource=self.resource,
-            attributes=span._attributes,
-            events=span._events,
-            kind=span._kind,
-            status=span._status,
-            start_time=span._start,
+            attributes=span.attributes,
+            events=span.events,
+            kind=span.kind,
+            status=span.status,
+            start_time=span.start_time,
             end_time=end_time,
             instrumentation_scope=self.scope,
         )

@@ -19,8 +19,11 @@ Two more rules hold for every route, with or without a target URL:
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 from urllib.parse import SplitResult, unquote, urlsplit
+
+from multidict import MultiMapping
 
 from genops.config import Settings, named_upstreams
 from genops.proxy.providers.base import ProviderAdapter, RequestError, Upstream
@@ -183,7 +186,7 @@ class TargetPolicy:
         self.entries.extend(entry for entry in map(_allowlist_entry, extra_hosts) if entry is not None)
 
     @classmethod
-    def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> "TargetPolicy":
+    def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> TargetPolicy:
         configured = [settings.openai_base_url, settings.anthropic_base_url, settings.gemini_base_url,
                       settings.vertex_base_url, settings.azure_base_url, *named_upstreams(env).values()]
         extra = [h for h in settings.allowed_targets.split(",") if h.strip()]
@@ -260,7 +263,7 @@ def parse_target(url: str) -> SplitResult:
 
 
 def route_upstream(adapter: ProviderAdapter, policy: TargetPolicy, tail: str, query_string: str,
-                   headers: Mapping[str, str]) -> Upstream:
+                   headers: MultiMapping[str]) -> Upstream:
     """The adapter's upstream for this request, on the requested target base URL if one is allowed.
 
     Raises a 400 :class:`RequestError` for a path with dot-segments or a malformed target URL,

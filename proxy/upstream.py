@@ -7,14 +7,16 @@ Both have the same interface and pass one conformance suite (tests/test_upstream
 from __future__ import annotations
 
 import ssl
-from typing import Any, Mapping, Union
+from collections.abc import Mapping
+from typing import Any
 
 from genops.config import Settings
-from genops.proxy.upstream_aiohttp import AiohttpUpstreamClient
-from genops.proxy.upstream_client import UpstreamClient
+from genops.proxy.upstream_aiohttp import AiohttpUpstreamClient, AiohttpUpstreamResponse
+from genops.proxy.upstream_client import UpstreamClient, UpstreamResponse
 from genops.proxy.upstream_env import Resolver
 
-UpstreamClientLike = Union[UpstreamClient, AiohttpUpstreamClient]
+UpstreamClientLike = UpstreamClient | AiohttpUpstreamClient
+UpstreamResponseLike = UpstreamResponse | AiohttpUpstreamResponse
 
 
 def create_upstream_client(settings: Settings, *, resolver: Resolver | None = None,

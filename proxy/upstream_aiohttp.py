@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import socket
 import ssl
-from typing import Any, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -52,7 +53,7 @@ class AiohttpUpstreamResponse:
         self._response = response
 
     @property
-    def content(self) -> "AiohttpUpstreamResponse":
+    def content(self) -> AiohttpUpstreamResponse:
         return self
 
     async def read(self) -> bytes:
@@ -96,7 +97,7 @@ class AiohttpUpstreamClient:
             limit=0,  # the native client has no overall limit either
             limit_per_host=self._max_connections,
             use_dns_cache=self._dns_cache_ttl_s > 0,
-            ttl_dns_cache=self._dns_cache_ttl_s if self._dns_cache_ttl_s > 0 else None,
+            ttl_dns_cache=max(1, round(self._dns_cache_ttl_s)) if self._dns_cache_ttl_s > 0 else None,  # whole seconds
             resolver=_ResolverAdapter(self._resolver) if self._resolver is not None else None,
             keepalive_timeout=KEEPALIVE_S,
         )

@@ -38,7 +38,8 @@ import re
 import ssl
 import time
 from collections import deque
-from typing import Any, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -48,7 +49,6 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from genops.proxy.upstream_env import DnsCache, OutboundProxy, ProxyEnv, Resolver
-
 
 #: Idle keep-alive connections are closed after this long (aiohttp's default keepalive_timeout).
 KEEPALIVE_S = 15.0
@@ -121,7 +121,7 @@ class _Origin:
         self.open = 0  # connections open or being opened (each holds a slot of the limit)
         self.waiters: deque[asyncio.Future[_Connection | None]] = deque()  # calls waiting for a slot
 
-    def hand_over(self, conn: "_Connection") -> bool:
+    def hand_over(self, conn: _Connection) -> bool:
         """Give a freed connection to the first call still waiting for one."""
         waiters = self.waiters
         while waiters:
@@ -157,7 +157,7 @@ class UpstreamResponse:
     __slots__ = ("status", "headers", "_conn", "_chunks", "_buffered", "_done", "_error", "_waiter", "_timer",
                  "_whole")
 
-    def __init__(self, conn: "_Connection", status: int, headers: CIMultiDictProxy[str]) -> None:
+    def __init__(self, conn: _Connection, status: int, headers: CIMultiDictProxy[str]) -> None:
         self.status = status
         self.headers = headers
         self._conn: _Connection | None = conn
@@ -170,7 +170,7 @@ class UpstreamResponse:
         self._whole = False  # read() wants everything: no flow control, no wake-up per chunk
 
     @property
-    def content(self) -> "UpstreamResponse":
+    def content(self) -> UpstreamResponse:
         """aiohttp's spelling (``response.content.iter_any()``)."""
         return self
 
@@ -268,7 +268,7 @@ class UpstreamResponse:
 
     def _timed_out(self) -> None:
         self._timer = None
-        self._finish(asyncio.TimeoutError())
+        self._finish(TimeoutError())
         self.close()  # the body is abandoned at its deadline, as when the client goes away
 
 
@@ -508,7 +508,7 @@ class UpstreamClient:
                 raise
             if timer is not None:
                 timer.cancel()
-                if not response._done:
+                if not response._done and deadline is not None:  # a timer means a deadline
                     response._timer = loop.call_at(deadline, response._timed_out)
             return response
 
@@ -630,7 +630,7 @@ class UpstreamClient:
                 raise ConnectionResetError("The connection closed as it opened")
             conn.counted = True  # the slot now goes with the connection
             return conn
-        except asyncio.TimeoutError:
+        except TimeoutError:
             origin.free_slot()
             raise  # an OSError too (Python 3.11+), but the caller's timeout, not an unreachable host
         except (OSError, ssl.SSLError) as exc:
@@ -653,7 +653,7 @@ class UpstreamClient:
                     return await self._tunnel(origin, proxy, address, loop, secure)
                 _, conn = await loop.create_connection(lambda: _Connection(origin), address, port, ssl=secure,
                                                        server_hostname=origin.host if secure else None)
-                return conn  # type: ignore[return-value]
+                return conn
             except ssl.SSLError:
                 raise  # the server was reached: another address would not change its certificate
             except OSError as exc:
@@ -676,6 +676,8 @@ class UpstreamClient:
                 raise OSError(f"The proxy answered {status} to CONNECT")
             conn = _Connection(origin)
             tls = await loop.start_tls(transport, conn, secure, server_hostname=origin.host)
+            if tls is None:  # start_tls returns None only when the loop is closing
+                raise OSError("The TLS handshake through the proxy was cut short")
             conn.connection_made(tls)  # start_tls does not call it
             return conn
         except BaseException:
@@ -723,5 +725,5 @@ class _TunnelSetup(asyncio.Protocol):
 def _expire(head: asyncio.Future[Any], conn: _Connection) -> None:
     """The total timeout passed before the response's headers: fail the wait, drop the connection."""
     if not head.done():
-        head.set_exception(asyncio.TimeoutError())
+        head.set_exception(TimeoutError())
     conn.close()

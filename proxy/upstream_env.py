@@ -17,9 +17,9 @@ import asyncio
 import base64
 import logging
 import socket
-from typing import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import unquote, urlsplit
-from urllib.request import getproxies, proxy_bypass_environment
+from urllib.request import getproxies, proxy_bypass_environment  # type: ignore[attr-defined]  # not in typeshed
 
 log = logging.getLogger(__name__)
 

@@ -7,18 +7,18 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from genops.config import Settings
 from genops.api.admin import AdminRoutes
-from genops.proxy.after_response import drain_pending
+from genops.api.admin_forward import AdminForwarder
 from genops.api.feedback import FeedbackRoutes
+from genops.config import Settings
+from genops.proxy.after_response import drain_pending
 from genops.proxy.context import request_id_for
 from genops.proxy.handler import REQUEST_ID_HEADER, ProxyHandler
-from genops.proxy.upstream import create_upstream_client
 from genops.proxy.providers import build_adapters
 from genops.proxy.providers.root import ANTHROPIC, GEMINI, GEMINI_VERSIONS, OPENAI, gemini_root_route, root_route
 from genops.proxy.recent import RecentCalls
+from genops.proxy.upstream import create_upstream_client
 from genops.runtime.telemetry import Telemetry
-from genops.api.admin_forward import AdminForwarder
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -29,6 +29,11 @@ SETTINGS_KEY = web.AppKey("genops.settings", Settings)
 TELEMETRY_KEY = web.AppKey("genops.telemetry", Telemetry)
 RECENT_KEY = web.AppKey("genops.recent", RecentCalls)
 ADMIN_KEY = web.AppKey("genops.admin", AdminRoutes)  # the ids this process (or its workers) served
+
+
+async def _healthz(_: web.Request) -> web.Response:
+    """Liveness of a worker whose admin paths the supervisor answers."""
+    return web.json_response({"status": "ok"})
 
 
 def _unknown_route(known: list[str]):
@@ -92,7 +97,7 @@ def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any,
     upstream = create_upstream_client(settings)  # one per app: its connections belong to the app's event loop
     if admin_forward_url:
         AdminForwarder(admin_forward_url).register(app)
-        app.router.add_get("/healthz", lambda _: web.json_response({"status": "ok"}))
+        app.router.add_get("/healthz", _healthz)
     else:
         admin = AdminRoutes(sql_client, settings, settings.resolved_admin_token())
         admin.register(app)

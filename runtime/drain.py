@@ -38,7 +38,7 @@ import socket
 import struct
 import sys
 import time
-from typing import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 

@@ -12,17 +12,19 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from genops.api.ingest import ingest_route
 from genops.api.jobs import attach as attach_anomaly_jobs
 from genops.api.metrics import metrics_handler
+from genops.api.request_metrics import multiprocess_collector, multiprocess_dir
 from genops.collectors.receiver import RECEIVER_STATS_KEY, token_notice
 from genops.config import Settings
 from genops.runtime.app import ADMIN_KEY, RECENT_KEY, create_app
 from genops.runtime.collector import receiver_app
 from genops.runtime.drain import FINAL_FLUSH_S, Drain, serve_app
-from genops.runtime.export_only import export_only_settings, open_export_only
+from genops.runtime.export_only import ExportOnlyStore, export_only_settings, open_export_only
 from genops.runtime.process import install_uvloop, tune_gc
-from genops.runtime.worker_report import WorkerReports
 from genops.runtime.telemetry import build_telemetry
+from genops.runtime.worker_report import WorkerReports
 from genops.runtime.workers import (
     Spawner,
     WorkersFailed,
@@ -32,9 +34,8 @@ from genops.runtime.workers import (
     replay_orphaned_spools,
     supervisor_settings,
 )
-from genops.api.ingest import ingest_route
 from genops.storage.pipeline import SpanPipeline
-from genops.storage.store_boot import open_store
+from genops.storage.store_boot import StoreBoot, open_store
 
 log = logging.getLogger("genops.serve")
 
@@ -98,6 +99,7 @@ def serve(settings: Settings) -> None:
         settings = supervisor_settings(settings)
         spawner = Spawner()  # before anything else starts a thread: the workers keep the default priority
         lower_store_priority(settings.store_nice)
+    store: StoreBoot | ExportOnlyStore  # the same interface (see runtime/export_only.py)
     if settings.exporter == "otlp":  # no store in this process: spans go to a collector (docs/scale-out.md)
         settings = export_only_settings(settings)
         store, pipeline = open_export_only(settings)
@@ -111,11 +113,17 @@ def serve(settings: Settings) -> None:
 
     reports = WorkerReports(app[RECENT_KEY], secret, public.workers) if separate else None
 
+    def request_metrics() -> list[Any]:
+        if not separate:  # the proxy runs in this process
+            return [telemetry.request_metrics.registry]
+        workers_metrics = multiprocess_collector(multiprocess_dir(settings.data_path))  # every worker's, added up
+        return [workers_metrics] if workers_metrics is not None else []
+
     async def metrics(request: web.Request) -> web.Response:
         runner = receiver_box["runner"]
         stats = runner.app.get(RECEIVER_STATS_KEY) if runner is not None else None
         workers = reports.pipelines if reports is not None else (lambda: ())
-        return await metrics_handler(pipeline, stats, workers)(request)
+        return await metrics_handler(pipeline, stats, workers, requests=request_metrics)(request)
 
     # Registered after the provider catch-all; aiohttp resolves the exact /metrics path first.
     app.router.add_get("/metrics", metrics)
@@ -142,7 +150,8 @@ def serve(settings: Settings) -> None:
                    "otlp_receiver": otlp_url, "spool_replay_spans": pipeline.spool.pending_spans,
                    "storage_ready": store.migrated},
         )
-        print(f"GenOps proxy listening on {public_url}  (OpenAI SDKs: OPENAI_BASE_URL={public_url}/v1)", file=sys.stderr, flush=True)
+        print(f"GenOps proxy listening on {public_url}  (OpenAI SDKs: OPENAI_BASE_URL={public_url}/v1)",
+              file=sys.stderr, flush=True)
         print(f"Traces go to {settings.storage_description()}; query them with: genops sql \"SELECT ...\"",
               file=sys.stderr, flush=True)
         if settings.exporter == "otlp":  # no store here by design: say where the spans go

@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import aiohttp
 import orjson
@@ -32,9 +33,9 @@ from aiohttp import web
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from genops.api.ingest import internal_secret_ok
 from genops.api.metrics import snapshot
 from genops.proxy.recent import RecentCalls, call_ref
-from genops.api.ingest import internal_secret_ok
 from genops.storage.pipeline import SpanPipeline
 from genops.storage.scores import SpanRef
 
@@ -107,10 +108,10 @@ class WorkerReporter(SpanProcessor):
                                                 timeout=aiohttp.ClientTimeout(total=5)) as response:
                             await response.read()
                         last_state, last_sent = state, now
-                    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    except (TimeoutError, aiohttp.ClientError) as exc:
                         # Lost ids only mean feedback waits for the span's export instead.
                         log.debug("worker report not delivered", extra={"error": type(exc).__name__})
-                    except Exception:  # noqa: BLE001 - reporting must outlive any one bad report
+                    except Exception:  # reporting must outlive any one bad report
                         log.exception("worker report failed")
                 await asyncio.sleep(REPORT_INTERVAL_S)
 

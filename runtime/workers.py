@@ -41,11 +41,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import web
 
+from genops.api.request_metrics import multiprocess_dir, prepare_multiprocess_dir, worker_env, worker_exited
 from genops.config import Settings
 from genops.runtime.app import create_app
 from genops.runtime.drain import FINAL_FLUSH_S, Drain, serve_app
@@ -220,6 +222,8 @@ class WorkerPool:
         self.restarts = 0
         #: Why the workers could not be kept running (``genops serve`` then exits with an error).
         self.failure: str | None = None
+        #: The workers' request metric files (prometheus_client multiprocess mode; the supervisor's /metrics adds them up).
+        self.metrics_dir = multiprocess_dir(public.data_path)
 
     def _spawn(self, index: int, ready_fd: int | None = None) -> _Worker:
         env = dict(os.environ)
@@ -231,6 +235,7 @@ class WorkerPool:
                     # threshold they end up in the heap, which keeps its high-water mark; mmapped,
                     # they go back to the OS when freed (resident memory stays flat).
                     "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_", "262144")})
+        env.update(worker_env(self.metrics_dir))
         env.pop(READY_FD_ENV, None)
         pass_fds: tuple[int, ...] = ()
         if ready_fd is not None:
@@ -253,6 +258,7 @@ class WorkerPool:
         return [w.process.pid for w in self.slots]
 
     async def start(self) -> None:
+        prepare_multiprocess_dir(self.public.data_path)  # this start's counts only
         self.slots = [self._spawn(i) for i in range(self.public.workers)]
         log.info("workers started", extra={"workers": len(self.slots), "port": self.public.port, "pids": self.pids})
         self._watch = asyncio.get_running_loop().create_task(self._watch_loop())
@@ -274,6 +280,7 @@ class WorkerPool:
                     os.kill(os.getpid(), signal.SIGTERM)
                     return
                 log.error("worker exited; restarting", extra={"pid": worker.process.pid, "code": code})
+                worker_exited(self.metrics_dir, worker.process.pid)
                 self.slots[slot] = self._spawn(worker.index)  # its own spool again: it replays what is left
                 self.slots[slot].quick_failures = failures
             self._reap_retired()
@@ -286,6 +293,7 @@ class WorkerPool:
                 worker.process.kill()  # its spool stays on disk: the next worker of its index replays it
             if worker.process.poll() is not None:
                 self._retiring.remove(worker)
+                worker_exited(self.metrics_dir, worker.process.pid)
                 log.info("retired worker exited", extra={"pid": worker.process.pid, "code": worker.process.returncode,
                                                          "worker": worker.index})
                 if self.on_exit is not None:
@@ -381,6 +389,7 @@ class WorkerPool:
                 log.error("worker did not stop in time; killing it",
                           extra={"pid": worker.process.pid, "timeout_s": self.stop_timeout_s})
                 worker.process.kill()
+            worker_exited(self.metrics_dir, worker.process.pid)
         log.info("workers stopped", extra={"workers": len(workers)})
 
 
@@ -401,7 +410,7 @@ async def _wait_readable(fd: int, timeout_s: float) -> bool:
     loop.add_reader(fd, readable)
     try:
         return await asyncio.wait_for(answer, timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return False
     finally:
         loop.remove_reader(fd)

@@ -18,10 +18,9 @@ store process.
 from __future__ import annotations
 
 import http.client
-from typing import Any, Sequence
 from urllib.parse import urlsplit
 
-from genops.storage.pipeline import JSON, PING_TIMEOUT_S, SPAN_ROWS, SPANS
+from genops.storage.sinks import JSON, PING_TIMEOUT_S, SPAN_ROWS, SPANS, Payload, Sink
 from genops.storage.spool import FileRegion
 
 #: Path of the store process's internal endpoint (on its loopback-only internal port).
@@ -41,7 +40,7 @@ class ForwardError(RuntimeError):
     """The store process did not store the batch (the pipeline keeps it and retries)."""
 
 
-class ForwardingSink:
+class ForwardingSink(Sink):
     """A pipeline sink that POSTs each batch to the store process (keep-alive, one connection).
 
     Used only from the pipeline's sender thread, so one ``http.client`` connection suffices.
@@ -63,7 +62,7 @@ class ForwardingSink:
         self.timeout_s = timeout_s
         self._connection: http.client.HTTPConnection | None = None
 
-    def insert(self, payload: bytes | Sequence[Any], token: str, kind: str = JSON, spans: int = 0) -> None:
+    def insert(self, payload: Payload, token: str, kind: str = JSON, spans: int = 0) -> None:
         """Hand one batch of ``kind`` and ``spans`` spans (bytes, or buffers in order) to the store
         process; raises :class:`ForwardError` (or ``OSError``) when it did not take it."""
         headers = {"Authorization": f"Bearer {self.secret}", TOKEN_HEADER: token, KIND_HEADER: kind,

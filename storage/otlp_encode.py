@@ -22,22 +22,27 @@ under the same idempotency token (see :class:`~genops.storage.otlp_sink.OtlpSink
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import orjson
 
 from genops.storage import otlp_span_rows, span_batch
 from genops.storage.otlp_rows import span_rows_to_json_rows
-from genops.storage.rows import OTLP_KIND_NAMES, OTLP_STATUS_NAMES, attribute_map, attribute_string
+from genops.storage.rows import (
+    OTLP_KIND_NUMBERS,
+    OTLP_KIND_OF_SDK,
+    OTLP_STATUS_NUMBERS,
+    attribute_map,
+    attribute_string,
+)
 
 #: Largest request (protobuf, before gzip) a batch is cut into: well below a collector's default
 #: body limit (GENOPS_OTLP_MAX_BODY_BYTES, 20 MiB), and a short request to retry.
 MAX_REQUEST_BYTES = 4 << 20
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
-_KIND_BY_NAME = {name: number for number, name in OTLP_KIND_NAMES.items()}
-_STATUS_BY_NAME = {name: number for number, name in OTLP_STATUS_NAMES.items()}
 
 # -- protobuf wire format ----------------------------------------------------------------------
 #
@@ -133,7 +138,7 @@ _keys = _Keys()
 def _attributes(tag: bytes, mapping: Mapping[str, Any]) -> bytes:
     """Repeated ``KeyValue`` fields ``tag`` of ``mapping`` (values as the SDK gave them)."""
     keys, prefixes = _keys, _PREFIXES
-    out = []
+    out: list[bytes] = []
     append = out.append
     for key, value in mapping.items():
         if type(value) is str and 0 < len(value) < 4096:  # most values: inlined (this loop is most of the cost)
@@ -212,7 +217,7 @@ class Chunk:
     spans: list[tuple[int, bytes]] = field(default_factory=list)
     size: int = 0
 
-    def halves(self) -> tuple["Chunk", "Chunk"]:
+    def halves(self) -> tuple[Chunk, Chunk]:
         """The first and second half (for a collector whose body limit is below this chunk)."""
         middle = len(self.spans) // 2
         first, second = self.spans[:middle], self.spans[middle:]
@@ -233,7 +238,7 @@ def _compact_spans(payload: bytes) -> tuple[list[Origin], list[tuple[int, bytes]
          attributes, events, links) = loads(line)
         spans.append((origin, _span(
             trace_id, span_id, trace_state, parent_id, name,
-            kind + 1,  # the SDK's SpanKind counts from INTERNAL = 0, OTLP's from UNSPECIFIED = 0
+            OTLP_KIND_OF_SDK[kind],  # the SDK's SpanKind value as OTLP's number
             start, end, _attributes(b"\x4a", attributes),
             b"".join(_event(timestamp, event_name, _attributes(b"\x1a", event_attributes))
                      for event_name, timestamp, event_attributes in events),
@@ -259,19 +264,21 @@ def _row_spans(rows: Iterable[Mapping[str, Any]]) -> tuple[list[Origin], list[tu
         start = _unix_nano(row["Timestamp"])
         spans.append((origin, _span(
             row["TraceId"], row["SpanId"], row.get("TraceState", ""), row.get("ParentSpanId") or "",
-            row.get("SpanName", ""), _KIND_BY_NAME.get(row.get("SpanKind", ""), 0),
+            row.get("SpanName", ""), OTLP_KIND_NUMBERS.get(row.get("SpanKind", ""), 0),
             start, start + int(row.get("Duration") or 0),
             _string_attributes(b"\x4a", row.get("SpanAttributes") or {}),
             b"".join(_event(_unix_nano(timestamp), name, _string_attributes(b"\x1a", attributes))
                      for timestamp, name, attributes in zip(row.get("Events.Timestamp") or [],
                                                             row.get("Events.Name") or [],
-                                                            row.get("Events.Attributes") or [])),
+                                                            row.get("Events.Attributes") or [],
+                                                            strict=False)),  # a short array: no event, not a poison batch
             b"".join(_link(trace_id, span_id, state, _string_attributes(b"\x22", attributes))
                      for trace_id, span_id, state, attributes in zip(row.get("Links.TraceId") or [],
                                                                      row.get("Links.SpanId") or [],
                                                                      row.get("Links.TraceState") or [],
-                                                                     row.get("Links.Attributes") or [])),
-            _STATUS_BY_NAME.get(row.get("StatusCode", ""), 0), row.get("StatusMessage", ""))))
+                                                                     row.get("Links.Attributes") or [],
+                                                                     strict=False)),
+            OTLP_STATUS_NUMBERS.get(row.get("StatusCode", ""), 0), row.get("StatusMessage", ""))))
     return origins, spans
 
 
@@ -310,8 +317,8 @@ def request_bytes(origins: list[Origin], chunk: Chunk) -> bytes:
     """One ExportTraceServiceRequest (resource_spans = 1) holding ``chunk``'s spans, grouped by origin
     in first-seen order: ResourceSpans (resource = 1, scope_spans = 2), ScopeSpans (scope = 1, spans = 2)."""
     groups: dict[int, list[bytes]] = {}
-    for origin, span in chunk.spans:
-        groups.setdefault(origin, []).append(span)
+    for index, span in chunk.spans:
+        groups.setdefault(index, []).append(span)
     parts = []
     for index, spans in groups.items():
         origin = origins[index]

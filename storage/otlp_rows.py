@@ -1,7 +1,8 @@
 """OTLP trace payloads (protobuf or JSON) to ``otel_traces`` JSON rows, or to SpanRows ClickHouse decodes.
 
-The values are spelled by :mod:`genops.storage.rows`, the same helpers the proxy's own
-spans go through, so stored rows look the same whichever way a span arrived. Spans with a
+The values are spelled by :mod:`genops.storage.rows` (enum names, attribute values, and the
+row itself, :func:`~genops.storage.rows.json_row`), the same helpers the proxy's own spans go
+through, so stored rows look the same whichever way a span arrived. Spans with a
 malformed id are rejected one by one (OTLP partial success); a payload that cannot be
 decoded at all is an :class:`OtlpError` (HTTP 400).
 
@@ -18,8 +19,9 @@ their scope, so they are stored exactly as that proxy would have stored them its
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 from google.protobuf.message import DecodeError
@@ -31,14 +33,17 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from genops.storage.otlp_span_rows import SpanRowTail, frame_span_rows, tail_bytes
 from genops.storage.rows import (
+    BOOL_STRINGS,
     OTLP_KIND_BY_NAME,
     OTLP_KIND_NAMES,
     OTLP_STATUS_BY_NAME,
     OTLP_STATUS_NAMES,
+    UNKNOWN_KIND_NAME,
+    UNKNOWN_STATUS_NAME,
     attribute_string,
-    ts64,
+    json_row,
+    service_name,
 )
-
 
 # Scope names reserved for GenOps's own recorders (semconv.PROXY_SCOPE, the demo traffic's scope).
 RESERVED_SCOPE_PREFIX = "genops."
@@ -105,13 +110,13 @@ def _pb_attrs(attributes: Any) -> dict[str, str]:
     for kv in attributes:
         value = kv.value
         which = value.WhichOneof("value")
-        # Inlined common cases (this loop is most of the receiver's CPU time).
+        # Inlined common cases of attribute_string (this loop is most of the receiver's CPU time).
         if which == "string_value":
             out[kv.key] = value.string_value
         elif which == "int_value":
             out[kv.key] = str(value.int_value)
         elif which == "bool_value":
-            out[kv.key] = "true" if value.bool_value else "false"
+            out[kv.key] = BOOL_STRINGS[value.bool_value]
         else:
             out[kv.key] = attribute_string(_pb_value(value))
     return out
@@ -145,36 +150,23 @@ def _pb_invalid(span: Any) -> str | None:
 def pb_span_row(span: Any, resource: dict[str, str], service: str, scope_name: str,
                 scope_version: str) -> dict[str, Any]:
     """One (valid) protobuf Span as an ``otel_traces`` JSON row."""
-    start = span.start_time_unix_nano
-    end = span.end_time_unix_nano
     events = span.events
     links = span.links
     status = span.status
     parent = span.parent_span_id
-    return {
-        "Timestamp": ts64(start),
-        "TraceId": span.trace_id.hex(),
-        "SpanId": span.span_id.hex(),
-        "ParentSpanId": parent.hex() if parent and parent != _ZERO8 else "",
-        "TraceState": span.trace_state,
-        "SpanName": span.name,
-        "SpanKind": OTLP_KIND_NAMES.get(span.kind, "Unspecified"),
-        "ServiceName": service,
-        "ResourceAttributes": resource,
-        "ScopeName": scope_name,
-        "ScopeVersion": scope_version,
-        "SpanAttributes": _pb_attrs(span.attributes),
-        "Duration": end - start if end > start else 0,
-        "StatusCode": OTLP_STATUS_NAMES.get(status.code, "Unset"),
-        "StatusMessage": status.message,
-        "Events.Timestamp": [ts64(e.time_unix_nano) for e in events] if events else [],
-        "Events.Name": [e.name for e in events] if events else [],
-        "Events.Attributes": [_pb_attrs(e.attributes) for e in events] if events else [],
-        "Links.TraceId": [link.trace_id.hex() for link in links] if links else [],
-        "Links.SpanId": [link.span_id.hex() for link in links] if links else [],
-        "Links.TraceState": [link.trace_state for link in links] if links else [],
-        "Links.Attributes": [_pb_attrs(link.attributes) for link in links] if links else [],
-    }
+    return json_row(
+        span.start_time_unix_nano, span.end_time_unix_nano, span.trace_id.hex(), span.span_id.hex(),
+        parent.hex() if parent and parent != _ZERO8 else "", span.trace_state, span.name,
+        OTLP_KIND_NAMES.get(span.kind, UNKNOWN_KIND_NAME), service, resource, scope_name, scope_version,
+        _pb_attrs(span.attributes), OTLP_STATUS_NAMES.get(status.code, UNKNOWN_STATUS_NAME), status.message,
+        [e.time_unix_nano for e in events] if events else [],
+        [e.name for e in events] if events else [],
+        [_pb_attrs(e.attributes) for e in events] if events else [],
+        [link.trace_id.hex() for link in links] if links else [],
+        [link.span_id.hex() for link in links] if links else [],
+        [link.trace_state for link in links] if links else [],
+        [_pb_attrs(link.attributes) for link in links] if links else [],
+    )
 
 
 def decode_protobuf(body: bytes, trusted: bool = False) -> Decoded:
@@ -187,7 +179,7 @@ def _decode_request(request: ExportTraceServiceRequest, trusted: bool = False) -
     rows = decoded.rows
     for resource_spans in request.resource_spans:
         resource = _pb_attrs(resource_spans.resource.attributes)
-        service = resource.get("service.name", "")
+        service = service_name(resource)
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope
             scope_name, scope_version = scope.name if trusted else received_scope_name(scope.name), scope.version
@@ -220,7 +212,7 @@ def decode_protobuf_for_clickhouse(body: bytes) -> Decoded:
     keep: list[bool] = []
     for resource_spans in request.resource_spans:
         resource = _pb_attrs(resource_spans.resource.attributes)
-        service = resource.get("service.name", "")
+        service = service_name(resource)
         scope_tails = []
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope
@@ -329,7 +321,7 @@ def decode_json(body: bytes, trusted: bool = False) -> Decoded:
     try:
         for resource_spans in _list(payload, "resourceSpans"):
             resource = _json_attrs((resource_spans.get("resource") or {}).get("attributes"))
-            service = resource.get("service.name", "")
+            service = service_name(resource)
             for scope_spans in _list(resource_spans, "scopeSpans"):
                 scope = scope_spans.get("scope") or {}
                 for span in _list(scope_spans, "spans"):
@@ -362,30 +354,22 @@ def _json_span(span: Mapping[str, Any], resource: dict[str, str], service: str, 
     status = span.get("status") or {}
     events = _list(span, "events")
     links = _list(span, "links")
-    decoded.rows.append({
-        "Timestamp": ts64(start),
-        "TraceId": trace_id,
-        "SpanId": span_id,
-        "ParentSpanId": parent,
-        "TraceState": str(span.get("traceState", "")),
-        "SpanName": name,
-        "SpanKind": OTLP_KIND_NAMES.get(_enum(span.get("kind"), OTLP_KIND_BY_NAME), "Unspecified"),
-        "ServiceName": service,
-        "ResourceAttributes": resource,
-        "ScopeName": str(scope.get("name", "")) if trusted else received_scope_name(str(scope.get("name", ""))),
-        "ScopeVersion": str(scope.get("version", "")),
-        "SpanAttributes": _json_attrs(span.get("attributes")),
-        "Duration": max(0, end - start),
-        "StatusCode": OTLP_STATUS_NAMES.get(_enum(status.get("code"), OTLP_STATUS_BY_NAME), "Unset"),
-        "StatusMessage": str(status.get("message", "")),
-        "Events.Timestamp": [ts64(int(e.get("timeUnixNano") or 0)) for e in events],
-        "Events.Name": [str(e.get("name", "")) for e in events],
-        "Events.Attributes": [_json_attrs(e.get("attributes")) for e in events],
-        "Links.TraceId": [_hex_id(link.get("traceId"), 16) or "" for link in links],
-        "Links.SpanId": [_hex_id(link.get("spanId"), 8) or "" for link in links],
-        "Links.TraceState": [str(link.get("traceState", "")) for link in links],
-        "Links.Attributes": [_json_attrs(link.get("attributes")) for link in links],
-    })
+    scope_name = str(scope.get("name", ""))
+    decoded.rows.append(json_row(
+        start, end, trace_id, span_id, parent, str(span.get("traceState", "")), name,
+        OTLP_KIND_NAMES.get(_enum(span.get("kind"), OTLP_KIND_BY_NAME), UNKNOWN_KIND_NAME), service, resource,
+        scope_name if trusted else received_scope_name(scope_name), str(scope.get("version", "")),
+        _json_attrs(span.get("attributes")),
+        OTLP_STATUS_NAMES.get(_enum(status.get("code"), OTLP_STATUS_BY_NAME), UNKNOWN_STATUS_NAME),
+        str(status.get("message", "")),
+        [int(e.get("timeUnixNano") or 0) for e in events],
+        [str(e.get("name", "")) for e in events],
+        [_json_attrs(e.get("attributes")) for e in events],
+        [_hex_id(link.get("traceId"), 16) or "" for link in links],
+        [_hex_id(link.get("spanId"), 8) or "" for link in links],
+        [str(link.get("traceState", "")) for link in links],
+        [_json_attrs(link.get("attributes")) for link in links],
+    ))
 
 
 # -- responses -------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ Framing costs a few slices per span; :mod:`genops.storage.otlp_native` inserts t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
@@ -66,7 +67,7 @@ def tail_bytes(resource: dict[str, str], service: str, scope_name: str, scope_ve
 
 def _len_fields(buf: bytes, pos: int, end: int) -> list[tuple[int, int, int]]:
     """``(field number, start, end)`` of every length-delimited field in ``buf[pos:end]``."""
-    out = []
+    out: list[tuple[int, int, int]] = []
     append = out.append
     while pos < end:
         key = buf[pos]

@@ -1,15 +1,25 @@
-"""Spans to ``otel_traces`` rows, spelled the way the OTel Collector's ClickHouse exporter spells them.
+"""The ``otel_traces`` row schema: columns, and how every value is spelled into them.
 
-Attribute values become strings (bool ``true``/``false``, numbers in plain decimal,
-arrays and maps as JSON), SpanKind is ``Server``/``Client``/..., StatusCode is
-``Unset``/``Ok``/``Error``. The OTLP receiver uses the same helpers, so the proxy's own
-spans and ingested ones are indistinguishable in storage.
+This module is the one source of truth for the rows every path writes (the proxy's own spans
+through :mod:`~genops.storage.span_batch`, OTLP JSON and protobuf through
+:mod:`~genops.storage.otlp_rows`, synthetic data through :func:`insert_rows`); the ClickHouse
+view that decodes OTLP protobuf itself (migrations 0060/0070) spells rows the same way, and
+``tests/test_row_schema_golden.py`` stores the same spans through every path and compares the
+whole rows against one golden file.
+
+Columns, their order and types are those of the OpenTelemetry Collector's ClickHouse
+exporter (migration 0001). Values are spelled the way that exporter spells them: attribute
+values become strings (bool ``true``/``false``, numbers in plain decimal, arrays and maps as
+JSON, bytes as base64), SpanKind is ``Server``/``Client``/..., StatusCode is
+``Unset``/``Ok``/``Error``, ids are lower-case hex, a root span's ParentSpanId is empty.
 """
 
 from __future__ import annotations
 
+import base64
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import orjson
 from opentelemetry.sdk.trace import ReadableSpan
@@ -17,48 +27,100 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 TRACES_TABLE = "otel_traces"
 
-# Column order of every row built here (the collector exporter's INSERT order).
-TRACE_COLUMNS: tuple[str, ...] = (
-    "Timestamp",
-    "TraceId",
-    "SpanId",
-    "ParentSpanId",
-    "TraceState",
-    "SpanName",
-    "SpanKind",
-    "ServiceName",
-    "ResourceAttributes",
-    "ScopeName",
-    "ScopeVersion",
-    "SpanAttributes",
-    "Duration",
-    "StatusCode",
-    "StatusMessage",
-    "Events.Timestamp",
-    "Events.Name",
-    "Events.Attributes",
-    "Links.TraceId",
-    "Links.SpanId",
-    "Links.TraceState",
-    "Links.Attributes",
+# -- columns -------------------------------------------------------------------------------
+
+#: ``(name, ClickHouse type)`` of every stored column of ``otel_traces``, in table order, as
+#: ``system.columns`` reports them (the collector exporter's INSERT order; Nested columns
+#: flattened). ``tests/test_row_schema_golden.py`` checks the migrated table against it.
+TRACE_COLUMN_TYPES: tuple[tuple[str, str], ...] = (
+    ("Timestamp", "DateTime64(9)"),
+    ("TraceId", "String"),
+    ("SpanId", "String"),
+    ("ParentSpanId", "String"),
+    ("TraceState", "String"),
+    ("SpanName", "LowCardinality(String)"),
+    ("SpanKind", "LowCardinality(String)"),
+    ("ServiceName", "LowCardinality(String)"),
+    ("ResourceAttributes", "Map(LowCardinality(String), String)"),
+    ("ScopeName", "String"),
+    ("ScopeVersion", "String"),
+    ("SpanAttributes", "Map(LowCardinality(String), String)"),
+    ("Duration", "UInt64"),
+    ("StatusCode", "LowCardinality(String)"),
+    ("StatusMessage", "String"),
+    ("Events.Timestamp", "Array(DateTime64(9))"),
+    ("Events.Name", "Array(LowCardinality(String))"),
+    ("Events.Attributes", "Array(Map(LowCardinality(String), String))"),
+    ("Links.TraceId", "Array(String)"),
+    ("Links.SpanId", "Array(String)"),
+    ("Links.TraceState", "Array(String)"),
+    ("Links.Attributes", "Array(Map(LowCardinality(String), String))"),
+)
+#: ALIAS columns (computed on read, never written): ``(name, ClickHouse type)``.
+TRACE_ALIAS_COLUMN_TYPES: tuple[tuple[str, str], ...] = (
+    ("ResourceAttributeItems", "Array(String)"),
+    ("SpanAttributeItems", "Array(String)"),
 )
 
-SPAN_KIND_NAMES = {
-    SpanKind.INTERNAL: "Internal",
-    SpanKind.SERVER: "Server",
-    SpanKind.CLIENT: "Client",
-    SpanKind.PRODUCER: "Producer",
-    SpanKind.CONSUMER: "Consumer",
-}
-STATUS_NAMES = {StatusCode.UNSET: "Unset", StatusCode.OK: "Ok", StatusCode.ERROR: "Error"}
+#: Column order of every row built here.
+TRACE_COLUMNS: tuple[str, ...] = tuple(name for name, _ in TRACE_COLUMN_TYPES)
+#: A column's position in a row of :data:`TRACE_COLUMNS` order.
+TRACE_COLUMN_INDEX: dict[str, int] = {name: i for i, name in enumerate(TRACE_COLUMNS)}
+
+#: The resource attribute the ServiceName column is taken from.
+SERVICE_NAME_KEY = "service.name"
+
+
+def service_name(resource: Mapping[str, str]) -> str:
+    """The ServiceName of a span with these (spelled) resource attributes."""
+    return resource.get(SERVICE_NAME_KEY, "")
+
+
+# -- enums -----------------------------------------------------------------------------------
+#
+# The OTLP enum numbers (opentelemetry-proto Span.SpanKind / Status.StatusCode) and their
+# stored names are the one table; the SDK's enums and OTLP/JSON's enum names are derived.
+
+OTLP_KIND_NAMES = {0: "Unspecified", 1: "Internal", 2: "Server", 3: "Client", 4: "Producer", 5: "Consumer"}
+OTLP_STATUS_NAMES = {0: "Unset", 1: "Ok", 2: "Error"}
+#: The names of an OTLP enum number outside the table (a newer sender's kind or status).
+UNKNOWN_KIND_NAME = OTLP_KIND_NAMES[0]
+UNKNOWN_STATUS_NAME = OTLP_STATUS_NAMES[0]
+#: Stored name -> OTLP number (for re-encoding stored rows as OTLP).
+OTLP_KIND_NUMBERS = {name: number for number, name in OTLP_KIND_NAMES.items()}
+OTLP_STATUS_NUMBERS = {name: number for number, name in OTLP_STATUS_NAMES.items()}
+#: OTLP/JSON may spell enums by name: ``SPAN_KIND_SERVER``, ``STATUS_CODE_ERROR``.
+OTLP_KIND_BY_NAME = {"SPAN_KIND_" + name.upper(): number for number, name in OTLP_KIND_NAMES.items()}
+OTLP_STATUS_BY_NAME = {"STATUS_CODE_" + name.upper(): number for number, name in OTLP_STATUS_NAMES.items()}
+
+#: The SDK's SpanKind values count from INTERNAL = 0, OTLP's numbers from UNSPECIFIED = 0.
+OTLP_KIND_OF_SDK: dict[int, int] = {kind.value: kind.value + 1 for kind in SpanKind}
+#: Stored SpanKind name by the SDK's SpanKind value (what compact span batches carry).
+SDK_KIND_NAMES: dict[int, str] = {value: OTLP_KIND_NAMES[number] for value, number in OTLP_KIND_OF_SDK.items()}
+SPAN_KIND_NAMES: dict[SpanKind, str] = {kind: SDK_KIND_NAMES[kind.value] for kind in SpanKind}
+#: The SDK's default kind, for a kind value it does not define.
+DEFAULT_SDK_KIND_NAME = SPAN_KIND_NAMES[SpanKind.INTERNAL]
+# The SDK's StatusCode values are OTLP's numbers.
+STATUS_NAMES: dict[StatusCode, str] = {code: OTLP_STATUS_NAMES[code.value] for code in StatusCode}
+
+# -- attribute values ------------------------------------------------------------------------
+
+#: How a bool attribute value is stored, indexed by the bool (``BOOL_STRINGS[True] == "true"``).
+BOOL_STRINGS = ("false", "true")
 
 
 def attribute_string(value: Any) -> str:
-    """One attribute value as the collector exporter stores it (``pcommon.Value.AsString``)."""
+    """One attribute value as the collector exporter stores it (``pcommon.Value.AsString``).
+
+    str as is; bool ``true``/``false``; int in decimal; float in decimal without ``.0`` when
+    whole (``8000``), else Python's shortest repr (``0.7``, ``nan``, ``1e+300``); bytes as
+    base64; lists and maps as compact JSON (orjson). The ClickHouse view of migration 0060/0070
+    spells the values it accepts the same way and hands every other batch back to this code.
+    """
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
-        return "true" if value else "false"
+        return BOOL_STRINGS[value]
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
@@ -66,8 +128,6 @@ def attribute_string(value: Any) -> str:
             return str(int(value))
         return repr(value)
     if isinstance(value, bytes):
-        import base64
-
         return base64.b64encode(value).decode()
     if isinstance(value, (list, tuple)):
         return orjson.dumps(list(value), default=str).decode()
@@ -124,8 +184,8 @@ def span_to_row(span: ReadableSpan) -> list[Any]:
         format(parent.span_id, "016x") if parent is not None else "",
         ctx.trace_state.to_header() if ctx.trace_state else "",
         span.name,
-        SPAN_KIND_NAMES.get(span.kind, "Internal"),
-        resource_attrs.get("service.name", ""),
+        SPAN_KIND_NAMES.get(span.kind, DEFAULT_SDK_KIND_NAME),
+        service_name(resource_attrs),
         resource_attrs,
         scope.name if scope else "",
         (scope.version or "") if scope else "",
@@ -149,7 +209,7 @@ def spans_to_rows(spans: Iterable[ReadableSpan]) -> list[list[Any]]:
 
 
 def insert_rows(client: Any, database: str, rows: Sequence[Sequence[Any]], **settings: Any) -> None:
-    """Insert ``otel_traces`` rows (built by this module) in one batch."""
+    """Insert ``otel_traces`` rows (in :data:`TRACE_COLUMNS` order, DateTime64 values as Unix ns) in one batch."""
     if rows:
         client.insert(f"{database}.{TRACES_TABLE}", rows, column_names=TRACE_COLUMNS, settings=settings or None)
 
@@ -160,17 +220,6 @@ def insert_rows(client: Any, database: str, rows: Sequence[Sequence[Any]], **set
 # so ClickHouse parses them in C++ (no Python-side column serialisation holding the GIL).
 # A JSON row is a dict keyed by :data:`TRACE_COLUMNS`; DateTime64(9) values are strings
 # ``"<seconds>.<nanoseconds>"`` (a bare integer of nanoseconds overflows DateTime64).
-
-# OTLP enum numbers (opentelemetry-proto Span.SpanKind / Status.StatusCode) to the names above.
-OTLP_KIND_NAMES = {0: "Unspecified", 1: "Internal", 2: "Server", 3: "Client", 4: "Producer", 5: "Consumer"}
-OTLP_STATUS_NAMES = {0: "Unset", 1: "Ok", 2: "Error"}
-# OTLP/JSON may spell enums by name.
-OTLP_KIND_BY_NAME = {
-    "SPAN_KIND_UNSPECIFIED": 0, "SPAN_KIND_INTERNAL": 1, "SPAN_KIND_SERVER": 2,
-    "SPAN_KIND_CLIENT": 3, "SPAN_KIND_PRODUCER": 4, "SPAN_KIND_CONSUMER": 5,
-}
-OTLP_STATUS_BY_NAME = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
-
 
 MAX_UNIX_NANO = 2**63 - 1  # the last DateTime64(9) instant
 
@@ -186,12 +235,53 @@ def ts64(unix_nano: int) -> str:
     return f"{seconds:09d}.{nanos:09d}"
 
 
+def json_row(start: int, end: int, trace_id: str, span_id: str, parent_span_id: str, trace_state: str, name: str,
+             kind: str, service: str, resource: dict[str, str], scope_name: str, scope_version: str,
+             attributes: dict[str, str], status: str, status_message: str,
+             event_times: Iterable[int], event_names: list[str], event_attributes: list[dict[str, str]],
+             link_trace_ids: list[str], link_span_ids: list[str], link_trace_states: list[str],
+             link_attributes: list[dict[str, str]]) -> dict[str, Any]:
+    """One ``otel_traces`` JSONEachRow row from a span's values, already spelled except the times.
+
+    Every decoder builds its rows here, so the column names and the two computed columns
+    are spelled in one place: ``Timestamp`` and ``Events.Timestamp`` from Unix nanoseconds
+    (:func:`ts64`) and ``Duration`` as ``end - start``, never negative. The arguments follow
+    :data:`TRACE_COLUMNS`, with ``start, end`` first in place of Timestamp and Duration.
+    """
+    return {
+        "Timestamp": ts64(start),
+        "TraceId": trace_id,
+        "SpanId": span_id,
+        "ParentSpanId": parent_span_id,
+        "TraceState": trace_state,
+        "SpanName": name,
+        "SpanKind": kind,
+        "ServiceName": service,
+        "ResourceAttributes": resource,
+        "ScopeName": scope_name,
+        "ScopeVersion": scope_version,
+        "SpanAttributes": attributes,
+        "Duration": end - start if end > start else 0,
+        "StatusCode": status,
+        "StatusMessage": status_message,
+        "Events.Timestamp": [ts64(t) for t in event_times],
+        "Events.Name": event_names,
+        "Events.Attributes": event_attributes,
+        "Links.TraceId": link_trace_ids,
+        "Links.SpanId": link_span_ids,
+        "Links.TraceState": link_trace_states,
+        "Links.Attributes": link_attributes,
+    }
+
+
 def span_to_json_row(span: ReadableSpan) -> dict[str, Any]:
     """One SDK span as a JSONEachRow row (same values as :func:`span_to_row`)."""
-    row = dict(zip(TRACE_COLUMNS, span_to_row(span)))
-    row["Timestamp"] = ts64(row["Timestamp"])
-    row["Events.Timestamp"] = [ts64(t) for t in row["Events.Timestamp"]]
-    return row
+    (start, trace_id, span_id, parent_id, trace_state, name, kind, service, resource, scope_name, scope_version,
+     attributes, duration, status, message, event_times, event_names, event_attributes, link_trace_ids,
+     link_span_ids, link_states, link_attributes) = span_to_row(span)
+    return json_row(start, start + duration, trace_id, span_id, parent_id, trace_state, name, kind, service, resource,
+                    scope_name, scope_version, attributes, status, message, event_times, event_names,
+                    event_attributes, link_trace_ids, link_span_ids, link_states, link_attributes)
 
 
 def json_rows_payload(rows: Iterable[Mapping[str, Any]]) -> bytes:

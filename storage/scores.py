@@ -13,8 +13,9 @@ names more than one call (api/feedback.py).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 from genops import semconv as sc
 from genops.storage.sql import json_safe, quote
@@ -141,4 +142,4 @@ def list_scores(client: Any, database: str, *, request_id: str | None = None,
     )
     result = client.query(sql)
     columns = list(result.column_names)
-    return [{c: json_safe(v) for c, v in zip(columns, row)} for row in result.result_rows]
+    return [{c: json_safe(v) for c, v in zip(columns, row, strict=True)} for row in result.result_rows]

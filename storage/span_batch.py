@@ -18,8 +18,9 @@ a JSON array (the last line may end with a newline)::
      name, SpanKind value, StatusCode value, status message, attributes, events, links]
 
 Attribute values travel as JSON values and are stringified by the store with
-:func:`~genops.storage.rows.attribute_map`, so the stored row is exactly
-:func:`~genops.storage.rows.span_to_json_row`'s. A value JSON cannot carry exactly (NaN,
+:func:`~genops.storage.rows.attribute_map`, and the row is built by
+:func:`~genops.storage.rows.json_row` with :mod:`~genops.storage.rows`'s enum names, so the
+stored row is exactly :func:`~genops.storage.rows.span_to_json_row`'s. A value JSON cannot carry exactly (NaN,
 infinities, integers beyond 64 bits, bytes, other objects) is stringified by the encoder
 instead, which spells it the same way.
 """
@@ -28,17 +29,23 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import orjson
 
-from genops.storage.rows import SPAN_KIND_NAMES, STATUS_NAMES, attribute_map, ts64
+from genops.storage.rows import (
+    DEFAULT_SDK_KIND_NAME,
+    OTLP_STATUS_NAMES,
+    SDK_KIND_NAMES,
+    attribute_map,
+    json_row,
+    service_name,
+)
 
 #: Pipeline and spool kind of a compact span batch.
 KIND = "genops-spans"
 
-_KIND_NAMES = {kind.value: name for kind, name in SPAN_KIND_NAMES.items()}
-_STATUS_NAMES = {code.value: name for code, name in STATUS_NAMES.items()}
 _dumps = orjson.dumps
 
 
@@ -51,7 +58,9 @@ def _attributes(mapping: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def _raw_attributes(span: Any) -> dict[str, Any]:
     # ReadableSpan.attributes wraps its dict in a fresh MappingProxyType on every access, which
-    # orjson cannot serialise; the dict itself is read-only by then (the span has ended).
+    # orjson cannot serialise; the dict itself is read-only by then (the span has ended). The SDK
+    # has no public way to the dict without a copy per span, so this reads its private field and
+    # falls back to the public mapping (copied) whenever that field is not a plain dict.
     raw = getattr(span, "_attributes", None)
     return raw if type(raw) is dict else _attributes(span.attributes)
 
@@ -156,37 +165,22 @@ def json_rows(payload: bytes) -> bytes:
     """A compact batch as a JSONEachRow payload of ``otel_traces`` rows (the store side)."""
     header, _, body = payload.partition(b"\n")
     origins = [(attribute_map(resource), name, version) for resource, name, version in orjson.loads(header)["origins"]]
-    services = [resource.get("service.name", "") for resource, _, _ in origins]
+    services = [service_name(resource) for resource, _, _ in origins]
     rows = []
     loads = orjson.loads
+    kind_names, status_names = SDK_KIND_NAMES, OTLP_STATUS_NAMES  # the SDK's StatusCode values are OTLP's
     for line in body.split(b"\n"):
         if not line:  # the last line's newline
             continue
         (origin, start, end, trace_id, span_id, parent_id, trace_state, name, kind, status, message,
          attributes, events, links) = loads(line)
         resource, scope_name, scope_version = origins[origin]
-        rows.append(_dumps({
-            "Timestamp": ts64(start),
-            "TraceId": trace_id,
-            "SpanId": span_id,
-            "ParentSpanId": parent_id,
-            "TraceState": trace_state,
-            "SpanName": name,
-            "SpanKind": _KIND_NAMES.get(kind, "Internal"),
-            "ServiceName": services[origin],
-            "ResourceAttributes": resource,
-            "ScopeName": scope_name,
-            "ScopeVersion": scope_version,
-            "SpanAttributes": attribute_map(attributes),
-            "Duration": max(0, end - start),
-            "StatusCode": _STATUS_NAMES[status],
-            "StatusMessage": message,
-            "Events.Timestamp": [ts64(e[1]) for e in events],
-            "Events.Name": [e[0] for e in events],
-            "Events.Attributes": [attribute_map(e[2]) for e in events],
-            "Links.TraceId": [link[0] for link in links],
-            "Links.SpanId": [link[1] for link in links],
-            "Links.TraceState": [link[2] for link in links],
-            "Links.Attributes": [attribute_map(link[3]) for link in links],
-        }))
+        rows.append(_dumps(json_row(
+            start, end, trace_id, span_id, parent_id, trace_state, name,
+            kind_names.get(kind, DEFAULT_SDK_KIND_NAME), services[origin], resource, scope_name, scope_version,
+            attribute_map(attributes), status_names[status], message,
+            [e[1] for e in events], [e[0] for e in events], [attribute_map(e[2]) for e in events],
+            [link[0] for link in links], [link[1] for link in links], [link[2] for link in links],
+            [attribute_map(link[3]) for link in links],
+        )))
     return b"\n".join(rows)

@@ -35,12 +35,12 @@ import threading
 import uuid
 import zlib
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
 
 #: What a payload part may be (``collections.abc.Buffer`` from Python 3.12).
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 log = logging.getLogger("genops.storage.spool")
 
@@ -63,7 +63,7 @@ def _write_all(fd: int, parts: list[Buffer]) -> None:
         group = parts[:_IOV_MAX]
         written = os.writev(fd, group)
         for i, part in enumerate(group):
-            n = len(part)  # type: ignore[arg-type]
+            n = len(part)
             if written < n:
                 parts = [memoryview(part)[written:], *group[i + 1:], *parts[len(group):]]
                 break
@@ -214,7 +214,7 @@ class Spool:
         parts: Sequence[Buffer] = (payload,) if whole else payload  # type: ignore[assignment]
         length = crc = 0
         for part in parts:
-            length += len(part)  # type: ignore[arg-type]
+            length += len(part)
             crc = zlib.crc32(part, crc)
         header = HEADER.pack(MAGIC_BY_KIND[kind], length, spans, crc, token.encode())
         size = HEADER.size + length
@@ -225,6 +225,7 @@ class Spool:
             if self._write_fd is None or self._segment_sizes.get(self._write_segment, 0) + size > self.segment_bytes:
                 self._rotate()
             offset = self._segment_sizes[self._write_segment]
+            assert self._write_fd is not None  # opened by _rotate()
             # no copy of a big payload; one write when it fits one call: a crash leaves a whole or a torn record
             _write_all(self._write_fd, [header, *parts])
             if self.fsync:

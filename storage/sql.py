@@ -41,7 +41,7 @@ class QueryLimits:
     max_memory_bytes: int = 1 << 30
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "QueryLimits":
+    def from_settings(cls, settings: Settings) -> QueryLimits:
         """The limits ``GENOPS_SQL_TIMEOUT_S``, ``GENOPS_SQL_MAX_RESULT_BYTES`` and ``GENOPS_SQL_MAX_MEMORY_BYTES`` set."""
         return cls(settings.sql_timeout_s, settings.sql_max_result_bytes, settings.sql_max_memory_bytes)
 

@@ -24,8 +24,9 @@ none of the above in chDB (the issue that introduced this module has the probes)
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from genops.storage.sql_text import quote
 
@@ -76,9 +77,9 @@ class Node:
 
     type: str
     detail: str
-    children: list["Node"]
+    children: list[Node]
 
-    def walk(self) -> Iterator[tuple["Node", "Node | None"]]:
+    def walk(self) -> Iterator[tuple[Node, Node | None]]:
         """Every node of the subtree with its parent, depth first."""
         stack: list[tuple[Node, Node | None]] = [(self, None)]
         while stack:

@@ -26,14 +26,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from genops.config import Settings
 from genops.storage import otlp_native
 from genops.storage.client import StorageUnavailable, describe_error, open_client
 from genops.storage.migrate import Migration, migrate
-from genops.storage.pipeline import ClickHouseSink, SpanPipeline, build_pipeline
+from genops.storage.pipeline import SpanPipeline, build_pipeline
+from genops.storage.sinks import ClickHouseSink
 
 log = logging.getLogger("genops.storage.boot")
 
@@ -165,7 +167,7 @@ class StoreBoot:
         self._migrated = threading.Event()
         self._settled = threading.Event()  # the first attempt ended, either way
         self._stop = threading.Event()
-        self._on_ready: list[Callable[["StoreBoot"], None]] = []
+        self._on_ready: list[Callable[[StoreBoot], None]] = []
         self._thread: threading.Thread | None = None
         self._down_since: float | None = None
         self._clients: list[Any] = []
@@ -204,7 +206,7 @@ class StoreBoot:
             return StorageStatus(True, False, describe_error(exc))
         return status if answers else StorageStatus(True, False, f"no answer to a ping within {timeout_s:g} s")
 
-    def on_ready(self, callback: Callable[["StoreBoot"], None]) -> None:
+    def on_ready(self, callback: Callable[[StoreBoot], None]) -> None:
         """Call ``callback(self)`` once migrated (at once when it already is)."""
         self._on_ready.append(callback)
         if self.migrated:

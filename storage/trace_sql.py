@@ -7,7 +7,7 @@ GenOps database.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from genops import semconv as sc
 from genops.storage.sql import quote

@@ -16,15 +16,15 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import orjson
 import pytest
-import urllib.request
-import urllib.error
-
 from aiohttp import web
 
 
@@ -107,7 +107,7 @@ class Proxy:
                 data = orjson.loads(response.read())
         except urllib.error.HTTPError as exc:
             raise AssertionError(f"SQL failed: {exc.read().decode()}") from None
-        return [dict(zip(data["columns"], row)) for row in data["rows"]]
+        return [dict(zip(data["columns"], row, strict=True)) for row in data["rows"]]
 
     def wait_rows(self, query: str, count: int = 1, timeout: float = 15.0) -> list[dict[str, Any]]:
         """Poll ``query`` until it returns at least ``count`` rows (spans are exported in batches)."""

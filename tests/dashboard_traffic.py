@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
@@ -50,7 +50,7 @@ def _ns(t: datetime) -> int:
 
 def seed_traffic(client: Any, database: str, now: datetime | None = None) -> Seeded:
     """Insert the traffic into ``database.otel_traces`` (the genops_calls view fills itself)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     rng = random.Random(6)
     exporter = InMemorySpanExporter()
     providers: dict[str, TracerProvider] = {}
@@ -123,7 +123,8 @@ def seed_traffic(client: Any, database: str, now: datetime | None = None) -> See
             f"chat {model}", context=ctx, kind=SpanKind.CLIENT, attributes=attrs, start_time=_ns(at)
         )
         if kind in (2, 3):
-            span.add_event(sc.GEN_AI_EVALUATION_RESULT_EVENT, {"gen_ai.evaluation.name": "pii", "gen_ai.evaluation.score.label": "found"},
+            span.add_event(sc.GEN_AI_EVALUATION_RESULT_EVENT,
+                           {"gen_ai.evaluation.name": "pii", "gen_ai.evaluation.score.label": "found"},
                            timestamp=_ns(at + timedelta(milliseconds=5)))
         span.set_status(status)
         span.end(end_time=_ns(at + timedelta(milliseconds=duration_ms)))
@@ -131,8 +132,8 @@ def seed_traffic(client: Any, database: str, now: datetime | None = None) -> See
 
     # Every combination, four kinds of call each, spread over the window.
     combos = [(s, p, m, u) for s in SERVICES for (p, m) in MODELS for u in USERS]
-    for rep in range(2):
-        for index, (service, provider, model, user) in enumerate(combos):
+    for _ in range(2):
+        for service, provider, model, user in combos:
             for kind in range(4):
                 offset = rng.uniform(0, 140)
                 model_call(service, provider, model, user, kind, start + timedelta(minutes=offset))
@@ -189,9 +190,13 @@ def seed_anomalies(client: Any, database: str, now: datetime) -> None:
     """A resolved latency and cost anomaly, and an open error-rate one updated once (two versions of one row)."""
     minute = now.replace(second=0, microsecond=0, tzinfo=None)
     rows = [
-        ["latency_p95", "openai/gpt-4o", minute - timedelta(minutes=80), minute - timedelta(minutes=70), 4200.0, 1100.0, 7.5, "critical", "resolved", "p95_ms"],
-        ["error_rate", "anthropic/claude-sonnet-4-5", minute - timedelta(minutes=20), minute - timedelta(minutes=15), 0.3, 0.02, 5.0, "warning", "open", "error_rate"],
-        ["error_rate", "anthropic/claude-sonnet-4-5", minute - timedelta(minutes=20), minute - timedelta(minutes=5), 0.35, 0.02, 6.0, "warning", "open", "error_rate"],
-        ["cost_surge", "user:alice", minute - timedelta(minutes=50), minute - timedelta(minutes=40), 12.0, 2.0, 4.2, "warning", "resolved", "cost_usd"],
+        ["latency_p95", "openai/gpt-4o", minute - timedelta(minutes=80), minute - timedelta(minutes=70),
+         4200.0, 1100.0, 7.5, "critical", "resolved", "p95_ms"],
+        ["error_rate", "anthropic/claude-sonnet-4-5", minute - timedelta(minutes=20), minute - timedelta(minutes=15),
+         0.3, 0.02, 5.0, "warning", "open", "error_rate"],
+        ["error_rate", "anthropic/claude-sonnet-4-5", minute - timedelta(minutes=20), minute - timedelta(minutes=5),
+         0.35, 0.02, 6.0, "warning", "open", "error_rate"],
+        ["cost_surge", "user:alice", minute - timedelta(minutes=50), minute - timedelta(minutes=40),
+         12.0, 2.0, 4.2, "warning", "resolved", "cost_usd"],
     ]
     client.insert(f"{database}.genops_anomalies", [row + [i + 1] for i, row in enumerate(rows)], column_names=ANOMALY_COLUMNS)

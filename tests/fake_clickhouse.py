@@ -87,7 +87,7 @@ def create_app(path: str) -> web.Application:
             return web.Response(body=data or b"", headers={"X-ClickHouse-Summary": "{}",
                                                            "X-ClickHouse-Format": fmt,
                                                            "X-ClickHouse-Timezone": "UTC"})
-        except Exception as exc:  # noqa: BLE001 - every error is a ClickHouse error response
+        except Exception as exc:  # every error is a ClickHouse error response
             text = str(exc)
             match = re.search(r"Code: (\d+)", text)
             code = match.group(1) if match else "1000"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 ALL = "$__all"
 
@@ -134,7 +134,7 @@ def _to_datetime64(t: datetime) -> str:
 
 
 def _to_date(t: datetime) -> str:
-    return f"toDate('{t.astimezone(timezone.utc).strftime('%Y-%m-%d')}')"
+    return f"toDate('{t.astimezone(UTC).strftime('%Y-%m-%d')}')"
 
 
 def _one(args: list[str], name: str) -> str:
@@ -153,10 +153,12 @@ def _macros(ctx: QueryContext) -> dict[str, object]:
         "fromTime_ms": lambda a: _to_datetime64(f),
         "toTime_ms": lambda a: _to_datetime64(t),
         "timeFilter": lambda a: (c := _one(a, "timeFilter")) and f"{c} >= {_to_datetime(f)} AND {c} <= {_to_datetime(t)}",
-        "timeFilter_ms": lambda a: (c := _one(a, "timeFilter_ms")) and f"{c} >= {_to_datetime64(f)} AND {c} <= {_to_datetime64(t)}",
+        "timeFilter_ms": lambda a: (
+            (c := _one(a, "timeFilter_ms")) and f"{c} >= {_to_datetime64(f)} AND {c} <= {_to_datetime64(t)}"),
         "dateFilter": lambda a: (c := _one(a, "dateFilter")) and f"{c} >= {_to_date(f)} AND {c} <= {_to_date(t)}",
         "timeInterval": lambda a: f"toStartOfInterval(toDateTime({_one(a, 'timeInterval')}), INTERVAL {int(seconds)} second)",
-        "timeInterval_ms": lambda a: f"toStartOfInterval(toDateTime64({_one(a, 'timeInterval_ms')}, 3), INTERVAL {int(millis)} millisecond)",
+        "timeInterval_ms": lambda a: (
+            f"toStartOfInterval(toDateTime64({_one(a, 'timeInterval_ms')}, 3), INTERVAL {int(millis)} millisecond)"),
         "interval_s": lambda a: f"{int(seconds)}",
     }
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 import asyncio
 import json
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestServer
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 

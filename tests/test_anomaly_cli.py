@@ -14,8 +14,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from conftest import FakeUpstream, start_proxy, upstream_env
+
 from genops.collectors.anomaly.service import jobs_enabled_in_serve
 from genops.config import load_settings
 

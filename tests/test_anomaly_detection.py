@@ -11,13 +11,15 @@ anomalies of the other. The figures in docs/anomaly-detection.md come from this 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from conftest import open_chdb
+
 from genops.collectors.anomaly.detectors import DETECTOR_CLASSES
 from genops.collectors.anomaly.runner import AnomalyJobs
 from genops.collectors.anomaly.scoring import Scorecard, score
@@ -106,11 +108,11 @@ def test_an_anomaly_is_one_row_not_one_per_window(week: Week) -> None:
     windows = sum(week.reports[db].hits.values())
     assert len(rows) < windows / 2  # consecutive firing windows folded into one row each
     by_key: dict[tuple[str, str], list[tuple[int, int]]] = {}
-    for detector, entity, start, end, status, observed, expected, score_ in rows:
+    for detector, entity, start, end, status, _observed, _expected, score_ in rows:
         assert end >= start and status in ("open", "resolved") and score_ > 0
         by_key.setdefault((detector, entity), []).append((start, end))
     for spans in by_key.values():  # episodes of one key never overlap
-        for (s1, e1), (s2, _) in zip(spans, spans[1:]):
+        for (_, e1), (s2, _) in itertools.pairwise(spans):
             assert s2 > e1
     latency = [r for r in rows if r[0] == "latency_p95"]
     assert all(r[5] > r[6] * 1.5 for r in latency)  # observed p95 well above the expected one

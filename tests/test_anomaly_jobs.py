@@ -10,14 +10,15 @@ import math
 import random
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import pytest
 from aiohttp import web
-
 from conftest import free_port, open_chdb
+
 from genops.collectors.anomaly import queries, store
 from genops.collectors.anomaly.alerts import Notifier, payload
 from genops.collectors.anomaly.detectors import Detector, PassContext
@@ -120,7 +121,7 @@ def test_rollups_agree_with_the_raw_calls(client: Any, day_db: str) -> None:
 def test_response_model_mismatch_ignores_dated_snapshots(client: Any) -> None:
     database = "anomaly_mismatch_" + uuid.uuid4().hex[:8]
     migrate(client, database, retention_days=HISTORY_RETENTION_DAYS)
-    ts = int(dt.datetime(2026, 11, 2, 12, tzinfo=dt.timezone.utc).timestamp()) * 10**9
+    ts = int(dt.datetime(2026, 11, 2, 12, tzinfo=dt.UTC).timestamp()) * 10**9
     pairs = [("gpt-4o", "gpt-4o-2024-08-06"), ("gpt-4o", "gpt-4o-mini"), ("claude-sonnet-4", "claude-sonnet-4-20250514"),
              ("gemini-2.5-flash", "models/gemini-2.5-flash-001"), ("gemini-2.5-flash", "gemini-2.5-pro"),
              ("gpt-4o", "gpt-4o")]
@@ -312,9 +313,9 @@ def test_stl_decides_which_entities_get_a_seasonal_baseline(client: Any) -> None
         hour = t.hour + t.minute / 60
         cyclic = 20 * (1.2 + math.cos(2 * math.pi * (hour - 15) / 24))
         for value, calls in (("cyclic", cyclic), ("flat", 20.0)):
-            rows.append([t.replace(tzinfo=dt.timezone.utc), "service", value, max(0, int(rng.gauss(calls, 3))), 0, 0, 0.0, 0])
+            rows.append([t.replace(tzinfo=dt.UTC), "service", value, max(0, int(rng.gauss(calls, 3))), 0, 0, 0.0, 0])
         if minute >= 5 * 24 * 60:  # a newcomer: two days of history only
-            rows.append([t.replace(tzinfo=dt.timezone.utc), "service", "young", max(0, int(rng.gauss(cyclic, 3))), 0, 0, 0.0, 0])
+            rows.append([t.replace(tzinfo=dt.UTC), "service", "young", max(0, int(rng.gauss(cyclic, 3))), 0, 0, 0.0, 0])
     client.insert(f"{database}.genops_rollup_dim_1m", rows,
                   column_names=["Minute", "Dimension", "Value", "Calls", "Errors", "Tokens", "CostUsd", "SafetyFindings"])
     strength = {r["entity"]: r["strength"] for r in queries.rows(

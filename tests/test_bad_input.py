@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import socket
-import time
 import urllib.error
 import urllib.request
 
 import openai
 import orjson
 import pytest
-
 from conftest import free_port, start_proxy
 
 pytestmark = pytest.mark.e2e

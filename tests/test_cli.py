@@ -15,7 +15,6 @@ from pathlib import Path
 import openai
 import orjson
 import pytest
-
 from conftest import start_proxy
 
 pytestmark = pytest.mark.e2e

@@ -354,8 +354,7 @@ def simulate(workdir: Path) -> dict[str, Any]:
 
     from genops.collectors.anomaly.episodes import Anomaly
     from genops.collectors.anomaly.runner import AnomalyJobs
-    from genops.collectors.anomaly.store import (get_state, get_watermark, open_anomalies, set_state,
-                                                 write_anomalies)
+    from genops.collectors.anomaly.store import get_state, get_watermark, open_anomalies, set_state, write_anomalies
     from genops.storage.migrate import SchemaLayoutError, migrate
     from genops.storage.rows import insert_json_payload, json_rows_payload, ts64
 
@@ -427,7 +426,7 @@ def simulate(workdir: Path) -> dict[str, Any]:
     jobs = AnomalyJobs(client=client, database=DB, notifier=None).run_once(notify=False).as_dict()
     set_state(client, DB, "cluster.test", "1")
     set_state(client, DB, "cluster.test", "2")
-    start = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, second=0, microsecond=0)
+    start = dt.datetime.now(dt.UTC).replace(tzinfo=None, second=0, microsecond=0)
     for status in ("open", "open"):  # two versions of one anomaly
         write_anomalies(client, DB, [Anomaly("cost_surge", "service=x", start, start, 2.0, 1.0, 5.0, "warning", status)])
     report["jobs"] = {"failed_detectors": jobs["failed_detectors"], "windows": jobs["windows"],

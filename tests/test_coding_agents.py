@@ -329,7 +329,7 @@ def test_cost_per_developer_and_session(proxy):
     """Two developers, three Claude Code sessions: the SQL in docs/coding-agents.md gives each one's cost."""
     tag = uuid.uuid4().hex[:8]
     dev_a, dev_b = DEV_A[:-8] + tag, DEV_B[:-8] + tag
-    sessions = {(dev_a, str(uuid.uuid4())): 2, (dev_a, str(uuid.uuid4())): 1, (dev_b, str(uuid.uuid4())): 1}
+    sessions = {(dev, str(uuid.uuid4())): turns for dev, turns in ((dev_a, 2), (dev_a, 1), (dev_b, 1))}
     ids: list[str] = []
     for (dev, session), turns in sessions.items():
         for _ in range(turns):

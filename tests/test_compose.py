@@ -104,7 +104,7 @@ def test_volumes_are_named_or_exist_in_the_repo() -> None:
 def test_genops_services_run_registered_commands() -> None:
     registered = {module.rsplit(".", 1)[1].replace("_", "-") for module in COMMAND_MODULES}
     pending = []
-    for name, service in SERVICES.items():
+    for service in SERVICES.values():
         if "build" not in service:
             continue
         command = service["command"][0]
@@ -211,6 +211,7 @@ def test_jobs_healthcheck_reads_the_watermark_the_jobs_write(chdb_dir: Path) -> 
     import uuid
 
     from conftest import open_chdb
+
     from genops.collectors.anomaly import store
     from genops.commands.sql import render
     from genops.storage.migrate import migrate
@@ -223,7 +224,7 @@ def test_jobs_healthcheck_reads_the_watermark_the_jobs_write(chdb_dir: Path) -> 
     database = "health_" + uuid.uuid4().hex[:8]
     migrate(open_chdb(chdb_dir), database)
     client = open_chdb(chdb_dir, database)
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)  # the jobs keep naive UTC
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)  # the jobs keep naive UTC
     lines = lambda: render(run_readonly(client, words[4], database=database), "csv").splitlines()  # noqa: E731
     assert "1" not in lines()  # no pass yet: unhealthy
     store.set_watermark(client, database, now - dt.timedelta(hours=1))

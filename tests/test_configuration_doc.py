@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-import pytest
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from genops.cli import build_parser
 from genops.commands.config import REGENERATE, render_markdown

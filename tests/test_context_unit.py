@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
 import orjson
+import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from genops.proxy.context import MAX_PROPERTIES, call_context, context_attributes, property_name, session_path

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from conftest import open_chdb
 from dashboard_traffic import MODELS, SERVICES, USERS, Seeded, seed_anomalies, seed_traffic
 from grafana_sim import ALL, QueryContext, apply_conditional_all, expand_macros, interpolate, replace_variables
@@ -126,7 +126,7 @@ def test_anomalies_show_as_annotations_on_the_call_dashboards() -> None:
 # -- the simulator itself ----------------------------------------------------------------
 
 def _ctx(**values: Any) -> QueryContext:
-    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=timezone.utc)
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
     return QueryContext(t0, t0 + timedelta(hours=1), 30_000, values, {"p": ["a", "b'c"]})
 
 
@@ -157,7 +157,7 @@ def store(chdb_dir: Path) -> Iterator[tuple[Any, Seeded]]:
     client = open_chdb(chdb_dir, database)
     tables = {r[0] for r in client.query(f"SHOW TABLES FROM {database}").result_rows}
     assert {"genops_calls", "genops_cache_savings", "genops_anomalies", "otel_traces_trace_id_ts"} <= tables
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     seeded = seed_traffic(client, database, now)
     seed_anomalies(client, database, now)
     yield client, seeded
@@ -178,7 +178,7 @@ def _variable_options(client: Any, model: dict[str, Any], ctx: QueryContext) -> 
 
 
 def context(mode: str, seeded: Seeded, interval_ms: int) -> QueryContext:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if mode == "all":
         values: dict[str, Any] = {name: [ALL] for name in (*CALL_VARIABLES, "detector", "severity")}
         values.update(property="team", trace_id="")
@@ -215,7 +215,7 @@ def check_shape(panel: dict[str, Any], columns: list[str], types: list[str], row
         assert len(columns) >= 2
     elif kind == "traces":
         assert set(TRACE_COLUMNS) <= set(columns), columns
-        data = [dict(zip(columns, r)) for r in rows]
+        data = [dict(zip(columns, r, strict=True)) for r in rows]
         assert len({d["traceID"] for d in data}) == 1
         span_ids = {d["spanID"] for d in data}
         roots = [d for d in data if d["parentSpanID"] == ""]
@@ -247,7 +247,7 @@ def test_every_panel_runs_on_chdb(store: tuple[Any, Seeded], name: str, mode: st
         assert "$" not in sql.replace("$__", "") and "$__" not in sql, sql
         try:
             columns, types, rows = run(client, sql)
-        except Exception as exc:  # noqa: BLE001 - name the panel that failed
+        except Exception as exc:  # name the panel that failed
             raise AssertionError(f"{name} / {panel['title']} failed: {exc}\n{sql}") from None
         check_shape(panel, columns, types, rows, mode, seeded)
     for annotation in model["annotations"]["list"]:
@@ -307,13 +307,13 @@ def test_anomaly_annotations_show_each_anomaly_once_latest_version(store: tuple[
     ctx = context("all", seeded, 60_000)
     annotation = next(a for a in DASHBOARDS["overview"]["annotations"]["list"] if a["name"] == "Anomalies")
     columns, _, rows = run(client, interpolate(annotation["target"]["rawSql"], ctx))
-    found = [dict(zip(columns, r)) for r in rows]
+    found = [dict(zip(columns, r, strict=True)) for r in rows]
     assert sorted(a["tags"][0] for a in found) == ["cost_surge", "error_rate", "latency_p95"]
     ongoing = next(a for a in found if a["tags"][0] == "error_rate")
     assert "0.35 vs expected 0.02" in ongoing["text"] and "open" in ongoing["tags"]
-    assert ongoing["timeEnd"] >= datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=1)
+    assert ongoing["timeEnd"] >= datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=1)
     one = context("one", seeded, 60_000)
     _variable_options(client, DASHBOARDS["anomalies"], one)
     table = next(p for p in DASHBOARDS["anomalies"]["panels"] if p["title"] == "Anomalies")
     columns, _, rows = run(client, interpolate(table["targets"][0]["rawSql"], one))
-    assert [dict(zip(columns, r))["observed"] for r in rows] == [0.35]
+    assert [dict(zip(columns, r, strict=True))["observed"] for r in rows] == [0.35]

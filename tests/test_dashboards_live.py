@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anthropic
@@ -17,8 +17,8 @@ import openai
 import pytest
 from google import genai
 from google.genai import types
-
 from grafana_sim import ALL, QueryContext, interpolate
+
 from genops.dashboards.push import load_dashboards
 
 pytestmark = pytest.mark.e2e
@@ -64,7 +64,7 @@ def traffic(proxy: Any, fake_upstream: Any) -> int:
 
 
 def context(values: dict[str, Any]) -> QueryContext:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return QueryContext(now - timedelta(hours=1), now + timedelta(minutes=1), 60_000, values)
 
 

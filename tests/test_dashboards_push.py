@@ -10,13 +10,14 @@ from __future__ import annotations
 import copy
 import json
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from conftest import free_port
+
 from genops.cli import main
 from genops.dashboards.push import DATASOURCE_UID, load_dashboards
 
@@ -158,7 +159,8 @@ def push(grafana: FakeGrafana, *extra: str) -> int:
     return main(["dashboards", "push", "--grafana-url", grafana.url, "--token", TOKEN, "--clickhouse-url", CH_URL, *extra])
 
 
-def test_first_push_creates_folder_datasource_and_every_dashboard(grafana: FakeGrafana, capsys: pytest.CaptureFixture[str]) -> None:
+def test_first_push_creates_folder_datasource_and_every_dashboard(grafana: FakeGrafana,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     assert push(grafana) == 0
     shipped = load_dashboards()
     assert len(shipped) == 6
@@ -175,7 +177,7 @@ def test_first_push_creates_folder_datasource_and_every_dashboard(grafana: FakeG
     assert ds["jsonData"]["traces"]["defaultTable"] == "otel_traces" and ds["jsonData"]["traces"]["otelEnabled"] is True
     assert ds["secureJsonData"] == {"password": "s3cret"}
     assert "s3cret" not in json.dumps(ds["jsonData"])
-    for write, model in zip(writes[2:], shipped):
+    for write, model in zip(writes[2:], shipped, strict=True):
         body = write["body"]
         assert body["folderUid"] == "genops" and body["overwrite"] is True and body["dashboard"]["id"] is None
         assert body["dashboard"]["uid"] == model["uid"] and body["dashboard"]["panels"] == model["panels"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import os
 import stat
 import subprocess
@@ -10,7 +9,7 @@ import sys
 from pathlib import Path
 
 import openai
-
+import pytest
 from conftest import FakeUpstream, start_proxy, upstream_env
 
 pytestmark = pytest.mark.e2e

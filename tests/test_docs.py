@@ -3,9 +3,10 @@ rest, its links resolve and the settings it names exist."""
 
 from __future__ import annotations
 
-import pytest
 import re
 from pathlib import Path
+
+import pytest
 
 from genops.config import FIELDS, env_name
 

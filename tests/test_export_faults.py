@@ -21,8 +21,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from conftest import FakeUpstream, Proxy, free_port, start_proxy, upstream_env
+
 from genops.storage.spool import Spool
 
 FAKE_CLICKHOUSE = Path(__file__).with_name("fake_clickhouse.py")
@@ -90,7 +90,7 @@ class Load:
     threads: list[threading.Thread] = field(default_factory=list)
     tolerate_errors: bool = False
 
-    def start(self, threads: int = 2) -> "Load":
+    def start(self, threads: int = 2) -> Load:
         for n in range(threads):
             thread = threading.Thread(target=self._run, args=(n,), daemon=True)
             thread.start()
@@ -131,7 +131,7 @@ class OtlpLoad:
     stop_event: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
-    def start(self) -> "OtlpLoad":
+    def start(self) -> OtlpLoad:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         return self

@@ -11,12 +11,13 @@ import stat
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import pytest
-
 from conftest import FakeUpstream, Proxy, start_proxy, upstream_env
 from test_feedback import call, feedback
 
@@ -139,9 +140,9 @@ PROXY_SCOPE = "genops.proxy"
 
 
 def span_row(trace_id: str, span_id: str, scope: str, attributes: dict[str, str]) -> list[Any]:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return [datetime.now(timezone.utc), trace_id, span_id, "chat gpt-4o-mini", "genops", scope, attributes]
+    return [datetime.now(UTC), trace_id, span_id, "chat gpt-4o-mini", "genops", scope, attributes]
 
 
 async def test_storage_lookups_see_only_calls_genops_recorded_and_every_call_of_an_id(chdb_dir: Path):

@@ -8,21 +8,23 @@ import asyncio
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from aiohttp import web
-
 from conftest import free_port, open_chdb
-from genops.api.metrics import render, snapshot
+from test_span_buffer import spans, wait_for
+
 from genops.api.ingest import ingest_route
+from genops.api.metrics import render, snapshot
 from genops.storage.forward import ForwardingSink
 from genops.storage.migrate import migrate
-from genops.storage.pipeline import SPANS, ClickHouseSink, SpanPipeline
+from genops.storage.pipeline import SpanPipeline
+from genops.storage.sinks import SPANS, ClickHouseSink
 from genops.storage.spool import Spool
-from test_span_buffer import spans, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +91,7 @@ def tagged(n: int, run: str) -> list[Any]:
     out = spans(n)
     resource = Resource.create({"service.name": "svc", "run": run})
     for span in out:
-        span._resource = resource  # noqa: SLF001 - the test's own spans, before they are encoded
+        span._resource = resource  # the test's own spans, before they are encoded
     return out
 
 
@@ -122,7 +124,7 @@ def test_the_store_answers_once_the_batch_is_spooled_and_inserts_it_after(databa
         for start in (0, 40, 80):  # one batch at a time, as a steady rate cuts them
             worker.submit_sdk_spans(sent[start:start + 40])
             # Handed on and answered while the store's insert is still held: nothing waits on ClickHouse.
-            wait_for(lambda: worker.counters.exported == min(start + 40, 100))
+            wait_for(lambda start=start: worker.counters.exported == min(start + 40, 100))
         assert worker.counters.spooled == 0, "nothing went through the worker's disk"
         assert store.spool.pending_spans == 100 and store.counters.exported == 0
         assert stored_ids(client, name, run) == []

@@ -22,14 +22,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import FakeUpstream, Proxy, start_proxy, upstream_env
 from test_cli import genops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from drain_load import DrainLoad  # noqa: E402
+from drain_load import DrainLoad
 
-from genops.runtime.drain import accept_queue_length, drop_new_connections  # noqa: E402
+from genops.runtime.drain import accept_queue_length, drop_new_connections
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -63,7 +63,7 @@ def test_no_function_level_import_of_genops_outside_the_commands() -> None:
     """A lazy import is how a cycle hides; only the CLI's commands import lazily (start-up time:
     ``genops --help`` does not load ClickHouse), and nothing imports a command module."""
     found = []
-    for package, folder in package_tree.package_roots().items():
+    for folder in package_tree.package_roots().values():
         for path in sorted(folder.rglob("*.py")):
             if "commands" in path.relative_to(ROOT).parts:
                 continue

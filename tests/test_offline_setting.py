@@ -15,11 +15,11 @@ import anthropic
 import openai
 import orjson
 import pytest
+from conftest import start_proxy
 from google import genai
 from google.genai import types
 from google.oauth2.credentials import Credentials
 
-from conftest import start_proxy
 from genops.config import ConfigError, Settings, load_settings, named_upstreams
 
 pytestmark = pytest.mark.e2e

@@ -17,7 +17,6 @@ from typing import Any
 
 import orjson
 import pytest
-
 from conftest import Proxy
 
 pytestmark = pytest.mark.e2e

@@ -133,8 +133,10 @@ def test_async_client_and_async_stream(proxy, fake_upstream):
         a = await direct.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
         b = await via.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
         assert a.model_dump() == b.model_dump()
-        sa = [c.model_dump() async for c in await direct.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)]
-        sb = [c.model_dump() async for c in await via.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)]
+        sa = [c.model_dump()
+              async for c in await direct.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)]
+        sb = [c.model_dump()
+              async for c in await via.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)]
         assert sa == sb
         # Concurrency: many calls at once all come back right.
         results = await asyncio.gather(*[

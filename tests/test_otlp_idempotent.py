@@ -11,20 +11,21 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from conftest import open_chdb
-from genops.collectors.idempotent import ACCEPTED, BUSY, DUPLICATE, JOURNAL, IdempotentIngest
-from genops.storage.otlp_rows import decode_protobuf
-from genops.config import Settings
-from genops.storage.migrate import migrate
-from genops.storage.pipeline import ClickHouseSink
-from genops.storage.rows import json_rows_payload
 from test_scale_out import chat_span_request
 from test_span_buffer import wait_for
+
+from genops.collectors.idempotent import ACCEPTED, BUSY, DUPLICATE, JOURNAL, IdempotentIngest
+from genops.config import Settings
+from genops.storage.migrate import migrate
+from genops.storage.otlp_rows import decode_protobuf
+from genops.storage.rows import json_rows_payload
+from genops.storage.sinks import ClickHouseSink
 
 pytestmark = pytest.mark.integration
 

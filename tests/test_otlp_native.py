@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import open_chdb
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from conftest import open_chdb
-from genops.storage.otlp_rows import decode_protobuf, decode_protobuf_for_clickhouse
 from genops.storage.migrate import migrate
 from genops.storage.otlp_native import insert_span_rows, native_ingest_available
+from genops.storage.otlp_rows import decode_protobuf, decode_protobuf_for_clickhouse
 from genops.storage.otlp_span_rows import split_span_rows
 from genops.storage.rows import insert_json_payload, json_rows_payload
 
@@ -116,8 +116,8 @@ def ingest_both(stores: Any, body: bytes) -> bool:
     span_ids = [row["SpanId"] for row in old.rows]
     expected, got = rows(client, python_db, span_ids), rows(client, native_db, span_ids)
     assert len(got) == len(expected) == len(old.rows)
-    for want, have in zip(expected, got):
-        for column, a, b in zip(COLUMNS.split(", "), want, have):
+    for want, have in zip(expected, got, strict=True):
+        for column, a, b in zip(COLUMNS.split(", "), want, have, strict=True):
             assert a == b, f"{column}: python {a!r} != clickhouse {b!r}"
     return native
 
@@ -224,7 +224,7 @@ def test_times_past_2262_are_clamped_alike(stores: Any) -> None:
     # the TTL drops such rows from otel_traces at once, so compare what the view produces
     decoded = decode_protobuf_for_clickhouse(request(late))
     client.command(f"CREATE TABLE IF NOT EXISTS {native_db}.late AS {native_db}.otel_traces ENGINE = Memory")
-    view = client.query(f"SELECT as_select FROM system.tables WHERE database = {{db:String}} "
+    view = client.query("SELECT as_select FROM system.tables WHERE database = {db:String} "
                         "AND name = 'otel_traces_otlp_in_mv'", parameters={"db": native_db}).result_rows[0][0]
     client.command(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {native_db}.late_mv TO {native_db}.late AS {view}")
     assert insert_span_rows(client, native_db, decoded.payload)
@@ -242,7 +242,8 @@ def test_real_sdk_export_is_decoded_by_clickhouse(stores: Any) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from opentelemetry.trace import Link, SpanKind, Status as SdkStatus, StatusCode
+    from opentelemetry.trace import Link, SpanKind, StatusCode
+    from opentelemetry.trace import Status as SdkStatus
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider(resource=SdkResource.create({"service.name": "sdk-agent"}))
@@ -301,7 +302,8 @@ def test_spans_from_before_1973_do_not_poison_the_json_path(stores: Any) -> None
 def test_pipeline_spools_and_inserts_span_rows_next_to_json_rows(stores: Any, tmp_path: Path) -> None:
     """SpanRow payloads go through the same spool and sender as JSON rows; a fallback batch is counted."""
     from genops.api.metrics import render
-    from genops.storage.pipeline import ClickHouseSink, SpanPipeline
+    from genops.storage.pipeline import SpanPipeline
+    from genops.storage.sinks import ClickHouseSink
     from genops.storage.spool import Spool
 
     client, _python_db, native_db = stores

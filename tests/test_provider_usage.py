@@ -63,6 +63,7 @@ def test_tool_calls_read_from_every_wire_format():
     import orjson
 
     from genops import semconv as sc
+    from genops.proxy.call_result import call_result
     from genops.proxy.providers.base import Upstream
     from genops.proxy.providers.openai import OpenAIAdapter
     from genops.proxy.spans import call_attributes
@@ -106,6 +107,6 @@ def test_tool_calls_read_from_every_wire_format():
                                                     "output": [{"type": "function_call", "name": "f", "arguments": "{}"}]}))
     assert call.tool_calls == ["f"]
 
-    attrs = call_attributes(adapter, call, Upstream(url="http://u/v1/responses", stored_url="http://u/v1/responses"),
-                            200, "rid", 0, 1)
+    attrs = call_attributes(call_result(adapter, call, Upstream(url="http://u/v1/responses", stored_url="http://u/v1/responses"),
+                                        200, "rid", 0, 1))
     assert attrs[sc.GENOPS_RESPONSE_TOOL_CALLS] == 1 and attrs[sc.GENOPS_RESPONSE_TOOL_NAMES] == ["f"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from genops.proxy.recent import RecentCalls
 from genops.storage.scores import SpanRef
 
@@ -39,4 +40,4 @@ def test_long_churn_keeps_exactly_the_latest_calls() -> None:
         recent.add(f"req-{n}", ref(n))
     assert recent.request("req-98999") is None and recent.request("req-99000") == ref(99000)
     assert recent.request("req-99999") == ref(99999)
-    assert len(recent._requests) == len(recent._traces) == 1000  # noqa: SLF001 - the bound itself
+    assert len(recent._requests) == len(recent._traces) == 1000  # the bound itself

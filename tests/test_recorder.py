@@ -44,7 +44,7 @@ def test_child_of_incoming_traceparent_with_attributes_events_and_status():
     assert not span.is_recording()
 
     [done] = sink.spans
-    row = dict(zip(TRACE_COLUMNS, span_to_row(done)))
+    row = dict(zip(TRACE_COLUMNS, span_to_row(done), strict=True))
     assert row["TraceId"] == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert row["ParentSpanId"] == "00f067aa0ba902b7"
     assert row["SpanId"] == format(span.get_span_context().span_id, "016x") != row["ParentSpanId"]

@@ -12,7 +12,6 @@ import uuid
 
 import orjson
 import pytest
-
 from conftest import start_proxy, upstream_env
 
 pytestmark = pytest.mark.e2e

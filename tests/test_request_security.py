@@ -17,15 +17,14 @@ from __future__ import annotations
 import http.client
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import openai
 import orjson
 import pytest
 from aiohttp import web
-
 from conftest import FakeUpstream, Proxy, free_port, serve_in_thread, start_proxy
 
 from genops.config import Settings

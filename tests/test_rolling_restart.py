@@ -13,11 +13,11 @@ from pathlib import Path
 import orjson
 import pytest
 from aiohttp import web
-
 from conftest import FakeUpstream, serve_in_thread
+from test_graceful_drain import rolling_restart_then_sigterm
+
 from genops.proxy.recent import RecentCalls
 from genops.runtime.worker_report import WorkerReports
-from test_graceful_drain import rolling_restart_then_sigterm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -11,7 +11,6 @@ import json
 
 import openai
 import pytest
-
 from conftest import start_proxy, upstream_env
 
 pytestmark = pytest.mark.e2e
@@ -44,7 +43,7 @@ def stored_row(proxy, request_id):
 
 def events(span):
     """The span's gen_ai.evaluation.result events as {evaluation name: attributes}."""
-    return {a["gen_ai.evaluation.name"]: a for n, a in zip(span["Events.Name"], span["Events.Attributes"])
+    return {a["gen_ai.evaluation.name"]: a for n, a in zip(span["Events.Name"], span["Events.Attributes"], strict=True)
             if n == "gen_ai.evaluation.result"}
 
 
@@ -90,7 +89,8 @@ def test_annotate_records_findings_without_their_text(sproxy, fake_upstream, req
 def test_clean_call_has_zero_counts(sproxy, request_id):
     client(sproxy, request_id).chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "Order 123456789 shipped 2024-01-15 10:30:00, "
-                                                                   "build 550e8400-e29b-41d4-a716-446655440000, version 1.2.3.4"}])
+                                                                   "build 550e8400-e29b-41d4-a716-446655440000, "
+                                                                   "version 1.2.3.4"}])
     attrs = sproxy.span(request_id)["SpanAttributes"]
     assert (attrs["genops.safety.pii.count"], attrs["genops.safety.secrets.count"],
             attrs["genops.safety.injection.count"], attrs["genops.safety.action"]) == ("0", "0", "0", "none")
@@ -107,7 +107,10 @@ def test_redact_keeps_secret_out_of_every_stored_column(sproxy, fake_upstream, r
     via = client(sproxy, request_id, **{"GenOps-Safety-Policy": "redact"})
     result = via.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": prompt}],
                                          stream=stream)
-    reply = "".join(c.choices[0].delta.content or "" for c in result if c.choices) if stream else result.choices[0].message.content
+    if stream:
+        reply = "".join(c.choices[0].delta.content or "" for c in result if c.choices)
+    else:
+        reply = result.choices[0].message.content
     assert OPENAI_KEY in reply  # the client gets the response unchanged
     assert OPENAI_KEY in fake_upstream.requests()[-1]["body"]  # redact does not change what goes upstream
     span, call = stored_row(sproxy, request_id)

@@ -13,10 +13,10 @@ import random
 
 import pytest
 
+from genops.proxy.providers.base import TextPart
 from genops.proxy.safety.evaluate import load_corpus
 from genops.proxy.safety.findings import CATEGORIES
 from genops.proxy.safety.scanner import DETECTORS, SLICE, _resolve, scan_parts, scan_text
-from genops.proxy.providers.base import TextPart
 
 pytestmark = pytest.mark.unit
 
@@ -57,7 +57,8 @@ FRAGMENTS = [
     "from now on", "DAN", "mode", "jailbreak", "developer mode", "[system]", "<|im_start|>", "###", "you are not",
     "pretend", "without", "restrictions", "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef0123456789+/",
     "aWdub3JlIGFsbCBwcmV2aW91cyBpbnN0cnVjdGlvbnM=", "69676e6f726520616c6c2070726576696f757320696e737472756374696f6e73",
-    "deadbeef" * 5, "maria.lopez@example.org", "Paris", "the", "capital", "of", "France", "What", "is", "Answer", "in", "one", "short", "sentence",
+    "deadbeef" * 5, "maria.lopez@example.org", "Paris", "the", "capital", "of", "France", "What", "is", "Answer", "in", "one",
+    "short", "sentence",
 ]
 
 

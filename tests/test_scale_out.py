@@ -22,6 +22,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiohttp import web
+from conftest import FakeUpstream, Proxy, free_port, serve_in_thread, start_proxy, upstream_env, wait_ready
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -35,14 +37,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from aiohttp import web
-
-from conftest import FakeUpstream, Proxy, free_port, serve_in_thread, start_proxy, upstream_env, wait_ready
-from genops.storage.otlp_rows import decode_protobuf
 from genops.collectors.receiver import TRUSTED, UNTRUSTED, batch_token
 from genops.config import ConfigError, load_settings
 from genops.storage import otlp_encode, span_batch
 from genops.storage.forward import TOKEN_HEADER
+from genops.storage.otlp_rows import decode_protobuf
 from genops.storage.otlp_sink import OtlpExportError, OtlpSink
 from genops.storage.rows import json_rows_payload
 
@@ -244,13 +243,13 @@ class Collector:
         self.process: subprocess.Popen | None = None
         data_dir.mkdir(parents=True, exist_ok=True)
 
-    def start(self, wait: bool = True) -> "Collector":
+    def start(self, wait: bool = True) -> Collector:
         with open(self.data_dir / "collector.log", "ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "genops", "collector"], env=self.env, stdout=log,
                                             stderr=subprocess.STDOUT, cwd=str(self.data_dir))
         return self.wait_ready() if wait else self
 
-    def wait_ready(self) -> "Collector":
+    def wait_ready(self) -> Collector:
         assert self.process is not None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -313,7 +312,7 @@ class Load:
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
 
-    def start(self, per_url: int = 2) -> "Load":
+    def start(self, per_url: int = 2) -> Load:
         for u, url in enumerate(self.urls):
             for n in range(per_url):
                 thread = threading.Thread(target=self._run, args=(url, f"{u}-{n}"), daemon=True)

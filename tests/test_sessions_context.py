@@ -6,12 +6,12 @@ the stored span, the typed ``genops_calls`` row, and what the fake upstream rece
 
 from __future__ import annotations
 
-import pytest
 import urllib.error
 import urllib.request
 
 import openai
 import orjson
+import pytest
 
 pytestmark = pytest.mark.e2e
 

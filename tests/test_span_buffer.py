@@ -3,19 +3,20 @@ taking only what the hand-off could not."""
 
 from __future__ import annotations
 
-import pytest
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from genops.proxy.recorder import SpanRecorder
-from genops.storage.pipeline import SPANS, SpanPipeline
+from genops.storage.pipeline import SpanPipeline
+from genops.storage.sinks import SPANS, Sink
 from genops.storage.span_batch import json_rows
 from genops.storage.span_buffer import SpanBuffer
 from genops.storage.spool import FileRegion, Spool
@@ -93,7 +94,7 @@ def spans(n: int) -> list[ReadableSpan]:
     return sink.spans
 
 
-class StoreSink:
+class StoreSink(Sink):
     """The store process's side as the worker sees it: stores a batch, or refuses while down."""
 
     accepts_parts = True
@@ -136,7 +137,7 @@ def test_without_write_ahead_batches_go_straight_to_the_store(tmp_path: Path) ->
         sent = spans(120)
         for start in (0, 50, 100):  # one batch at a time, as a steady rate cuts them
             assert pipeline.submit_sdk_spans(sent[start:start + 50]) == len(sent[start:start + 50])
-            wait_for(lambda: pipeline.counters.exported == min(start + 50, 120))
+            wait_for(lambda start=start: pipeline.counters.exported == min(start + 50, 120))
         assert sorted(store.stored()) == sorted(f"req-{i}" for i in range(120))
         assert store.part_lists == len(store.kinds) == 3 and set(store.kinds) == {SPANS}
         assert pipeline.counters.spooled == 0 and spool.pending_batches == 0, "nothing went through the disk"
@@ -239,7 +240,7 @@ def test_batches_cut_while_a_hand_off_is_stuck_wait_on_disk_and_go_out_in_order(
         assert store.entered.wait(5), "the first batch is being handed on"
         for start in (20, 40, 60):  # three more batches while the store has not answered
             pipeline.submit_sdk_spans(sent[start:start + 20])
-            wait_for(lambda: pipeline.counters.spooled == start)
+            wait_for(lambda start=start: pipeline.counters.spooled == start)
         assert spool.pending_spans == 60 and pipeline.queued == 20, "only the batch in flight is in memory"
         store.answer.set()
         wait_for(lambda: pipeline.counters.exported == 80)

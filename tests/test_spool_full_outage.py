@@ -17,7 +17,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from conftest import FakeUpstream, start_proxy, upstream_env
 from test_export_faults import FakeClickHouse
 from test_storage_outage import get_json, metrics, until

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from conftest import open_chdb
-from genops.storage.migrate import migrate
-from genops.storage.pipeline import ClickHouseSink, SpanPipeline
-from genops.storage.spool import Spool
 from test_forward import store_and_worker, stored_ids, tagged
 from test_span_buffer import wait_for
+
+from genops.storage.migrate import migrate
+from genops.storage.pipeline import SpanPipeline
+from genops.storage.sinks import ClickHouseSink
+from genops.storage.spool import Spool
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +118,7 @@ def test_a_full_spool_during_a_slow_insert_counts_exactly_the_spans_lost(databas
         assert sink.entered.wait(10), "the first batch is being inserted"
         for start in range(100, 3000, 100):  # meanwhile the spool fills and drops its oldest segments
             pipeline.submit_sdk_spans(sent[start:start + 100])
-            wait_for(lambda: pipeline.counters.spooled == start + 100)
+            wait_for(lambda start=start: pipeline.counters.spooled == start + 100)
         assert spool.dropped_spans > 0, "the spool overflowed"
         sink.gate.set()
         wait_for(lambda: spool.pending_batches == 0 and not pipeline.queued)

@@ -15,13 +15,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import pytest
-
 from conftest import FakeUpstream, Proxy, open_chdb, start_proxy, upstream_env
+
 from genops.storage.sql import QueryError, QueryLimits, QueryRefused, run_readonly
 from genops.storage.sql_guard import parse_ast, refusal
 

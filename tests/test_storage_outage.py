@@ -16,13 +16,13 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import clickhouse_connect
 import orjson
 import pytest
-
 from conftest import FakeUpstream, Proxy, free_port, start_proxy, upstream_env
 from test_export_faults import FakeClickHouse
 
@@ -154,6 +154,44 @@ def test_serve_without_its_store_serves_spools_and_stores_every_span_once_when_i
     assert logs.count("storage not ready; retrying in the background") == 1, "logged once, not once per attempt"
     assert "Unexpected Http Driver Exception" not in logs
     assert logs.count("storage ready: migrated") == 1
+
+
+@pytest.mark.parametrize("mode", ["inline", "workers"])
+def test_sigterm_during_an_outage_leaves_the_spans_in_the_spool_for_the_next_start(
+        tmp_path: Path, fake_upstream: FakeUpstream, clickhouse: LateClickHouse, mode: str) -> None:
+    """SIGTERM while the store is down: the process stops without waiting out its flush timeout
+    (30 s, which once held the exit for 60 s while it retried every 200 ms), and the next start,
+    with the store back, stores every span once."""
+    env = {**upstream_env(fake_upstream.url), "GENOPS_CLICKHOUSE_URL": clickhouse.url,
+           **({"GENOPS_WORKERS": "2"} if mode == "workers" else {})}
+    proxy = start_proxy(tmp_path / "genops", env)
+    prefix = f"down-{uuid.uuid4().hex[:8]}"
+    ids = [f"{prefix}-{i}" for i in range(10)]
+    try:
+        assert [call(proxy.url, request_id) for request_id in ids] == [200] * len(ids)
+        until(lambda: get_json(proxy.url + "/readyz")[1]["spooled_spans"] >= len(ids), "the spans are spooled")
+    finally:
+        # The harness's limit sits below the 30 s flush timeout: an exit that waited it out is killed (-9).
+        assert proxy.stop(timeout=20) == 0
+    logs = proxy.logs()
+    shutdown = logs[logs.rindex("flushing spans"):]  # from the drain's end: the pipeline's shutdown
+    assert shutdown.count("span export failed") <= 2, "a probe that finds the store down ends the retries"
+    assert "spans left in the spool for the next start" in shutdown
+
+    clickhouse.start()
+    again = start_proxy(tmp_path / "genops", env)
+    try:
+        rows = until(lambda: again.sql(
+            "SELECT SpanAttributes['genops.request.id'] AS id, count() AS n FROM otel_traces "
+            f"WHERE startsWith(id, '{prefix}') AND SpanAttributes['gen_ai.operation.name'] != '' GROUP BY id"
+        ) if get_json(again.url + "/readyz?storage=1")[0] == 200 else None, "the spooled spans are stored")
+        until(lambda: len(again.sql(f"SELECT DISTINCT SpanAttributes['genops.request.id'] AS id FROM otel_traces "
+                                    f"WHERE startsWith(id, '{prefix}')")) == len(ids), "every spooled span is stored")
+        rows = again.sql("SELECT SpanAttributes['genops.request.id'] AS id, count() AS n FROM otel_traces "
+                         f"WHERE startsWith(id, '{prefix}') AND SpanAttributes['gen_ai.operation.name'] != '' GROUP BY id")
+        assert {r["id"]: int(r["n"]) for r in rows} == dict.fromkeys(ids, 1), "every span stored once"
+    finally:
+        assert again.stop() == 0
 
 
 def otlp_export(service: str, span_ids: list[bytes]) -> bytes:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import openai
 import pytest
-
 from conftest import start_proxy
 
 pytestmark = pytest.mark.e2e
@@ -210,5 +209,5 @@ def test_a_worker_whose_supervisor_is_already_gone_stops(tmp_path, fake_upstream
         worker.wait(timeout=30)
     except subprocess.TimeoutExpired:
         worker.kill()
-        raise AssertionError("the worker kept running without its supervisor")
+        raise AssertionError("the worker kept running without its supervisor") from None
     assert b"supervisor gone" in worker.stderr.read()

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import urllib.request
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import orjson
 import pytest
 from aiohttp import web
-
 from conftest import serve_in_thread, start_proxy
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +36,7 @@ CHUNKS: list[list[str]] = [
     ['"id":"chatcmpl-1"', 'USAGE', '"object":"chat.completion.chunk"', '"created":1', '"model":"gpt-4o-mini"',
      '"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]', '"obfuscation":"q9"'],
 ]
-USAGE_CHUNK = ('{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini",'
+USAGE_CHUNK = ('{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini",'  # noqa: UP031 - a JSON template: an f-string would double every brace
                '"choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,'
                '"prompt_tokens_details":{"cached_tokens":%d,"audio_tokens":0}},"obfuscation":"zz"}'
                % (PROMPT_TOKENS, COMPLETION_TOKENS, PROMPT_TOKENS + COMPLETION_TOKENS, CACHED))

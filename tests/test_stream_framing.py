@@ -7,8 +7,9 @@ same events and the same carried-over rest for any data split into any chunks.
 
 from __future__ import annotations
 
-import pytest
 import random
+
+import pytest
 
 from genops.proxy.providers.base import Call, StreamState
 
@@ -48,7 +49,7 @@ def test_events_match_the_reference_for_any_data_and_chunking():
     for _ in range(3000):
         data = b"".join(rng.choice(PIECES) for _ in range(rng.randint(0, 40)))
         cuts = sorted(rng.sample(range(len(data) + 1), k=min(len(data) + 1, rng.randint(0, 6))))
-        chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+        chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
         state, reference = StreamState(Call(), 0), _Reference()
         for chunk in chunks:
             assert list(state._events(chunk)) == reference.events(chunk), (data, chunks)

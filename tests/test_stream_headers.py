@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
 import asyncio
 import json
 import time
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from genops.config import load_settings
+from genops.proxy.stages.relay import HEADERS_WAIT_S
 from genops.runtime.app import create_app
-from genops.proxy.handler import HEADERS_WAIT_S
 from genops.runtime.telemetry import build_telemetry
 
 pytestmark = pytest.mark.integration

@@ -12,15 +12,15 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import openai
 import pytest
-
 import seed_sessions as seed
 from conftest import Proxy, start_proxy, upstream_env
+
 from genops import semconv as sc
 
 pytestmark = pytest.mark.e2e

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from genops.tracetree import build_tree, render, totals
 
 pytestmark = pytest.mark.unit

@@ -16,7 +16,7 @@ import gzip
 import hashlib
 import socket
 import ssl
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -24,8 +24,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from genops.config import Settings
-from genops.proxy.upstream_aiohttp import AiohttpUpstreamClient
 from genops.proxy.upstream import create_upstream_client
+from genops.proxy.upstream_aiohttp import AiohttpUpstreamClient
 from genops.proxy.upstream_client import UpstreamClient
 
 pytestmark = pytest.mark.e2e
@@ -362,7 +362,7 @@ def make_ca_and_server_cert(tmp_path, host: str) -> tuple[str, str, str]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "GenOps test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
@@ -444,7 +444,7 @@ class ForwardProxy:
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
 
-    async def __aenter__(self) -> "ForwardProxy":
+    async def __aenter__(self) -> ForwardProxy:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import pytest
 from aiohttp import web
-
 from conftest import serve_in_thread, start_proxy, upstream_env
 
 pytestmark = pytest.mark.e2e

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from test_span_buffer import spans
 
 from genops.runtime import worker_report
 from genops.runtime.worker_report import WorkerReporter
-from test_span_buffer import spans
 
 pytestmark = pytest.mark.unit
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 import signal
 
 import openai
-
+import pytest
 from conftest import start_proxy
 from test_cli import genops
 

@@ -10,8 +10,9 @@ also keeps the latest values and the number of firing windows.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from genops.collectors.anomaly.detectors.base import Hit
 

@@ -7,9 +7,10 @@ so no time zone of the server or the driver ever shifts a window.
 from __future__ import annotations
 
 import datetime as dt
-from functools import lru_cache
+from collections.abc import Iterable
+from functools import cache
 from importlib import resources
-from typing import Any, Iterable
+from typing import Any
 
 EPOCH = dt.datetime(1970, 1, 1)
 
@@ -24,7 +25,7 @@ def from_unix(seconds: int | float) -> dt.datetime:
     return EPOCH + dt.timedelta(seconds=int(seconds))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(name: str) -> str:
     """The text of ``sql/<name>.sql`` (comment lines dropped)."""
     text = resources.files("genops.collectors.anomaly").joinpath("sql", f"{name}.sql").read_text()
@@ -47,4 +48,4 @@ def rows(client: Any, name: str, **params: Any) -> list[dict[str, Any]]:
     """Run ``sql/<name>.sql`` and return its rows as dicts."""
     result = client.query(render(name, **params))
     columns = list(result.column_names)
-    return [dict(zip(columns, row)) for row in result.result_rows]
+    return [dict(zip(columns, row, strict=True)) for row in result.result_rows]

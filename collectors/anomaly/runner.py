@@ -11,8 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from genops.collectors.anomaly import store
 from genops.collectors.anomaly.alerts import AlertReport, Notifier
@@ -26,7 +27,7 @@ CHUNK = dt.timedelta(days=1)
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def floor_time(t: dt.datetime, step_minutes: int) -> dt.datetime:
@@ -85,10 +86,11 @@ class AnomalyJobs:
         for detector in self.detectors:
             try:
                 found = detector.detect(ctx, t_from, t_to)
-            except Exception as exc:  # noqa: BLE001 - one broken detector must not stop the others
+            except Exception as exc:  # one broken detector must not stop the others
                 report.failed_detectors.append(detector.name)
+                message = str(exc).strip()
                 log.warning("detector failed", extra={"detector": detector.name,
-                                                      "error": str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__})
+                                                      "error": message.splitlines()[0][:300] if message else type(exc).__name__})
                 continue
             report.hits[detector.name] = report.hits.get(detector.name, 0) + len(found)
             hits.extend(found)
@@ -161,7 +163,7 @@ def loop(jobs: AnomalyJobs, interval_s: float, stop: Callable[[], bool], sleep: 
             report = jobs.run_once()
             if report.windows or report.alerts.sent or report.alerts.resolved_sent:
                 log.info("anomaly pass", extra=report.as_dict())
-        except Exception as exc:  # noqa: BLE001 - the loop must survive anything a pass throws
+        except Exception as exc:  # the loop must survive anything a pass throws
             log.warning("anomaly pass failed; retrying next cycle",
                         extra={"error": (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]})
         sleep(interval_s)

@@ -16,6 +16,7 @@ from typing import Any
 from genops.collectors.anomaly import queries
 from genops.collectors.anomaly.synthetic import Injection
 
+
 @dataclass
 class DetectorScore:
     injected: int = 0

@@ -43,7 +43,7 @@ async def run_forever(jobs: AnomalyJobs, executor: ThreadPoolExecutor, interval_
                 log.info("anomaly pass", extra=report.as_dict())
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a failing pass is retried next cycle, never fatal
+        except Exception as exc:  # a failing pass is retried next cycle, never fatal
             lines = str(exc).strip().splitlines()
             log.warning("anomaly pass failed; retrying next cycle",
                         extra={"error": (lines[0] if lines else type(exc).__name__)[:300]})

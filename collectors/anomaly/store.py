@@ -37,7 +37,7 @@ def next_version() -> int:
 
 
 def _utc(t: dt.datetime) -> dt.datetime:
-    return t.replace(tzinfo=dt.timezone.utc)  # the driver reads naive datetimes as local time
+    return t.replace(tzinfo=dt.UTC)  # the driver reads naive datetimes as local time
 
 
 def _clean(value: float) -> float:
@@ -48,7 +48,7 @@ def write_anomalies(client: Any, database: str, anomalies: list[Anomaly]) -> Non
     """Insert the current version of each anomaly (one insert)."""
     if not anomalies:
         return
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     rows = []
     for a in anomalies:
         rows.append([

@@ -17,15 +17,28 @@ import datetime as dt
 import math
 import random
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
+from opentelemetry.trace import SpanKind, StatusCode
 
 from genops import semconv as sc
-from genops.storage.rows import insert_rows
+from genops.storage.rows import (
+    BOOL_STRINGS,
+    SERVICE_NAME_KEY,
+    SPAN_KIND_NAMES,
+    STATUS_NAMES,
+    TRACE_COLUMN_INDEX,
+    insert_rows,
+)
 
 DEMO_SCOPE = "genops.demo"
+# Spelled by the row schema (genops.storage.rows), like every other path's rows.
+_CLIENT = SPAN_KIND_NAMES[SpanKind.CLIENT]
+_UNSET, _ERROR = STATUS_NAMES[StatusCode.UNSET], STATUS_NAMES[StatusCode.ERROR]
+_SPAN_NAME, _SPAN_ATTRIBUTES = TRACE_COLUMN_INDEX["SpanName"], TRACE_COLUMN_INDEX["SpanAttributes"]
 
 
 @dataclass(frozen=True)
@@ -119,7 +132,7 @@ def schedule_injections(start: dt.datetime, days: float, *, seed: int = 7, warmu
     injections: list[Injection] = []
     total = int(days * 24 * 60)
     new_model_no = 0
-    for track_no, (track, kinds) in enumerate(tracks.items()):
+    for track_no, kinds in enumerate(tracks.values()):
         offset = int(warmup_hours * 60) + track_no * 20
         slot = 0
         while offset + slot_minutes <= total:
@@ -213,7 +226,7 @@ class Generator:
         stream = rng.random() < 0.5
         latency = model.latency_ms * (0.6 + 0.4 * out_tok / 220) * rng.lognormvariate(0, 0.25)
         ttft = model.ttft_ms * rng.lognormvariate(0, 0.3) if stream else None
-        status, http, error_type = "Unset", 200, ""
+        status, http, error_type = _UNSET, 200, ""
         err_p, rl_p, findings = 0.01, 0.003, int(rng.random() < 0.02)
         for inj in active:
             k = inj.kind
@@ -233,11 +246,11 @@ class Generator:
                 findings += 1 + rng.randrange(0, 3)
         r = rng.random()
         if r < rl_p:
-            status, http, error_type = "Error", 429, "429"
+            status, http, error_type = _ERROR, 429, "429"
         elif r < rl_p + err_p:
-            status, http, error_type = "Error", 500 if rng.random() < 0.7 else 504, "500"
+            status, http, error_type = _ERROR, 500 if rng.random() < 0.7 else 504, "500"
             latency *= 0.5
-        if status == "Error":
+        if status == _ERROR:
             in_tok_rec, out_tok_rec, ttft = 0, 0, None
         else:
             in_tok_rec, out_tok_rec = in_tok, out_tok
@@ -245,13 +258,13 @@ class Generator:
             sc.GEN_AI_OPERATION_NAME: "chat",
             sc.GEN_AI_PROVIDER_NAME: provider,
             sc.GEN_AI_REQUEST_MODEL: model_name,
-            sc.GEN_AI_REQUEST_STREAM: "true" if stream else "false",
+            sc.GEN_AI_REQUEST_STREAM: BOOL_STRINGS[stream],
             sc.HTTP_RESPONSE_STATUS_CODE: str(http),
             sc.GENOPS_USER_ID: user,
             sc.GENOPS_PROPERTY_PREFIX + "team": service.team,
             sc.GENOPS_PROPERTY_PREFIX + "feature": feature,
         }
-        if status != "Error":
+        if status != _ERROR:
             attrs[sc.GEN_AI_RESPONSE_MODEL] = response_model
             attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = str(in_tok_rec)
             attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = str(out_tok_rec)
@@ -265,10 +278,10 @@ class Generator:
             attrs[sc.GEN_AI_CONVERSATION_ID] = session
         if findings:
             attrs[sc.GENOPS_SAFETY_PII_COUNT] = str(findings)
-        trace_id = "%032x" % rng.getrandbits(128)
-        return [
-            ts_ns, trace_id, "%016x" % rng.getrandbits(64), "", "",
-            f"chat {model_name}", "Client", service.name, {"service.name": service.name},
+        trace_id = f"{rng.getrandbits(128):032x}"
+        return [  # in TRACE_COLUMNS order
+            ts_ns, trace_id, f"{rng.getrandbits(64):016x}", "", "",
+            f"chat {model_name}", _CLIENT, service.name, {SERVICE_NAME_KEY: service.name},
             DEMO_SCOPE, "", attrs, int(latency * 1e6), status, "",
             [], [], [], [], [], [], [],
         ]
@@ -285,7 +298,7 @@ class Generator:
     def rows_for_minute(self, minute_no: int) -> list[list[Any]]:
         rng = self.rng
         minute = self.start + dt.timedelta(minutes=minute_no)
-        base_ns = int(minute.replace(tzinfo=dt.timezone.utc).timestamp()) * 1_000_000_000
+        base_ns = int(minute.replace(tzinfo=dt.UTC).timestamp()) * 1_000_000_000
         active = [inj for inj in self.injections if inj.active(minute)]
         factor = daily_factor(minute)
         rows: list[list[Any]] = []
@@ -343,10 +356,10 @@ class Generator:
                 for _ in range(3):
                     row = self._call(base_ns + rng.randrange(0, 60_000_000_000), service, 0, "user-00",
                                      active=[])
-                    row[5] = f"chat {inj.target}"
-                    row[11][sc.GEN_AI_REQUEST_MODEL] = inj.target
-                    if sc.GEN_AI_RESPONSE_MODEL in row[11]:
-                        row[11][sc.GEN_AI_RESPONSE_MODEL] = inj.target
+                    row[_SPAN_NAME] = f"chat {inj.target}"
+                    row[_SPAN_ATTRIBUTES][sc.GEN_AI_REQUEST_MODEL] = inj.target
+                    if sc.GEN_AI_RESPONSE_MODEL in row[_SPAN_ATTRIBUTES]:
+                        row[_SPAN_ATTRIBUTES][sc.GEN_AI_RESPONSE_MODEL] = inj.target
                     yield row
             elif inj.kind == "runaway_agent":
                 service = SERVICES[3]
@@ -363,7 +376,7 @@ class Generator:
                     row = self._call(base_ns + rng.randrange(0, 60_000_000_000), service, model(2), user,
                                      input_tokens=int(rng.lognormvariate(math.log(6000), 0.3)), active=[])
                     if inj.target.startswith("feature:"):
-                        row[11][sc.GENOPS_PROPERTY_PREFIX + "feature"] = inj.target.split(":", 1)[1]
+                        row[_SPAN_ATTRIBUTES][sc.GENOPS_PROPERTY_PREFIX + "feature"] = inj.target.split(":", 1)[1]
                     yield row
             elif inj.kind == "agent_loop":
                 service = SERVICES[3]

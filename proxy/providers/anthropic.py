@@ -8,10 +8,11 @@ format is spoken by Claude on Vertex AI (``rawPredict`` / ``streamRawPredict``),
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
-from multidict import CIMultiDict
+from multidict import MultiMapping
 
 from genops import semconv as sc
 from genops.proxy.agents import claude_code_user_id
@@ -247,7 +248,7 @@ class AnthropicAdapter(ProviderAdapter):
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
 
-    def upstream(self, tail: str, query_string: str, headers: CIMultiDict[str],
+    def upstream(self, tail: str, query_string: str, headers: MultiMapping[str],
                  base_url: str | None = None) -> Upstream:
         base = base_url.rstrip("/") if base_url else self.base_url
         if base.endswith("/v1") and tail.startswith("/v1/"):
@@ -255,7 +256,7 @@ class AnthropicAdapter(ProviderAdapter):
         stored = f"{base}{tail}"
         return Upstream(url=f"{stored}?{query_string}" if query_string else stored, stored_url=stored)
 
-    def parse_request(self, method: str, tail: str, body: bytes, headers: CIMultiDict[str]) -> Call:
+    def parse_request(self, method: str, tail: str, body: bytes, headers: MultiMapping[str]) -> Call:
         if method != "POST" or tail.rstrip("/") != "/v1/messages":
             return Call()  # count_tokens, models, batches...: traced as HTTP, body untouched
         return read_request(body)

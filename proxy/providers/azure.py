@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from multidict import CIMultiDict
+from multidict import MultiMapping
 
 from genops.proxy.providers.base import Call, RequestError, Upstream
 from genops.proxy.providers.openai import OpenAIAdapter
@@ -41,14 +41,14 @@ class AzureOpenAIAdapter(OpenAIAdapter):
                                "invalid_request_error", "invalid_resource")
         return match["resource"], match["rest"]
 
-    def upstream(self, tail: str, query_string: str, headers: CIMultiDict[str],
+    def upstream(self, tail: str, query_string: str, headers: MultiMapping[str],
                  base_url: str | None = None) -> Upstream:
         resource, rest = self._split(tail)
         base = base_url.rstrip("/") if base_url else self.template.replace("{resource}", resource)
         stored = f"{base}{rest}"
         return Upstream(url=f"{stored}?{query_string}" if query_string else stored, stored_url=stored)
 
-    def parse_request(self, method: str, tail: str, body: bytes, headers: CIMultiDict[str]) -> Call:
+    def parse_request(self, method: str, tail: str, body: bytes, headers: MultiMapping[str]) -> Call:
         _, rest = self._split(tail)
         deployment = _DEPLOYMENT.match(rest)
         if deployment is not None:

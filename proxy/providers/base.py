@@ -10,11 +10,12 @@ and builds a proxy-made error in the provider's own error shape. The proxy handl
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
-from multidict import CIMultiDict
+from multidict import MultiMapping
 
 
 @dataclass
@@ -53,8 +54,6 @@ class Call:
     usage_injected: bool = False  # the proxy asked the upstream for stream usage
     output_text_chars: int = 0  # streamed text seen, for token estimates
     output_text: list[str] = field(default_factory=list)  # streamed text, for estimates and capture
-    first_token_perf_ns: int | None = None  # perf_counter_ns of the first content chunk
-    extra_attributes: dict[str, Any] = field(default_factory=dict)
     variant: str | None = None  # adapter-private: which wire format a multi-format route speaks
     tool_calls: list[str] = field(default_factory=list)  # names of the tool calls the model made
     # (body, parsed JSON) of the complete response: parse_response and the safety scan's
@@ -223,7 +222,7 @@ class ProviderAdapter:
     #: URL prefixes served, e.g. ``("/anthropic",)``. ``""`` serves ``/v1/...`` at the root.
     prefixes: tuple[str, ...] = ()
 
-    def upstream(self, tail: str, query_string: str, headers: CIMultiDict[str],
+    def upstream(self, tail: str, query_string: str, headers: MultiMapping[str],
                  base_url: str | None = None) -> Upstream:
         """Where to send a request whose path after the prefix is ``tail``.
 
@@ -231,7 +230,7 @@ class ProviderAdapter:
         """
         raise NotImplementedError
 
-    def parse_request(self, method: str, tail: str, body: bytes, headers: CIMultiDict[str]) -> Call:
+    def parse_request(self, method: str, tail: str, body: bytes, headers: MultiMapping[str]) -> Call:
         """Read the request. Raise :class:`RequestError` for a body the proxy cannot accept."""
         raise NotImplementedError
 

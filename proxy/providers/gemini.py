@@ -12,10 +12,11 @@ read as they pass. Vertex AI's Gemini models speak the same format and reuse
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
-from multidict import CIMultiDict
+from multidict import MultiMapping
 
 from genops import semconv as sc
 from genops.proxy.providers.base import (
@@ -249,16 +250,16 @@ class GeminiStream(StreamState):
         self._scanned = 0  # bytes of self._buffer already scanned
         self._element_start: int | None = None
 
-    def _events(self, chunk: bytes) -> Iterable[bytes]:
+    def _events(self, chunk: bytes) -> Iterator[bytes]:
         if self._array is None:
             stripped = (self._buffer + chunk).lstrip()
             if not stripped:
                 self._buffer += chunk
-                return []
+                return iter(())
             self._array = stripped[:1] == b"["
         if not self._array:
             return super()._events(chunk)
-        return self._array_elements(chunk)
+        return iter(self._array_elements(chunk))
 
     def _array_elements(self, chunk: bytes) -> list[bytes]:
         data = self._buffer + chunk
@@ -314,13 +315,13 @@ class GeminiAdapter(ProviderAdapter):
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
 
-    def upstream(self, tail: str, query_string: str, headers: CIMultiDict[str],
+    def upstream(self, tail: str, query_string: str, headers: MultiMapping[str],
                  base_url: str | None = None) -> Upstream:
         stored = f"{(base_url or self.base_url).rstrip('/')}{tail}"
         # The query may carry the API key (key=...): it is sent, never stored.
         return Upstream(url=f"{stored}?{query_string}" if query_string else stored, stored_url=stored)
 
-    def parse_request(self, method: str, tail: str, body: bytes, headers: CIMultiDict[str]) -> Call:
+    def parse_request(self, method: str, tail: str, body: bytes, headers: MultiMapping[str]) -> Call:
         match = _PATH.match(tail)
         if method != "POST" or match is None:
             return Call()

@@ -6,10 +6,11 @@ Also serves any OpenAI-compatible server (vLLM, Ollama, ...) when given another 
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
-from multidict import CIMultiDict
+from multidict import MultiMapping
 
 from genops import semconv as sc
 from genops.proxy.providers.base import (
@@ -363,7 +364,8 @@ class OpenAIStream(StreamState):
 
     def _responses_event(self, kind: str, chunk: dict[str, Any]) -> None:
         call = self.call
-        if kind in ("response.output_text.delta", "response.reasoning_summary_text.delta", "response.function_call_arguments.delta", "response.refusal.delta"):
+        if kind in ("response.output_text.delta", "response.reasoning_summary_text.delta",
+                    "response.function_call_arguments.delta", "response.refusal.delta"):
             self.mark_first_token()
             delta = chunk.get("delta")
             if isinstance(delta, str) and kind == "response.output_text.delta":
@@ -393,7 +395,7 @@ class OpenAIAdapter(ProviderAdapter):
 
     name = "openai"
     provider_name = "openai"
-    price_provider_id = "openai"
+    price_provider_id: str | None = "openai"
     prefixes = ("/v1",)
 
     def __init__(self, base_url: str, *, name: str | None = None, prefix: str | None = None,
@@ -409,14 +411,14 @@ class OpenAIAdapter(ProviderAdapter):
         self.price_provider_id = price_provider_id
         self.inject_stream_usage = inject_stream_usage  # OpenAI-style bases may or may not end in /v1 already
 
-    def upstream(self, tail: str, query_string: str, headers: CIMultiDict[str],
+    def upstream(self, tail: str, query_string: str, headers: MultiMapping[str],
                  base_url: str | None = None) -> Upstream:
         base = base_url.rstrip("/") if base_url else self.base_url
         version = "" if base.endswith("/v1") else "/v1"
         stored = f"{base}{version}{tail}"
         return Upstream(url=f"{stored}?{query_string}" if query_string else stored, stored_url=stored)
 
-    def parse_request(self, method: str, tail: str, body: bytes, headers: CIMultiDict[str]) -> Call:
+    def parse_request(self, method: str, tail: str, body: bytes, headers: MultiMapping[str]) -> Call:
         operation = OPERATIONS.get(tail.rstrip("/")) if method == "POST" else None
         if operation is None:
             return Call()  # generic pass-through: traced as HTTP, body untouched

@@ -14,7 +14,8 @@ only for root paths, before the adapter reads anything.
 
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple
 
 from multidict import istr
 

@@ -13,13 +13,13 @@ OpenAI-compatible endpoint (``.../locations/{l}/endpoints/openapi/chat/completio
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
-from multidict import CIMultiDict
+from multidict import MultiMapping
 
-from genops.proxy.providers import anthropic, gemini
-from genops.proxy.providers import openai
+from genops.proxy.providers import anthropic, gemini, openai
 from genops.proxy.providers.base import (
     Call,
     ProviderAdapter,
@@ -31,7 +31,8 @@ from genops.proxy.providers.base import (
     parse_json_body,
     pick,
 )
-from genops.proxy.providers.openai import OpenAIStream, body_context as openai_body_context
+from genops.proxy.providers.openai import OpenAIStream
+from genops.proxy.providers.openai import body_context as openai_body_context
 from genops.proxy.providers.openai import read_usage as read_openai_usage
 
 _PATH = re.compile(
@@ -72,14 +73,14 @@ class VertexAdapter(ProviderAdapter):
                 return self.template.replace("{location}-aiplatform", f"aiplatform.{location}.rep")
         return self.template.replace("{location}", location)
 
-    def upstream(self, tail: str, query_string: str, headers: CIMultiDict[str],
+    def upstream(self, tail: str, query_string: str, headers: MultiMapping[str],
                  base_url: str | None = None) -> Upstream:
         found = _LOCATION.search(tail)
         base = base_url.rstrip("/") if base_url else self.base_for(found.group(1) if found else "global")
         stored = f"{base}{tail}"
         return Upstream(url=f"{stored}?{query_string}" if query_string else stored, stored_url=stored)
 
-    def parse_request(self, method: str, tail: str, body: bytes, headers: CIMultiDict[str]) -> Call:
+    def parse_request(self, method: str, tail: str, body: bytes, headers: MultiMapping[str]) -> Call:
         match = _PATH.match(tail)
         if method == "POST" and match is None and (openapi := _OPENAPI.match(tail)) is not None:
             self.base_for(openapi["location"])

@@ -8,9 +8,10 @@ texts that are already redacted: nothing here ever sees a finding's raw text on 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import orjson
 
@@ -35,7 +36,7 @@ class Capture:
     omit_response: bool = False
 
     @classmethod
-    def for_request(cls, level: str, headers: Mapping[str, str]) -> "Capture":
+    def for_request(cls, level: str, headers: Mapping[str, str]) -> Capture:
         """The configured level, with ``GenOps-Omit-*`` (or Helicone's) headers applied."""
         omit_request = any(_truthy(headers.get(h)) for h in OMIT_REQUEST_HEADERS)
         omit_response = any(_truthy(headers.get(h)) for h in OMIT_RESPONSE_HEADERS)
@@ -93,7 +94,7 @@ def capped_json(value: list[dict[str, Any]], max_chars: int) -> tuple[str, bool]
     best = ""
     while lo <= hi:
         mid = (lo + hi) // 2
-        for p, original in zip(contents, originals):
+        for p, original in zip(contents, originals, strict=True):
             p["content"] = original if len(original) <= mid else original[:mid] + TRUNCATED_MARK
         candidate = orjson.dumps(value).decode()
         if len(candidate) <= max_chars:

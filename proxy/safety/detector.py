@@ -13,8 +13,8 @@ matching, so skipping a detector never changes what it would have found.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from genops.proxy.safety.findings import Match
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from genops.proxy.providers.base import TextPart  # noqa: F401 - re-exported for detectors and tests
 from genops.safety_policy import CATEGORIES  # noqa: F401 - one list: the settings' grammar names them too
+
 SEVERITIES = ("low", "medium", "high", "critical")
 
 

@@ -1,4 +1,5 @@
-"""The proxy's safety step for one call: the only part of ``genops.proxy.safety`` the handler calls.
+"""The proxy's safety step for one call: the only part of ``genops.proxy.safety`` the request path's
+stages call (proxy/stages/: safety before forwarding, relay, record).
 
 ``SafetyConfig.begin`` resolves the call's policy (config, route, header: strictest wins).
 ``CallGuard.before_forward`` scans the request only when the policy can change it
@@ -14,7 +15,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson
 
@@ -22,7 +24,6 @@ from genops import semconv as sc
 from genops.proxy.providers.base import Call, ProviderAdapter, RequestError, TextPart
 from genops.proxy.safety.capture import Capture, capped_json, messages
 from genops.proxy.safety.findings import CATEGORIES, Finding
-from genops.safety_policy import Policy, parse_policy, parse_route_policies, rank
 from genops.proxy.safety.scanner import (
     INDIRECT_ROLES,
     INLINE_LIMIT,
@@ -34,6 +35,7 @@ from genops.proxy.safety.scanner import (
     scan_parts_async,
     scan_text,
 )
+from genops.safety_policy import Policy, parse_policy, parse_route_policies, rank
 
 log = logging.getLogger("genops.safety")
 
@@ -57,7 +59,7 @@ class SafetyConfig:
         self.capture_level: str = settings.capture
         self.max_chars: int = settings.capture_max_chars
 
-    def begin(self, adapter: ProviderAdapter, call: Call, headers: Mapping[str, str]) -> "CallGuard":
+    def begin(self, adapter: ProviderAdapter, call: Call, headers: Mapping[str, str]) -> CallGuard:
         """The guard of one call; a malformed ``GenOps-Safety-Policy`` header is a 400."""
         policy = self.policy
         header = headers.get(POLICY_HEADER)
@@ -187,13 +189,20 @@ class CallGuard:
     def _redact_error_message(self) -> None:
         """An upstream error may quote the request: the stored status message gets the same redaction."""
         message = self.call.error_message
-        if not message:
-            return
+        if message:
+            self.call.error_message = self.redacted(message)
+
+    def redacted(self, message: str) -> str:
+        """``message`` as it may be stored: what the policy redacts (or acts on more strictly) masked.
+        A model call's only; others are returned unchanged, as :meth:`finish` leaves them."""
+        if not self.active:
+            return message
         categories = self.policy.categories_at_least("redact")
         if categories:
             hits = scan_text(message, categories)
             if hits:
-                self.call.error_message = mask_text(message, hits)
+                return mask_text(message, hits)
+        return message
 
     # -- pieces -------------------------------------------------------------------------------
     def _request_parts(self) -> list[TextPart]:

@@ -41,7 +41,8 @@ _MARKERS = re.compile(r"\[\s*(?:system|inst)\s*\]|<\|?(?:im_start\|?>\s*system|s
 
 _EXFIL = re.compile(
     r"\b(?:"
-    r"(?:reveal|print|show|display|repeat|output|leak|dump|tell me|give me|what (?:is|are|was|were)|share|write out|spell out|recite)"
+    r"(?:reveal|print|show|display|repeat|output|leak|dump|tell me|give me|what (?:is|are|was|were)|share|write out|"
+    r"spell out|recite)"
     r"(?:\s+\w+){0,3}?\s+(?:your|the|my)?\s*(?:full\s+|entire\s+|exact\s+|original\s+|initial\s+|hidden\s+|secret\s+)*"
     r"(?:system|initial|original|hidden|developer|pre-?)\s*(?:prompts?|instructions?|messages?|rules)"
     r"|(?:repeat|print|output|copy)\s+(?:all\s+|everything\s+|the\s+)?(?:text|words|everything|content)\s+"
@@ -55,7 +56,8 @@ _ROLEPLAY = re.compile(
     r"(?:"
     r"\bdan\b(?=.{0,80}(?:anything|mode|jailbreak|stands for))|\bdo anything now\b"
     r"|\bjailbroken\b|\bjailbreak(?:ed)? (?:mode|prompt|enabled|activated)\b"
-    r"|\b(?:enable|activate|enter|switch to|turn on|you are in)\s+(?:the\s+)?(?:developer|god|dev) mode\b|\bevil (?:confidant|assistant|twin)\b|\baim\b(?=.{0,40}machiavellian)"
+    r"|\b(?:enable|activate|enter|switch to|turn on|you are in)\s+(?:the\s+)?(?:developer|god|dev) mode\b"
+    r"|\bevil (?:confidant|assistant|twin)\b|\baim\b(?=.{0,40}machiavellian)"
     r"|\b(?:you are|you're) (?:no longer|not) (?:an ai|a language model|chatgpt|claude|bound|restricted|limited)"
     r"|\b(?:pretend|imagine|act|roleplay|role-play)(?: as| to be| that you are| you are)?\b.{0,60}?"
     r"\b(?:without|no|free of|free from|not bound by|ignoring)\s+(?:any\s+)?(?:restrictions|filters|limits|limitations|"
@@ -85,7 +87,8 @@ def _invisible(text: str, m: re.Match[str]) -> float | None:
     return None
 
 
-_BASE64 = re.compile(r"(?<![A-Za-z0-9+/=_-])(?:[A-Za-z0-9+/]{4}){6,}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?(?![A-Za-z0-9+/=_-])")
+_BASE64 = re.compile(r"(?<![A-Za-z0-9+/=_-])(?:[A-Za-z0-9+/]{4}){6,}"
+                     r"(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?(?![A-Za-z0-9+/=_-])")
 _HEX = re.compile(r"[0-9A-Fa-f](?<![0-9A-Fa-f][0-9A-Fa-f])[0-9A-Fa-f]{31,}(?![0-9A-Fa-f])")
 
 

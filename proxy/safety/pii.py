@@ -232,7 +232,8 @@ _NINO = re.compile(r"[A-CEGHJ-PR-TW-Z](?<![A-Za-z0-9][A-Z])[A-CEGHJ-NPR-TW-Z] ?\
 # -- date of birth (only with context: plain dates are not personal data) ------------------------
 _DOB = re.compile(
     r"(?i)\b(?:date of birth|d\.?o\.?b\.?|born(?: on)?|birth ?date|birthday)\s*(?:is|:|was|-)?\s*"
-    r"(\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}|\d{4}-\d{2}-\d{2}|\d{1,2}(?:st|nd|rd|th)? \w{3,9},? \d{4}|\w{3,9} \d{1,2}(?:st|nd|rd|th)?,? \d{4})"
+    r"(\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}|\d{4}-\d{2}-\d{2}|\d{1,2}(?:st|nd|rd|th)? \w{3,9},? \d{4}"
+    r"|\w{3,9} \d{1,2}(?:st|nd|rd|th)?,? \d{4})"
 )
 
 

@@ -8,11 +8,12 @@ never holds the event loop that serves other requests.
 from __future__ import annotations
 
 import asyncio
-from bisect import bisect_right
 import threading
 import time
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 try:
     import ahocorasick  # pyahocorasick, a declared dependency

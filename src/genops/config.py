@@ -16,9 +16,10 @@ import os
 import re
 import secrets
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from genops.safety_policy import validate_policy, validate_route_policies
@@ -299,7 +300,9 @@ class Settings:
         "HTTP client for upstream calls: native (GenOps's own HTTP/1.1 client, ~100 µs less CPU per call) or aiohttp "
         "(aiohttp.ClientSession, the reference behaviour, kept as a fallback; one conformance suite runs against both)",
     )
-    dns_cache_ttl_s: float = _setting(10.0, _parse_float(0, 86400), "how long an upstream host's DNS answer is reused (0 = no cache)")
+    dns_cache_ttl_s: float = _setting(
+        10.0, _parse_float(0, 86400), "how long an upstream host's DNS answer is reused (0 = no cache)",
+    )
     upstream_max_connections: int = _setting(
         0, _parse_int(0, 100_000),
         "open connections per upstream origin at most (0 = no limit); more calls wait for one within "
@@ -327,7 +330,9 @@ class Settings:
         "ClickHouse server: how long genops serve/collector wait at start for it to answer and migrate; after that "
         "(or at once when it refuses) they serve without it, spool spans, and migrate in the background",
     )
-    spool_max_bytes: int = _setting(1 << 30, _parse_int(1 << 20, 1 << 44), "disk spool limit; beyond it the oldest spans are dropped")
+    spool_max_bytes: int = _setting(
+        1 << 30, _parse_int(1 << 20, 1 << 44), "disk spool limit; beyond it the oldest spans are dropped",
+    )
     spool_fsync: bool = _setting(False, _parse_bool, "fsync every spooled batch (survives power loss, costs disk syncs)")
     otlp_host: str = _setting("", _parse_str, "address of the OTLP/HTTP receiver; empty = the proxy's host")
     otlp_port: int = _setting(4318, _parse_int(0, 65535), "OTLP/HTTP receiver port (genops serve: 0 = no receiver)")

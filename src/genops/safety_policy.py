@@ -48,9 +48,9 @@ class Policy:
 
     def __post_init__(self) -> None:
         actions = [self.action(c) for c in CATEGORIES]
-        object.__setattr__(self, "_scanned", tuple(c for c, a in zip(CATEGORIES, actions) if a != "off"))
+        object.__setattr__(self, "_scanned", tuple(c for c, a in zip(CATEGORIES, actions, strict=True) if a != "off"))
         object.__setattr__(self, "_acts_before_forward", any(rank(a) >= rank("mask-upstream") for a in actions))
-        object.__setattr__(self, "_text", ",".join(f"{c}={a}" for c, a in zip(CATEGORIES, actions)))
+        object.__setattr__(self, "_text", ",".join(f"{c}={a}" for c, a in zip(CATEGORIES, actions, strict=True)))
 
     def action(self, category: str) -> str:
         """The action for ``category`` (pii|secrets|injection)."""
@@ -61,7 +61,7 @@ class Policy:
         floor = rank(action)
         return tuple(c for c in CATEGORIES if rank(self.action(c)) >= floor)
 
-    def strictest(self, other: "Policy | None") -> "Policy":
+    def strictest(self, other: Policy | None) -> Policy:
         """Per category, the stricter of this policy and ``other``."""
         if other is None:
             return self

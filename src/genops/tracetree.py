@@ -10,8 +10,9 @@ Each line shows duration, tokens, cost and the latest scores.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from genops import semconv as sc
 
@@ -31,7 +32,7 @@ class SpanNode:
     duration_ns: int
     status: str
     attrs: dict[str, str]
-    children: list["SpanNode"] = field(default_factory=list)
+    children: list[SpanNode] = field(default_factory=list)
     scores: list[dict[str, Any]] = field(default_factory=list)
     path: str = ""  # own session path, else the common one of its descendants
 
@@ -60,7 +61,7 @@ class PathNode:
     """A session path segment grouping top-level spans (``/planner`` -> ``/planner/researcher``)."""
 
     path: str
-    children: list["PathNode | SpanNode"] = field(default_factory=list)
+    children: list[PathNode | SpanNode] = field(default_factory=list)
 
     @property
     def start_ns(self) -> int:
@@ -93,7 +94,7 @@ def _common_path(paths: Iterable[str]) -> str:
     if not split:
         return ""
     common: list[str] = []
-    for parts in zip(*split):
+    for parts in zip(*split, strict=False):  # paths differ in depth: the common prefix is at most the shortest
         if len(set(parts)) != 1:
             break
         common.append(parts[0])

@@ -79,9 +79,8 @@ class ModelDrift(Detector):
             before = np.where(at >= self.silent_windows, calls[np.maximum(at - self.silent_windows, 0)], np.nan)
             gone = ((calls[at] == 0) & (before == 0) & (presence >= self.gone_min_presence)
                     & (np.nan_to_num(med) >= self.gone_min_expected))
-            for j in np.nonzero(gone)[0]:
-                i = int(at[j])
-                hits.append(Hit(self.name, entity, grid.time_at(i), 0.0, float(med[j]), float(med[j]),
+            for j in np.nonzero(gone)[0].tolist():
+                hits.append(Hit(self.name, entity, grid.time_at(int(at[j])), 0.0, float(med[j]), float(med[j]),
                                 "critical", "model_gone", "calls", {"presence_24h": round(float(presence[j]), 3)}))
             # response model differs from the requested one
             ok = series["ok_calls"]

@@ -17,7 +17,8 @@ class LatencyRegression(BaselineDetector):
     (t-digest states from ``genops_rollup_model_1m`` merged across the window) is compared
     with the median and MAD of the same windowed p95 over the trailing 24 hours (windows
     overlapping the current one skipped). Score = (p95 - median) / max(1.4826 * MAD,
-    10% of the median, median / sqrt(calls) for the sampling noise of a p95 of few calls). Fires at score >= 5 when the p95 is also at least 1.5x the median.
+    10% of the median, median / sqrt(calls) for the sampling noise of a p95 of few calls).
+    Fires at score >= 5 when the p95 is also at least 1.5x the median.
     Minimum volume: 20 successful calls in the window, and 12 such windows of history, so a
     quiet model never alerts on one slow call.
     """

@@ -22,8 +22,8 @@ class TrafficDrop(BaselineDetector):
     sqrt(expected)) (Poisson noise floor). Fires at score >= 3.5 when observed <= 10% of
     expected: agent traffic is bursty (sessions come in clumps), so "stopped" means near
     zero, not merely low, and a 30-minute window rides out the natural lulls between
-    bursts (at the cost of reporting a stop up to 30 minutes after it began). Minimum volume: 40 expected calls in the window, so quiet hours and quiet
-    services never alert.
+    bursts (at the cost of reporting a stop up to 30 minutes after it began). Minimum volume:
+    40 expected calls in the window, so quiet hours and quiet services never alert.
     """
 
     name: ClassVar[str] = "traffic_drop"

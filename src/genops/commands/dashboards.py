@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     push.add_argument("--grafana-url", dest="grafana_url", default=None, metavar="URL",
                       help="Grafana's base URL, e.g. http://localhost:3000 (env GENOPS_GRAFANA_URL)")
     push.add_argument("--token", dest="grafana_token", default=None, metavar="TOKEN",
-                      help="a Grafana service-account token: Admin role, or Editor with --no-datasource (env GENOPS_GRAFANA_TOKEN)")
+                      help="a Grafana service-account token: Admin role, or Editor with --no-datasource "
+                           "(env GENOPS_GRAFANA_TOKEN)")
     push.add_argument("--folder", default="GenOps", help="Grafana folder of the dashboards (default: GenOps)")
     push.add_argument("--clickhouse-url", dest="clickhouse_url", default=None, metavar="URL",
                       help="the ClickHouse server as Grafana reaches it, http(s)://user:password@host:8123/ "
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_push(args: argparse.Namespace) -> int:
-    from genops.dashboards.push import PushError, Pusher, datasource_model, load_dashboards
+    from genops.dashboards.push import Pusher, PushError, datasource_model, load_dashboards
 
     settings = settings_from_args(args)
     if not settings.grafana_url:

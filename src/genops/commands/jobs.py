@@ -30,7 +30,7 @@ _RELATIVE = re.compile(r"^-?(\d+)([dhm])(?: ago)?$")
 
 def parse_time(text: str, now: dt.datetime | None = None) -> dt.datetime:
     """``now``, ``7d`` / ``12h`` / ``30m`` (that long ago), or an ISO date/time (UTC unless it has an offset)."""
-    now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     text = text.strip()
     if text == "now":
         return now
@@ -41,9 +41,10 @@ def parse_time(text: str, now: dt.datetime | None = None) -> dt.datetime:
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"--backfill: cannot read {text!r} as a time (use 2026-11-01, 2026-11-01T12:00, 7d for 7 days ago, or now)") from None
+        raise ConfigError(f"--backfill: cannot read {text!r} as a time "
+                          "(use 2026-11-01, 2026-11-01T12:00, 7d for 7 days ago, or now)") from None
     if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
 
 
@@ -53,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, help_text in (("once", "one pass (cron / Kubernetes CronJob)"), ("run", "a pass every --interval seconds")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--backfill", nargs=2, metavar=("FROM", "TO"),
-                       help="evaluate history between FROM and TO (2026-11-01, 2026-11-01T12:00, 7d = 7 days ago, now); no alerts")
+                       help="evaluate history between FROM and TO (2026-11-01, 2026-11-01T12:00, 7d = 7 days ago, now); "
+                            "no alerts")
         p.add_argument("--detectors", default="", help="comma-separated subset of detectors (default: all)")
         p.add_argument("--no-alerts", action="store_true", help="do not send webhook alerts")
         p.add_argument("--json", action="store_true", help="print each pass's report as JSON")
@@ -157,7 +159,7 @@ def _once_via_server(settings: Settings, state: dict[str, Any], args: argparse.N
             return 1
         try:
             message = orjson.loads(exc.read())["error"]["message"]
-        except Exception:  # noqa: BLE001 - fall back to the status line
+        except Exception:  # fall back to the status line
             message = f"HTTP {exc.code}"
         print(f"genops: {message}", file=sys.stderr)
         return 2 if exc.code == 400 else 1
@@ -220,11 +222,10 @@ def run_loop(args: argparse.Namespace) -> int:
 
 
 def list_anomalies(args: argparse.Namespace) -> int:
+    from genops.collectors.anomaly.queries import render
     from genops.commands.sql import query
     from genops.commands.sql import render as render_result
     from genops.storage.sql import QueryError
-
-    from genops.collectors.anomaly.queries import render
 
     settings = settings_from_args(args)
     status_filter = "1" if args.status == "all" else f"status = '{args.status}'"  # choices: no injection

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     except StorageError as exc:
         print(f"genops: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:  # noqa: BLE001 - a driver error becomes one line
+    except Exception as exc:  # a driver error becomes one line
         print(f"genops: migration failed on {settings.storage_description()}: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     where = f" ON CLUSTER '{settings.clickhouse_cluster}'" if settings.clickhouse_cluster else ""
@@ -76,7 +76,7 @@ def print_ddl(settings: Settings, *, pending: bool) -> int:
         except StorageError as exc:
             print(f"genops: {exc}", file=sys.stderr)
             return 1
-        except Exception as exc:  # noqa: BLE001 - a driver error becomes one line
+        except Exception as exc:  # a driver error becomes one line
             print(f"genops: cannot read the schema of {settings.storage_description()}: {str(exc).splitlines()[0]}",
                   file=sys.stderr)
             return 1

@@ -98,7 +98,7 @@ def send(url: str, case: Case, model: str, api_key: str, policy: str | None) -> 
         case.status = exc.code
         try:
             case.error_code = str(orjson.loads(exc.read())["error"].get("code") or "")
-        except Exception:  # noqa: BLE001 - a non-JSON error body
+        except Exception:  # a non-JSON error body
             case.error_code = ""
     except (urllib.error.URLError, OSError) as exc:
         case.status = -1
@@ -115,7 +115,7 @@ def _spans(settings: Any, url: str, run_id: str, expected: int, timeout: float) 
     rows: dict[str, dict[str, str]] = {}
     while time.monotonic() < deadline:
         result = query(settings, sql, url=url)
-        rows = {row[0]: dict(zip(result.columns, row)) for row in result.rows}
+        rows = {row[0]: dict(zip(result.columns, row, strict=True)) for row in result.rows}
         if len(rows) >= expected:
             break
         time.sleep(0.5)
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         spans = _spans(settings, args.url, run_id, len(cases), args.timeout)
-    except Exception as exc:  # noqa: BLE001 - QueryError and friends: say why, once
+    except Exception as exc:  # QueryError and friends: say why, once
         print(f"genops: cannot read the spans back through {args.url}: {exc}", file=sys.stderr)
         return 1
     for case in cases:

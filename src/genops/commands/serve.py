@@ -11,7 +11,8 @@ from genops.logs import setup_logging
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="run the tracing proxy")
-    add_setting_flags(parser, ("host", "port", *STORAGE_FLAGS, "upstream_base_url", "openai_base_url", "otlp_endpoint", "otlp_port", "workers", "log_level", "log_format"))
+    add_setting_flags(parser, ("host", "port", *STORAGE_FLAGS, "upstream_base_url", "openai_base_url", "otlp_endpoint",
+                               "otlp_port", "workers", "log_level", "log_format"))
     # Set by the supervisor for its proxy worker processes; not for users.
     parser.add_argument("--worker-admin-url", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
@@ -22,8 +23,8 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     setup_logging(settings.log_level, settings.log_format)
     from genops.runtime.server import serve
-    from genops.storage.client import StorageError
     from genops.runtime.workers import WorkersFailed
+    from genops.storage.client import StorageError
     from genops.storage.spool import SpoolLocked
 
     try:

@@ -72,7 +72,7 @@ def _query_http(url: str, token: str, sql: str, max_rows: int) -> QueryResult:
     except urllib.error.HTTPError as exc:
         try:
             message = orjson.loads(exc.read())["error"]["message"]
-        except Exception:  # noqa: BLE001 - fall back to the status line
+        except Exception:  # fall back to the status line
             message = f"HTTP {exc.code}"
         raise QueryError(message) from None
     except (urllib.error.URLError, OSError) as exc:
@@ -106,7 +106,8 @@ def _cell(value: Any) -> str:
 def render(result: QueryResult, fmt: str) -> str:
     """The result as an aligned table, JSON (a list of objects) or CSV with a header."""
     if fmt == "json":
-        return orjson.dumps([dict(zip(result.columns, row)) for row in result.rows], option=orjson.OPT_INDENT_2).decode() + "\n"
+        objects = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+        return orjson.dumps(objects, option=orjson.OPT_INDENT_2).decode() + "\n"
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _rows(result: QueryResult) -> list[dict[str, Any]]:
-    return [dict(zip(result.columns, row)) for row in result.rows]
+    return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
 
 
 def resolve(settings: Settings, ident: str, url: str | None) -> tuple[str, list[str]]:

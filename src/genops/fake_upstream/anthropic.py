@@ -22,8 +22,20 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from genops.fake_upstream.common import (Controls, count_tokens, dumps, fake_id, json_pieces, json_tokens, record,
-                                         reply_pieces, sample_from_schema, sse, text_of, tool_result_pieces)
+from genops.fake_upstream.common import (
+    Controls,
+    count_tokens,
+    dumps,
+    fake_id,
+    json_pieces,
+    json_tokens,
+    record,
+    reply_pieces,
+    sample_from_schema,
+    sse,
+    text_of,
+    tool_result_pieces,
+)
 
 ERRORS = {
     400: ("invalid_request_error", "messages: field required"),
@@ -92,7 +104,7 @@ def _plan(request: dict[str, Any], body_id: str) -> tuple[dict[str, Any] | None,
         return None, tool_result_pieces(", ".join(dict.fromkeys(n for n in names if n)),
                                         "; ".join(text_of(b.get("content")) for b in results)), False
     tools = _custom_tools(request)
-    choice = request.get("tool_choice") if isinstance(request.get("tool_choice"), dict) else {}
+    choice = request["tool_choice"] if isinstance(request.get("tool_choice"), dict) else {}
     if last.get("role") == "user" and tools and choice.get("type") != "none":
         tool = tools[0]
         if choice.get("type") == "tool":
@@ -131,8 +143,8 @@ def _headers(body_id: str) -> dict[str, str]:
     }
 
 
-async def _read(request: web.Request, *, vertex: bool) -> tuple[dict[str, Any] | None, web.Response | None,
-                                                                 Controls, str]:
+async def _read(request: web.Request, *, vertex: bool) -> tuple[dict[str, Any], web.Response | None, Controls, str]:
+    """(body, error response or None, controls, body id); the body is ``{}`` with an error, which callers return."""
     body = await record(request)
     controls = Controls.from_request(request)
     body_id = hashlib.sha1(body).hexdigest()
@@ -140,16 +152,16 @@ async def _read(request: web.Request, *, vertex: bool) -> tuple[dict[str, Any] |
     bearer = request.headers.get("Authorization", "").startswith("Bearer ")
     authorized = bearer if vertex else bearer or bool(request.headers.get("x-api-key"))
     if not authorized:
-        return None, error_response(401, "x-api-key header is required" if not vertex else None), controls, body_id
+        return {}, error_response(401, "x-api-key header is required" if not vertex else None), controls, body_id
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return None, error_response(400, "There was an error parsing the body: invalid JSON"), controls, body_id
+        return {}, error_response(400, "There was an error parsing the body: invalid JSON"), controls, body_id
     if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
-        return None, error_response(400), controls, body_id
+        return {}, error_response(400), controls, body_id
     if controls.status >= 400:
         await controls.wait()
-        return None, error_response(controls.status), controls, body_id
+        return {}, error_response(controls.status), controls, body_id
     return data, None, controls, body_id
 
 

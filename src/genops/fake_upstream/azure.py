@@ -8,7 +8,7 @@ Bodies and streams are the fake OpenAI's (Azure speaks the same format); authent
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 

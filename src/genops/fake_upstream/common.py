@@ -25,7 +25,7 @@ class Controls:
     drop_usage: bool = False
 
     @classmethod
-    def from_request(cls, request: web.Request) -> "Controls":
+    def from_request(cls, request: web.Request) -> Controls:
         h = request.headers
         return cls(
             status=int(h.get("X-Fake-Status", "200")),
@@ -163,9 +163,9 @@ def sample_from_schema(schema: Any, name: str = "", root: Any = None, depth: int
     if isinstance(fmt, str) and fmt in _FORMATS:
         return _FORMATS[fmt]
     lowered = name.lower()
-    for key, value in _SAMPLE_STRINGS.items():
+    for key, sample in _SAMPLE_STRINGS.items():
         if lowered == key or lowered.endswith("_" + key):
-            return value
+            return sample
     return f"sample {name}".strip()
 
 

@@ -28,8 +28,18 @@ import orjson
 from aiohttp import web
 
 from genops.fake_upstream import anthropic, openai
-from genops.fake_upstream.common import (Controls, count_tokens, dumps, json_pieces, json_tokens, record, reply_pieces,
-                                         sample_from_schema, text_of, tool_result_pieces)
+from genops.fake_upstream.common import (
+    Controls,
+    count_tokens,
+    dumps,
+    json_pieces,
+    json_tokens,
+    record,
+    reply_pieces,
+    sample_from_schema,
+    text_of,
+    tool_result_pieces,
+)
 
 ERRORS = {
     400: ("INVALID_ARGUMENT", "API key not valid. Please pass a valid API key."),

@@ -19,8 +19,20 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from genops.fake_upstream.common import (Controls, count_tokens, dumps, fake_id, json_pieces, json_tokens, record,
-                                         reply_pieces, sample_from_schema, sse, text_of, tool_result_pieces)
+from genops.fake_upstream.common import (
+    Controls,
+    count_tokens,
+    dumps,
+    fake_id,
+    json_pieces,
+    json_tokens,
+    record,
+    reply_pieces,
+    sample_from_schema,
+    sse,
+    text_of,
+    tool_result_pieces,
+)
 
 CREATED = 1730000000
 FINGERPRINT = "fp_f00dfeed01"
@@ -109,7 +121,7 @@ def _chosen_tool(tools: list[dict[str, Any]], choice: Any, name_of: Any) -> dict
     wanted: str | None = None
     if isinstance(choice, dict):
         if choice.get("type") == "allowed_tools":
-            allowed = choice.get("allowed_tools") if isinstance(choice.get("allowed_tools"), dict) else choice
+            allowed = choice["allowed_tools"] if isinstance(choice.get("allowed_tools"), dict) else choice
             names = [name_of(t) for t in allowed.get("tools") or () if isinstance(t, dict)]
             return next((t for t in tools if name_of(t) in names), None)
         wanted = (choice.get("function") or {}).get("name") if isinstance(choice.get("function"), dict) else None
@@ -161,20 +173,21 @@ def _json_reply(fmt: Any, prompt: str) -> str | None:
     return None
 
 
-async def _parse(request: web.Request) -> tuple[dict[str, Any] | None, web.Response | None, Controls, str]:
+async def _parse(request: web.Request) -> tuple[dict[str, Any], web.Response | None, Controls, str]:
+    """(body, error response or None, controls, body id); the body is ``{}`` with an error, which callers return."""
     body = await record(request)
     controls = Controls.from_request(request)
     body_id = hashlib.sha1(body).hexdigest()
     # Bearer token; Azure OpenAI (fake_upstream/azure.py reuses these handlers) also takes api-key.
     if not (request.headers.get("Authorization", "").startswith("Bearer ") or request.headers.get("api-key")):
-        return None, error_response(401, "You didn't provide an API key.", None), controls, body_id
+        return {}, error_response(401, "You didn't provide an API key.", None), controls, body_id
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return None, error_response(400, "We could not parse the JSON body of your request."), controls, body_id
+        return {}, error_response(400, "We could not parse the JSON body of your request."), controls, body_id
     if controls.status >= 400:
         await controls.wait()
-        return None, error_response(controls.status), controls, body_id
+        return {}, error_response(controls.status), controls, body_id
     if isinstance(data, dict):  # ids ignore stream_options, so a proxy asking for usage gets the same ids
         body_id = hashlib.sha1(orjson.dumps({k: v for k, v in data.items() if k != "stream_options"})).hexdigest()
     return data, None, controls, body_id
@@ -184,7 +197,7 @@ def _chat_plan(data: dict[str, Any], prompt: str, body_id: str) -> tuple[dict[st
     """What a chat request gets: (tool call or None, content pieces, extra prompt tokens, completion tokens)."""
     tools = _chat_tools(data)
     extra_prompt = json_tokens(dumps(tools).decode()) if tools else 0
-    messages = data.get("messages") if isinstance(data.get("messages"), list) else []
+    messages = data["messages"] if isinstance(data.get("messages"), list) else []
     last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
     tool = None
     if last.get("role") == "user":
@@ -446,7 +459,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
     resp_id = f"resp_{body_id[:32]}"
     tools = _responses_tools(data)
     echo = _responses_echo(data, tools)
-    items = data.get("input") if isinstance(data.get("input"), list) else []
+    items = data["input"] if isinstance(data.get("input"), list) else []
     last = items[-1] if items and isinstance(items[-1], dict) else {}
     user_last = isinstance(data.get("input"), str) or (last.get("role") == "user" and last.get("type", "message") == "message")
     tool = _chosen_tool(tools, data.get("tool_choice"), lambda t: t.get("name")) if user_last else None

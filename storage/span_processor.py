@@ -1,10 +1,11 @@
-"""Hands the proxy's finished OpenTelemetry spans to the span pipeline.
+"""The OpenTelemetry SDK span processor that feeds the proxy's finished spans to the span pipeline.
 
 :class:`PipelineSpanProcessor` replaces the SDK's ``BatchSpanProcessor``: ``on_end`` only
 encodes the span as one compact line (~2-4 µs, :mod:`genops.storage.span_batch`) and appends
-it to the pipeline's bounded queue (no I/O, no lock held). Batching, the disk spool and the
-inserts happen on the pipeline's threads (:mod:`genops.storage.pipeline`); spelling the
-spans as table rows happens in the process that owns the store, just before the insert.
+it to the pipeline's bounded queue (no I/O, no lock held). Batching (:mod:`genops.storage.batcher`),
+the disk spool and the inserts (:mod:`genops.storage.sender`) happen on the pipeline's threads
+(:mod:`genops.storage.pipeline`); spelling the spans as table rows happens in the process that
+owns the store, just before the insert.
 """
 
 from __future__ import annotations

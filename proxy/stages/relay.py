@@ -1,0 +1,189 @@
+"""Stage 5, relay: give the client the upstream's response, byte for byte (a stream chunk by
+chunk as it arrives), while the adapter reads a decoded copy for usage, ids and finish reasons.
+
+Whole responses are read, sent, then parsed; streams are relayed as they arrive, each chunk
+observed after it left (or rewritten, when the proxy asked the upstream for stream usage the
+client did not ask for), and a stream that reported no usage is estimated once it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.http_writer import StreamWriter
+
+from genops.proxy.providers.base import Call, ProviderAdapter, RequestError
+from genops.proxy.stages.base import Exchange
+from genops.proxy.stages.reply import copy_headers
+from genops.proxy.tokenizer import estimate_missing_usage
+from genops.proxy.upstream import UpstreamResponseLike
+
+#: How long a stream's response headers wait for its first chunk, to leave in one write with it.
+HEADERS_WAIT_S = 0.005
+
+
+class RelayStage:
+    """Sets ``exchange.status``, ``exchange.response`` and the relay facts (bytes sent, stream
+    events, first token, client disconnect, a mid-stream error); releases
+    ``exchange.upstream_response``. The adapter's ``Call`` gets the response's own facts
+    (usage, ids, finish reasons) from the adapter's readers, and a stream's missing usage from
+    the tokenizer's estimate."""
+
+    def __init__(self, adapter: ProviderAdapter) -> None:
+        self.adapter = adapter
+
+    async def run(self, exchange: Exchange) -> None:
+        upstream_response, call = exchange.upstream_response, exchange.call
+        assert upstream_response is not None and call is not None  # forward ran
+        adapter, request = self.adapter, exchange.request
+        status = upstream_response.status
+        try:
+            encoding = upstream_response.headers.get("Content-Encoding")
+            decode = _Decoder(encoding) if encoding else _identity
+            content_type = upstream_response.headers.get("Content-Type", "")
+            if adapter.streams_response(call, status, content_type):
+                exchange.stream = call.stream
+                response: web.StreamResponse = _RelayStreamResponse(status=status)
+                copy_headers(upstream_response, response, exchange.request_id, exchange.traceparent)
+                exchange.response = response
+                await self._relay_stream(exchange, call, upstream_response, response, decode)
+            else:
+                try:
+                    raw = await upstream_response.read()
+                except TimeoutError:
+                    raise RequestError(504, "The upstream timed out while sending its response.",
+                                       "upstream_timeout", "upstream_timeout") from None
+                except aiohttp.ClientError as exc:
+                    raise RequestError(502, f"The upstream connection failed mid-response: {type(exc).__name__}.",
+                                       "upstream_unreachable", "upstream_unreachable") from None
+                exchange.stream = call.stream and status < 400
+                response = web.Response(status=status, body=raw)
+                copy_headers(upstream_response, response, exchange.request_id, exchange.traceparent)
+                exchange.response = response
+                try:
+                    await response.prepare(request)
+                    await response.write_eof()
+                except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                    exchange.client_disconnected = True
+                exchange.response_body_bytes = len(raw)
+                if call.operation is not None or status >= 400:
+                    decoded = decode(raw)
+                    adapter.parse_response(call, status, decoded)
+                    if exchange.guard is not None:
+                        exchange.guard.observe_response(decoded)
+        finally:
+            upstream_response.release()
+        exchange.status = status  # only once relayed: a relay cut short by an exception records no status
+
+    async def _relay_stream(self, exchange: Exchange, call: Call, upstream_response: UpstreamResponseLike,
+                            response: web.StreamResponse, decode: Callable[[bytes], bytes]) -> None:
+        """Relay a stream as it arrives; read a copy of each chunk for telemetry."""
+        state = self.adapter.new_stream(call, exchange.started_perf)
+        rewrite = call.usage_injected
+        sent = 0
+        headers_due = None
+        try:
+            writer = await response.prepare(exchange.request)
+            if not response._send_headers_immediately:  # our headers wait for the first chunk, briefly
+                headers_due = asyncio.get_running_loop().call_later(HEADERS_WAIT_S, _send_headers, writer)
+            try:
+                async for chunk in upstream_response.content.iter_any():
+                    if rewrite:
+                        events = state.rewrite_events(decode(chunk))
+                        if not sent:  # the stream's first bytes leave as soon as they are ready
+                            for first in events:
+                                if first:
+                                    await response.write(first)
+                                    sent += len(first)
+                                    break
+                        out = b"".join(events)  # the rest of this chunk, in one write
+                        if out:
+                            await response.write(out)
+                            sent += len(out)
+                    else:
+                        await response.write(chunk)
+                        sent += len(chunk)
+                        state.observe(decode(chunk))
+                rest = state.finish()
+                if rewrite and rest:
+                    await response.write(rest)
+                await response.write_eof()
+            except TimeoutError:
+                exchange.error_type = "upstream_timeout"
+                exchange.error_message = "The upstream timed out mid-stream."
+            except aiohttp.ClientPayloadError as exc:
+                exchange.error_type = "upstream_stream_broken"
+                exchange.error_message = f"The upstream stream ended abnormally: {exc}"[:300]
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError, asyncio.CancelledError) as exc:
+            # The client went away: stop reading upstream (closing cancels the upstream request).
+            upstream_response.close()
+            exchange.error_type = "client_disconnected"
+            exchange.error_message = "The client disconnected before the stream ended."
+            exchange.client_disconnected = True
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            if headers_due is not None:
+                headers_due.cancel()
+            exchange.stream_chunks = state.chunks
+            exchange.response_body_bytes = sent
+            exchange.first_token_perf_ns = state.first_token_ns
+        await estimate_missing_usage(call)  # after the client's last byte; only when usage was not reported
+
+
+class _Decoder:
+    """Decodes a gzip/deflate body copy for reading usage; the client still gets the raw bytes."""
+
+    def __init__(self, encoding: str) -> None:
+        encoding = encoding.lower().strip()
+        if encoding == "gzip":
+            self._z: Any = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._z = zlib.decompressobj()
+        else:
+            self._z = None
+
+    def __call__(self, data: bytes) -> bytes:
+        if self._z is None:
+            return data
+        try:
+            return self._z.decompress(data)
+        except zlib.error:
+            self._z = None
+            return b""
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+class _RelayStreamResponse(web.StreamResponse):
+    """A relayed stream whose headers leave with its first chunk: one write instead of two, ~30 µs
+    sooner to the first byte at one client. A model slow to its first token gets the headers sent
+    alone after :data:`HEADERS_WAIT_S`, so clients and load balancers still see the response start.
+
+    Why a private attribute: aiohttp (3.14) has no public way to hold a ``StreamResponse``'s
+    headers back. ``_send_headers_immediately`` is the class attribute ``StreamResponse._write_headers``
+    consults after ``prepare()`` buffers the status line and headers; the constructor takes no such
+    option, and the one public class that turns it off, ``web.Response``, does so only for a body
+    known before ``prepare()`` (bytes, or a ``Payload`` that aiohttp itself writes inside
+    ``write_eof()``). A payload body would move this relay loop (first event written alone, usage
+    rewrite, per-chunk telemetry, client-disconnect and mid-stream error handling) into aiohttp's
+    ``Payload.write``, out of this stage's hands. The timed flush uses the public
+    ``AbstractStreamWriter.send_headers()``; where the writer lacks it, the switch stays on and
+    nothing changes.
+    """
+
+    _send_headers_immediately = not hasattr(StreamWriter, "send_headers")
+
+
+def _send_headers(writer: Any) -> None:
+    try:
+        writer.send_headers()  # a no-op once the first chunk took them along
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError):
+        pass  # the client left; the relay loop notices on its next write

@@ -1,0 +1,62 @@
+"""RequestMetrics alone: which spans it counts, and client-chosen labels kept bounded."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from genops.api.request_metrics import MAX_LABEL_CHARS, MAX_MODELS, OTHER, RequestMetrics, status_class
+
+pytestmark = pytest.mark.unit
+
+
+class _Span:
+    """What RequestMetrics reads of a finished span."""
+
+    def __init__(self, attributes: dict[str, Any], start: int = 0, end: int = 2_000_000_000) -> None:
+        self.attributes = MappingProxyType(attributes)
+        self.start_time, self.end_time = start, end
+
+
+def _call(model: str, status: int = 200, **extra: Any) -> _Span:
+    return _Span({"genops.route": "openai", "gen_ai.provider.name": "openai", "gen_ai.request.model": model,
+                  "http.response.status_code": status, "genops.upstream.url": "http://up/v1", **extra})
+
+
+def test_client_chosen_models_and_error_types_stay_bounded() -> None:
+    metrics = RequestMetrics()
+    for i in range(MAX_MODELS + 20):
+        metrics.on_end(_call(f"model-{i}"))  # type: ignore[arg-type]
+    metrics.on_end(_call("x" * 500, 429, **{"error.type": "rate_limited"}))  # type: ignore[arg-type]
+    metrics.on_end(_call("model-0"))  # type: ignore[arg-type]
+    models: dict[str, float] = {}
+    for family in metrics.registry.collect():
+        for s in family.samples:
+            if s.name == "genops_requests_total":
+                models[s.labels["model"]] = models.get(s.labels["model"], 0) + s.value
+    assert len(models) == MAX_MODELS + 1 and models[OTHER] == 21  # 20 late names and the long one
+    assert models["model-0"] == 2
+    errors = [s.labels["error_type"] for family in metrics.registry.collect() if family.name == "genops_request_errors"
+              for s in family.samples if s.name == "genops_request_errors_total"]
+    assert errors == ["rate_limited"]
+
+
+def test_long_names_are_cut_and_statuses_grouped() -> None:
+    metrics = RequestMetrics()
+    metrics.on_end(_call("x" * 500, 503))  # type: ignore[arg-type]
+    (sample,) = [s for family in metrics.registry.collect() for s in family.samples if s.name == "genops_requests_total"]
+    assert sample.labels["model"] == "x" * MAX_LABEL_CHARS and sample.labels["status"] == "5xx"
+    assert [status_class(c) for c in (200, 201, 404, 429, 500, None, 0)] == ["2xx", "2xx", "4xx", "4xx", "5xx", "none", "other"]
+
+
+def test_spans_that_are_not_proxied_calls_are_not_counted() -> None:
+    metrics = RequestMetrics()
+    metrics.on_end(_Span({"gen_ai.request.model": "gpt-4o"}))  # type: ignore[arg-type]
+    metrics.on_end(_call("gpt-4o", 200, **{"genops.latency.ttft_ms": 250.0}))  # type: ignore[arg-type]
+    samples = {(s.name, s.labels.get("le")): s.value for family in metrics.registry.collect() for s in family.samples}
+    assert samples[("genops_requests_total", None)] == 1
+    assert samples[("genops_request_duration_seconds_sum", None)] == 2.0
+    assert samples[("genops_time_to_first_token_seconds_bucket", "0.25")] == 1
+    assert samples[("genops_time_to_first_token_seconds_bucket", "0.1")] == 0
