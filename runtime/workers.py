@@ -416,18 +416,25 @@ async def _wait_readable(fd: int, timeout_s: float) -> bool:
         loop.remove_reader(fd)
 
 
+def worker_pipeline(settings: Settings, admin_url: str, secret: str, spool: Spool) -> SpanPipeline:
+    """A worker's span pipeline (not started): its batches go to the supervisor over loopback, with the
+    same batching, queue and probe settings as the store's own pipeline."""
+    return SpanPipeline(ForwardingSink(admin_url, secret, timeout_s=settings.export_timeout_s), spool,
+                        batch_size=settings.export_batch_size, interval_s=settings.export_interval_ms / 1000,
+                        queue_size=settings.export_queue_size,
+                        probe_interval_s=settings.export_probe_interval_ms / 1000,
+                        # the store answers once the batch is in its spool; ours takes what it cannot
+                        write_ahead=False)
+
+
 def serve_worker(settings: Settings, admin_url: str, index: int) -> None:
     """One worker: the proxy on the shared public port; its spans go to the supervisor's store."""
 
     sys.setswitchinterval(0.001)  # the pipeline threads yield the GIL to the event loop within 1 ms
     pipeline = None
     if settings.export_enabled:
-        spool = _open_spool(worker_spool_path(settings, index), settings)
-        pipeline = SpanPipeline(ForwardingSink(admin_url, os.environ.get(SECRET_ENV, ""),
-                                               timeout_s=settings.export_timeout_s),
-                                spool, batch_size=settings.export_batch_size,
-                                interval_s=settings.export_interval_ms / 1000, queue_size=settings.export_queue_size,
-                                write_ahead=False)  # the store answers once the batch is in its spool; ours takes what it cannot
+        pipeline = worker_pipeline(settings, admin_url, os.environ.get(SECRET_ENV, ""),
+                                   _open_spool(worker_spool_path(settings, index), settings))
         pipeline.start()
     telemetry = build_telemetry(settings, pipeline)
     # The supervisor answers feedback and /metrics for us: it hears of our calls and pipeline at once.

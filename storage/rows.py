@@ -129,11 +129,26 @@ def attribute_string(value: Any) -> str:
         return repr(value)
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
-    if isinstance(value, (list, tuple)):
-        return orjson.dumps(list(value), default=str).decode()
-    if isinstance(value, Mapping):
-        return orjson.dumps(dict(value), default=str).decode()
+    if isinstance(value, (list, tuple, Mapping)):
+        plain = list(value) if isinstance(value, (list, tuple)) else dict(value)
+        try:
+            return orjson.dumps(plain, default=str).decode()
+        except TypeError:  # an int beyond 64 bits (orjson refuses it): spelled as a string, the span is kept
+            return orjson.dumps(_wide_ints_as_strings(plain), default=str).decode()
     return str(value)
+
+
+def _wide_ints_as_strings(value: Any) -> Any:
+    """``value`` with every int outside the signed/unsigned 64-bit range as its decimal string."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -(1 << 63) <= value < (1 << 64) else str(value)
+    if isinstance(value, (list, tuple)):
+        return [_wide_ints_as_strings(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _wide_ints_as_strings(v) for k, v in value.items()}
+    return value
 
 
 def attribute_map(attributes: Mapping[str, Any] | None) -> dict[str, str]:

@@ -25,6 +25,7 @@ ODD_VALUES = {
     "float": 0.015,
     "huge float": 1e300,
     "big int": 2**70,
+    "big ints in a list": [2**70, 7, -(2**64)],  # orjson refuses them: the list once dropped the span
     "negative": -(2**63),
     "bytes": b"\x00\xffbin",
     "tuple": ("stop", "length"),
@@ -75,6 +76,7 @@ def test_recorded_spans_with_every_kind_of_value_expand_to_the_direct_rows() -> 
     assert (attributes["nan"], attributes["inf"], attributes["whole float"], attributes["big int"]) == (
         "nan", "-inf", "8000", str(2**70))
     assert attributes["tuple"] == '["stop","length"]' and attributes["flag"] == "false"
+    assert attributes["big ints in a list"] == f'["{2**70}",7,"{-(2**64)}"]'  # kept, the wide ones as strings
     assert rows[0]["TraceState"] == "vendor=abc" and rows[0]["StatusCode"] == "Error"
     assert rows[0]["Events.Attributes"] == [{"gen_ai.evaluation.score.value": "0.9", "nan": "nan"}]
     assert rows[1]["ParentSpanId"] == "" and rows[1]["SpanKind"] == "Server"
