@@ -142,6 +142,16 @@ def test_config_file_and_flags(tmp_path):
     assert (settings.port, settings.retention_days) == (7777, 3)
 
 
+def test_serve_takes_the_exporter_as_a_flag():
+    """``genops serve --exporter otlp`` is GENOPS_EXPORTER=otlp (a proxy without a store, docs/scale-out.md)."""
+    from genops.cli import build_parser
+    from genops.commands.common import settings_from_args
+
+    args = build_parser().parse_args(["serve", "--exporter", "otlp", "--otlp-endpoint", "http://127.0.0.1:4318"])
+    settings = settings_from_args(args)
+    assert (settings.exporter, settings.otlp_endpoint) == ("otlp", "http://127.0.0.1:4318")
+
+
 def test_version():
     from genops import __version__
 

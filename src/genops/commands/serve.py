@@ -12,7 +12,7 @@ from genops.logs import setup_logging
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="run the tracing proxy")
     add_setting_flags(parser, ("host", "port", *STORAGE_FLAGS, "upstream_base_url", "openai_base_url", "otlp_endpoint",
-                               "otlp_port", "workers", "log_level", "log_format"))
+                               "otlp_port", "exporter", "workers", "log_level", "log_format"))
     # Set by the supervisor for its proxy worker processes; not for users.
     parser.add_argument("--worker-admin-url", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
