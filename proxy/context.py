@@ -32,7 +32,7 @@ from multidict import CIMultiDictProxy
 
 from genops import semconv as sc
 from genops.proxy.agents import agent_context
-from genops.proxy.providers.base import Call, ProviderAdapter
+from genops.proxy.providers.base import ProviderAdapter, RequestFacts
 
 log = logging.getLogger("genops.proxy.context")
 
@@ -232,15 +232,15 @@ def request_id_for(headers: Mapping[str, str]) -> str:
     return f"{_random_bits(128):032x}"
 
 
-def call_context(headers: CIMultiDictProxy[str], adapter: ProviderAdapter, call: Call) -> dict[str, Any]:
-    """The context attributes of one proxied call (the handler's single entry point). Never raises."""
+def call_context(headers: CIMultiDictProxy[str], adapter: ProviderAdapter, request: RequestFacts) -> dict[str, Any]:
+    """The context attributes of one proxied call (the record stage's single entry point). Never raises."""
     try:
-        body = adapter.request_context(call)
+        body = adapter.request_context(request)
     except Exception:  # noqa: BLE001 - an adapter bug must not cost the header context
         log.warning("request body context failed", extra={"adapter": adapter.name}, exc_info=True)
         body = None
     try:
-        inferred = agent_context(headers, call.request_json)
+        inferred = agent_context(headers, request.request_json)
     except Exception:  # noqa: BLE001 - same: agent inference is best effort
         log.warning("agent context failed", exc_info=True)
         inferred = None

@@ -145,8 +145,8 @@ def _linear_rates(provider_id: str, model: str, day: str) -> _LinearRates | None
             output=_slow_price(provider, model_info, Usage(0, probe), when).total_usd / probe,
             limit=limit,
         )
-        check = Usage(limit // 2 + 17, 311, cache_read_tokens=limit // 8 + 3, cache_write_tokens=limit // 16 + 1)
-        check.input_tokens = min(check.input_tokens or 0, limit - 1)
+        check = Usage(min(limit // 2 + 17, limit - 1), 311, cache_read_tokens=limit // 8 + 3,
+                      cache_write_tokens=limit // 16 + 1)
         exact = _slow_price(provider, model_info, check, when).total_usd
     except (LookupError, ValueError, TypeError, ArithmeticError):
         return None

@@ -7,7 +7,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from genops.proxy.context import MAX_PROPERTIES, call_context, context_attributes, property_name, session_path
-from genops.proxy.providers.base import Call, ProviderAdapter
+from genops.proxy.providers.base import ProviderAdapter, RequestFacts
 from genops.proxy.providers.openai import OpenAIAdapter
 
 pytestmark = pytest.mark.unit
@@ -64,13 +64,13 @@ def test_property_cap_counts_all_sources():
 
 def test_openai_body_context_and_a_broken_adapter_never_breaks_the_span():
     headers = CIMultiDictProxy(CIMultiDict({"GenOps-Session-Id": "s"}))
-    call = Call(request_json={"model": "m", "safety_identifier": "hashed-user", "metadata": {"k": "v"},
+    call = RequestFacts(request_json={"model": "m", "safety_identifier": "hashed-user", "metadata": {"k": "v"},
                               "prompt": {"id": "pmpt_1", "version": 3}})
     attrs = call_context(headers, OpenAIAdapter("http://x"), call)
     assert attrs == {"gen_ai.conversation.id": "s", "genops.user.id": "hashed-user", "genops.property.k": "v",
                      "genops.prompt.id": "pmpt_1", "genops.prompt.version": "3"}
     # a Completions "prompt" is text, not a prompt reference
-    assert call_context(headers, OpenAIAdapter("http://x"), Call(request_json={"prompt": "Say hi"})) == {
+    assert call_context(headers, OpenAIAdapter("http://x"), RequestFacts(request_json={"prompt": "Say hi"})) == {
         "gen_ai.conversation.id": "s"}
 
     class Broken(ProviderAdapter):
@@ -85,18 +85,16 @@ def test_every_adapter_reads_its_own_body_fields():
     from genops.proxy.providers.vertex import VertexAdapter
 
     headers = CIMultiDictProxy(CIMultiDict())
-    anthropic_call = Call(request_json={"metadata": {"user_id": "ant-user"}})
+    anthropic_call = RequestFacts(request_json={"metadata": {"user_id": "ant-user"}})
     assert call_context(headers, AnthropicAdapter("http://x"), anthropic_call) == {"genops.user.id": "ant-user"}
 
     vertex = VertexAdapter("http://x/{location}")
-    gemini_call = Call(request_json={"contents": [], "labels": {"team": "search", "env": "prod"}})
-    gemini_call.variant = "google"
+    gemini_call = RequestFacts(request_json={"contents": [], "labels": {"team": "search", "env": "prod"}},
+                               variant="google")
     assert call_context(headers, vertex, gemini_call) == {"genops.property.team": "search",
                                                            "genops.property.env": "prod"}
-    claude_call = Call(request_json={"metadata": {"user_id": "vertex-claude-user"}})
-    claude_call.variant = "anthropic"
+    claude_call = RequestFacts(request_json={"metadata": {"user_id": "vertex-claude-user"}}, variant="anthropic")
     assert call_context(headers, vertex, claude_call) == {"genops.user.id": "vertex-claude-user"}
-    mistral_call = Call(request_json={"user": "mistral-user"})
-    mistral_call.variant = "mistralai"
+    mistral_call = RequestFacts(request_json={"user": "mistral-user"}, variant="mistralai")
     assert call_context(headers, vertex, mistral_call) == {"genops.user.id": "mistral-user"}
 

@@ -8,17 +8,16 @@ from genai_prices import calc_price
 
 from genops.proxy.pricing import price_call
 from genops.proxy.providers import anthropic, gemini
-from genops.proxy.providers.base import Call, Usage
+from genops.proxy.providers.base import NO_USAGE, RequestFacts, ResponseAccumulator, Usage
 
 pytestmark = pytest.mark.unit
 
 
 def test_anthropic_usage_sums_cache_and_prices_one_hour_writes():
-    call = Call(operation="chat")
-    anthropic.read_usage(call, {"input_tokens": 100, "cache_creation_input_tokens": 3000,
-                                "cache_read_input_tokens": 500, "output_tokens": 40,
-                                "cache_creation": {"ephemeral_5m_input_tokens": 1000, "ephemeral_1h_input_tokens": 2000}})
-    u = call.usage
+    u = anthropic.read_usage(NO_USAGE, {"input_tokens": 100, "cache_creation_input_tokens": 3000,
+                                        "cache_read_input_tokens": 500, "output_tokens": 40,
+                                        "cache_creation": {"ephemeral_5m_input_tokens": 1000,
+                                                           "ephemeral_1h_input_tokens": 2000}})
     assert (u.input_tokens, u.cache_write_tokens, u.cache_read_tokens, u.cache_write_1h_tokens, u.output_tokens) == \
         (3600, 3000, 500, 2000, 40)
     expected = calc_price(PriceUsage(input_tokens=3600, cache_write_tokens=3000, cache_write_1h_tokens=2000,
@@ -30,19 +29,18 @@ def test_anthropic_usage_sums_cache_and_prices_one_hour_writes():
 
 
 def test_anthropic_message_delta_with_cumulative_input_overrides_start():
-    call = Call(operation="chat")
-    anthropic.read_usage(call, {"input_tokens": 10, "output_tokens": 1})
-    anthropic.read_usage_delta(call, {"output_tokens": 25})
-    assert (call.usage.input_tokens, call.usage.output_tokens) == (10, 25)
-    anthropic.read_usage_delta(call, {"input_tokens": 12, "cache_read_input_tokens": 4, "output_tokens": 30})
-    assert (call.usage.input_tokens, call.usage.cache_read_tokens, call.usage.output_tokens) == (16, 4, 30)
+    started = anthropic.read_usage(NO_USAGE, {"input_tokens": 10, "output_tokens": 1})
+    u = anthropic.read_usage_delta(started, {"output_tokens": 25})
+    assert (u.input_tokens, u.output_tokens) == (10, 25)
+    assert (started.input_tokens, started.output_tokens) == (10, 1)  # a new Usage: the earlier one is unchanged
+    u = anthropic.read_usage_delta(u, {"input_tokens": 12, "cache_read_input_tokens": 4, "output_tokens": 30})
+    assert (u.input_tokens, u.cache_read_tokens, u.output_tokens) == (16, 4, 30)
 
 
 def test_gemini_usage_metadata_thoughts_tool_prompt_and_long_context_tier():
-    call = Call(operation="generate_content")
-    gemini.read_usage(call, {"promptTokenCount": 250_000, "toolUsePromptTokenCount": 1000, "candidatesTokenCount": 900,
-                             "thoughtsTokenCount": 300, "cachedContentTokenCount": 200_000})
-    u = call.usage
+    u = gemini.read_usage(NO_USAGE, {"promptTokenCount": 250_000, "toolUsePromptTokenCount": 1000,
+                                     "candidatesTokenCount": 900, "thoughtsTokenCount": 300,
+                                     "cachedContentTokenCount": 200_000})
     assert (u.input_tokens, u.output_tokens, u.reasoning_tokens, u.cache_read_tokens) == (251_000, 1200, 300, 200_000)
     # Above 200k input tokens gemini-2.5-pro has its long-context price tier.
     expected = calc_price(PriceUsage(input_tokens=251_000, cache_read_tokens=200_000, output_tokens=1200),
@@ -69,44 +67,43 @@ def test_tool_calls_read_from_every_wire_format():
     from genops.proxy.spans import call_attributes
 
     # Anthropic: tool_use blocks, whole and streamed.
-    call = Call(operation="chat")
-    anthropic.read_response(call, 200, orjson.dumps({"id": "msg_1", "model": "claude-sonnet-4-6", "stop_reason": "tool_use",
-        "content": [{"type": "text", "text": "Let me look."},
+    response = anthropic.read_response(200, orjson.dumps({"id": "msg_1", "model": "claude-sonnet-4-6",
+        "stop_reason": "tool_use", "content": [{"type": "text", "text": "Let me look."},
                     {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]}))
-    assert call.tool_calls == ["get_weather"]
-    call = Call(operation="chat", stream=True)
-    stream = anthropic.AnthropicStream(call, 0)
+    assert response.tool_calls == ["get_weather"]
+    with pytest.raises(AttributeError):  # frozen: what the reader read, nobody writes afterwards
+        response.tool_calls = []  # type: ignore[misc]
+    stream = anthropic.AnthropicStream(RequestFacts(operation="chat", stream=True), 0)
     stream.observe(_sse({"type": "content_block_start", "index": 1, "content_block":
                          {"type": "tool_use", "id": "toolu_2", "name": "search", "input": {}}}, "content_block_start")
                    + _sse({"type": "content_block_delta", "index": 1, "delta":
                            {"type": "input_json_delta", "partial_json": "{\"q\":"}}, "content_block_delta"))
-    assert call.tool_calls == ["search"] and stream.first_token_ns is not None
+    assert stream.result().tool_calls == ["search"] and stream.first_token_ns is not None
 
     # Gemini: functionCall parts.
-    call = Call(operation="generate_content")
-    gemini.read_chunk(call, {"candidates": [{"content": {"parts": [{"functionCall": {"name": "lookup", "args": {}}}]},
-                                             "finishReason": "STOP"}]})
-    assert call.tool_calls == ["lookup"]
+    acc = ResponseAccumulator()
+    gemini.read_chunk(acc, {"candidates": [{"content": {"parts": [{"functionCall": {"name": "lookup", "args": {}}}]},
+                                            "finishReason": "STOP"}]})
+    assert acc.freeze().tool_calls == ["lookup"]
 
     # OpenAI: chat tool_calls (whole; streamed, named once per call), Responses function_call items.
     adapter = OpenAIAdapter("http://unused")
-    call = Call(operation="chat")
-    adapter.parse_response(call, 200, orjson.dumps({"id": "c", "model": "gpt-4o", "choices": [{"finish_reason": "tool_calls",
+    response = adapter.parse_response(RequestFacts(operation="chat"), 200, orjson.dumps({
+        "id": "c", "model": "gpt-4o", "choices": [{"finish_reason": "tool_calls",
         "message": {"role": "assistant", "tool_calls": [
             {"id": "call_1", "type": "function", "function": {"name": "a", "arguments": "{}"}},
             {"id": "call_2", "type": "function", "function": {"name": "b", "arguments": "{}"}}]}}]}))
-    assert call.tool_calls == ["a", "b"]
-    call = Call(operation="chat", stream=True)
-    stream = adapter.new_stream(call, 0)
+    assert response.tool_calls == ["a", "b"]
+    stream = adapter.new_stream(RequestFacts(operation="chat", stream=True), 0)
     for delta in ({"index": 0, "id": "call_1", "type": "function", "function": {"name": "a", "arguments": ""}},
                   {"index": 0, "function": {"arguments": "{\"x\":1}"}}):
         stream.observe(_sse({"id": "c", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"tool_calls": [delta]}}]}))
-    assert call.tool_calls == ["a"]
-    call = Call(operation="responses")
-    adapter.parse_response(call, 200, orjson.dumps({"id": "r", "model": "gpt-4o", "status": "completed",
-                                                    "output": [{"type": "function_call", "name": "f", "arguments": "{}"}]}))
-    assert call.tool_calls == ["f"]
+    assert stream.result().tool_calls == ["a"]
+    request = RequestFacts(operation="responses")
+    response = adapter.parse_response(request, 200, orjson.dumps({"id": "r", "model": "gpt-4o", "status": "completed",
+                                      "output": [{"type": "function_call", "name": "f", "arguments": "{}"}]}))
+    assert response.tool_calls == ["f"]
 
-    attrs = call_attributes(call_result(adapter, call, Upstream(url="http://u/v1/responses", stored_url="http://u/v1/responses"),
+    attrs = call_attributes(call_result(adapter, request, response, Upstream(url="http://u/v1/responses", stored_url="http://u/v1/responses"),
                                         200, "rid", 0, 1))
     assert attrs[sc.GENOPS_RESPONSE_TOOL_CALLS] == 1 and attrs[sc.GENOPS_RESPONSE_TOOL_NAMES] == ["f"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from genops.proxy.providers.base import Call, TextPart
+from genops.proxy.providers.base import RequestFacts, ResponseFacts, TextPart
 from genops.proxy.providers.openai import OpenAIAdapter
 from genops.proxy.safety.capture import capped_json, messages
 from genops.proxy.safety.evaluate import evaluate, load_corpus, report
@@ -125,16 +125,21 @@ def test_openai_request_texts_and_rewrite(operation, path, body, expected):
 
 def test_openai_response_texts_for_chat_and_responses():
     adapter = OpenAIAdapter("http://upstream")
-    chat = Call(operation="chat")
+    chat = RequestFacts(operation="chat")
     body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "hello", "tool_calls": [
         {"id": "t", "type": "function", "function": {"name": "f", "arguments": "{\"to\": \"a@b.io\"}"}}]}}]}
-    assert [tuple(p) for p in adapter.response_texts(chat, orjson.dumps(body))] == [
+    read = adapter.parse_response(chat, 200, orjson.dumps(body))
+    assert read.body_json == body  # parsed once by parse_response; the scan reads that parse
+    assert [tuple(p) for p in adapter.response_texts(chat, read)] == [
         ("assistant", 0, 0, "hello"), ("assistant", 0, 100, "{\"to\": \"a@b.io\"}")]
-    responses = Call(operation="responses")
+    responses = RequestFacts(operation="responses")
     body = {"output": [{"type": "message", "content": [{"type": "output_text", "text": "out"}]}]}
-    assert [tuple(p) for p in adapter.response_texts(responses, orjson.dumps(body))] == [("assistant", 0, 0, "out")]
-    streamed = Call(operation="chat", output_text=["a", "b"])
-    assert [tuple(p) for p in adapter.response_texts(streamed, None)] == [("assistant", 0, 0, "ab")]
+    assert [tuple(p) for p in adapter.response_texts(responses, adapter.parse_response(responses, 200, orjson.dumps(body)))] \
+        == [("assistant", 0, 0, "out")]
+    streamed = ResponseFacts(output_text=["a", "b"])
+    assert [tuple(p) for p in adapter.response_texts(chat, streamed)] == [("assistant", 0, 0, "ab")]
+    assert adapter.response_texts(chat, adapter.parse_response(chat, 200, b"not json")) == []
+    assert adapter.response_texts(chat, None) == []
 
 
 class _Span:
@@ -160,11 +165,15 @@ async def test_guard_redacts_an_upstream_error_that_quotes_the_request():
     adapter = OpenAIAdapter("http://upstream")
     body = {"model": "m", "messages": [{"role": "user", "content": "card 4111 1111 1111 1111"}]}
     call = adapter.parse_request("POST", "/chat/completions", orjson.dumps(body), {})
-    call.error_message = "Invalid content: 'card 4111 1111 1111 1111' is not allowed"
+    error = {"error": {"message": "Invalid content: 'card 4111 1111 1111 1111' is not allowed",
+                       "type": "invalid_request_error", "code": None}}
+    response = adapter.parse_response(call, 400, orjson.dumps(error))
+    assert response.error_message == "Invalid content: 'card 4111 1111 1111 1111' is not allowed"
     guard = CallGuard(adapter, call, Policy(pii="redact"), Capture("metadata"), 4096)
     span = _Span()
-    await guard.finish(span)
-    assert call.error_message == "Invalid content: 'card [REDACTED:payment_card]' is not allowed"
+    await guard.finish(span, response)
+    # the record stage stores the upstream's error message through the guard (tests/test_stages.py end to end)
+    assert guard.redacted(response.error_message) == "Invalid content: 'card [REDACTED:payment_card]' is not allowed"
     assert span.attributes["genops.safety.pii.count"] == 1
     assert [name for name, _ in span.events] == ["gen_ai.evaluation.result"]
     assert "gen_ai.input.messages" not in span.attributes  # metadata capture: sizes only
@@ -199,7 +208,8 @@ def test_anthropic_and_gemini_texts_and_rewrite():
     assert call.request_json["contents"][2]["parts"][0]["functionResponse"]["response"]["rows"] == ["[REDACTED:email]", 3]
     response = {"candidates": [{"content": {"role": "model", "parts": [{"text": "thinking", "thought": True},
                                                                        {"text": "answer"}]}}]}
-    assert [tuple(p) for p in gemini.response_texts(call, orjson.dumps(response))] == [("assistant", 0, 1, "answer")]
+    read = gemini.parse_response(call, 200, orjson.dumps(response))
+    assert [tuple(p) for p in gemini.response_texts(call, read)] == [("assistant", 0, 1, "answer")]
 
 
 async def test_guard_is_inert_for_pass_through_and_for_policy_off():

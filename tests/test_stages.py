@@ -16,7 +16,7 @@ from genops.config import load_settings
 from genops.proxy import after_response
 from genops.proxy.call_result import CallResult, call_cost, call_result
 from genops.proxy.handler import ProxyHandler
-from genops.proxy.providers.base import Call, RequestError, Upstream, Usage
+from genops.proxy.providers.base import RequestError, RequestFacts, ResponseFacts, Upstream, Usage
 from genops.proxy.providers.openai import OpenAIAdapter
 from genops.proxy.recorder import SpanRecorder
 from genops.proxy.spans import call_attributes
@@ -42,7 +42,7 @@ class BudgetStage:
     """What a budget check of issue #21 looks like: refuse before anything is forwarded."""
 
     async def run(self, exchange: Exchange) -> None:
-        assert exchange.call is not None and exchange.upstream is not None  # parse and route ran before it
+        assert exchange.request_facts is not None and exchange.upstream is not None  # parse and route ran before it
         if exchange.request.headers.get("X-Team") == "over-budget":
             raise RequestError(429, "The team's budget is spent.", "rate_limit_error", "budget_exceeded")
 
@@ -72,6 +72,10 @@ async def proxy():
 
     async def upstream_handler(request: web.Request) -> web.Response:
         upstream_calls.append(await request.read())
+        if request.headers.get("X-Upstream-Error") == "quote":  # an upstream error that quotes the request
+            return web.json_response({"error": {"message": "Invalid content: 'card 4111 1111 1111 1111'",
+                                                "type": "invalid_request_error", "code": "content_refused"}},
+                                     status=400)
         return web.json_response(COMPLETION)
 
     upstream_app = web.Application()
@@ -126,6 +130,24 @@ async def test_an_inserted_stage_refuses_in_the_providers_shape_and_nothing_is_f
     assert status == 200 and orjson.loads(body) == COMPLETION and len(upstream_calls) == 1
 
 
+async def test_the_span_gets_the_adapters_response_facts_and_the_guards_redaction(proxy):
+    url, _, spans = proxy
+    status, _, _ = await _post(url, {"GenOps-Request-Id": "ok-1"})
+    assert status == 200
+    await after_response.drain_pending()
+    (span,) = spans.ended
+    assert span.attributes[sc.GEN_AI_RESPONSE_ID] == "c1" and span.attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] == ["stop"]
+    assert (span.attributes[sc.GEN_AI_USAGE_INPUT_TOKENS], span.attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS]) == (3, 1)
+    assert sc.GENOPS_USAGE_ESTIMATED not in span.attributes and span.attributes[sc.GENOPS_COST_USD] > 0
+
+    status, _, _ = await _post(url, {"X-Upstream-Error": "quote", "GenOps-Safety-Policy": "pii=redact"})
+    assert status == 400
+    await after_response.drain_pending()
+    span = spans.ended[-1]
+    assert span.attributes[sc.ERROR_TYPE] == "content_refused"  # read by the adapter from the upstream's body
+    assert span.status.description == "Invalid content: 'card [REDACTED:payment_card]'"  # stored redacted
+
+
 async def test_a_stage_that_answers_skips_the_rest_and_the_call_is_still_recorded(proxy):
     url, upstream_calls, spans = proxy
     status, _, body = await _post(url, {"X-Cached": "yes", "GenOps-Request-Id": "cached-1"})
@@ -152,13 +174,13 @@ async def test_the_handler_runs_the_chain_build_chain_makes():
 
 
 def test_call_result_is_frozen_and_is_what_the_span_attributes_come_from():
-    call = Call(operation="chat", model="gpt-4o-mini", usage=Usage(input_tokens=3, output_tokens=1))
-    call.response_model = "gpt-4o-mini"
+    request = RequestFacts(operation="chat", model="gpt-4o-mini")
+    response = ResponseFacts(response_model="gpt-4o-mini", usage=Usage(input_tokens=3, output_tokens=1))
     adapter = OpenAIAdapter("http://u")
-    result = call_result(adapter, call, Upstream(url="http://u/v1/chat/completions?k=1",
+    result = call_result(adapter, request, response, Upstream(url="http://u/v1/chat/completions?k=1",
                          stored_url="http://u/v1/chat/completions"), 200, "rid", 0, 2_000_000,
                          request_body_bytes=10, response_body_bytes=20, context={"session.id": "s"},
-                         cost=call_cost(adapter, call))
+                         cost=call_cost(adapter, request, response))
     assert isinstance(result, CallResult)
     with pytest.raises(AttributeError):
         result.status = 500  # type: ignore[misc]

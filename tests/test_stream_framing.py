@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from genops.proxy.providers.base import Call, StreamState
+from genops.proxy.providers.base import RequestFacts, StreamState
 
 pytestmark = pytest.mark.unit
 
@@ -50,7 +50,7 @@ def test_events_match_the_reference_for_any_data_and_chunking():
         data = b"".join(rng.choice(PIECES) for _ in range(rng.randint(0, 40)))
         cuts = sorted(rng.sample(range(len(data) + 1), k=min(len(data) + 1, rng.randint(0, 6))))
         chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
-        state, reference = StreamState(Call(), 0), _Reference()
+        state, reference = StreamState(RequestFacts(), 0), _Reference()
         for chunk in chunks:
             assert list(state._events(chunk)) == reference.events(chunk), (data, chunks)
             assert state._buffer == reference.buffer
@@ -58,7 +58,7 @@ def test_events_match_the_reference_for_any_data_and_chunking():
 
 def test_rewrite_events_forwards_the_same_bytes_as_rewrite():
     data = b"".join(b'data: {"n":%d}\n\n' % i for i in range(50)) + b"data: [DONE]\r\n\r\npartial"
-    whole, lazy = StreamState(Call(), 0), StreamState(Call(), 0)
+    whole, lazy = StreamState(RequestFacts(), 0), StreamState(RequestFacts(), 0)
     events = lazy.rewrite_events(data)
     first = next(events)
     assert first == b'data: {"n":0}\n\n'

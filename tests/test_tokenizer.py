@@ -9,7 +9,7 @@ from importlib import resources
 import pytest
 
 from genops.proxy import tokenizer
-from genops.proxy.providers.base import Call, Usage
+from genops.proxy.providers.base import RequestFacts, ResponseFacts, Usage
 
 pytestmark = pytest.mark.unit
 
@@ -42,17 +42,23 @@ def test_request_text_covers_each_wire_format():
 
 
 def test_reported_usage_always_wins():
-    call = Call(operation="chat", request_json={"messages": [{"role": "user", "content": "one two three"}]})
-    call.output_text = ["Hello", " there"]
-    call.usage = Usage(input_tokens=42)  # the provider said 42: only the output is estimated
-    asyncio.run(tokenizer.estimate_missing_usage(call))
-    assert call.usage.input_tokens == 42
-    assert call.usage.output_tokens == tokenizer.count_tokens("Hello there") and call.usage.estimated
+    request = RequestFacts(operation="chat", request_json={"messages": [{"role": "user", "content": "one two three"}]})
+    # the provider said 42: only the output is estimated
+    streamed = ResponseFacts(output_text=["Hello", " there"], usage=Usage(input_tokens=42))
+    usage = asyncio.run(tokenizer.estimate_missing_usage(request, streamed))
+    assert usage is not None and usage.input_tokens == 42
+    assert usage.output_tokens == tokenizer.count_tokens("Hello there") and usage.estimated
+    assert streamed.usage == Usage(input_tokens=42)  # returned, not written into the response facts
 
-    exact = Call(operation="chat", usage=Usage(input_tokens=1, output_tokens=2))
-    asyncio.run(tokenizer.estimate_missing_usage(exact))
+    no_usage = ResponseFacts(output_text=["Hello", " there"])  # neither count reported: both estimated
+    usage = asyncio.run(tokenizer.estimate_missing_usage(request, no_usage))
+    assert usage is not None and usage.estimated
+    assert (usage.input_tokens, usage.output_tokens) == (tokenizer.count_tokens("one two three"),
+                                                         tokenizer.count_tokens("Hello there"))
+
+    exact = ResponseFacts(usage=Usage(input_tokens=1, output_tokens=2))
+    assert asyncio.run(tokenizer.estimate_missing_usage(request, exact)) is None
     assert (exact.usage.input_tokens, exact.usage.output_tokens, exact.usage.estimated) == (1, 2, False)
 
-    passthrough = Call()  # no model call (e.g. GET /v1/models): nothing to estimate
-    asyncio.run(tokenizer.estimate_missing_usage(passthrough))
-    assert passthrough.usage.output_tokens is None
+    passthrough = RequestFacts()  # no model call (e.g. GET /v1/models): nothing to estimate
+    assert asyncio.run(tokenizer.estimate_missing_usage(passthrough, ResponseFacts())) is None

@@ -17,17 +17,22 @@ from multidict import MultiMapping
 from genops import semconv as sc
 from genops.proxy.agents import claude_code_user_id
 from genops.proxy.providers.base import (
-    Call,
+    NO_RESPONSE,
+    NO_USAGE,
+    PASS_THROUGH,
     ProviderAdapter,
     RequestError,
+    RequestFacts,
+    ResponseFacts,
     StreamState,
     TextPart,
     TextSlot,
     Upstream,
+    Usage,
     as_int,
     parse_json_body,
     pick,
-    response_json,
+    read_json,
 )
 
 REQUEST_PARAMETERS = {
@@ -55,34 +60,33 @@ ERROR_TYPES = {
 }
 
 
-def read_usage(call: Call, usage: Any) -> None:
-    """Anthropic usage. Its ``input_tokens`` excludes cache reads and writes; GenAI's includes them."""
+def read_usage(u: Usage, usage: Any) -> Usage:
+    """``u`` updated by an Anthropic usage object (``u`` itself when there is none). Its
+    ``input_tokens`` excludes cache reads and writes; GenAI's includes them."""
     if not isinstance(usage, dict):
-        return
-    u = call.usage
+        return u
+    input_tokens, cache_write, cache_read, cache_write_1h = (u.input_tokens, u.cache_write_tokens,
+                                                             u.cache_read_tokens, u.cache_write_1h_tokens)
     uncached = as_int(usage.get("input_tokens"))
-    written = as_int(usage.get("cache_creation_input_tokens"))
-    read = as_int(usage.get("cache_read_input_tokens"))
     if uncached is not None:
-        u.input_tokens = uncached + (written or 0) + (read or 0)
-        u.cache_write_tokens = written
-        u.cache_read_tokens = read
+        cache_write = as_int(usage.get("cache_creation_input_tokens"))
+        cache_read = as_int(usage.get("cache_read_input_tokens"))
+        input_tokens = uncached + (cache_write or 0) + (cache_read or 0)
         creation = usage.get("cache_creation")
         if isinstance(creation, dict):
-            u.cache_write_1h_tokens = as_int(creation.get("ephemeral_1h_input_tokens"))
+            cache_write_1h = as_int(creation.get("ephemeral_1h_input_tokens"))
     output = as_int(usage.get("output_tokens"))
-    if output is not None:
-        u.output_tokens = output
-    u.estimated = False
+    return Usage(input_tokens, u.output_tokens if output is None else output, cache_read, cache_write,
+                 cache_write_1h, u.reasoning_tokens)
 
 
-def read_error(call: Call, body: Any) -> None:
-    """``{"type":"error","error":{"type":..., "message":...}}`` -> error.type."""
+def read_error(body: Any) -> tuple[str, str | None] | None:
+    """``{"type":"error","error":{"type":..., "message":...}}`` -> (error.type, message); None: no error."""
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
-        call.error_type = str(error.get("type") or "error")
         message = error.get("message")
-        call.error_message = str(message)[:500] if message else None
+        return str(error.get("type") or "error"), str(message)[:500] if message else None
+    return None
 
 
 def body_context(request: Any) -> dict[str, Any]:
@@ -97,40 +101,39 @@ def body_context(request: Any) -> dict[str, Any]:
     return {}
 
 
-def read_request(body: bytes, *, model: str | None = None, stream: bool | None = None) -> Call:
-    """A Messages request. Vertex passes the ``model`` (from the URL) and ``stream`` (from the method)."""
+def read_request(body: bytes, *, model: str | None = None, stream: bool | None = None,
+                 variant: str | None = None) -> RequestFacts:
+    """A Messages request. Vertex passes the ``model`` (from the URL), ``stream`` (from the method)
+    and its ``variant``."""
     request = parse_json_body(body)
     if not isinstance(request, dict):
         raise RequestError(400, "The request body must be a JSON object.", "invalid_request_error")
     body_model = request.get("model")
-    return Call(
-        operation="chat",
-        model=model or (body_model if isinstance(body_model, str) else None),
-        stream=request.get("stream") is True if stream is None else stream,
-        request_json=request,
-        request_attributes=pick(request, REQUEST_PARAMETERS),
+    return RequestFacts(
+        "chat",
+        model or (body_model if isinstance(body_model, str) else None),
+        request.get("stream") is True if stream is None else stream,
+        request,
+        pick(request, REQUEST_PARAMETERS),
+        variant,
     )
 
 
-def read_response(call: Call, status: int, body: bytes) -> None:
-    """A complete Messages response (or error) into ``call``."""
-    try:
-        data = response_json(call, body)
-    except orjson.JSONDecodeError:
-        return
+def read_response(status: int, body: bytes) -> ResponseFacts:
+    """What a complete Messages response (or error) says."""
+    data = read_json(body)
     if not isinstance(data, dict):
-        return
+        return NO_RESPONSE if data is None else ResponseFacts(body_json=data)
     if status >= 400 or data.get("type") == "error":
-        read_error(call, data)
-        return
-    call.response_id = data.get("id")
-    call.response_model = data.get("model")
-    if data.get("stop_reason"):
-        call.finish_reasons.append(str(data["stop_reason"]))
-    for block in data.get("content") or ():
-        if isinstance(block, dict) and block.get("type") in TOOL_BLOCKS:
-            call.tool_calls.append(str(block.get("name") or ""))
-    read_usage(call, data.get("usage"))
+        error = read_error(data)
+        if error is None:
+            return ResponseFacts(body_json=data)
+        return ResponseFacts(error_type=error[0], error_message=error[1], body_json=data)
+    finish_reasons = [str(data["stop_reason"])] if data.get("stop_reason") else []
+    tool_calls = [str(block.get("name") or "") for block in data.get("content") or ()
+                  if isinstance(block, dict) and block.get("type") in TOOL_BLOCKS]
+    return ResponseFacts(data.get("id"), data.get("model"), finish_reasons, tool_calls,
+                         read_usage(NO_USAGE, data.get("usage")), None, None, (), data)
 
 
 def error_body(status: int, message: str) -> bytes:
@@ -194,47 +197,43 @@ class AnthropicStream(StreamState):
             return event
         if not isinstance(payload, dict):
             return event
-        call = self.call
+        acc = self._acc
         kind = payload.get("type")
         if kind == "content_block_delta":
             delta = payload.get("delta") or {}
             self.mark_first_token()
             text = delta.get("text") if delta.get("type") == "text_delta" else None
             if isinstance(text, str):
-                call.output_text_chars += len(text)
-                call.output_text.append(text)
+                acc.output_text.append(text)
         elif kind == "content_block_start":
             block = payload.get("content_block") or {}
             if block.get("type") in TOOL_BLOCKS:
                 self.mark_first_token()
-                call.tool_calls.append(str(block.get("name") or ""))
+                acc.tool_calls.append(str(block.get("name") or ""))
         elif kind == "message_start":
             message = payload.get("message") or {}
-            call.response_id = message.get("id") or call.response_id
-            call.response_model = message.get("model") or call.response_model
-            read_usage(call, message.get("usage"))
+            acc.response_id = message.get("id") or acc.response_id
+            acc.response_model = message.get("model") or acc.response_model
+            acc.usage = read_usage(acc.usage, message.get("usage"))
         elif kind == "message_delta":
             delta = payload.get("delta") or {}
             if delta.get("stop_reason"):
-                call.finish_reasons.append(str(delta["stop_reason"]))
+                acc.finish_reasons.append(str(delta["stop_reason"]))
             # Cumulative counts: output always, input and cache fields in newer API versions.
-            read_usage_delta(call, payload.get("usage"))
+            acc.usage = read_usage_delta(acc.usage, payload.get("usage"))
         elif kind == "error":
-            read_error(call, payload)
+            acc.set_error(read_error(payload))
         return event
 
 
-def read_usage_delta(call: Call, usage: Any) -> None:
-    """``message_delta`` usage: cumulative output; input/cache fields override when present."""
+def read_usage_delta(u: Usage, usage: Any) -> Usage:
+    """``u`` updated by ``message_delta`` usage: cumulative output; input/cache fields override when present."""
     if not isinstance(usage, dict):
-        return
+        return u
     if usage.get("input_tokens") is not None:
-        read_usage(call, usage)
-    else:
-        output = as_int(usage.get("output_tokens"))
-        if output is not None:
-            call.usage.output_tokens = output
-            call.usage.estimated = False
+        return read_usage(u, usage)
+    output = as_int(usage.get("output_tokens"))
+    return u if output is None else u._replace(output_tokens=output, estimated=False)
 
 
 class AnthropicAdapter(ProviderAdapter):
@@ -256,25 +255,25 @@ class AnthropicAdapter(ProviderAdapter):
         stored = f"{base}{tail}"
         return Upstream(url=f"{stored}?{query_string}" if query_string else stored, stored_url=stored)
 
-    def parse_request(self, method: str, tail: str, body: bytes, headers: MultiMapping[str]) -> Call:
+    def parse_request(self, method: str, tail: str, body: bytes, headers: MultiMapping[str]) -> RequestFacts:
         if method != "POST" or tail.rstrip("/") != "/v1/messages":
-            return Call()  # count_tokens, models, batches...: traced as HTTP, body untouched
+            return PASS_THROUGH  # count_tokens, models, batches...: traced as HTTP, body untouched
         return read_request(body)
 
-    def parse_response(self, call: Call, status: int, body: bytes) -> None:
-        read_response(call, status, body)
+    def parse_response(self, request: RequestFacts, status: int, body: bytes) -> ResponseFacts:
+        return read_response(status, body)
 
-    def new_stream(self, call: Call, started_ns: int) -> StreamState:
-        return AnthropicStream(call, started_ns)
+    def new_stream(self, request: RequestFacts, started_ns: int, usage_injected: bool = False) -> StreamState:
+        return AnthropicStream(request, started_ns, usage_injected)
 
     def error_body(self, status: int, message: str, error_type: str, code: str | None = None) -> bytes:
         return error_body(status, message)
 
-    def text_slots(self, call: Call) -> Iterator[TextSlot]:
-        return request_slots(call.request_json)
+    def text_slots(self, request: RequestFacts) -> Iterator[TextSlot]:
+        return request_slots(request.request_json)
 
-    def response_parts(self, call: Call, data: Any) -> list[TextPart]:
+    def response_parts(self, request: RequestFacts, data: Any) -> list[TextPart]:
         return response_parts(data)
 
-    def request_context(self, call: Call) -> dict[str, Any]:
-        return body_context(call.request_json)
+    def request_context(self, request: RequestFacts) -> dict[str, Any]:
+        return body_context(request.request_json)

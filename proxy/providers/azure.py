@@ -13,7 +13,7 @@ import re
 
 from multidict import MultiMapping
 
-from genops.proxy.providers.base import Call, RequestError, Upstream
+from genops.proxy.providers.base import PASS_THROUGH, RequestError, RequestFacts, Upstream
 from genops.proxy.providers.openai import OpenAIAdapter
 
 _ROUTE = re.compile(r"^/(?P<resource>[^/]+)(?P<rest>/openai(?:/.*)?)$")
@@ -48,23 +48,18 @@ class AzureOpenAIAdapter(OpenAIAdapter):
         stored = f"{base}{rest}"
         return Upstream(url=f"{stored}?{query_string}" if query_string else stored, stored_url=stored)
 
-    def parse_request(self, method: str, tail: str, body: bytes, headers: MultiMapping[str]) -> Call:
+    def parse_request(self, method: str, tail: str, body: bytes, headers: MultiMapping[str]) -> RequestFacts:
         _, rest = self._split(tail)
         deployment = _DEPLOYMENT.match(rest)
-        if deployment is not None:
-            call = super().parse_request(method, deployment["operation"], body, headers)
-            if call.operation and not call.model:
-                call.model = deployment["deployment"]  # the body may leave the model to the deployment
-            call.variant = "deployment"
-            return call
+        if deployment is not None:  # the body may leave the model to the deployment
+            return self.read_request(method, deployment["operation"], body, model=deployment["deployment"],
+                                     variant="deployment")
         v1 = _V1.match(rest)
         if v1 is not None:
-            call = super().parse_request(method, v1["operation"], body, headers)
-            call.variant = "v1"
-            return call
-        return Call()
+            return self.read_request(method, v1["operation"], body, variant="v1")
+        return PASS_THROUGH
 
-    def prepare_body(self, call: Call, body: bytes) -> bytes:
+    def prepare_body(self, request: RequestFacts, body: bytes) -> tuple[bytes, bool]:
         # Deployment routes take an api-version, and older ones reject stream_options: only
         # the v1 routes are asked for stream usage; otherwise missing usage is estimated.
-        return super().prepare_body(call, body) if call.variant == "v1" else body
+        return super().prepare_body(request, body) if request.variant == "v1" else (body, False)

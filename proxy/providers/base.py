@@ -3,25 +3,37 @@
 An adapter knows its provider's wire format and nothing about HTTP plumbing or
 telemetry export: it recognises its routes, reads the request (model, parameters,
 stream flag), reads the response or each stream event (usage, ids, finish reasons),
-and builds a proxy-made error in the provider's own error shape. The proxy handler
-(proxy/handler.py) drives it; adding a provider is adding one module.
+and builds a proxy-made error in the provider's own error shape. The proxy's stages
+(proxy/stages/) drive it; adding a provider is adding one module.
+
+What an adapter reads it returns frozen, and nothing writes it afterwards:
+
+- :meth:`ProviderAdapter.parse_request` returns the call's :class:`RequestFacts`;
+- :meth:`ProviderAdapter.parse_response` (a whole body) returns its :class:`ResponseFacts`;
+- a stream's :class:`StreamState` collects into a :class:`ResponseAccumulator` that it alone
+  owns and writes, and :meth:`StreamState.result` freezes it when the stream ends.
+
+The record stage composes them, with what the stages measured, into the call's
+:class:`~genops.proxy.call_result.CallResult`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import orjson
 from multidict import MultiMapping
 
 
-@dataclass
-class Usage:
+class Usage(NamedTuple):
     """Token counts of one call. ``input_tokens`` includes cached tokens and
-    ``output_tokens`` includes reasoning tokens, as the GenAI conventions define them."""
+    ``output_tokens`` includes reasoning tokens, as the GenAI conventions define them.
+
+    Immutable: a reader that learns more (a stream's later event) makes a new one."""
 
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -36,29 +48,82 @@ class Usage:
         return self.input_tokens is not None or self.output_tokens is not None
 
 
-@dataclass
-class Call:
-    """Everything the adapter learns about one model call; the handler turns it into a span."""
+#: No token counts known.
+NO_USAGE = Usage()
+_NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
+
+
+class RequestFacts(NamedTuple):
+    """What an adapter read from one request (:meth:`ProviderAdapter.parse_request`). Frozen.
+
+    A ``NamedTuple`` (like :class:`~genops.proxy.call_result.CallResult`): built once per call,
+    ~3x cheaper to make than a frozen slots dataclass (measured ~0.7 µs against ~2 µs; the same
+    for :class:`ResponseFacts`). ``request_json`` is the parsed body the adapter's text and
+    context readers walk; the one change it ever sees is the safety guard's
+    ``mask-upstream``, which rewrites its texts in place (:meth:`ProviderAdapter.replace_request_texts`)
+    before the body leaves, so that it stays the body that was sent.
+    """
 
     operation: str | None = None  # gen_ai.operation.name; None for generic pass-through
     model: str | None = None  # requested model
-    stream: bool = False
+    stream: bool = False  # the client asked for a stream
     request_json: Any = None  # parsed body, when JSON
-    request_attributes: dict[str, Any] = field(default_factory=dict)  # gen_ai.request.* values
-    response_id: str | None = None
-    response_model: str | None = None
-    finish_reasons: list[str] = field(default_factory=list)
-    usage: Usage = field(default_factory=Usage)
-    error_type: str | None = None  # error.type (provider error code or proxy reason)
-    error_message: str | None = None
-    usage_injected: bool = False  # the proxy asked the upstream for stream usage
-    output_text_chars: int = 0  # streamed text seen, for token estimates
-    output_text: list[str] = field(default_factory=list)  # streamed text, for estimates and capture
+    request_attributes: Mapping[str, Any] = _NO_ATTRIBUTES  # gen_ai.request.* values
     variant: str | None = None  # adapter-private: which wire format a multi-format route speaks
-    tool_calls: list[str] = field(default_factory=list)  # names of the tool calls the model made
-    # (body, parsed JSON) of the complete response: parse_response and the safety scan's
-    # response_texts read the same body, and it is parsed once (see response_json).
-    response_data: tuple[bytes, Any] | None = None
+
+
+#: A request the adapter does not read: generic pass-through, traced as HTTP only.
+PASS_THROUGH = RequestFacts()
+
+
+class ResponseFacts(NamedTuple):
+    """What an adapter read from one response: a whole body (:meth:`ProviderAdapter.parse_response`)
+    or a stream (:meth:`StreamState.result`). Frozen; its lists are the reader's own, handed over
+    when it froze them (not copied) and never written again."""
+
+    response_id: Any = None
+    response_model: Any = None
+    finish_reasons: Sequence[str] = ()
+    tool_calls: Sequence[str] = ()  # names of the tool calls the model made
+    usage: Usage = NO_USAGE  # as reported; a stream's missing counts are estimated apart (proxy/tokenizer)
+    error_type: str | None = None  # error.type (provider error code)
+    error_message: str | None = None
+    # the model's text as a reader collected it piece by piece (a stream's: for estimates and capture)
+    output_text: Sequence[str] = ()
+    # a whole body's parsed JSON (None: a stream, or not JSON): what the safety scan and capture read
+    body_json: Any = None
+
+
+#: Nothing read from the response (no body read, or not JSON).
+NO_RESPONSE = ResponseFacts()
+
+
+class ResponseAccumulator:
+    """The mutable scratch a response reader fills while it reads: a stream's, owned by its
+    :class:`StreamState` (and by nothing else), or a whole body's while one reader walks it.
+    :meth:`freeze` turns it into :class:`ResponseFacts`; it is not written after that."""
+
+    __slots__ = ("error_message", "error_type", "finish_reasons", "output_text", "response_id", "response_model",
+                 "tool_calls", "usage")
+
+    def __init__(self) -> None:
+        self.response_id: Any = None
+        self.response_model: Any = None
+        self.finish_reasons: list[str] = []
+        self.tool_calls: list[str] = []
+        self.usage = NO_USAGE
+        self.error_type: str | None = None
+        self.error_message: str | None = None
+        self.output_text: list[str] = []
+
+    def set_error(self, error: tuple[str, str | None] | None) -> None:
+        """Keep an error read by a wire format's ``read_error`` (None: the body had none)."""
+        if error is not None:
+            self.error_type, self.error_message = error
+
+    def freeze(self, body_json: Any = None) -> ResponseFacts:
+        return ResponseFacts(self.response_id, self.response_model, self.finish_reasons, self.tool_calls, self.usage,
+                             self.error_type, self.error_message, self.output_text, body_json)
 
 
 class TextPart(NamedTuple):
@@ -126,12 +191,16 @@ class StreamState:
     """Reads one streamed response as it passes. Default: Server-Sent Events.
 
     ``observe(chunk)`` reads a copy of bytes already forwarded; ``rewrite(chunk)`` is used
-    instead when the proxy changed the request (``call.usage_injected``) and must hide the
-    difference from the client: it returns the bytes to forward (whole events only).
+    instead when the proxy changed the request (``usage_injected``: it asked for stream usage)
+    and must hide the difference from the client: it returns the bytes to forward (whole events
+    only). What the events say goes into the reader's own :class:`ResponseAccumulator`
+    (``self._acc``, written by this reader only); :meth:`result` freezes it.
     """
 
-    def __init__(self, call: Call, started_ns: int) -> None:
-        self.call = call
+    def __init__(self, request: RequestFacts, started_ns: int, usage_injected: bool = False) -> None:
+        self.request = request
+        self.usage_injected = usage_injected
+        self._acc = ResponseAccumulator()
         self.started_ns = started_ns
         self.first_token_ns: int | None = None
         self.chunks = 0
@@ -209,6 +278,11 @@ class StreamState:
         """Read one event; return the bytes to forward (rewrite mode) or None to drop it."""
         return event
 
+    def result(self) -> ResponseFacts:
+        """What the stream said, frozen: called once, when the relay is done with the stream
+        (ended, broken or left by the client); the reader reads nothing after that."""
+        return self._acc.freeze()
+
 
 class ProviderAdapter:
     """Base class of provider adapters. Subclasses set the class attributes and override methods."""
@@ -230,26 +304,31 @@ class ProviderAdapter:
         """
         raise NotImplementedError
 
-    def parse_request(self, method: str, tail: str, body: bytes, headers: MultiMapping[str]) -> Call:
-        """Read the request. Raise :class:`RequestError` for a body the proxy cannot accept."""
+    def parse_request(self, method: str, tail: str, body: bytes, headers: MultiMapping[str]) -> RequestFacts:
+        """Read the request (:data:`PASS_THROUGH` for one that is not a model call). Raise
+        :class:`RequestError` for a body the proxy cannot accept."""
         raise NotImplementedError
 
-    def prepare_body(self, call: Call, body: bytes) -> bytes:
-        """The body to send upstream (unchanged unless the adapter must ask for usage)."""
-        return body
+    def prepare_body(self, request: RequestFacts, body: bytes) -> tuple[bytes, bool]:
+        """The body to send upstream, and whether the adapter changed it to ask the upstream for
+        stream usage the client did not ask for (``usage_injected``: the stream reader then hides
+        that usage from the client). Unchanged by default."""
+        return body, False
 
-    def parse_response(self, call: Call, status: int, body: bytes) -> None:
-        """Read a complete (non-streamed) response body into ``call``."""
+    def parse_response(self, request: RequestFacts, status: int, body: bytes) -> ResponseFacts:
+        """Read a complete (non-streamed) response body; its JSON is parsed once, here, and kept
+        in ``body_json`` for the safety scan and content capture."""
+        return NO_RESPONSE
 
-    def new_stream(self, call: Call, started_ns: int) -> StreamState:
+    def new_stream(self, request: RequestFacts, started_ns: int, usage_injected: bool = False) -> StreamState:
         """A reader for one streamed response."""
-        return StreamState(call, started_ns)
+        return StreamState(request, started_ns, usage_injected)
 
-    def streams_response(self, call: Call, status: int, content_type: str) -> bool:
+    def streams_response(self, request: RequestFacts, status: int, content_type: str) -> bool:
         """Whether to relay this response as a stream (chunk by chunk) rather than read it whole."""
-        return call.stream and status < 400 and "json" not in content_type.split(";")[0]
+        return request.stream and status < 400 and "json" not in content_type.split(";")[0]
 
-    def price_provider(self, call: Call) -> str | None:
+    def price_provider(self, request: RequestFacts) -> str | None:
         """The ``genai-prices`` provider id for this call (routes serving several providers override it)."""
         return self.price_provider_id
 
@@ -257,41 +336,39 @@ class ProviderAdapter:
     # An adapter that implements the two hooks (text_slots, response_parts) gets PII/secret/
     # injection scanning, masking before the upstream, and gen_ai.input/output.messages
     # capture through the three methods below; the defaults mean "no text known".
-    def text_slots(self, call: Call) -> Iterable[TextSlot] | None:
-        """Every text of the parsed request (``call.request_json``) in a stable order, each with
+    def text_slots(self, request: RequestFacts) -> Iterable[TextSlot] | None:
+        """Every text of the parsed request (``request.request_json``) in a stable order, each with
         where it lives (for rewriting): message contents and text parts, tool results (role
         ``tool``), tool-call arguments, system prompts, completion prompts, embedding inputs.
         Images and token arrays are skipped. None: this adapter knows no request texts."""
         return None
 
-    def response_parts(self, call: Call, data: Any) -> list[TextPart]:
-        """Texts the model produced, from a complete parsed JSON response."""
+    def response_parts(self, request: RequestFacts, data: Any) -> list[TextPart]:
+        """Texts the model produced, from a complete parsed JSON response (``[]`` for None)."""
         return []
 
-    def request_texts(self, call: Call) -> list[TextPart]:
+    def request_texts(self, request: RequestFacts) -> list[TextPart]:
         """The request's texts (see :meth:`text_slots`)."""
-        slots = self.text_slots(call)
+        slots = self.text_slots(request)
         return [] if slots is None else [slot[0] for slot in slots]
 
-    def replace_request_texts(self, call: Call, texts: Mapping[int, str]) -> bytes:
-        """Replace the texts at these positions (indexes into ``request_texts(call)``) in
-        ``call.request_json`` in place, and return the new request body to send upstream."""
-        slots = self.text_slots(call)
+    def replace_request_texts(self, request: RequestFacts, texts: Mapping[int, str]) -> bytes:
+        """Replace the texts at these positions (indexes into ``request_texts(request)``) in
+        ``request.request_json`` in place, and return the new request body to send upstream."""
+        slots = self.text_slots(request)
         if slots is None:
             raise NotImplementedError(f"{type(self).__name__} cannot rewrite request texts")
         write_texts(slots, texts)
-        return orjson.dumps(call.request_json)
+        return orjson.dumps(request.request_json)
 
-    def response_texts(self, call: Call, body: bytes | None) -> list[TextPart]:
-        """Texts the model produced: read from ``body`` for a complete response, or from
-        ``call.output_text`` (collected by the stream reader) when ``body`` is None."""
-        if body is None:
-            return [TextPart("assistant", 0, 0, "".join(call.output_text))] if call.output_text else []
-        try:
-            data = response_json(call, body)
-        except orjson.JSONDecodeError:
+    def response_texts(self, request: RequestFacts, response: ResponseFacts | None) -> list[TextPart]:
+        """Texts the model produced: from a complete response's parsed body (``body_json``), or
+        else from the text a stream reader collected (``output_text``)."""
+        if response is None:
             return []
-        return self.response_parts(call, data)
+        if response.body_json is not None:
+            return self.response_parts(request, response.body_json)
+        return [TextPart("assistant", 0, 0, "".join(response.output_text))] if response.output_text else []
 
     def error_body(self, status: int, message: str, error_type: str, code: str | None = None) -> bytes:
         """A proxy-made error in this provider's own shape."""
@@ -300,21 +377,19 @@ class ProviderAdapter:
     def error_content_type(self) -> str:
         return "application/json"
 
-    def request_context(self, call: Call) -> Mapping[str, Any]:
+    def request_context(self, request: RequestFacts) -> Mapping[str, Any]:
         """Context the request body carries (user, metadata, prompt), keyed like the ``GenOps-*``
         headers without their prefix: ``{"user-id": ..., "property-<name>": ...}`` (proxy/context.py)."""
         return {}
 
 
-def response_json(call: Call, body: bytes) -> Any:
-    """``orjson.loads(body)`` for a complete response body, parsed once per call and body
-    (raises ``orjson.JSONDecodeError`` like ``orjson.loads``). Callers only read the result."""
-    cached = call.response_data
-    if cached is not None and cached[0] is body:
-        return cached[1]
-    data = orjson.loads(body)
-    call.response_data = (body, data)
-    return data
+def read_json(body: bytes) -> Any:
+    """A whole response body's JSON (parsed once per call, by its ``parse_response``), or None
+    when it is not JSON."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def parse_json_body(body: bytes) -> Any:

@@ -20,17 +20,22 @@ from multidict import MultiMapping
 
 from genops import semconv as sc
 from genops.proxy.providers.base import (
-    Call,
+    NO_RESPONSE,
+    PASS_THROUGH,
     ProviderAdapter,
     RequestError,
+    RequestFacts,
+    ResponseAccumulator,
+    ResponseFacts,
     StreamState,
     TextPart,
     TextSlot,
     Upstream,
+    Usage,
     as_int,
     parse_json_body,
     pick,
-    response_json,
+    read_json,
     string_leaves,
 )
 
@@ -82,49 +87,53 @@ STATUS_NAMES = {
 _PATH = re.compile(r"^/(?P<version>v\d\w*)/(?P<model>(?:models|tunedModels)/[^/:]+):(?P<method>\w+)$")
 
 
-def read_usage(call: Call, usage: Any) -> None:
-    """``usageMetadata``: prompt (includes cached) + tool-use prompt in, candidates + thoughts out."""
+def read_usage(u: Usage, usage: Any) -> Usage:
+    """``u`` updated by ``usageMetadata`` (``u`` itself when there is none): prompt (includes
+    cached) + tool-use prompt in, candidates + thoughts out."""
     if not isinstance(usage, dict):
-        return
-    u = call.usage
+        return u
+    input_tokens, output_tokens, reasoning, cache_read, estimated = (
+        u.input_tokens, u.output_tokens, u.reasoning_tokens, u.cache_read_tokens, u.estimated)
     prompt = as_int(usage.get("promptTokenCount"))
     if prompt is not None:
-        u.input_tokens = prompt + (as_int(usage.get("toolUsePromptTokenCount")) or 0)
+        input_tokens = prompt + (as_int(usage.get("toolUsePromptTokenCount")) or 0)
     candidates = as_int(usage.get("candidatesTokenCount"))
     thoughts = as_int(usage.get("thoughtsTokenCount"))
     if candidates is not None or thoughts is not None:
-        u.output_tokens = (candidates or 0) + (thoughts or 0)
+        output_tokens = (candidates or 0) + (thoughts or 0)
     if thoughts is not None:
-        u.reasoning_tokens = thoughts
+        reasoning = thoughts
     cached = as_int(usage.get("cachedContentTokenCount"))
     if cached is not None:
-        u.cache_read_tokens = cached
+        cache_read = cached
     if prompt is not None or candidates is not None:
-        u.estimated = False
+        estimated = False
+    return Usage(input_tokens, output_tokens, cache_read, u.cache_write_tokens, u.cache_write_1h_tokens, reasoning,
+                 estimated)
 
 
-def read_error(call: Call, body: Any) -> None:
-    """``{"error": {"code", "message", "status"}}`` -> error.type = the status name."""
+def read_error(body: Any) -> tuple[str, str | None] | None:
+    """``{"error": {"code", "message", "status"}}`` -> (error.type = the status name, message); None: no error."""
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
-        call.error_type = str(error.get("status") or error.get("code") or "error")
         message = error.get("message")
-        call.error_message = str(message)[:500] if message else None
+        return str(error.get("status") or error.get("code") or "error"), str(message)[:500] if message else None
+    return None
 
 
-def read_chunk(call: Call, data: Any, stream: StreamState | None = None) -> None:
-    """One ``GenerateContentResponse`` (a whole response, or one stream chunk)."""
+def read_chunk(acc: ResponseAccumulator, data: Any, stream: StreamState | None = None) -> None:
+    """One ``GenerateContentResponse`` (a whole response, or one stream chunk) into the reader's ``acc``."""
     if isinstance(data, list):  # a JSON-array stream read whole
         for item in data:
-            read_chunk(call, item, stream)
+            read_chunk(acc, item, stream)
         return
     if not isinstance(data, dict):
         return
     if "error" in data:
-        read_error(call, data)
+        acc.set_error(read_error(data))
         return
-    call.response_id = data.get("responseId") or call.response_id
-    call.response_model = data.get("modelVersion") or call.response_model
+    acc.response_id = data.get("responseId") or acc.response_id
+    acc.response_model = data.get("modelVersion") or acc.response_model
     for candidate in data.get("candidates") or ():
         if not isinstance(candidate, dict):
             continue
@@ -135,45 +144,49 @@ def read_chunk(call: Call, data: Any, stream: StreamState | None = None) -> None
             if stream is not None and (text or part.get("functionCall") or part.get("inlineData")):
                 stream.mark_first_token()
             if isinstance(text, str) and not part.get("thought"):
-                call.output_text_chars += len(text)
-                call.output_text.append(text)
+                acc.output_text.append(text)
             function_call = part.get("functionCall")
             if isinstance(function_call, dict):
-                call.tool_calls.append(str(function_call.get("name") or ""))
+                acc.tool_calls.append(str(function_call.get("name") or ""))
         if candidate.get("finishReason"):
-            call.finish_reasons.append(str(candidate["finishReason"]))
-    read_usage(call, data.get("usageMetadata"))
+            acc.finish_reasons.append(str(candidate["finishReason"]))
+    acc.usage = read_usage(acc.usage, data.get("usageMetadata"))
 
 
-def read_request(method_name: str, model: str, body: bytes) -> Call:
-    """A Gemini request for ``models/{model}:{method_name}``."""
+def read_request(method_name: str, model: str, body: bytes, variant: str | None = None) -> RequestFacts:
+    """A Gemini request for ``models/{model}:{method_name}`` (``variant``: kept for Vertex)."""
     operation = OPERATIONS.get(method_name)
-    if operation is None:
-        return Call()  # countTokens, ...: traced as HTTP
+    if operation is None:  # countTokens, ...: traced as HTTP
+        return PASS_THROUGH if variant is None else RequestFacts(variant=variant)
     request = parse_json_body(body)
     if not isinstance(request, dict):
         raise RequestError(400, "The request body must be a JSON object.", "INVALID_ARGUMENT")
     config = request.get("generationConfig") or request.get("generation_config") or {}
-    return Call(
-        operation=operation,
-        model=model,
-        stream=method_name.startswith("stream"),
-        request_json=request,
-        request_attributes=pick(config, GENERATION_PARAMETERS) if isinstance(config, dict) else {},
+    return RequestFacts(
+        operation,
+        model,
+        method_name.startswith("stream"),
+        request,
+        pick(config, GENERATION_PARAMETERS) if isinstance(config, dict) else {},
+        variant,
     )
 
 
-def read_response(call: Call, status: int, body: bytes) -> None:
-    """A complete response body (object, or a JSON-array stream that came back whole)."""
-    try:
-        data = response_json(call, body)
-    except orjson.JSONDecodeError:
-        return
+def read_response(request: RequestFacts, status: int, body: bytes) -> ResponseFacts:
+    """What a complete response body (object, or a JSON-array stream that came back whole) says."""
+    data = read_json(body)
+    if data is None:
+        return NO_RESPONSE
     if status >= 400:
-        read_error(call, data[0] if isinstance(data, list) and data else data)
-        return
-    if call.operation == "generate_content":
-        read_chunk(call, data)
+        error = read_error(data[0] if isinstance(data, list) and data else data)
+        if error is None:
+            return ResponseFacts(body_json=data)
+        return ResponseFacts(error_type=error[0], error_message=error[1], body_json=data)
+    if request.operation != "generate_content":
+        return ResponseFacts(body_json=data)
+    acc = ResponseAccumulator()  # this function's own, frozen before it returns
+    read_chunk(acc, data)
+    return acc.freeze(data)
 
 
 def _parts_slots(role: str, index: int, content: Any) -> Iterator[TextSlot]:
@@ -242,8 +255,8 @@ class GeminiStream(StreamState):
 
     _SPECIAL = re.compile(rb'[{}\[\]"\\]')
 
-    def __init__(self, call: Call, started_ns: int) -> None:
-        super().__init__(call, started_ns)
+    def __init__(self, request: RequestFacts, started_ns: int, usage_injected: bool = False) -> None:
+        super().__init__(request, started_ns, usage_injected)
         self._array: bool | None = None
         self._depth = 0
         self._in_string = False
@@ -298,7 +311,7 @@ class GeminiStream(StreamState):
         payload = event if self._array else self.event_data(event)
         if payload:
             try:
-                read_chunk(self.call, orjson.loads(payload), self)
+                read_chunk(self._acc, orjson.loads(payload), self)
             except orjson.JSONDecodeError:
                 pass
         return event
@@ -321,26 +334,26 @@ class GeminiAdapter(ProviderAdapter):
         # The query may carry the API key (key=...): it is sent, never stored.
         return Upstream(url=f"{stored}?{query_string}" if query_string else stored, stored_url=stored)
 
-    def parse_request(self, method: str, tail: str, body: bytes, headers: MultiMapping[str]) -> Call:
+    def parse_request(self, method: str, tail: str, body: bytes, headers: MultiMapping[str]) -> RequestFacts:
         match = _PATH.match(tail)
         if method != "POST" or match is None:
-            return Call()
+            return PASS_THROUGH
         return read_request(match["method"], match["model"].split("/", 1)[1], body)
 
-    def parse_response(self, call: Call, status: int, body: bytes) -> None:
-        read_response(call, status, body)
+    def parse_response(self, request: RequestFacts, status: int, body: bytes) -> ResponseFacts:
+        return read_response(request, status, body)
 
-    def new_stream(self, call: Call, started_ns: int) -> StreamState:
-        return GeminiStream(call, started_ns)
+    def new_stream(self, request: RequestFacts, started_ns: int, usage_injected: bool = False) -> StreamState:
+        return GeminiStream(request, started_ns, usage_injected)
 
-    def streams_response(self, call: Call, status: int, content_type: str) -> bool:
-        return call.stream and status < 400  # the JSON-array stream is application/json too
+    def streams_response(self, request: RequestFacts, status: int, content_type: str) -> bool:
+        return request.stream and status < 400  # the JSON-array stream is application/json too
 
     def error_body(self, status: int, message: str, error_type: str, code: str | None = None) -> bytes:
         return error_body(status, message)
 
-    def text_slots(self, call: Call) -> Iterator[TextSlot]:
-        return request_slots(call.request_json)
+    def text_slots(self, request: RequestFacts) -> Iterator[TextSlot]:
+        return request_slots(request.request_json)
 
-    def response_parts(self, call: Call, data: Any) -> list[TextPart]:
+    def response_parts(self, request: RequestFacts, data: Any) -> list[TextPart]:
         return response_parts(data)

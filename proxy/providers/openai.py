@@ -14,17 +14,22 @@ from multidict import MultiMapping
 
 from genops import semconv as sc
 from genops.proxy.providers.base import (
-    Call,
+    NO_RESPONSE,
+    NO_USAGE,
+    PASS_THROUGH,
     ProviderAdapter,
     RequestError,
+    RequestFacts,
+    ResponseFacts,
     StreamState,
     TextPart,
     TextSlot,
     Upstream,
+    Usage,
     as_int,
     parse_json_body,
     pick,
-    response_json,
+    read_json,
 )
 
 # Request path (after /v1) -> gen_ai.operation.name.
@@ -164,35 +169,33 @@ def strip_usage(data: bytes) -> bytes:
     return data if end == -1 else without_member(data, start, end)
 
 
-def read_usage(call: Call, usage: Any) -> None:
-    """Chat/Completions (prompt_/completion_tokens) and Responses (input_/output_tokens) usage."""
+def read_usage(u: Usage, usage: Any) -> Usage:
+    """``u`` updated by a Chat/Completions (prompt_/completion_tokens) or Responses
+    (input_/output_tokens) usage object (``u`` itself when there is none)."""
     if not isinstance(usage, dict):
-        return
-    u = call.usage
+        return u
     if "prompt_tokens" in usage or "completion_tokens" in usage:
-        u.input_tokens = as_int(usage.get("prompt_tokens"))
-        u.output_tokens = as_int(usage.get("completion_tokens"))
+        input_tokens = as_int(usage.get("prompt_tokens"))
+        output_tokens = as_int(usage.get("completion_tokens"))
         details_in = usage.get("prompt_tokens_details") or {}
         details_out = usage.get("completion_tokens_details") or {}
     else:
-        u.input_tokens = as_int(usage.get("input_tokens"))
-        u.output_tokens = as_int(usage.get("output_tokens"))
+        input_tokens = as_int(usage.get("input_tokens"))
+        output_tokens = as_int(usage.get("output_tokens"))
         details_in = usage.get("input_tokens_details") or {}
         details_out = usage.get("output_tokens_details") or {}
-    if isinstance(details_in, dict):
-        u.cache_read_tokens = as_int(details_in.get("cached_tokens"))
-    if isinstance(details_out, dict):
-        u.reasoning_tokens = as_int(details_out.get("reasoning_tokens"))
-    u.estimated = False
+    cache_read = as_int(details_in.get("cached_tokens")) if isinstance(details_in, dict) else u.cache_read_tokens
+    reasoning = as_int(details_out.get("reasoning_tokens")) if isinstance(details_out, dict) else u.reasoning_tokens
+    return Usage(input_tokens, output_tokens, cache_read, u.cache_write_tokens, u.cache_write_1h_tokens, reasoning)
 
 
-def read_error(call: Call, body: Any) -> None:
-    """An OpenAI error body's type/code become error.type."""
+def read_error(body: Any) -> tuple[str, str | None] | None:
+    """An OpenAI error body's type/code (error.type) and message; None when it has no error."""
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
-        call.error_type = str(error.get("code") or error.get("type") or "error")
         message = error.get("message")
-        call.error_message = str(message)[:500] if message else None
+        return str(error.get("code") or error.get("type") or "error"), str(message)[:500] if message else None
+    return None
 
 
 def _content_slots(role: str, index: int, container: Any, key: Any) -> Iterator[TextSlot]:
@@ -325,16 +328,16 @@ class OpenAIStream(StreamState):
             return event
         if not isinstance(chunk, dict):
             return event
-        call = self.call
+        acc = self._acc
         kind = chunk.get("type")
         if isinstance(kind, str):  # Responses API event
             self._responses_event(kind, chunk)
             return event
-        if call.response_id is None and chunk.get("id"):
-            call.response_id = chunk.get("id")
-            call.response_model = chunk.get("model")
+        if acc.response_id is None and chunk.get("id"):
+            acc.response_id = chunk.get("id")
+            acc.response_model = chunk.get("model")
         if "error" in chunk:
-            read_error(call, chunk)
+            acc.set_error(read_error(chunk))
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             text = delta.get("content") or choice.get("text") or delta.get("reasoning_content")
@@ -342,18 +345,17 @@ class OpenAIStream(StreamState):
                 self.mark_first_token()
                 for tool_call in delta.get("tool_calls") or ():
                     if isinstance(tool_call, dict) and tool_call.get("id"):  # only a call's first delta has the id
-                        call.tool_calls.append(str((tool_call.get("function") or {}).get("name") or ""))
+                        acc.tool_calls.append(str((tool_call.get("function") or {}).get("name") or ""))
                 if isinstance(text, str):
-                    call.output_text_chars += len(text)
-                    call.output_text.append(text)
+                    acc.output_text.append(text)
             if choice.get("finish_reason"):
-                call.finish_reasons.append(choice["finish_reason"])
+                acc.finish_reasons.append(choice["finish_reason"])
         usage = chunk.get("usage")
         if usage:
-            read_usage(call, usage)
-            if call.usage_injected and not chunk.get("choices"):
+            acc.usage = read_usage(acc.usage, usage)
+            if self.usage_injected and not chunk.get("choices"):
                 return None  # the usage chunk only exists because the proxy asked for it
-        if call.usage_injected and "usage" in chunk:  # asked for by the proxy only: hidden
+        if self.usage_injected and "usage" in chunk:  # asked for by the proxy only: hidden
             stripped = strip_usage(data)
             if stripped is not data:
                 cut = len(event) - 2 - len(data)  # "data: {...}\n\n", the usual event: swap the payload in place
@@ -363,31 +365,30 @@ class OpenAIStream(StreamState):
         return event
 
     def _responses_event(self, kind: str, chunk: dict[str, Any]) -> None:
-        call = self.call
+        acc = self._acc
         if kind in ("response.output_text.delta", "response.reasoning_summary_text.delta",
                     "response.function_call_arguments.delta", "response.refusal.delta"):
             self.mark_first_token()
             delta = chunk.get("delta")
             if isinstance(delta, str) and kind == "response.output_text.delta":
-                call.output_text_chars += len(delta)
-                call.output_text.append(delta)
+                acc.output_text.append(delta)
         elif kind in ("response.created", "response.completed", "response.incomplete", "response.failed"):
             response = chunk.get("response") or {}
-            call.response_id = response.get("id") or call.response_id
-            call.response_model = response.get("model") or call.response_model
+            acc.response_id = response.get("id") or acc.response_id
+            acc.response_model = response.get("model") or acc.response_model
             if kind != "response.created":
-                read_usage(call, response.get("usage"))
+                acc.usage = read_usage(acc.usage, response.get("usage"))
                 status = response.get("status")
                 if status:
-                    call.finish_reasons.append(str(status))
+                    acc.finish_reasons.append(str(status))
                 if kind == "response.failed" and isinstance(response.get("error"), dict):
-                    read_error(call, {"error": response["error"]})
+                    acc.set_error(read_error({"error": response["error"]}))
         elif kind == "response.output_item.added":
             item = chunk.get("item") or {}
             if item.get("type") == "function_call":
-                call.tool_calls.append(str(item.get("name") or ""))
+                acc.tool_calls.append(str(item.get("name") or ""))
         elif kind == "error":
-            read_error(call, {"error": chunk})
+            acc.set_error(read_error({"error": chunk}))
 
 
 class OpenAIAdapter(ProviderAdapter):
@@ -418,76 +419,79 @@ class OpenAIAdapter(ProviderAdapter):
         stored = f"{base}{version}{tail}"
         return Upstream(url=f"{stored}?{query_string}" if query_string else stored, stored_url=stored)
 
-    def parse_request(self, method: str, tail: str, body: bytes, headers: MultiMapping[str]) -> Call:
+    def parse_request(self, method: str, tail: str, body: bytes, headers: MultiMapping[str]) -> RequestFacts:
+        return self.read_request(method, tail, body)
+
+    @staticmethod
+    def read_request(method: str, tail: str, body: bytes, *, model: str | None = None,
+                     variant: str | None = None) -> RequestFacts:
+        """A request for ``tail`` (the path after ``/v1``); ``model`` stands when the body names
+        none (an Azure deployment), ``variant`` is kept for the adapter that asks (Azure)."""
         operation = OPERATIONS.get(tail.rstrip("/")) if method == "POST" else None
         if operation is None:
-            return Call()  # generic pass-through: traced as HTTP, body untouched
+            # generic pass-through: traced as HTTP, body untouched
+            return PASS_THROUGH if variant is None else RequestFacts(variant=variant)
         request = parse_json_body(body)
         if not isinstance(request, dict):
             raise RequestError(400, "The request body must be a JSON object.", "invalid_request_error", "invalid_body")
-        model = request.get("model")
-        call = Call(
-            operation=operation,
-            model=model if isinstance(model, str) else None,
-            stream=request.get("stream") is True,
-            request_json=request,
-            request_attributes=pick(request, REQUEST_PARAMETERS),
-        )
-        return call
+        body_model = request.get("model")
+        if not isinstance(body_model, str):
+            body_model = None
+        if not body_model and model is not None:
+            body_model = model
+        return RequestFacts(operation, body_model, request.get("stream") is True, request,
+                            pick(request, REQUEST_PARAMETERS), variant)
 
-    def prepare_body(self, call: Call, body: bytes) -> bytes:
-        if not (call.stream and self.inject_stream_usage and call.operation in ("chat", "text_completion")):
-            return body
-        request = call.request_json
-        options = request.get("stream_options")
+    def prepare_body(self, request: RequestFacts, body: bytes) -> tuple[bytes, bool]:
+        if not (request.stream and self.inject_stream_usage and request.operation in ("chat", "text_completion")):
+            return body, False
+        parsed = request.request_json
+        options = parsed.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):
-            return body
+            return body, False
         if options is not None and not isinstance(options, dict):
-            return body
-        call.usage_injected = True
-        patched = dict(request)
+            return body, False
+        patched = dict(parsed)
         patched["stream_options"] = {**(options or {}), "include_usage": True}
-        return orjson.dumps(patched)
+        return orjson.dumps(patched), True
 
-    def parse_response(self, call: Call, status: int, body: bytes) -> None:
-        try:
-            data = response_json(call, body)
-        except orjson.JSONDecodeError:
-            return
+    def parse_response(self, request: RequestFacts, status: int, body: bytes) -> ResponseFacts:
+        data = read_json(body)
         if not isinstance(data, dict):
-            return
+            return NO_RESPONSE if data is None else ResponseFacts(body_json=data)
         if status >= 400:
-            read_error(call, data)
-            return
-        if call.operation == "responses":
-            call.response_id = data.get("id")
-            call.response_model = data.get("model")
+            error = read_error(data)
+            if error is None:
+                return ResponseFacts(body_json=data)
+            return ResponseFacts(error_type=error[0], error_message=error[1], body_json=data)
+        finish_reasons: list[str] = []
+        tool_calls: list[str] = []
+        if request.operation == "responses":
             if data.get("status"):
-                call.finish_reasons.append(str(data["status"]))
+                finish_reasons.append(str(data["status"]))
             for item in data.get("output") or ():
                 if isinstance(item, dict) and item.get("type") == "function_call":
-                    call.tool_calls.append(str(item.get("name") or ""))
+                    tool_calls.append(str(item.get("name") or ""))
         else:
-            call.response_id = data.get("id")
-            call.response_model = data.get("model")
             for choice in data.get("choices") or ():
                 if isinstance(choice, dict) and choice.get("finish_reason"):
-                    call.finish_reasons.append(str(choice["finish_reason"]))
+                    finish_reasons.append(str(choice["finish_reason"]))
                 message = choice.get("message") if isinstance(choice, dict) else None
-                tool_calls = message.get("tool_calls") if isinstance(message, dict) else None
-                for tool_call in tool_calls or ():
+                calls = message.get("tool_calls") if isinstance(message, dict) else None
+                for tool_call in calls or ():
                     if isinstance(tool_call, dict):
-                        call.tool_calls.append(str((tool_call.get("function") or {}).get("name") or ""))
-        read_usage(call, data.get("usage"))
+                        tool_calls.append(str((tool_call.get("function") or {}).get("name") or ""))
+        return ResponseFacts(data.get("id"), data.get("model"), finish_reasons, tool_calls,
+                             read_usage(NO_USAGE, data.get("usage")), None, None, (), data)
 
-    def new_stream(self, call: Call, started_ns: int) -> StreamState:
-        return OpenAIStream(call, started_ns)
+    def new_stream(self, request: RequestFacts, started_ns: int, usage_injected: bool = False) -> StreamState:
+        return OpenAIStream(request, started_ns, usage_injected)
 
-    def text_slots(self, call: Call) -> Iterator[TextSlot]:
-        return request_slots(call.operation, call.request_json)
+    def text_slots(self, request: RequestFacts) -> Iterator[TextSlot]:
+        return request_slots(request.operation, request.request_json)
 
-    def response_parts(self, call: Call, data: Any) -> list[TextPart]:
-        return response_parts(call.operation, data)
+    def response_parts(self, request: RequestFacts, data: Any) -> list[TextPart]:
+        return response_parts(request.operation, data)
 
-    def request_context(self, call: Call) -> dict[str, Any]:
-        return body_context(call.request_json)
+    def request_context(self, request: RequestFacts) -> dict[str, Any]:
+        return body_context(request.request_json)

@@ -16,20 +16,25 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
 from multidict import MultiMapping
 
 from genops.proxy.providers import anthropic, gemini, openai
 from genops.proxy.providers.base import (
-    Call,
+    NO_RESPONSE,
+    NO_USAGE,
+    PASS_THROUGH,
     ProviderAdapter,
     RequestError,
+    RequestFacts,
+    ResponseFacts,
     StreamState,
     TextPart,
     TextSlot,
     Upstream,
+    Usage,
     parse_json_body,
     pick,
+    read_json,
 )
 from genops.proxy.providers.openai import OpenAIStream
 from genops.proxy.providers.openai import body_context as openai_body_context
@@ -80,7 +85,7 @@ class VertexAdapter(ProviderAdapter):
         stored = f"{base}{tail}"
         return Upstream(url=f"{stored}?{query_string}" if query_string else stored, stored_url=stored)
 
-    def parse_request(self, method: str, tail: str, body: bytes, headers: MultiMapping[str]) -> Call:
+    def parse_request(self, method: str, tail: str, body: bytes, headers: MultiMapping[str]) -> RequestFacts:
         match = _PATH.match(tail)
         if method == "POST" and match is None and (openapi := _OPENAPI.match(tail)) is not None:
             self.base_for(openapi["location"])
@@ -89,92 +94,86 @@ class VertexAdapter(ProviderAdapter):
                 raise RequestError(400, "The request body must be a JSON object.", "INVALID_ARGUMENT")
             model = request.get("model")
             # OpenAI format; the model names its publisher ("google/gemini-2.0-flash-001").
-            return Call(operation="chat", model=model if isinstance(model, str) else None,
-                        stream=request.get("stream") is True, request_json=request,
-                        request_attributes=pick(request, openai.REQUEST_PARAMETERS), variant="openapi")
+            return RequestFacts("chat", model if isinstance(model, str) else None, request.get("stream") is True,
+                                request, pick(request, openai.REQUEST_PARAMETERS), "openapi")
         if method != "POST" or match is None:
-            return Call()
+            return PASS_THROUGH
         self.base_for(match["location"])  # refuse a malformed location before anything else
         publisher, model, action = match["publisher"], match["model"], match["method"]
         if publisher == "google":
             if action == "predict" and "embedding" in model:
-                call = Call(operation="embeddings", model=model, request_json=parse_json_body(body))
-            else:
-                call = gemini.read_request(action, model, body)
-        elif action not in ("rawPredict", "streamRawPredict") or model == "count-tokens":
-            return Call()
-        elif publisher == "anthropic":
-            call = anthropic.read_request(body, model=model, stream=action == "streamRawPredict" or None)
-        else:  # OpenAI-compatible chat bodies (Mistral, Llama, ... on Vertex)
-            request = parse_json_body(body)
-            stream = action == "streamRawPredict" or (isinstance(request, dict) and request.get("stream") is True)
-            call = Call(operation="chat", model=model, stream=stream, request_json=request)
-        call.variant = publisher
-        return call
+                return RequestFacts("embeddings", model, request_json=parse_json_body(body), variant=publisher)
+            return gemini.read_request(action, model, body, variant=publisher)
+        if action not in ("rawPredict", "streamRawPredict") or model == "count-tokens":
+            return PASS_THROUGH
+        if publisher == "anthropic":
+            return anthropic.read_request(body, model=model, stream=action == "streamRawPredict" or None,
+                                          variant=publisher)
+        # OpenAI-compatible chat bodies (Mistral, Llama, ... on Vertex)
+        request = parse_json_body(body)
+        stream = action == "streamRawPredict" or (isinstance(request, dict) and request.get("stream") is True)
+        return RequestFacts("chat", model, stream, request, variant=publisher)
 
-    def parse_response(self, call: Call, status: int, body: bytes) -> None:
-        if call.variant == "anthropic":
-            anthropic.read_response(call, status, body)
-        elif call.variant == "google" and call.operation == "embeddings" and status < 400:
-            read_predict_statistics(call, body)
-        elif call.variant == "google" or status >= 400:
-            gemini.read_response(call, status, body)
-        else:
-            try:
-                data = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                return
-            if isinstance(data, dict):
-                call.response_id = data.get("id")
-                call.response_model = data.get("model")
-                read_openai_usage(call, data.get("usage"))
+    def parse_response(self, request: RequestFacts, status: int, body: bytes) -> ResponseFacts:
+        if request.variant == "anthropic":
+            return anthropic.read_response(status, body)
+        if request.variant == "google" and request.operation == "embeddings" and status < 400:
+            return read_predict_statistics(body)
+        if request.variant == "google" or status >= 400:
+            return gemini.read_response(request, status, body)
+        data = read_json(body)
+        if not isinstance(data, dict):
+            return NO_RESPONSE if data is None else ResponseFacts(body_json=data)
+        return ResponseFacts(data.get("id"), data.get("model"), usage=read_openai_usage(NO_USAGE, data.get("usage")),
+                             body_json=data)
 
-    def new_stream(self, call: Call, started_ns: int) -> StreamState:
-        if call.variant == "anthropic":
-            return anthropic.AnthropicStream(call, started_ns)
-        if call.variant == "google":
-            return gemini.GeminiStream(call, started_ns)
-        return OpenAIStream(call, started_ns)
+    def new_stream(self, request: RequestFacts, started_ns: int, usage_injected: bool = False) -> StreamState:
+        if request.variant == "anthropic":
+            return anthropic.AnthropicStream(request, started_ns, usage_injected)
+        if request.variant == "google":
+            return gemini.GeminiStream(request, started_ns, usage_injected)
+        return OpenAIStream(request, started_ns, usage_injected)
 
-    def streams_response(self, call: Call, status: int, content_type: str) -> bool:
-        return call.stream and status < 400
+    def streams_response(self, request: RequestFacts, status: int, content_type: str) -> bool:
+        return request.stream and status < 400
 
-    def price_provider(self, call: Call) -> str | None:
-        if call.variant == "openapi":
-            publisher = (call.model or "").partition("/")[0]
+    def price_provider(self, request: RequestFacts) -> str | None:
+        if request.variant == "openapi":
+            publisher = (request.model or "").partition("/")[0]
             return PRICE_PROVIDERS.get("mistralai" if publisher == "mistral" else publisher)
-        return PRICE_PROVIDERS.get(call.variant or "google")
+        return PRICE_PROVIDERS.get(request.variant or "google")
 
     def error_body(self, status: int, message: str, error_type: str, code: str | None = None) -> bytes:
         return gemini.error_body(status, message)
 
-    def request_context(self, call: Call) -> dict[str, Any]:
-        if call.variant == "anthropic":
-            return anthropic.body_context(call.request_json)
-        if call.variant == "google":  # Vertex request labels (billing metadata) count as properties
-            labels = call.request_json.get("labels") if isinstance(call.request_json, dict) else None
+    def request_context(self, request: RequestFacts) -> dict[str, Any]:
+        parsed = request.request_json
+        if request.variant == "anthropic":
+            return anthropic.body_context(parsed)
+        if request.variant == "google":  # Vertex request labels (billing metadata) count as properties
+            labels = parsed.get("labels") if isinstance(parsed, dict) else None
             return {f"property-{k}": v for k, v in labels.items()} if isinstance(labels, dict) else {}
-        return openai_body_context(call.request_json)
+        return openai_body_context(parsed)
 
     # -- content (safety scanning and capture): each publisher's own format -----------------
     @staticmethod
-    def _slots(call: Call) -> Iterator[TextSlot]:
-        request: Any = call.request_json
-        if call.variant == "anthropic":
+    def _slots(facts: RequestFacts) -> Iterator[TextSlot]:
+        request: Any = facts.request_json
+        if facts.variant == "anthropic":
             return anthropic.request_slots(request)
-        if call.variant == "google":
+        if facts.variant == "google":
             if isinstance(request, dict) and isinstance(request.get("instances"), list):  # embeddings :predict
                 return _instances_slots(request["instances"])
             return gemini.request_slots(request)
         return openai.request_slots("chat", request)
 
-    def text_slots(self, call: Call) -> Iterator[TextSlot]:
-        return self._slots(call)
+    def text_slots(self, request: RequestFacts) -> Iterator[TextSlot]:
+        return self._slots(request)
 
-    def response_parts(self, call: Call, data: Any) -> list[TextPart]:
-        if call.variant == "anthropic":
+    def response_parts(self, request: RequestFacts, data: Any) -> list[TextPart]:
+        if request.variant == "anthropic":
             return anthropic.response_parts(data)
-        if call.variant == "google":
+        if request.variant == "google":
             return gemini.response_parts(data)
         return openai.response_parts("chat", data)
 
@@ -186,21 +185,20 @@ def _instances_slots(instances: list[Any]) -> Iterator[TextSlot]:
             yield TextPart("user", i, 0, instance["content"]), instance, "content"
 
 
-def read_predict_statistics(call: Call, body: bytes) -> None:
+def read_predict_statistics(body: bytes) -> ResponseFacts:
     """Input tokens of a text-embedding ``:predict`` (``predictions[].embeddings.statistics.token_count``)."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return
+    data = read_json(body)
+    if data is None:
+        return NO_RESPONSE
     predictions = data.get("predictions") if isinstance(data, dict) else None
     if not isinstance(predictions, list):
-        return
+        return ResponseFacts(body_json=data)
     total = None
     for prediction in predictions:
         statistics = ((prediction or {}).get("embeddings") or {}).get("statistics") if isinstance(prediction, dict) else None
         count = statistics.get("token_count") if isinstance(statistics, dict) else None
         if isinstance(count, (int, float)) and not isinstance(count, bool):
             total = (total or 0) + int(count)
-    if total is not None:
-        call.usage.input_tokens = total
-        call.usage.output_tokens = 0
+    if total is None:
+        return ResponseFacts(body_json=data)
+    return ResponseFacts(usage=Usage(input_tokens=total, output_tokens=0), body_json=data)

@@ -7,7 +7,9 @@ stages call (proxy/stages/: safety before forwarding, relay, record).
 its response (``finish``), so ``annotate`` and ``redact`` never delay a byte, streamed or not.
 ``finish`` (or ``finish_inline``, when every text is small) then scans what is left, writes the
 ``genops.safety.*`` attributes, one ``gen_ai.evaluation.result`` event per finding type, and
-the (redacted) captured content.
+the (redacted) captured content. The guard reads the adapter's frozen request and response
+facts and writes none of them; ``redacted`` gives the record stage an error message as it may
+be stored.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import orjson
 
 from genops import semconv as sc
-from genops.proxy.providers.base import Call, ProviderAdapter, RequestError, TextPart
+from genops.proxy.providers.base import ProviderAdapter, RequestError, RequestFacts, ResponseFacts, TextPart
 from genops.proxy.safety.capture import Capture, capped_json, messages
 from genops.proxy.safety.findings import CATEGORIES, Finding
 from genops.proxy.safety.scanner import (
@@ -59,7 +61,7 @@ class SafetyConfig:
         self.capture_level: str = settings.capture
         self.max_chars: int = settings.capture_max_chars
 
-    def begin(self, adapter: ProviderAdapter, call: Call, headers: Mapping[str, str]) -> CallGuard:
+    def begin(self, adapter: ProviderAdapter, request: RequestFacts, headers: Mapping[str, str]) -> CallGuard:
         """The guard of one call; a malformed ``GenOps-Safety-Policy`` header is a 400."""
         policy = self.policy
         header = headers.get(POLICY_HEADER)
@@ -68,21 +70,22 @@ class SafetyConfig:
                 policy = policy.strictest(parse_policy(header))
             except ValueError as exc:
                 raise RequestError(400, f"{POLICY_HEADER}: {exc}", "invalid_request_error", "invalid_safety_policy") from None
-        return CallGuard(adapter, call, policy, Capture.for_request(self.capture_level, headers), self.max_chars)
+        return CallGuard(adapter, request, policy, Capture.for_request(self.capture_level, headers), self.max_chars)
 
 
 class CallGuard:
     """Scans, masks, blocks and annotates one call."""
 
-    def __init__(self, adapter: ProviderAdapter, call: Call, policy: Policy, capture: Capture, max_chars: int) -> None:
+    def __init__(self, adapter: ProviderAdapter, request: RequestFacts, policy: Policy, capture: Capture,
+                 max_chars: int) -> None:
         self.adapter = adapter
-        self.call = call
+        self.request = request
         self.policy = policy
         self.capture = capture
         self.max_chars = max_chars
         self.request_parts: list[TextPart] | None = None
         self.request_findings: list[Finding] | None = None
-        self.response_body: bytes | None = None
+        self.response_body_size = 0  # a complete response's decoded body (streams: their text is counted)
         self.masked_upstream = 0
         self.blocked = False
         self.scan_ns = 0
@@ -90,7 +93,7 @@ class CallGuard:
     @property
     def active(self) -> bool:
         """Model calls only: generic pass-through requests carry no known text."""
-        return self.call.operation is not None
+        return self.request.operation is not None
 
     # -- before the upstream call ---------------------------------------------------------
     async def before_forward(self, body: bytes) -> bytes:
@@ -111,7 +114,7 @@ class CallGuard:
             return body
         replacements = mask_parts(parts, to_mask)
         self.masked_upstream = len(to_mask)
-        return self.adapter.replace_request_texts(self.call, replacements)
+        return self.adapter.replace_request_texts(self.request, replacements)
 
     def _block_message(self, findings: Sequence[Finding], categories: Sequence[str]) -> str:
         where = sorted({f"{f.detector} in message {f.message_index}" for f in findings if f.category in categories})
@@ -120,50 +123,53 @@ class CallGuard:
                 f"({shown}). The request was not sent to the model.")
 
     # -- after the response --------------------------------------------------------------------
-    def needs_thread(self) -> bool:
-        """True when what is left to scan is big enough to go to a worker thread (and the caller
-        should not wait for it)."""
+    def needs_thread(self, response: ResponseFacts | None) -> bool:
+        """True when what is left to scan (``response``: what the adapter read of the response,
+        None if nothing) is big enough to go to a worker thread (and the caller should not wait for it)."""
         if not self.active or not self.policy.scanned:
             return False
-        size = len(self.response_body or b"") + sum(len(t) for t in self.call.output_text)
+        size = self.response_body_size
+        if response is not None:
+            size += sum(len(t) for t in response.output_text)
         if self.request_findings is None:
             size += sum(len(p.text) for p in self._request_parts())
         return size > INLINE_LIMIT
 
     def observe_response(self, body: bytes) -> None:
-        """Keep a complete (non-streamed) response body for scanning after it was sent."""
-        self.response_body = body
+        """Note a complete (non-streamed) response body's size: its texts are scanned after it was
+        sent, from the adapter's parse of it (``ResponseFacts.body_json``)."""
+        self.response_body_size = len(body)
 
-    async def finish(self, span: Any) -> None:
-        """Scan whatever is not scanned yet and write attributes, events and content. Never raises."""
+    async def finish(self, span: Any, response: ResponseFacts | None = None) -> None:
+        """Scan whatever is not scanned yet (``response``: what the adapter read of the response,
+        None if nothing) and write attributes, events and content. Never raises."""
         if not self.active:
             return
         try:
-            await self._finish(span)
+            await self._finish(span, response)
         except Exception as exc:  # noqa: BLE001 - safety must never fail a call that already succeeded
             log.exception("safety scan failed")
             span.set_attribute(sc.GENOPS_SAFETY_ERROR, type(exc).__name__)
 
-    def finish_inline(self, span: Any) -> None:
+    def finish_inline(self, span: Any, response: ResponseFacts | None = None) -> None:
         """:meth:`finish` for a call whose texts are all small (``needs_thread()`` is False):
         scanned right here, nothing awaited. Never raises."""
         if not self.active:
             return
         try:
             request_parts = self._request_parts()
-            response_parts = [] if self.blocked else self.adapter.response_texts(self.call, self.response_body)
+            response_parts = [] if self.blocked else self.adapter.response_texts(self.request, response)
             # Both at once, one pass over the call's texts (the request's only if not scanned yet).
             unscanned = request_parts if self.request_findings is None else []
             request_findings, response_findings = self._scan_call(unscanned, response_parts)
             if self.request_findings is None:
                 self.request_findings = request_findings
-            self._annotate(span, request_parts, response_parts, self.request_findings + response_findings)
+            self._annotate(span, request_parts, response_parts, self.request_findings + response_findings, response)
         except Exception as exc:  # noqa: BLE001 - safety must never fail a call that already succeeded
             log.exception("safety scan failed")
             span.set_attribute(sc.GENOPS_SAFETY_ERROR, type(exc).__name__)
 
-    async def _finish(self, span: Any) -> None:
-        call = self.call
+    async def _finish(self, span: Any, response: ResponseFacts | None) -> None:
         request_parts = self._request_parts()
         if self.request_findings is None:
             found = self._scan_small(request_parts, "request")
@@ -171,30 +177,25 @@ class CallGuard:
         response_parts: list[TextPart] = []
         response_findings: list[Finding] = []
         if not self.blocked:
-            response_parts = self.adapter.response_texts(call, self.response_body)
+            response_parts = self.adapter.response_texts(self.request, response)
             found = self._scan_small(response_parts, "response")
             response_findings = found if found is not None else await self._scan(response_parts, "response")
-        self._annotate(span, request_parts, response_parts, self.request_findings + response_findings)
+        self._annotate(span, request_parts, response_parts, self.request_findings + response_findings, response)
 
     def _annotate(self, span: Any, request_parts: list[TextPart], response_parts: list[TextPart],
-                  findings: list[Finding]) -> None:
+                  findings: list[Finding], response: ResponseFacts | None) -> None:
         """Write the scan's attributes, events and the (redacted) content onto the span."""
-        self._redact_error_message()
         span.set_attributes(self._attributes(findings))
         if findings:
             for event in self._events(findings):
                 span.add_event(sc.GEN_AI_EVALUATION_RESULT_EVENT, event)
-        span.set_attributes(self._content(request_parts, response_parts, findings))
-
-    def _redact_error_message(self) -> None:
-        """An upstream error may quote the request: the stored status message gets the same redaction."""
-        message = self.call.error_message
-        if message:
-            self.call.error_message = self.redacted(message)
+        span.set_attributes(self._content(request_parts, response_parts, findings,
+                                          response.finish_reasons if response is not None else ()))
 
     def redacted(self, message: str) -> str:
         """``message`` as it may be stored: what the policy redacts (or acts on more strictly) masked.
-        A model call's only; others are returned unchanged, as :meth:`finish` leaves them."""
+        The record stage passes every error message of a call through it (an upstream's error may
+        quote the request). A model call's only; others are returned unchanged."""
         if not self.active:
             return message
         categories = self.policy.categories_at_least("redact")
@@ -207,7 +208,7 @@ class CallGuard:
     # -- pieces -------------------------------------------------------------------------------
     def _request_parts(self) -> list[TextPart]:
         if self.request_parts is None:
-            self.request_parts = self.adapter.request_texts(self.call)
+            self.request_parts = self.adapter.request_texts(self.request)
         return self.request_parts
 
     def _scan_small(self, parts: list[TextPart], location: str) -> list[Finding] | None:
@@ -328,7 +329,7 @@ class CallGuard:
         return events
 
     def _content(self, request_parts: list[TextPart], response_parts: list[TextPart],
-                 findings: list[Finding]) -> dict[str, Any]:
+                 findings: list[Finding], reasons: Sequence[str]) -> dict[str, Any]:
         capture = self.capture
         attrs: dict[str, Any] = {}
         if capture.sizes:
@@ -349,7 +350,6 @@ class CallGuard:
             truncated |= cut
         if capture.output_content and response_parts:
             parts = _redacted(response_parts, [f for f in redact if f.location == "response"])
-            reasons = self.call.finish_reasons
             attrs[sc.GEN_AI_OUTPUT_MESSAGES], cut = capped_json(messages(parts, "assistant", reasons), self.max_chars)
             truncated |= cut
         if truncated:

@@ -14,7 +14,7 @@ from typing import Protocol
 from aiohttp import web
 from opentelemetry import trace
 
-from genops.proxy.providers.base import Call, Upstream
+from genops.proxy.providers.base import RequestFacts, ResponseFacts, Upstream, Usage
 from genops.proxy.safety.guard import CallGuard
 from genops.proxy.upstream import UpstreamResponseLike
 
@@ -29,11 +29,14 @@ class Exchange:
         # set by the driver (proxy/handler.py) before the first stage
         "request", "tail", "request_id", "started_ns", "started_perf", "span", "traceparent",
         "body",  # parse: the request body; safety: replaced by the masked body when it masks
-        "call",  # parse: the adapter's reading of the request (and later of its response)
+        "request_facts",  # parse: the adapter's reading of the request (frozen)
         "upstream",  # route: where the call goes
         "guard",  # safety: the call's CallGuard (scans, masks, blocks; annotates in record)
         "forwarding",  # forward: from here on a response may have started
+        "usage_injected",  # forward: the adapter asked the upstream for stream usage the client did not
         "upstream_response",  # forward: the upstream's response, until relay releases it
+        "response_facts",  # relay: the adapter's reading of the response (frozen); None if none was read
+        "estimated_usage",  # relay: a finished stream's usage with its missing counts estimated (proxy/tokenizer)
         "status",  # relay (or the driver, for a proxy-made error): the status the client got
         "response",  # relay (or the driver): what the client got
         # relay (mid-stream failure, client gone) or the driver (a proxy-made error answer); they
@@ -59,11 +62,14 @@ class Exchange:
         self.span = span
         self.traceparent = traceparent
         self.body = b""
-        self.call: Call | None = None
+        self.request_facts: RequestFacts | None = None
         self.upstream: Upstream | None = None
         self.guard: CallGuard | None = None
         self.forwarding = False
+        self.usage_injected = False
         self.upstream_response: UpstreamResponseLike | None = None
+        self.response_facts: ResponseFacts | None = None
+        self.estimated_usage: Usage | None = None
         self.status = 0
         self.response: web.StreamResponse | None = None
         self.error_type: str | None = None

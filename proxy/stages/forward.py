@@ -21,8 +21,8 @@ from genops.proxy.upstream_client import UpstreamConnectError
 
 
 class ForwardStage:
-    """Sets ``exchange.forwarding``, ``exchange.request_body_bytes`` and
-    ``exchange.upstream_response`` (which the relay stage releases)."""
+    """Sets ``exchange.forwarding``, ``exchange.request_body_bytes``, ``exchange.usage_injected``
+    and ``exchange.upstream_response`` (which the relay stage releases)."""
 
     def __init__(self, adapter: ProviderAdapter, settings: Settings, client: UpstreamClientLike) -> None:
         self.adapter = adapter
@@ -35,13 +35,13 @@ class ForwardStage:
 
     async def run(self, exchange: Exchange) -> None:
         exchange.forwarding = True  # from here on a response may have started
-        call, upstream, request = exchange.call, exchange.upstream, exchange.request
-        assert call is not None and upstream is not None  # parse and route ran
+        facts, upstream, request = exchange.request_facts, exchange.upstream, exchange.request
+        assert facts is not None and upstream is not None  # parse and route ran
         body = exchange.body
         exchange.request_body_bytes = len(body)
-        send_body = self.adapter.prepare_body(call, body)
+        send_body, exchange.usage_injected = self.adapter.prepare_body(facts, body)
         try:
-            headers = upstream_headers(request.headers, streaming=call.stream, raw_bytes_ok=self.raw_bytes_ok)
+            headers = upstream_headers(request.headers, streaming=facts.stream, raw_bytes_ok=self.raw_bytes_ok)
         except HeaderBytesError as exc:
             raise RequestError(400, f"The request header {escape_header(exc.name)} has bytes that are not UTF-8; "
                                "GenOps cannot forward it unchanged.", "invalid_request_error",

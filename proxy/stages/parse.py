@@ -1,5 +1,6 @@
 """Stage 1, parse: read the request body (within the size and pause limits) and let the
-adapter read just enough of it (operation, model, parameters, stream flag)."""
+adapter read just enough of it (operation, model, parameters, stream flag) into its frozen
+``RequestFacts``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from genops.proxy.stages.base import Exchange
 
 
 class ParseStage:
-    """Sets ``exchange.body`` and ``exchange.call``; names the span after the operation."""
+    """Sets ``exchange.body`` and ``exchange.request_facts``; names the span after the operation."""
 
     def __init__(self, adapter: ProviderAdapter, settings: Settings) -> None:
         self.adapter = adapter
@@ -36,9 +37,10 @@ class ParseStage:
             raise RequestError(400, "The request body cannot be read (its Content-Encoding does not match "
                                "it, or it is cut short).", "invalid_request_error", "unreadable_body") from None
         exchange.body = body
-        call = exchange.call = self.adapter.parse_request(request.method, exchange.tail, body, request.headers)
-        if call.operation:
-            exchange.span.update_name(f"{call.operation} {call.model}" if call.model else call.operation)
+        facts = exchange.request_facts = self.adapter.parse_request(request.method, exchange.tail, body,
+                                                                    request.headers)
+        if facts.operation:
+            exchange.span.update_name(f"{facts.operation} {facts.model}" if facts.model else facts.operation)
 
     async def _read_arriving_body(self, request: web.Request) -> bytes:
         """A body still arriving: refused at once when its ``Content-Length`` is over

@@ -18,7 +18,7 @@ from opentelemetry.trace import Status, StatusCode
 from genops.proxy import after_response
 from genops.proxy.call_result import call_cost, call_result
 from genops.proxy.context import call_context
-from genops.proxy.providers.base import Call, ProviderAdapter
+from genops.proxy.providers.base import NO_RESPONSE, PASS_THROUGH, ProviderAdapter, RequestFacts
 from genops.proxy.safety.guard import CallGuard
 from genops.proxy.spans import call_attributes
 from genops.proxy.stages.base import Exchange
@@ -33,39 +33,45 @@ class RecordStage:
     def schedule(self, exchange: Exchange) -> None:
         """Leave the recording for later, with the span's end time fixed now."""
         ended_perf = time.perf_counter_ns()
-        call = exchange.call
-        if call is None:  # nothing was parsed: the span records the HTTP exchange only
-            call = Call()
+        facts = exchange.request_facts
+        if facts is None:  # nothing was parsed: the span records the HTTP exchange only
+            facts = PASS_THROUGH
         guard = exchange.guard
-        if guard is not None and guard.needs_thread():
-            after_response.run_in_background(self._record_big(exchange, call, guard, ended_perf))
+        if guard is not None and guard.needs_thread(exchange.response_facts):
+            after_response.run_in_background(self._record_big(exchange, facts, guard, ended_perf))
             return
-        after_response.defer(self._record, exchange, call, guard, ended_perf)
+        after_response.defer(self._record, exchange, facts, guard, ended_perf)
 
-    async def _record_big(self, exchange: Exchange, call: Call, guard: CallGuard, ended_perf: int) -> None:
-        context = call_context(exchange.request.headers, self.adapter, call)
-        await guard.finish(exchange.span)
-        self._end_span(exchange, call, guard, context, ended_perf)
+    async def _record_big(self, exchange: Exchange, facts: RequestFacts, guard: CallGuard, ended_perf: int) -> None:
+        context = call_context(exchange.request.headers, self.adapter, facts)
+        await guard.finish(exchange.span, exchange.response_facts)
+        self._end_span(exchange, facts, guard, context, ended_perf)
 
-    def _record(self, exchange: Exchange, call: Call, guard: CallGuard | None, ended_perf: int) -> None:
-        context = call_context(exchange.request.headers, self.adapter, call)
+    def _record(self, exchange: Exchange, facts: RequestFacts, guard: CallGuard | None, ended_perf: int) -> None:
+        context = call_context(exchange.request.headers, self.adapter, facts)
         if guard is not None:
-            guard.finish_inline(exchange.span)
-        self._end_span(exchange, call, guard, context, ended_perf)
+            guard.finish_inline(exchange.span, exchange.response_facts)
+        self._end_span(exchange, facts, guard, context, ended_perf)
 
-    def _end_span(self, exchange: Exchange, call: Call, guard: CallGuard | None, context: dict[str, Any],
+    def _end_span(self, exchange: Exchange, facts: RequestFacts, guard: CallGuard | None, context: dict[str, Any],
                   ended_perf: int) -> None:
         now_perf = time.perf_counter_ns()
         adapter, span = self.adapter, exchange.span
-        error_message = exchange.error_message
+        response = exchange.response_facts or NO_RESPONSE
+        # The stages' error (relay, or a proxy-made answer) wins over the one the adapter read.
+        error_type, error_message = exchange.error_type, exchange.error_message
+        if error_type is None:
+            error_type, error_message = response.error_type, response.error_message
         if error_message and guard is not None:  # it may quote the request, like an upstream's error
             error_message = guard.redacted(error_message)
+        usage = exchange.estimated_usage
         result = call_result(
-            adapter, call, exchange.upstream, exchange.status, exchange.request_id, exchange.started_perf,
-            ended_perf, stream=exchange.stream, error_type=exchange.error_type, error_message=error_message,
-            first_token_perf_ns=exchange.first_token_perf_ns, request_body_bytes=exchange.request_body_bytes,
-            response_body_bytes=exchange.response_body_bytes, stream_chunks=exchange.stream_chunks,
-            client_disconnected=exchange.client_disconnected, context=context, cost=call_cost(adapter, call),
+            adapter, facts, response, exchange.upstream, exchange.status, exchange.request_id, exchange.started_perf,
+            ended_perf, stream=exchange.stream, error_type=error_type, error_message=error_message, usage=usage,
+            usage_injected=exchange.usage_injected, first_token_perf_ns=exchange.first_token_perf_ns,
+            request_body_bytes=exchange.request_body_bytes, response_body_bytes=exchange.response_body_bytes,
+            stream_chunks=exchange.stream_chunks, client_disconnected=exchange.client_disconnected, context=context,
+            cost=call_cost(adapter, facts, response, usage),
         )
         span.set_attributes(call_attributes(result))
         if result.error_type or result.status >= 400:

@@ -17,7 +17,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.http_writer import StreamWriter
 
-from genops.proxy.providers.base import Call, ProviderAdapter, RequestError
+from genops.proxy.providers.base import ProviderAdapter, RequestError, RequestFacts
 from genops.proxy.stages.base import Exchange
 from genops.proxy.stages.reply import copy_headers
 from genops.proxy.tokenizer import estimate_missing_usage
@@ -30,28 +30,28 @@ HEADERS_WAIT_S = 0.005
 class RelayStage:
     """Sets ``exchange.status``, ``exchange.response`` and the relay facts (bytes sent, stream
     events, first token, client disconnect, a mid-stream error); releases
-    ``exchange.upstream_response``. The adapter's ``Call`` gets the response's own facts
-    (usage, ids, finish reasons) from the adapter's readers, and a stream's missing usage from
-    the tokenizer's estimate."""
+    ``exchange.upstream_response``. Sets ``exchange.response_facts`` to what the adapter's
+    reader froze of the response (usage, ids, finish reasons), and ``exchange.estimated_usage``
+    to the tokenizer's estimate of what a stream did not report."""
 
     def __init__(self, adapter: ProviderAdapter) -> None:
         self.adapter = adapter
 
     async def run(self, exchange: Exchange) -> None:
-        upstream_response, call = exchange.upstream_response, exchange.call
-        assert upstream_response is not None and call is not None  # forward ran
+        upstream_response, facts = exchange.upstream_response, exchange.request_facts
+        assert upstream_response is not None and facts is not None  # forward ran
         adapter, request = self.adapter, exchange.request
         status = upstream_response.status
         try:
             encoding = upstream_response.headers.get("Content-Encoding")
             decode = _Decoder(encoding) if encoding else _identity
             content_type = upstream_response.headers.get("Content-Type", "")
-            if adapter.streams_response(call, status, content_type):
-                exchange.stream = call.stream
+            if adapter.streams_response(facts, status, content_type):
+                exchange.stream = facts.stream
                 response: web.StreamResponse = _RelayStreamResponse(status=status)
                 copy_headers(upstream_response, response, exchange.request_id, exchange.traceparent)
                 exchange.response = response
-                await self._relay_stream(exchange, call, upstream_response, response, decode)
+                await self._relay_stream(exchange, facts, upstream_response, response, decode)
             else:
                 try:
                     raw = await upstream_response.read()
@@ -61,7 +61,7 @@ class RelayStage:
                 except aiohttp.ClientError as exc:
                     raise RequestError(502, f"The upstream connection failed mid-response: {type(exc).__name__}.",
                                        "upstream_unreachable", "upstream_unreachable") from None
-                exchange.stream = call.stream and status < 400
+                exchange.stream = facts.stream and status < 400
                 response = web.Response(status=status, body=raw)
                 copy_headers(upstream_response, response, exchange.request_id, exchange.traceparent)
                 exchange.response = response
@@ -71,20 +71,20 @@ class RelayStage:
                 except (ConnectionResetError, aiohttp.ClientConnectionResetError):
                     exchange.client_disconnected = True
                 exchange.response_body_bytes = len(raw)
-                if call.operation is not None or status >= 400:
+                if facts.operation is not None or status >= 400:
                     decoded = decode(raw)
-                    adapter.parse_response(call, status, decoded)
+                    exchange.response_facts = adapter.parse_response(facts, status, decoded)
                     if exchange.guard is not None:
                         exchange.guard.observe_response(decoded)
         finally:
             upstream_response.release()
         exchange.status = status  # only once relayed: a relay cut short by an exception records no status
 
-    async def _relay_stream(self, exchange: Exchange, call: Call, upstream_response: UpstreamResponseLike,
+    async def _relay_stream(self, exchange: Exchange, facts: RequestFacts, upstream_response: UpstreamResponseLike,
                             response: web.StreamResponse, decode: Callable[[bytes], bytes]) -> None:
         """Relay a stream as it arrives; read a copy of each chunk for telemetry."""
-        state = self.adapter.new_stream(call, exchange.started_perf)
-        rewrite = call.usage_injected
+        rewrite = exchange.usage_injected
+        state = self.adapter.new_stream(facts, exchange.started_perf, rewrite)
         sent = 0
         headers_due = None
         try:
@@ -133,7 +133,9 @@ class RelayStage:
             exchange.stream_chunks = state.chunks
             exchange.response_body_bytes = sent
             exchange.first_token_perf_ns = state.first_token_ns
-        await estimate_missing_usage(call)  # after the client's last byte; only when usage was not reported
+            read = exchange.response_facts = state.result()  # what was read, even of a stream cut short
+        # after the client's last byte; only when usage was not reported
+        exchange.estimated_usage = await estimate_missing_usage(facts, read)
 
 
 class _Decoder:

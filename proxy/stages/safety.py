@@ -19,6 +19,6 @@ class SafetyStage:
         self.safety = SafetyConfig(settings, adapter.name)
 
     async def run(self, exchange: Exchange) -> None:
-        assert exchange.call is not None  # parse ran
-        guard = exchange.guard = self.safety.begin(self.adapter, exchange.call, exchange.request.headers)
+        assert exchange.request_facts is not None  # parse ran
+        guard = exchange.guard = self.safety.begin(self.adapter, exchange.request_facts, exchange.request.headers)
         exchange.body = await guard.before_forward(exchange.body)

@@ -20,7 +20,7 @@ import threading
 from importlib import resources
 from typing import Any
 
-from genops.proxy.providers.base import Call
+from genops.proxy.providers.base import RequestFacts, ResponseFacts, Usage
 
 # tiktoken_ext.openai_public.o200k_base(): expected hash, special tokens and split pattern.
 O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
@@ -121,18 +121,21 @@ def request_text(body: Any) -> str:
     return "\n".join(out)
 
 
-async def estimate_missing_usage(call: Call) -> None:
-    """Fill token counts a finished stream did not report, marking them estimated.
+async def estimate_missing_usage(request: RequestFacts, response: ResponseFacts) -> Usage | None:
+    """The token counts a finished stream did not report, estimated and marked so: the stream's
+    usage with its missing counts filled in, or None when nothing is missing (or it was no model call).
 
     Reported counts always win: only ``None`` fields are estimated (output from the streamed
-    text, input from the request's prompt text).
+    text, input from the request's prompt text). Nothing is written: the caller keeps the result.
     """
-    usage = call.usage
-    if not call.operation or (usage.input_tokens is not None and usage.output_tokens is not None):
-        return
-    if usage.output_tokens is None:
-        usage.output_tokens = await count_tokens_async("".join(call.output_text))
-        usage.estimated = True
-    if usage.input_tokens is None and call.request_json is not None:
-        usage.input_tokens = await count_tokens_async(request_text(call.request_json))
-        usage.estimated = True
+    usage = response.usage
+    if not request.operation or (usage.input_tokens is not None and usage.output_tokens is not None):
+        return None
+    input_tokens, output_tokens, estimated = usage.input_tokens, usage.output_tokens, usage.estimated
+    if output_tokens is None:
+        output_tokens = await count_tokens_async("".join(response.output_text))
+        estimated = True
+    if input_tokens is None and request.request_json is not None:
+        input_tokens = await count_tokens_async(request_text(request.request_json))
+        estimated = True
+    return usage._replace(input_tokens=input_tokens, output_tokens=output_tokens, estimated=estimated)
