@@ -20,7 +20,7 @@ from __future__ import annotations
 import http.client
 from urllib.parse import urlsplit
 
-from genops.storage.sinks import JSON, PING_TIMEOUT_S, SPAN_ROWS, SPANS, Payload, Sink
+from genops.storage.sinks import JSON, PING_TIMEOUT_S, SPAN_ROWS, SPANS, Payload, Sink, http_answers
 from genops.storage.spool import FileRegion
 
 #: Path of the store process's internal endpoint (on its loopback-only internal port).
@@ -94,16 +94,8 @@ class ForwardingSink(Sink):
     def ping(self) -> bool:
         """Whether the store process would take a batch now (``GET`` on the ingest path: 204 when its
         backlog has room), on a connection of its own with a short timeout."""
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=PING_TIMEOUT_S)
-        try:
-            connection.request("GET", INGEST_PATH, headers={"Authorization": f"Bearer {self.secret}"})
-            response = connection.getresponse()
-            response.read()
-            return response.status == 204
-        except (OSError, http.client.HTTPException):
-            return False
-        finally:
-            connection.close()
+        return http_answers(http.client.HTTPConnection(self.host, self.port, timeout=PING_TIMEOUT_S), INGEST_PATH,
+                            {"Authorization": f"Bearer {self.secret}"}, 204)
 
     def close(self) -> None:
         if self._connection is not None:

@@ -45,14 +45,12 @@ from genops import __version__
 from genops.storage import otlp_encode
 from genops.storage.forward import TOKEN_HEADER
 from genops.storage.pipeline import SpanPipeline
-from genops.storage.sinks import JSON, Sink
+from genops.storage.sinks import JSON, PING_TIMEOUT_S, Sink, http_answers
 from genops.storage.spool import Spool
 
 log = logging.getLogger("genops.storage.otlp_sink")
 
 TRACES_PATH = "/v1/traces"
-#: How long :meth:`OtlpSink.ping` waits for the collector's ``/healthz``.
-PING_TIMEOUT_S = 1.0
 #: gzip level: 1 compresses proxy spans ~6x at a fraction of level 6's CPU.
 GZIP_LEVEL = 1
 #: Answers that no retry can change.
@@ -140,16 +138,8 @@ class OtlpSink(Sink):
 
     def ping(self) -> bool:
         """Whether the collector answers its ``/healthz`` within :data:`PING_TIMEOUT_S` (no batch sent)."""
-        connection = self._new_connection(PING_TIMEOUT_S)
-        try:
-            connection.request("GET", self.health_path, headers={"User-Agent": self.headers["User-Agent"]})
-            response = connection.getresponse()
-            response.read()
-            return response.status == 200
-        except (OSError, http.client.HTTPException):
-            return False
-        finally:
-            connection.close()
+        return http_answers(self._new_connection(PING_TIMEOUT_S), self.health_path,
+                            {"User-Agent": self.headers["User-Agent"]}, 200)
 
     def close(self) -> None:
         connection = getattr(self._local, "connection", None)

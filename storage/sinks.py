@@ -13,7 +13,8 @@ The sinks: :class:`ClickHouseSink` (this module: inserts), :class:`~genops.stora
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import http.client
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from genops.storage import otlp_native, otlp_span_rows, span_batch
@@ -31,6 +32,20 @@ SPANS = span_batch.KIND
 
 #: How long a sink's :meth:`Sink.ping` waits for the store's answer.
 PING_TIMEOUT_S = 1.0
+
+
+def http_answers(connection: http.client.HTTPConnection, path: str, headers: Mapping[str, str], status: int) -> bool:
+    """Whether ``GET path`` on ``connection`` (a fresh one, closed here) answers ``status``; any
+    failure of the probe (refused, timed out, not HTTP) means no. The HTTP sinks' ``ping``."""
+    try:
+        connection.request("GET", path, headers=dict(headers))
+        response = connection.getresponse()
+        response.read()
+        return response.status == status
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
 
 #: What :meth:`Sink.insert` is given: a batch's bytes; its parts, in order, only to a sink that
 #: ``accepts_parts``; the spool's file region of it only to a sink that ``accepts_regions``.
