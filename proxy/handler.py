@@ -24,6 +24,7 @@ from genops.config import Settings
 from genops.proxy.context import escape_header, request_id_for
 from genops.proxy.providers.base import ProviderAdapter, RequestError
 from genops.proxy.recorder import SpanRecorder
+from genops.proxy.routing.router import Router
 from genops.proxy.stages import Exchange, build_chain
 from genops.proxy.stages.reply import REQUEST_ID_HEADER, error_response
 from genops.proxy.targets import mask_userinfo
@@ -42,12 +43,12 @@ class ProxyHandler:
     """Serves every route of one provider adapter."""
 
     def __init__(self, adapter: ProviderAdapter, settings: Settings, client: UpstreamClientLike,
-                 tracer: SpanRecorder) -> None:
+                 tracer: SpanRecorder, router: Router | None = None) -> None:
         self.adapter = adapter
         self.settings = settings
         self.client = client
         self.tracer = tracer
-        chain = build_chain(adapter, settings, client)  # once per route, never per request
+        chain = build_chain(adapter, settings, client, router, tracer)  # once per route, never per request
         self.stages = chain.stages
         self.record = chain.record
 

@@ -17,7 +17,11 @@ from genops.proxy.handler import REQUEST_ID_HEADER, ProxyHandler
 from genops.proxy.providers import build_adapters
 from genops.proxy.providers.root import ANTHROPIC, GEMINI, GEMINI_VERSIONS, OPENAI, gemini_root_route, root_route
 from genops.proxy.recent import RecentCalls
+from genops.proxy.routing.live import LiveRoutes
+from genops.proxy.routing.rollout_view import RolloutView
+from genops.proxy.routing.router import Router
 from genops.proxy.upstream import create_upstream_client
+from genops.runtime.routing import Fetch, attach_routing
 from genops.runtime.telemetry import Telemetry
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -29,6 +33,9 @@ SETTINGS_KEY = web.AppKey("genops.settings", Settings)
 TELEMETRY_KEY = web.AppKey("genops.telemetry", Telemetry)
 RECENT_KEY = web.AppKey("genops.recent", RecentCalls)
 ADMIN_KEY = web.AppKey("genops.admin", AdminRoutes)  # the ids this process (or its workers) served
+ROUTER_KEY = web.AppKey("genops.router", Router)  # the gateway routes and rollouts this process follows
+#: How often a proxy process asks for the rollouts in force (a canary's share, a promotion, a rollback).
+ROLLOUT_POLL_S = 2.0
 
 
 async def _healthz(_: web.Request) -> web.Response:
@@ -87,11 +94,16 @@ def _root_routes(app: web.Application, handlers: dict[str, ProxyHandler], known:
 
 
 def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any,
-               admin_forward_url: str | None = None) -> web.Application:
+               admin_forward_url: str | None = None, routes: LiveRoutes | None = None,
+               rollout_fetch: Fetch | None = None) -> web.Application:
     """Build the proxy app. ``sql_client`` serves readiness checks, read-only SQL and feedback.
 
     A worker of ``genops serve --workers N`` has no store: it passes ``admin_forward_url``
     and its admin paths are answered by the supervisor there.
+
+    ``routes``: the gateway routes (default: read from the config file now; a bad file raises
+    ``ConfigError``); ``rollout_fetch``: how this process learns the rollouts in force (None: it
+    routes without canaries).
     """
     app = web.Application(client_max_size=settings.max_body_bytes, handler_args={"max_field_size": 65536})
     upstream = create_upstream_client(settings)  # one per app: its connections belong to the app's event loop
@@ -110,8 +122,14 @@ def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any,
                        feedback_token=settings.resolved_feedback_token(), rate=settings.feedback_rate).register(app)
     known = []
     handlers = {}
-    for adapter in build_adapters(settings):
-        handler = handlers[adapter.name] = ProxyHandler(adapter, settings, upstream, telemetry.tracer)
+    adapters = build_adapters(settings)
+    live = routes if routes is not None else LiveRoutes.load()
+    rollouts = RolloutView()
+    router = Router(live, adapters, rollouts)
+    attach_routing(app, live, rollouts, rollout_fetch, ROLLOUT_POLL_S)
+    app[ROUTER_KEY] = router
+    for adapter in adapters:
+        handler = handlers[adapter.name] = ProxyHandler(adapter, settings, upstream, telemetry.tracer, router)
         for prefix in adapter.prefixes:
             known.append(prefix or "/")
             if adapter.name == OPENAI and prefix == "/v1":

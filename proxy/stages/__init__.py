@@ -9,10 +9,11 @@ in the list there; the handler does not change. See docs/architecture.md, "Reque
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from genops.config import Settings
 from genops.proxy.providers.base import ProviderAdapter
+from genops.proxy.routing.router import Router
 from genops.proxy.stages.base import Exchange, Stage
 from genops.proxy.stages.forward import ForwardStage
 from genops.proxy.stages.parse import ParseStage
@@ -32,21 +33,29 @@ class Chain(NamedTuple):
     record: RecordStage
 
 
-def build_chain(adapter: ProviderAdapter, settings: Settings, client: UpstreamClientLike) -> Chain:
+def build_chain(adapter: ProviderAdapter, settings: Settings, client: UpstreamClientLike,
+                router: Router | None = None, tracer: Any = None) -> Chain:
     """The request path of one route. Built once per adapter when the app starts, never per request.
 
     Route comes before safety so a request whose target is refused is answered before any
     scan is spent on it, and so a refused route's span carries no safety verdict (as before
     the stages existed). Stages that act on the request before it leaves (keys, budgets,
     cache) go before ``ForwardStage``; a router with retries and fallbacks replaces
-    ``RouteStage`` and wraps ``ForwardStage``.
+    ``RouteStage`` and wraps ``ForwardStage`` (proxy/routing/).
+
+    ``router`` (shared by every route's chain): the gateway routes; a call naming one gets a plan
+    in ``RouteStage`` that ``ForwardStage`` hands to :class:`~genops.proxy.routing.attempts.Attempts`
+    (``tracer`` records its failed attempts as child spans).
     """
+    forward = ForwardStage(adapter, settings, client)
+    if router is not None:
+        forward.attempts = router.attempts_for(adapter, forward.send, tracer)
     return Chain(
         stages=(
             ParseStage(adapter, settings),
-            RouteStage(adapter, settings),
+            RouteStage(adapter, settings, router),
             SafetyStage(adapter, settings),
-            ForwardStage(adapter, settings, client),
+            forward,
             RelayStage(adapter),
         ),
         record=RecordStage(adapter),

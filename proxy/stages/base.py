@@ -9,13 +9,15 @@ other stages only read it.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 from opentelemetry import trace
 
-from genops.proxy.providers.base import RequestFacts, ResponseFacts, Upstream, Usage
+from genops.proxy.providers.base import ProviderAdapter, RequestFacts, ResponseFacts, Upstream, Usage
+from genops.proxy.routing.select import Plan
 from genops.proxy.safety.guard import CallGuard
+from genops.proxy.translate.base import Translation
 from genops.proxy.upstream import UpstreamResponseLike
 
 
@@ -30,7 +32,13 @@ class Exchange:
         "request", "tail", "request_id", "started_ns", "started_perf", "span", "traceparent",
         "body",  # parse: the request body; safety: replaced by the masked body when it masks
         "request_facts",  # parse: the adapter's reading of the request (frozen)
-        "upstream",  # route: where the call goes
+        "upstream",  # route (a routed call: forward, once a target answers): where the call goes
+        "plan",  # route: a routed call's targets in order (proxy/routing/); None for a plain call
+        "client_facts",  # route: a routed call's own request facts (request_facts becomes the target's)
+        "base_headers",  # forward: a routed call's client headers as they go upstream, before a target's own
+        # forward (a routed call, once a target answered): the adapter that reads the answer (None: the
+        # route's own), the answer's translation into the client's format (None: the same format)
+        "adapter", "translation",
         "guard",  # safety: the call's CallGuard (scans, masks, blocks; annotates in record)
         "forwarding",  # forward: from here on a response may have started
         "usage_injected",  # forward: the adapter asked the upstream for stream usage the client did not
@@ -64,6 +72,11 @@ class Exchange:
         self.body = b""
         self.request_facts: RequestFacts | None = None
         self.upstream: Upstream | None = None
+        self.plan: Plan | None = None
+        self.client_facts: RequestFacts | None = None
+        self.base_headers: Any = None
+        self.adapter: ProviderAdapter | None = None
+        self.translation: Translation | None = None
         self.guard: CallGuard | None = None
         self.forwarding = False
         self.usage_injected = False

@@ -43,12 +43,12 @@ class RecordStage:
         after_response.defer(self._record, exchange, facts, guard, ended_perf)
 
     async def _record_big(self, exchange: Exchange, facts: RequestFacts, guard: CallGuard, ended_perf: int) -> None:
-        context = call_context(exchange.request.headers, self.adapter, facts)
+        context = call_context(exchange.request.headers, self.adapter, exchange.client_facts or facts)
         await guard.finish(exchange.span, exchange.response_facts)
         self._end_span(exchange, facts, guard, context, ended_perf)
 
     def _record(self, exchange: Exchange, facts: RequestFacts, guard: CallGuard | None, ended_perf: int) -> None:
-        context = call_context(exchange.request.headers, self.adapter, facts)
+        context = call_context(exchange.request.headers, self.adapter, exchange.client_facts or facts)
         if guard is not None:
             guard.finish_inline(exchange.span, exchange.response_facts)
         self._end_span(exchange, facts, guard, context, ended_perf)
@@ -56,7 +56,7 @@ class RecordStage:
     def _end_span(self, exchange: Exchange, facts: RequestFacts, guard: CallGuard | None, context: dict[str, Any],
                   ended_perf: int) -> None:
         now_perf = time.perf_counter_ns()
-        adapter, span = self.adapter, exchange.span
+        adapter, span = exchange.adapter or self.adapter, exchange.span  # a routed call: the target's
         response = exchange.response_facts or NO_RESPONSE
         # The stages' error (relay, or a proxy-made answer) wins over the one the adapter read.
         error_type, error_message = exchange.error_type, exchange.error_message

@@ -19,6 +19,7 @@ from aiohttp.http_writer import StreamWriter
 
 from genops.proxy.providers.base import ProviderAdapter, RequestError, RequestFacts
 from genops.proxy.stages.base import Exchange
+from genops.proxy.stages.relay_translated import relay_translated
 from genops.proxy.stages.reply import copy_headers
 from genops.proxy.tokenizer import estimate_missing_usage
 from genops.proxy.upstream import UpstreamResponseLike
@@ -40,18 +41,20 @@ class RelayStage:
     async def run(self, exchange: Exchange) -> None:
         upstream_response, facts = exchange.upstream_response, exchange.request_facts
         assert upstream_response is not None and facts is not None  # forward ran
-        adapter, request = self.adapter, exchange.request
+        adapter, request = exchange.adapter or self.adapter, exchange.request
         status = upstream_response.status
         try:
             encoding = upstream_response.headers.get("Content-Encoding")
             decode = _Decoder(encoding) if encoding else _identity
             content_type = upstream_response.headers.get("Content-Type", "")
-            if adapter.streams_response(facts, status, content_type):
+            if exchange.translation is not None:  # a routed call answered in another format
+                await relay_translated(exchange, adapter, facts, upstream_response, decode)
+            elif adapter.streams_response(facts, status, content_type):
                 exchange.stream = facts.stream
                 response: web.StreamResponse = _RelayStreamResponse(status=status)
                 copy_headers(upstream_response, response, exchange.request_id, exchange.traceparent)
                 exchange.response = response
-                await self._relay_stream(exchange, facts, upstream_response, response, decode)
+                await self._relay_stream(exchange, adapter, facts, upstream_response, response, decode)
             else:
                 try:
                     raw = await upstream_response.read()
@@ -80,11 +83,12 @@ class RelayStage:
             upstream_response.release()
         exchange.status = status  # only once relayed: a relay cut short by an exception records no status
 
-    async def _relay_stream(self, exchange: Exchange, facts: RequestFacts, upstream_response: UpstreamResponseLike,
-                            response: web.StreamResponse, decode: Callable[[bytes], bytes]) -> None:
+    async def _relay_stream(self, exchange: Exchange, adapter: ProviderAdapter, facts: RequestFacts,
+                            upstream_response: UpstreamResponseLike, response: web.StreamResponse,
+                            decode: Callable[[bytes], bytes]) -> None:
         """Relay a stream as it arrives; read a copy of each chunk for telemetry."""
         rewrite = exchange.usage_injected
-        state = self.adapter.new_stream(facts, exchange.started_perf, rewrite)
+        state = adapter.new_stream(facts, exchange.started_perf, rewrite)
         sent = 0
         headers_due = None
         try:

@@ -377,7 +377,14 @@ class Settings:
     )
     jobs_interval_s: float = _setting(60.0, _parse_float(1, 86400), "seconds between anomaly job passes")
     jobs_lag_s: float = _setting(120.0, _parse_float(0, 3600), "how long the jobs wait for late spans")
-    alert_webhook_url: str = _setting("", _parse_optional_http_url, "Slack-compatible webhook for anomaly alerts")
+    alert_webhook_url: str = _setting(
+        "", _parse_optional_http_url, "Slack-compatible webhook for anomaly alerts and canary rollbacks"
+    )
+    rollout_check_interval_s: float = _setting(
+        30.0, _parse_float(1, 86400),
+        "seconds between canary rollout checks in genops serve (each rolls back, advances or promotes; "
+        "see docs/rollouts.md)",
+    )
     alert_cooldown_s: float = _setting(1800.0, _parse_float(0, 604800), "at most one alert per anomaly key per this")
     alert_min_severity: str = _setting(
         "warning", _parse_choice("warning", "critical"), "lowest severity alerted (critical: page only on those)"
@@ -537,7 +544,8 @@ def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
-def _config_file(env: Mapping[str, str]) -> Path | None:
+def config_file(env: Mapping[str, str]) -> Path | None:
+    """The config file: ``$GENOPS_CONFIG`` (which must exist), else ``./genops.toml`` if there is one."""
     explicit = env.get(ENV_PREFIX + "CONFIG")
     if explicit:
         path = Path(explicit).expanduser()
@@ -578,7 +586,7 @@ def load_settings(
     env = os.environ if env is None else env
     raw: dict[str, tuple[str, Any]] = {}  # name -> (where it came from, value)
 
-    path = _config_file(env)
+    path = config_file(env)
     if path is not None:
         try:
             data = tomllib.loads(path.read_text())
@@ -586,6 +594,8 @@ def load_settings(
             raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
         data = data.get("genops", data)
         for key, value in data.items():
+            if key == "routes":  # gateway routes: read by genops.routes, not settings
+                continue
             if key not in FIELDS:
                 raise ConfigError(f"{path}: unknown setting {key!r}")
             raw[key] = (f"{path}: {key}", value)

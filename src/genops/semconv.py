@@ -47,6 +47,14 @@ URL_PATH = "url.path"
 # -- GenOps's own (genops.*) ----------------------------------------------------------
 GENOPS_REQUEST_ID = "genops.request.id"
 GENOPS_ROUTE = "genops.route"  # the adapter that handled the call, e.g. "openai"
+# gateway routing (issue #21): set on a call whose model named a configured route (docs/routing.md)
+GENOPS_ROUTE_NAME = "genops.route.name"  # the route the client named as its model, e.g. "support-bot"
+GENOPS_ROUTE_TARGET = "genops.route.target"  # the target that answered, "provider:model"
+GENOPS_ROUTE_ATTEMPT = "genops.route.attempt"  # 1-based attempt that answered
+GENOPS_ROUTE_REASON = "genops.route.reason"  # weighted | sticky | least-latency | fallback | retry | canary | promoted
+GENOPS_ROUTE_VARIANT = "genops.route.variant"  # baseline | canary, while a rollout runs on the route
+GENOPS_ROUTE_WAIT_MS = "genops.route.wait_ms"  # an attempt's wait before it was sent (backoff, Retry-After)
+GENOPS_ROLLOUT_ID = "genops.rollout.id"
 GENOPS_UPSTREAM_URL = "genops.upstream.url"  # query string removed (keys never stored)
 GENOPS_COST_USD = "genops.cost.usd"  # absent when the price is unknown
 GENOPS_COST_INPUT_USD = "genops.cost.input_usd"

@@ -1,0 +1,116 @@
+"""The relay of a routed call whose target speaks another format than the client (proxy/translate/):
+the client gets the answer translated into its own format, whole or event by event as it arrives,
+while the target's own adapter reads the untranslated answer (exact tokens, the target's price)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from genops.proxy.providers.base import ProviderAdapter, RequestError, RequestFacts
+from genops.proxy.stages.base import Exchange
+from genops.proxy.stages.reply import copy_headers
+from genops.proxy.tokenizer import estimate_missing_usage
+from genops.proxy.upstream import UpstreamResponseLike
+
+#: The upstream's headers that describe its bytes, not the translated ones the client gets.
+_BODY_HEADERS = ("Content-Type", "Content-Encoding", "Content-Length", "Transfer-Encoding")
+
+
+def _headers(upstream_response: UpstreamResponseLike, response: web.StreamResponse, exchange: Exchange,
+             content_type: str) -> None:
+    copy_headers(upstream_response, response, exchange.request_id, exchange.traceparent)
+    for name in _BODY_HEADERS:
+        response.headers.popall(name, None)
+    response.headers["Content-Type"] = content_type
+
+
+async def relay_translated(exchange: Exchange, adapter: ProviderAdapter, facts: RequestFacts,
+                           upstream_response: UpstreamResponseLike, decode: Callable[[bytes], bytes]) -> None:
+    """Relay ``upstream_response`` translated by ``exchange.translation``; sets what the relay stage sets."""
+    translation = exchange.translation
+    assert translation is not None
+    status = upstream_response.status
+    if facts.stream and status < 400:
+        await _relay_stream(exchange, adapter, facts, upstream_response, decode)
+        return
+    try:
+        raw = await upstream_response.read()
+    except TimeoutError:
+        raise RequestError(504, "The upstream timed out while sending its response.",
+                           "upstream_timeout", "upstream_timeout") from None
+    except aiohttp.ClientError as exc:
+        raise RequestError(502, f"The upstream connection failed mid-response: {type(exc).__name__}.",
+                           "upstream_unreachable", "upstream_unreachable") from None
+    decoded = decode(raw)
+    body = translation.response(status, decoded)
+    exchange.stream = False
+    response = web.Response(status=status, body=body)
+    _headers(upstream_response, response, exchange, "application/json")
+    exchange.response = response
+    try:
+        await response.prepare(exchange.request)
+        await response.write_eof()
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        exchange.client_disconnected = True
+    exchange.response_body_bytes = len(body)
+    read = adapter.parse_response(facts, status, decoded)
+    # The safety scan and content capture read the answer as the client got it (its own format).
+    exchange.response_facts = read._replace(body_json=orjson.loads(body))
+    if exchange.guard is not None:
+        exchange.guard.observe_response(body)
+
+
+async def _relay_stream(exchange: Exchange, adapter: ProviderAdapter, facts: RequestFacts,
+                        upstream_response: UpstreamResponseLike, decode: Callable[[bytes], bytes]) -> None:
+    translation = exchange.translation
+    assert translation is not None
+    client = exchange.client_facts.request_json if exchange.client_facts is not None else None
+    options = client.get("stream_options") if isinstance(client, dict) else None
+    translator = translation.stream(bool(isinstance(options, dict) and options.get("include_usage")))
+    state = adapter.new_stream(facts, exchange.started_perf, False)
+    exchange.stream = True
+    response = web.StreamResponse(status=upstream_response.status)
+    _headers(upstream_response, response, exchange, "text/event-stream; charset=utf-8")
+    exchange.response = response
+    sent = 0
+    try:
+        await response.prepare(exchange.request)
+        try:
+            async for chunk in upstream_response.content.iter_any():
+                decoded = decode(chunk)
+                state.observe(decoded)
+                out = translator.feed(decoded)
+                if out:
+                    await response.write(out)
+                    sent += len(out)
+            out = translator.finish()
+            if out:
+                await response.write(out)
+                sent += len(out)
+            await response.write_eof()
+        except TimeoutError:
+            exchange.error_type = "upstream_timeout"
+            exchange.error_message = "The upstream timed out mid-stream."
+        except aiohttp.ClientPayloadError as exc:
+            exchange.error_type = "upstream_stream_broken"
+            exchange.error_message = f"The upstream stream ended abnormally: {exc}"[:300]
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError, asyncio.CancelledError) as exc:
+        upstream_response.close()
+        exchange.error_type = "client_disconnected"
+        exchange.error_message = "The client disconnected before the stream ended."
+        exchange.client_disconnected = True
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+    finally:
+        exchange.stream_chunks = state.chunks
+        exchange.response_body_bytes = sent
+        exchange.first_token_perf_ns = state.first_token_ns
+        read: Any = state.result()
+        exchange.response_facts = read
+    exchange.estimated_usage = await estimate_missing_usage(facts, read)

@@ -1,0 +1,16 @@
+"""Wire-format translations for gateway routes whose target speaks another format than the
+client (an OpenAI-format client routed to Anthropic or Gemini). :func:`translation_for` is the
+only registry; the interface is in :mod:`genops.proxy.translate.base`."""
+
+from __future__ import annotations
+
+from genops.proxy.translate.base import StreamTranslator, TranslatedRequest, Translation
+
+__all__ = ["StreamTranslator", "TranslatedRequest", "Translation", "translation_for"]
+
+_TRANSLATIONS: dict[tuple[str, str], Translation] = {}
+
+
+def translation_for(client_format: str, target_format: str) -> Translation | None:
+    """The translation from ``client_format`` to ``target_format`` (None: none exists)."""
+    return _TRANSLATIONS.get((client_format, target_format))

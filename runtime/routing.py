@@ -1,0 +1,92 @@
+"""The gateway router's place in a proxy process: the routes are read at start (a bad file stops
+the start with one line), the file is watched for changes, and the rollouts in force are polled
+from the process that holds the store (a worker asks its supervisor over loopback; the store's
+own process reads ClickHouse), so every worker and every proxy on one ClickHouse follows one
+rollout state."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from genops.proxy.routing.live import LiveRoutes
+from genops.proxy.routing.rollout_view import RolloutView
+
+log = logging.getLogger("genops.proxy.routing")
+
+#: How often the config file's modification time is checked.
+WATCH_S = 2.0
+#: The rollout routing a worker asks its supervisor for (api/rollouts.py answers it).
+ROUTING_PATH = "/genops/v1/rollouts/routing"
+
+Fetch = Callable[[], Awaitable[Mapping[str, Any]]]
+
+
+def fetch_from_supervisor(admin_url: str, token: str) -> Fetch:
+    """A worker's poll: the supervisor's rollout routing over loopback, with the admin token."""
+    session: dict[str, aiohttp.ClientSession] = {}
+
+    async def fetch() -> Mapping[str, Any]:
+        if "s" not in session:
+            session["s"] = aiohttp.ClientSession()
+        async with session["s"].get(admin_url.rstrip("/") + ROUTING_PATH, headers={"Authorization": f"Bearer {token}"},
+                                    timeout=aiohttp.ClientTimeout(total=5)) as response:
+            response.raise_for_status()
+            return orjson.loads(await response.read())
+
+    async def close() -> None:
+        if "s" in session:
+            await session["s"].close()
+
+    fetch.close = close  # type: ignore[attr-defined]
+    return fetch
+
+
+def attach_routing(app: web.Application, live: LiveRoutes, rollouts: RolloutView, fetch: Fetch | None,
+                   poll_s: float) -> None:
+    """Watch the config file and poll the rollout routing for as long as ``app`` runs."""
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(WATCH_S)
+            try:
+                live.reload()
+            except Exception:  # noqa: BLE001 - a watch that dies would leave routes stale for good
+                log.exception("routes watch failed")
+
+    async def poll() -> None:
+        assert fetch is not None
+        failing = False
+        while True:
+            try:
+                rollouts.update(await fetch())
+                failing = False
+            except Exception as exc:  # noqa: BLE001 - the routes in force stay until the store answers again
+                if not failing:
+                    log.warning("rollout routing unavailable; the last known stays",
+                                extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
+                failing = True
+            await asyncio.sleep(poll_s)
+
+    async def tasks(_: web.Application) -> AsyncIterator[None]:
+        running = [asyncio.ensure_future(watch())]
+        if fetch is not None:
+            running.append(asyncio.ensure_future(poll()))
+        yield
+        for task in running:
+            task.cancel()
+        for task in running:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        close = getattr(fetch, "close", None)
+        if close is not None:
+            await close()
+
+    app.cleanup_ctx.append(tasks)
