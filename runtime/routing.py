@@ -16,8 +16,10 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from genops.config import ConfigError
 from genops.proxy.routing.live import LiveRoutes
 from genops.proxy.routing.rollout_view import RolloutView
+from genops.routes import load_routes
 
 log = logging.getLogger("genops.proxy.routing")
 
@@ -90,3 +92,36 @@ def attach_routing(app: web.Application, live: LiveRoutes, rollouts: RolloutView
             await close()
 
     app.cleanup_ctx.append(tasks)
+
+
+def hangup_handler(live: LiveRoutes, roll: Callable[[], None] | None) -> Callable[[], None]:
+    """SIGHUP: a single process reads its routes again; a supervisor replaces its workers (which read
+    the file anew) only when the file is good: a bad one is refused with one line, nothing restarts."""
+
+    def hangup() -> None:
+        if roll is None:
+            live.reload(force=True)
+            return
+        try:
+            load_routes(live.env)
+        except ConfigError as exc:
+            log.error("SIGHUP refused: the config file has a problem; the workers keep the routes in force",
+                      extra={"problem": str(exc)})
+            return
+        roll()
+
+    return hangup
+
+
+def load_or_keep_empty(env: Mapping[str, str] | None = None) -> LiveRoutes:
+    """A worker's routes at start. The supervisor checked the file before it started the worker, but the
+    file may have changed since: a bad one is logged and the worker serves without routes until the
+    watch reads a good one, rather than failing to start again and again."""
+    try:
+        return LiveRoutes.load(env)
+    except ConfigError as exc:
+        log.error("routes not loaded: the config file has a problem; serving without routes until it is fixed",
+                  extra={"problem": str(exc)})
+        live = LiveRoutes(env=env)
+        live.last_error = str(exc)
+        return live

@@ -18,11 +18,12 @@ from genops.api.metrics import metrics_handler
 from genops.api.request_metrics import multiprocess_collector, multiprocess_dir
 from genops.collectors.receiver import RECEIVER_STATS_KEY, token_notice
 from genops.config import Settings
-from genops.runtime.app import ADMIN_KEY, RECENT_KEY, create_app
+from genops.runtime.app import ADMIN_KEY, RECENT_KEY, ROUTER_KEY, create_app
 from genops.runtime.collector import receiver_app
 from genops.runtime.drain import FINAL_FLUSH_S, Drain, serve_app
 from genops.runtime.export_only import ExportOnlyStore, export_only_settings, open_export_only
 from genops.runtime.process import install_uvloop, tune_gc
+from genops.runtime.routing import hangup_handler
 from genops.runtime.telemetry import build_telemetry
 from genops.runtime.worker_report import WorkerReports
 from genops.runtime.workers import (
@@ -86,7 +87,7 @@ def serve(settings: Settings) -> None:
     When the store runs apart (``settings.separate_store``: 2+ cores, or ``--workers`` > 1) this
     process becomes the supervisor of the proxy worker(s) on the public port (see
     :mod:`genops.runtime.workers`); it keeps the store and admin, and SIGHUP replaces the workers one
-    by one. In one process SIGHUP is logged and ignored.
+    by one (after checking the config file's routes). In one process SIGHUP reads the routes again.
     """
     # The export threads (spool, inserts, row spelling in the store) share the GIL with the event loop:
     # a 1 ms switch interval (default 5 ms) bounds how long a request waits for it.
@@ -191,6 +192,7 @@ def serve(settings: Settings) -> None:
         orphans = replay_orphaned_spools(settings, public.workers, pipeline.sink)
         pool = attach_workers(app, public, settings, secret, drain, spawner, orphans,
                               on_exit=reports.retire if reports is not None else None)
+    drain.on_hangup = hangup_handler(app[ROUTER_KEY].live, drain.on_hangup)
     serve_app(
         app, drain,
         host=settings.host,

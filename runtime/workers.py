@@ -52,6 +52,7 @@ from genops.config import Settings
 from genops.runtime.app import create_app
 from genops.runtime.drain import FINAL_FLUSH_S, Drain, serve_app
 from genops.runtime.process import install_uvloop, tune_gc
+from genops.runtime.routing import fetch_from_supervisor, hangup_handler, load_or_keep_empty
 from genops.runtime.telemetry import build_telemetry
 from genops.runtime.worker_report import WorkerReporter
 from genops.storage.forward import SECRET_ENV, ForwardingSink
@@ -440,12 +441,15 @@ def serve_worker(settings: Settings, admin_url: str, index: int) -> None:
     # The supervisor answers feedback and /metrics for us: it hears of our calls and pipeline at once.
     reporter = WorkerReporter(admin_url, os.environ.get(SECRET_ENV, ""), index, pipeline)
     telemetry.add_span_processor(reporter)
-    app = create_app(settings, telemetry, None, admin_forward_url=admin_url)
+    routes = load_or_keep_empty()
+    app = create_app(settings, telemetry, None, admin_forward_url=admin_url, routes=routes,
+                     rollout_fetch=fetch_from_supervisor(admin_url, settings.resolved_admin_token()))
     reporter.attach(app)
     install_uvloop()
     drain = Drain(settings.drain_delay_s, settings.drain_timeout_s)
     drain.retire_on_usr2 = True  # the supervisor's rolling restart
-    drain.on_hangup = lambda: None  # a SIGHUP to the process group: the supervisor restarts us, if anyone
+    # A SIGHUP to the process group: the supervisor restarts us, if anyone; meanwhile the routes are read again.
+    drain.on_hangup = hangup_handler(routes, None)
     # The supervisor's pid as it told us: had it died before we got here, getppid() would
     # already be someone else's and we would never notice.
     supervisor = int(os.environ.get(SUPERVISOR_PID_ENV) or os.getppid())

@@ -5,10 +5,13 @@ only registry; the interface is in :mod:`genops.proxy.translate.base`."""
 from __future__ import annotations
 
 from genops.proxy.translate.base import StreamTranslator, TranslatedRequest, Translation
+from genops.proxy.translate.openai_anthropic import OpenAIToAnthropic
 
 __all__ = ["StreamTranslator", "TranslatedRequest", "Translation", "translation_for"]
 
-_TRANSLATIONS: dict[tuple[str, str], Translation] = {}
+_TRANSLATIONS: dict[tuple[str, str], Translation] = {
+    ("openai.chat", "anthropic.messages"): OpenAIToAnthropic(),
+}
 
 
 def translation_for(client_format: str, target_format: str) -> Translation | None:

@@ -42,6 +42,7 @@ DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY",
 #: Failures a route retries and falls back on when its ``retry.on`` does not say.
 DEFAULT_RETRY_ON = (429, 500, 502, 503, 504, "timeout", "connection")
 _RETRY_WORDS = ("timeout", "connection")
+_DEFAULT_RETRY_STATUSES = frozenset(status for status in DEFAULT_RETRY_ON if isinstance(status, int))
 _ROUTE_KEYS = frozenset({"name", "strategy", "sticky", "retry", "targets", "fallback", "timeout_s"})
 _TARGET_KEYS = frozenset({"target", "weight", "key_env"})
 _RETRY_KEYS = frozenset({"attempts", "on", "backoff_ms", "max_wait_s"})
@@ -77,7 +78,7 @@ class RetryPolicy(NamedTuple):
     longest wait worth making (``max_wait_s``: a longer ``Retry-After`` moves on to the next target)."""
 
     attempts: int = 1
-    on_status: frozenset[int] = frozenset(s for s in DEFAULT_RETRY_ON if isinstance(s, int))
+    on_status: frozenset[int] = _DEFAULT_RETRY_STATUSES
     on_timeout: bool = True
     on_connection: bool = True
     backoff_ms: int = 200
