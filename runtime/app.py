@@ -21,7 +21,7 @@ from genops.proxy.routing.live import LiveRoutes
 from genops.proxy.routing.rollout_view import RolloutView
 from genops.proxy.routing.router import Router
 from genops.proxy.upstream import create_upstream_client
-from genops.runtime.routing import Fetch, attach_routing
+from genops.runtime.routing import Fetch, attach_rollout_poll, attach_routes_watch
 from genops.runtime.telemetry import Telemetry
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -126,7 +126,9 @@ def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any,
     live = routes if routes is not None else LiveRoutes.load()
     rollouts = RolloutView()
     router = Router(live, adapters, rollouts)
-    attach_routing(app, live, rollouts, rollout_fetch, ROLLOUT_POLL_S)
+    attach_routes_watch(app, live)
+    if rollout_fetch is not None:
+        attach_rollout_poll(app, rollouts, rollout_fetch, ROLLOUT_POLL_S)
     app[ROUTER_KEY] = router
     for adapter in adapters:
         handler = handlers[adapter.name] = ProxyHandler(adapter, settings, upstream, telemetry.tracer, router)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from concurrent.futures import Executor
 from typing import Any
 
 import aiohttp
@@ -51,9 +52,17 @@ def fetch_from_supervisor(admin_url: str, token: str) -> Fetch:
     return fetch
 
 
-def attach_routing(app: web.Application, live: LiveRoutes, rollouts: RolloutView, fetch: Fetch | None,
-                   poll_s: float) -> None:
-    """Watch the config file and poll the rollout routing for as long as ``app`` runs."""
+def fetch_in_process(executor: Executor, routing: Callable[[], Mapping[str, Any]]) -> Fetch:
+    """The store's own process: the rollout routing read from ClickHouse, in ``executor``'s threads."""
+
+    async def fetch() -> Mapping[str, Any]:
+        return await asyncio.get_running_loop().run_in_executor(executor, routing)
+
+    return fetch
+
+
+def attach_routes_watch(app: web.Application, live: LiveRoutes) -> None:
+    """Read the config file's routes again whenever it changes, for as long as ``app`` runs."""
 
     async def watch() -> None:
         while True:
@@ -63,35 +72,40 @@ def attach_routing(app: web.Application, live: LiveRoutes, rollouts: RolloutView
             except Exception:  # noqa: BLE001 - a watch that dies would leave routes stale for good
                 log.exception("routes watch failed")
 
+    app.cleanup_ctx.append(_background(watch))
+
+
+def attach_rollout_poll(app: web.Application, rollouts: RolloutView, fetch: Fetch, poll_s: float) -> None:
+    """Keep ``rollouts`` up to date with what ``fetch`` answers, every ``poll_s``, for as long as ``app`` runs."""
+
     async def poll() -> None:
-        assert fetch is not None
         failing = False
         while True:
             try:
                 rollouts.update(await fetch())
                 failing = False
-            except Exception as exc:  # noqa: BLE001 - the routes in force stay until the store answers again
+            except Exception as exc:  # noqa: BLE001 - the rollouts in force stay until the store answers again
                 if not failing:
                     log.warning("rollout routing unavailable; the last known stays",
                                 extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
                 failing = True
             await asyncio.sleep(poll_s)
 
-    async def tasks(_: web.Application) -> AsyncIterator[None]:
-        running = [asyncio.ensure_future(watch())]
-        if fetch is not None:
-            running.append(asyncio.ensure_future(poll()))
+    app.cleanup_ctx.append(_background(poll, getattr(fetch, "close", None)))
+
+
+def _background(work: Callable[[], Awaitable[None]], close: Callable[[], Awaitable[None]] | None = None,
+                ) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.ensure_future(work())
         yield
-        for task in running:
-            task.cancel()
-        for task in running:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        close = getattr(fetch, "close", None)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         if close is not None:
             await close()
 
-    app.cleanup_ctx.append(tasks)
+    return context
 
 
 def hangup_handler(live: LiveRoutes, roll: Callable[[], None] | None) -> Callable[[], None]:

@@ -16,14 +16,17 @@ from genops.api.ingest import ingest_route
 from genops.api.jobs import attach as attach_anomaly_jobs
 from genops.api.metrics import metrics_handler
 from genops.api.request_metrics import multiprocess_collector, multiprocess_dir
+from genops.api.rollouts import SERVICE_KEY as ROLLOUT_SERVICE_KEY
+from genops.api.rollouts import attach_evaluator as attach_rollout_evaluator
+from genops.api.rollouts import register as register_rollouts
 from genops.collectors.receiver import RECEIVER_STATS_KEY, token_notice
 from genops.config import Settings
-from genops.runtime.app import ADMIN_KEY, RECENT_KEY, ROUTER_KEY, create_app
+from genops.runtime.app import ADMIN_KEY, RECENT_KEY, ROLLOUT_POLL_S, ROUTER_KEY, create_app
 from genops.runtime.collector import receiver_app
 from genops.runtime.drain import FINAL_FLUSH_S, Drain, serve_app
 from genops.runtime.export_only import ExportOnlyStore, export_only_settings, open_export_only
 from genops.runtime.process import install_uvloop, tune_gc
-from genops.runtime.routing import hangup_handler
+from genops.runtime.routing import attach_rollout_poll, fetch_in_process, hangup_handler
 from genops.runtime.telemetry import build_telemetry
 from genops.runtime.worker_report import WorkerReports
 from genops.runtime.workers import (
@@ -110,6 +113,13 @@ def serve(settings: Settings) -> None:
     telemetry = build_telemetry(settings, pipeline if settings.export_enabled else None)
     app = create_app(settings, telemetry, sql_client)
     attach_anomaly_jobs(app, settings, sql_client)  # background, off the request path; see collectors/anomaly
+    # Canary rollouts: the admin API, the evaluator, and this process's own view of the rollouts in force
+    # (its workers ask this process for theirs: runtime/workers.py).
+    register_rollouts(app, sql_client, settings)
+    attach_rollout_evaluator(app, sql_client, settings)
+    rollouts = app[ROLLOUT_SERVICE_KEY]
+    attach_rollout_poll(app, app[ROUTER_KEY].rollouts, fetch_in_process(rollouts.executor, rollouts.routing),
+                        ROLLOUT_POLL_S)
     receiver_box: dict[str, web.AppRunner | None] = {"runner": None}
 
     reports = WorkerReports(app[RECENT_KEY], secret, public.workers) if separate else None

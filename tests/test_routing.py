@@ -49,7 +49,11 @@ targets = ["anthropic:claude-haiku-4-5"]
 [[routes]]
 name = "keyless"
 strategy = "fallback"
-targets = ["gemini:gemini-2.0-flash", "openai:gpt-4o-mini"]
+targets = ["u/nokey:llama", "openai:gpt-4o-mini"]
+
+[[routes]]
+name = "gemini-bot"
+targets = ["gemini:gemini-2.0-flash"]
 
 [[routes]]
 name = "only-failing"
@@ -72,6 +76,8 @@ def routed(tmp_path_factory, fake_upstream):
         "GENOPS_KEY_DEAD": "sk-dead-held",
         "ANTHROPIC_API_KEY": "sk-ant-held-by-genops",
         "OPENAI_API_KEY": "sk-openai-held-by-genops",
+        "GEMINI_API_KEY": "gm-held-by-genops",
+        "GENOPS_UPSTREAM_NOKEY": fake_upstream.url + "/v1",  # GENOPS_KEY_NOKEY is not set
     })
     proxy = start_proxy(data_dir, env)
     yield proxy
@@ -221,16 +227,46 @@ def test_an_openai_client_routed_to_anthropic_gets_openai_answers(routed, fake_u
     assert follow_up.choices[0].finish_reason == "stop" and follow_up.choices[0].message.content
 
 
+def test_an_openai_client_routed_to_gemini_gets_openai_answers(routed, fake_upstream, request_id):
+    via = client(routed, **{"GenOps-Request-Id": request_id})
+    plain = via.chat.completions.create(model="gemini-bot", messages=[
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the capital of France?"}])
+    assert plain.object == "chat.completion" and plain.choices[0].message.content
+    assert plain.usage.prompt_tokens > 0
+    sent = fake_upstream.requests()[-1]
+    assert sent["path"] == "/v1beta/models/gemini-2.0-flash:generateContent"
+    assert sent["headers"].get("x-goog-api-key") == "gm-held-by-genops"
+    assert "sk-client-own-key" not in str(sent["headers"])
+    attrs = routed.span(request_id)["SpanAttributes"]
+    assert attrs["gen_ai.provider.name"] == "gcp.gemini" and attrs["gen_ai.request.model"] == "gemini-2.0-flash"
+    assert attrs["gen_ai.usage.input_tokens"] == str(plain.usage.prompt_tokens)
+
+    chunks = list(via.chat.completions.create(model="gemini-bot", stream=True, stream_options={"include_usage": True},
+                                              messages=[{"role": "user", "content": "Tell me a story."}]))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert fake_upstream.requests()[-1]["path"] == "/v1beta/models/gemini-2.0-flash:streamGenerateContent"
+
+    tools = via.chat.completions.create(model="gemini-bot", tools=[WEATHER_TOOL],
+                                        messages=[{"role": "user", "content": "Weather in Paris?"}])
+    call = tools.choices[0].message.tool_calls[0]
+    assert tools.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
+    streamed = list(via.chat.completions.create(model="gemini-bot", tools=[WEATHER_TOOL], stream=True,
+                                                messages=[{"role": "user", "content": "Weather in Paris?"}]))
+    names = [t.function.name for c in streamed if c.choices for t in (c.choices[0].delta.tool_calls or [])]
+    assert "get_weather" in names
+
+
 def test_a_target_genops_holds_no_key_for_is_skipped_and_the_client_key_stays_home(routed, fake_upstream, request_id):
     fake_upstream.clear()
     via = client(routed, **{"GenOps-Request-Id": request_id})
     answer = via.chat.completions.create(model="keyless", messages=[{"role": "user", "content": "hi"}])
     assert answer.model.startswith("gpt-4o-mini")
-    assert [r["path"] for r in fake_upstream.requests()] == ["/v1/chat/completions"]  # nothing went to Gemini
+    assert [r["path"] for r in fake_upstream.requests()] == ["/v1/chat/completions"]  # once: nothing went to u/nokey
     rows = call_rows(routed, request_id)
     skipped = [r for r in rows if r["SpanName"] == "route.attempt"]
     assert skipped[0]["a"]["error.type"] == "route_target_no_key"
-    assert skipped[0]["a"]["genops.route.target"] == "gemini:gemini-2.0-flash"
+    assert skipped[0]["a"]["genops.route.target"] == "u/nokey:llama"
     # same provider as the client (openai): the client's own key is the one sent
     assert fake_upstream.requests()[-1]["headers"]["Authorization"] == "Bearer sk-client-own-key"
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from genops.proxy.translate.base import StreamTranslator, TranslatedRequest, Translation
 from genops.proxy.translate.openai_anthropic import OpenAIToAnthropic
+from genops.proxy.translate.openai_gemini import OpenAIToGemini
 
 __all__ = ["StreamTranslator", "TranslatedRequest", "Translation", "translation_for"]
 
 _TRANSLATIONS: dict[tuple[str, str], Translation] = {
     ("openai.chat", "anthropic.messages"): OpenAIToAnthropic(),
+    ("openai.chat", "gemini.generate"): OpenAIToGemini(),
 }
 
 
