@@ -200,7 +200,8 @@ class Attempts:
                 check_path(tail)
             same = adapter is self.client_adapter
             query = request.query_string if same else ""
-            facts = client_facts._replace(model=target.model, request_json=body_json)
+            facts = RequestFacts(client_facts.operation, target.model, client_facts.stream, body_json,
+                                 client_facts.request_attributes, client_facts.variant)  # (_replace: 4x slower)
             extra: Mapping[str, str] = {}
         else:
             translation = translation_for(client_format or "", target_format or "")

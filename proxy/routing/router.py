@@ -6,6 +6,7 @@ through :class:`~genops.proxy.routing.attempts.Attempts`."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,7 +17,7 @@ from genops.proxy.routing.attempts import Attempts, Send, wire_format
 from genops.proxy.routing.latency import LatencyStats
 from genops.proxy.routing.live import LiveRoutes
 from genops.proxy.routing.rollout_view import RolloutView
-from genops.proxy.routing.select import Plan, plan_route
+from genops.proxy.routing.select import CompiledRoute, Plan
 
 #: Where a sticky route finds the user or session a call is for (headers first; GenOps's, then Helicone's).
 _STICKY_HEADERS = {
@@ -36,6 +37,9 @@ class Router:
         self.rollouts = rollouts or RolloutView()
         self.latency = LatencyStats()
         self.env = env
+        self._compiled: dict[str, CompiledRoute] = {}
+        self._compiled_from: object = None  # the route table they were compiled from
+        self._draw = random.random
 
     def attempts_for(self, client_adapter: ProviderAdapter, send: Send, tracer: Any) -> Attempts:
         """The attempt runner of one route's chain (its client adapter, its forward stage's ``send``)."""
@@ -44,7 +48,12 @@ class Router:
     def plan(self, adapter: ProviderAdapter, facts: RequestFacts, headers: MultiMapping[str]) -> Plan:
         """The targets a call naming a route tries, in order. Raises a 400 :class:`RequestError` for a
         call the route cannot serve (an endpoint other than chat completions or messages)."""
-        route = self.live.table.routes[facts.model or ""]
+        table = self.live.table
+        if table is not self._compiled_from:  # the file was read again: compile its routes once
+            self._compiled = {name: CompiledRoute(route) for name, route in table.routes.items()}
+            self._compiled_from = table
+        compiled = self._compiled[facts.model or ""]
+        route = compiled.route
         if wire_format(adapter, facts.operation) is None or not isinstance(facts.request_json, dict):
             raise RequestError(400, f"The model {route.name!r} is a GenOps route; routes serve OpenAI-format "
                                "calls (chat completions, embeddings...) and Anthropic messages, not this endpoint.",
@@ -52,7 +61,7 @@ class Router:
         key = None
         if route.sticky != "none":
             key = _sticky_key(route.sticky, adapter, facts, headers)
-        return plan_route(route, key, self.latency, self.rollouts.routes.get(route.name))
+        return compiled.plan(key, self.latency, self.rollouts.routes.get(route.name), self._draw)
 
 
 def _sticky_key(kind: str, adapter: ProviderAdapter, facts: RequestFacts, headers: MultiMapping[str]) -> str | None:
