@@ -5,9 +5,9 @@ Every panel queries through Grafana's official ClickHouse datasource plugin
 ``$__timeInterval``, ``$__interval_s``, ``$__conditionalAll``) make the time picker, the
 interval and the ``All`` choice of each template variable work. Panels read the typed
 per-call table ``genops_calls`` (one row per model call, filled at insert time), the
-anomaly table, and ``otel_traces`` only for the trace view, so no panel parses attribute
-strings per row. Table names are unqualified: the datasource's ``defaultDatabase`` says
-where they live.
+anomaly table, the scores and the rollout decisions (``genops_scores``, ``genops_rollouts``),
+and ``otel_traces`` only for the trace view, so no panel parses attribute strings per row.
+Table names are unqualified: the datasource's ``defaultDatabase`` says where they live.
 
 Regenerate the JSON after an edit (a test checks the files are current)::
 
@@ -50,6 +50,11 @@ CALL_FILTER = """$__timeFilter(Timestamp)
 # an ongoing anomaly is re-inserted as it grows, so read it with FINAL (one row per anomaly).
 ANOMALY_TABLE = "genops_anomalies FINAL"
 ANOMALY_OVERLAP = "`start` <= $__toTime AND `end` >= $__fromTime"
+
+# genops_rollouts (storage/migrations/0080_routes_and_rollouts.sql): one append-only row per
+# decision of a canary rollout; a "check" row (gates evaluated, nothing decided) is not drawn.
+ROLLOUT_TABLE = "genops_rollouts"
+ROLLOUT_DECISION = "Action != 'check'"
 
 
 # -- panel builders ------------------------------------------------------------------
@@ -209,6 +214,24 @@ ORDER BY time"""
             "target": {**_target(sql, TABLE, "Anomalies"), "limit": 100}}
 
 
+def rollout_annotation(*, one_route: bool = False) -> dict[str, Any]:
+    """Canary rollout decisions (genops_rollouts: start, advance, promote, rollback) as points in time.
+
+    ``one_route``: only the decisions of the dashboard's ``$route`` (the Rollouts dashboard).
+    """
+    route = "\n  AND Route = ${route:singlequote}" if one_route else ""
+    sql = f"""
+SELECT Timestamp AS time,
+       concat('rollout ', Action, ': ', Route) AS title,
+       concat(Action, ' ', Route, ' ', toString(Percent), '%: ', Reason) AS text,
+       arrayFilter(x -> x != '', ['rollout', toString(Action), toString(Route)]) AS tags
+FROM {ROLLOUT_TABLE}
+WHERE $__timeFilter(Timestamp) AND {ROLLOUT_DECISION}{route}
+ORDER BY time"""
+    return {"name": "Rollouts", "datasource": DS, "enable": True, "hide": False, "iconColor": "purple",
+            "target": {**_target(sql, TABLE, "Rollouts"), "limit": 100}}
+
+
 def grafana_annotation() -> dict[str, Any]:
     return {"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True, "hide": True,
             "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts", "type": "dashboard"}
@@ -216,8 +239,11 @@ def grafana_annotation() -> dict[str, Any]:
 
 def dashboard(uid: str, title: str, description: str, panels: list[dict[str, Any]],
               variables: list[dict[str, Any]], *, annotations: bool = True,
-              time_from: str = "now-6h") -> dict[str, Any]:
-    """A complete dashboard model (schemaVersion 39; panel ids assigned in order)."""
+              extra_annotations: list[dict[str, Any]] | None = None, time_from: str = "now-6h") -> dict[str, Any]:
+    """A complete dashboard model (schemaVersion 39; panel ids assigned in order).
+
+    ``annotations``: draw the anomalies; ``extra_annotations`` are drawn after them.
+    """
     for number, panel in enumerate(panels, start=1):
         panel["id"] = number
     return {
@@ -237,7 +263,8 @@ def dashboard(uid: str, title: str, description: str, panels: list[dict[str, Any
         "liveNow": False,
         "links": [{"title": "GenOps", "type": "dashboards", "tags": ["genops"], "asDropdown": True,
                    "includeVars": True, "keepTime": True}],
-        "annotations": {"list": [grafana_annotation(), *([anomaly_annotation()] if annotations else [])]},
+        "annotations": {"list": [grafana_annotation(), *([anomaly_annotation()] if annotations else []),
+                                 *(extra_annotations or [])]},
         "templating": {"list": variables},
         "panels": panels,
     }
@@ -332,7 +359,7 @@ LIMIT 200""", (0, 36, 24, 9), overrides=[unit_override("error_rate", "percentuni
     ]
     return dashboard("genops-overview", "GenOps / Overview",
                      "Traffic, errors, latency, time to first token and throughput of every model call.",
-                     panels, call_variables())
+                     panels, call_variables(), extra_annotations=[rollout_annotation()])
 
 
 def cost() -> dict[str, Any]:
@@ -717,6 +744,111 @@ LIMIT 500""", (0, 12, 24, 12), description="One row per anomaly: an ongoing one 
                      panels, variables, time_from="now-7d")
 
 
+# The calls of the chosen route ($route, one value); calls outside a rollout are drawn too, as
+# "no rollout" (the route before a start and after a rollback), so a rollout's effect shows.
+ROUTE_FILTER = """$__timeFilter(Timestamp)
+  AND RouteName != '' AND RouteName = ${route:singlequote}"""
+VARIANT = "if(RouteVariant = '', 'no rollout', RouteVariant)"
+ERROR_RATE = "countIf(StatusCode = 'Error') / greatest(count(), 1)"
+P95_MS = "quantile(0.95)(Duration / 1e6)"
+# Mean USD per call over the calls with a known price (NULL where none is known), as the cost gate counts.
+COST_PER_CALL = "avgIf(CostUsd, CostKnown = 1)"
+
+
+def rollouts() -> dict[str, Any]:
+    f = ROUTE_FILTER
+    variables = [
+        datasource_variable(),
+        query_variable("route", "Route", """
+SELECT DISTINCT RouteName FROM genops_calls
+WHERE $__timeFilter(Timestamp) AND RouteName != ''
+ORDER BY RouteName""", multi=False, include_all=False),
+    ]
+
+    def arm_stat(title: str, expression: str, variant: str, x: int, unit: str) -> dict[str, Any]:
+        alias = title.lower().replace(" ", "_")
+        return stat(title, f"SELECT {expression} AS {alias} FROM genops_calls WHERE {f} AND RouteVariant = '{variant}'",
+                    (x, 0, 4, 4), unit=unit)
+
+    def by_variant(title: str, value: str, pos: tuple[int, int, int, int], unit: str, **options: Any) -> dict[str, Any]:
+        return timeseries(title, f"""
+SELECT $__timeInterval(Timestamp) AS time, {VARIANT} AS variant, {value}
+FROM genops_calls
+WHERE {f}
+GROUP BY time, variant
+ORDER BY time""", pos, unit=unit, **options)
+
+    stats = [
+        stat("Canary share of calls", f"SELECT countIf(RouteVariant = 'canary') / greatest(count(), 1) AS canary_share "
+                                      f"FROM genops_calls WHERE {f}",
+             (0, 0, 4, 4), unit="percentunit", description="Share of the route's calls that went to a rollout's canary."),
+        arm_stat("Canary error rate", ERROR_RATE, "canary", 4, "percentunit"),
+        arm_stat("Baseline error rate", ERROR_RATE, "baseline", 8, "percentunit"),
+        arm_stat("Canary p95 latency", P95_MS, "canary", 12, "ms"),
+        arm_stat("Baseline p95 latency", P95_MS, "baseline", 16, "ms"),
+        stat("Decisions", f"SELECT count() AS decisions FROM {ROLLOUT_TABLE} "
+                                  f"WHERE $__timeFilter(Timestamp) AND Route = ${{route:singlequote}} AND {ROLLOUT_DECISION}",
+             (20, 0, 4, 4), unit="short", description="Starts, advances, promotions and rollbacks in the time range."),
+    ]
+    panels = [
+        *stats,
+        by_variant("Error rate: canary vs baseline", f"{ERROR_RATE} AS error_rate", (0, 4, 12, 8), "percentunit",
+                   description="Share of calls with an error status; the error_rate gate compares the arms."),
+        by_variant("p95 latency: canary vs baseline", f"{P95_MS} AS p95_ms", (12, 4, 12, 8), "ms",
+                   description="Whole call; the p95_latency gate counts canary calls slower than the baseline's p95."),
+        by_variant("Cost per call: canary vs baseline", f"{COST_PER_CALL} AS cost_per_call", (0, 12, 12, 8), "currencyUSD",
+                   description="Mean USD per call over the calls with a known price."),
+        by_variant("Calls per variant", "count() AS calls", (12, 12, 12, 8), "short", bars=True, stack=True),
+        timeseries("Mean feedback score: canary vs baseline", f"""
+SELECT $__timeInterval(Timestamp) AS time, variant, avg(score) AS mean_score
+FROM (
+    SELECT Timestamp, RequestId, {VARIANT} AS variant
+    FROM genops_calls
+    WHERE {f} AND RequestId != ''
+) AS calls
+INNER JOIN (
+    SELECT RequestId, argMax(Value, (Timestamp, ScoreId)) AS score
+    FROM genops_scores
+    WHERE RequestId != '' AND Value IS NOT NULL
+      AND RequestId IN (SELECT RequestId FROM genops_calls WHERE {f} AND RequestId != '')
+    GROUP BY RequestId, Name, Source
+) AS scores USING (RequestId)
+GROUP BY time, variant
+ORDER BY time""", (0, 20, 12, 8), unit="short",
+                   description="Numeric feedback and evaluation scores of the calls (the latest per call, name and "
+                               "source), by the time of the call; the score gate compares the arms."),
+        table("Canary vs baseline", f"""
+SELECT {VARIANT} AS variant,
+       arrayStringConcat(arraySort(groupUniqArray(RouteTarget)), ', ') AS targets,
+       count() AS calls,
+       countIf(StatusCode = 'Error') AS errors,
+       round({ERROR_RATE}, 4) AS error_rate,
+       round(quantile(0.5)(Duration / 1e6), 1) AS p50_ms,
+       round({P95_MS}, 1) AS p95_ms,
+       round({COST_PER_CALL}, 6) AS cost_per_call,
+       round(countIf(SafetyPii + SafetySecrets + SafetyInjection > 0) / count(), 4) AS flagged_share
+FROM genops_calls
+WHERE {f}
+GROUP BY variant
+ORDER BY variant""", (12, 20, 12, 8), overrides=[unit_override("error_rate", "percentunit"),
+                                                unit_override("cost_per_call", "currencyUSD"),
+                                                unit_override("flagged_share", "percentunit")]),
+        table("Rollout decisions", f"""
+SELECT Timestamp AS time, Action AS action, Percent AS percent, Target AS target, Reason AS reason,
+       Actor AS actor, RolloutId AS rollout
+FROM {ROLLOUT_TABLE}
+WHERE $__timeFilter(Timestamp) AND Route = ${{route:singlequote}} AND {ROLLOUT_DECISION}
+ORDER BY Timestamp DESC
+LIMIT 200""", (0, 28, 24, 9), overrides=[unit_override("percent", "percent")],
+              description="Every start, advance, promotion and rollback of the route; the reason names the gate "
+                          "that failed or the gates that passed."),
+    ]
+    return dashboard("genops-rollouts", "GenOps / Rollouts",
+                     "A route's canary against its baseline: errors, latency, cost, traffic and feedback scores per "
+                     "variant, with every rollout decision.", panels, variables,
+                     extra_annotations=[rollout_annotation(one_route=True)])
+
+
 DASHBOARDS = {
     "overview": overview,
     "cost": cost,
@@ -724,6 +856,7 @@ DASHBOARDS = {
     "safety": safety,
     "agents": agents,
     "anomalies": anomalies,
+    "rollouts": rollouts,
 }
 
 

@@ -4,6 +4,8 @@ Every (service, provider/model, user) combination gets the same four kinds of ca
 dashboard filtered to any one value still has streams, errors, unpriced calls, cache
 reads, safety findings (annotate, redact, block), sessions and custom properties. Three
 agent traces (``invoke_agent`` -> ``execute_tool`` -> model calls) exercise the trace view.
+A route (``ROUTE``) gets calls before a rollout, then a baseline and a canary that fails
+more often, with feedback scores and the rollout's decisions (the Rollouts dashboard).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ MODELS = [
 SERVICES = ["support-bot", "research-agent", "batch-summarizer"]
 USERS = ["alice", "bob", "carol", "dave"]
 PROPERTY_TEAMS = {"alice": "growth", "bob": "core", "carol": "growth", "dave": "platform"}
+ROUTE = "support-bot"
+ROLLOUT_ID = "ro-seeded-1"
+ROUTE_BASELINE = MODELS[1]  # openai gpt-4o-mini
+ROUTE_CANARY = MODELS[2]  # anthropic claude-sonnet-4-5
 
 
 @dataclass
@@ -42,6 +48,9 @@ class Seeded:
     agent_trace_ids: list[str]
     window_start: datetime
     window_end: datetime
+    # The route's calls: variant ("" outside a rollout, "baseline", "canary") -> request ids, and errors.
+    route_calls: dict[str, list[str]]
+    route_errors: dict[str, int]
 
 
 def _ns(t: datetime) -> int:
@@ -66,8 +75,9 @@ def seed_traffic(client: Any, database: str, now: datetime | None = None) -> See
     calls = 0
 
     def model_call(service: str, provider: str, model: str, user: str, kind: int, at: datetime,
-                   parent=None, agent: str = "", session: str = "") -> None:
+                   parent=None, agent: str = "", session: str = "", extra: dict[str, Any] | None = None) -> str:
         nonlocal calls
+        request_id = f"req-{calls}"
         duration_ms = rng.uniform(200, 2500) * (3 if kind == 1 else 1)
         attrs: dict[str, Any] = {
             sc.GEN_AI_OPERATION_NAME: "chat",
@@ -75,8 +85,9 @@ def seed_traffic(client: Any, database: str, now: datetime | None = None) -> See
             sc.GEN_AI_REQUEST_MODEL: model,
             sc.GEN_AI_RESPONSE_MODEL: model,
             sc.GEN_AI_REQUEST_STREAM: kind == 0,
-            sc.GENOPS_REQUEST_ID: f"req-{calls}",
+            sc.GENOPS_REQUEST_ID: request_id,
             sc.HTTP_RESPONSE_STATUS_CODE: 200,
+            **(extra or {}),
         }
         if user:
             attrs[sc.GENOPS_USER_ID] = user
@@ -129,6 +140,7 @@ def seed_traffic(client: Any, database: str, now: datetime | None = None) -> See
         span.set_status(status)
         span.end(end_time=_ns(at + timedelta(milliseconds=duration_ms)))
         calls += 1
+        return request_id
 
     # Every combination, four kinds of call each, spread over the window.
     combos = [(s, p, m, u) for s in SERVICES for (p, m) in MODELS for u in USERS]
@@ -141,6 +153,23 @@ def seed_traffic(client: Any, database: str, now: datetime | None = None) -> See
     for i in range(20):
         provider, model = MODELS[i % len(MODELS)]
         model_call("batch-summarizer", provider, model, "", i % 4, start + timedelta(minutes=rng.uniform(0, 140)))
+
+    # The route: 12 calls before the rollout, then 36 split two to one between baseline and canary.
+    # The canary fails half its calls (kinds 1, 1, 0, 3), the baseline a quarter (kinds 0..3).
+    route_calls: dict[str, list[str]] = {"": [], "baseline": [], "canary": []}
+    route_errors = {"": 0, "baseline": 0, "canary": 0}
+    for i in range(48):
+        variant = "" if i < 12 else ("baseline", "baseline", "canary")[i % 3]
+        provider, model = ROUTE_CANARY if variant == "canary" else ROUTE_BASELINE
+        kind = (1, 1, 0, 3)[i % 4] if variant == "canary" else i % 4
+        extra: dict[str, Any] = {sc.GENOPS_ROUTE_NAME: ROUTE, sc.GENOPS_ROUTE_TARGET: f"{provider}:{model}",
+                                 sc.GENOPS_ROUTE_ATTEMPT: 1,
+                                 sc.GENOPS_ROUTE_REASON: "canary" if variant == "canary" else "weighted"}
+        if variant:
+            extra.update({sc.GENOPS_ROUTE_VARIANT: variant, sc.GENOPS_ROLLOUT_ID: ROLLOUT_ID})
+        at = start + timedelta(minutes=(i if i < 12 else 30 + (i - 12) * 3) + rng.uniform(0, 1))
+        route_calls[variant].append(model_call(ROUTE, provider, model, USERS[i % len(USERS)], kind, at, extra=extra))
+        route_errors[variant] += kind == 1
 
     # Agent traces: invoke_agent -> execute_tool -> model calls, one session each.
     agent_trace_ids = []
@@ -179,7 +208,8 @@ def seed_traffic(client: Any, database: str, now: datetime | None = None) -> See
     insert_rows(client, database, rows)
     for provider in providers.values():
         provider.shutdown()
-    return Seeded(calls=calls, sdk_calls=sdk_calls, agent_trace_ids=agent_trace_ids, window_start=start, window_end=now)
+    return Seeded(calls=calls, sdk_calls=sdk_calls, agent_trace_ids=agent_trace_ids, window_start=start, window_end=now,
+                  route_calls=route_calls, route_errors=route_errors)
 
 
 ANOMALY_COLUMNS = ["detector", "entity", "start", "end", "observed", "expected", "score", "severity", "status",
@@ -200,3 +230,46 @@ def seed_anomalies(client: Any, database: str, now: datetime) -> None:
          12.0, 2.0, 4.2, "warning", "resolved", "cost_usd"],
     ]
     client.insert(f"{database}.genops_anomalies", [row + [i + 1] for i, row in enumerate(rows)], column_names=ANOMALY_COLUMNS)
+
+
+SCORE_COLUMNS = ["Timestamp", "ScoreId", "RequestId", "Name", "DataType", "Value", "Label", "Source"]
+
+
+def seed_scores(client: Any, database: str, now: datetime, seeded: Seeded) -> dict[str, float]:
+    """Feedback on the route's calls: baseline 0.8 / 0.9, canary 0.4 / 0.5, each the latest of its call.
+
+    The first canary call was scored 1.0 before it was scored again (only the latest counts), and
+    one label-only score (no value) is ignored. Returns the expected mean per variant.
+    """
+    at = now.replace(tzinfo=None) - timedelta(minutes=5)
+    rows: list[list[Any]] = []
+    expected: dict[str, float] = {}
+    for variant, values in (("baseline", (0.8, 0.9)), ("canary", (0.4, 0.5))):
+        scored = seeded.route_calls[variant][:8]
+        for i, request_id in enumerate(scored):
+            rows.append([at, f"s-{variant}-{i}", request_id, "helpfulness", "NUMERIC", values[i % 2], "", "user"])
+        expected[variant] = sum(values[i % 2] for i in range(len(scored))) / len(scored)
+    first_canary = seeded.route_calls["canary"][0]
+    rows.append([at - timedelta(minutes=1), "s-old", first_canary, "helpfulness", "NUMERIC", 1.0, "", "user"])
+    rows.append([at, "s-label", first_canary, "tone", "CATEGORICAL", None, "friendly", "user"])
+    client.insert(f"{database}.genops_scores", rows, column_names=SCORE_COLUMNS)
+    return expected
+
+
+ROLLOUT_COLUMNS = ["Timestamp", "RolloutId", "Route", "Action", "Step", "Percent", "Target", "Reason", "Actor"]
+
+
+def seed_rollouts(client: Any, database: str, now: datetime) -> list[list[Any]]:
+    """The route's rollout: started at 5%, advanced to 25%, a check, rolled back; and another route's start."""
+    minute = now.replace(second=0, microsecond=0, tzinfo=None)
+    target = f"{ROUTE_CANARY[0]}:{ROUTE_CANARY[1]}"
+    rows = [
+        [minute - timedelta(minutes=120), ROLLOUT_ID, ROUTE, "start", 0, 5, target, "started by cli", "cli"],
+        [minute - timedelta(minutes=90), ROLLOUT_ID, ROUTE, "advance", 1, 25, target, "all gates passed at 5%", "auto"],
+        [minute - timedelta(minutes=60), ROLLOUT_ID, ROUTE, "check", 1, 25, target, "waiting for calls", "auto"],
+        [minute - timedelta(minutes=30), ROLLOUT_ID, ROUTE, "rollback", 1, 0, target,
+         "error_rate: error rate 50.0% vs 25.0% (+1 pt tolerated; p=3e-09 < 0.01)", "auto"],
+        [minute - timedelta(minutes=10), "ro-other-1", "other-route", "start", 0, 1, "openai:gpt-4o", "started by api", "api"],
+    ]
+    client.insert(f"{database}.genops_rollouts", rows, column_names=ROLLOUT_COLUMNS)
+    return rows

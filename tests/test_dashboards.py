@@ -18,7 +18,19 @@ from typing import Any
 
 import pytest
 from conftest import open_chdb
-from dashboard_traffic import MODELS, SERVICES, USERS, Seeded, seed_anomalies, seed_traffic
+from dashboard_traffic import (
+    MODELS,
+    ROUTE,
+    ROUTE_BASELINE,
+    ROUTE_CANARY,
+    SERVICES,
+    USERS,
+    Seeded,
+    seed_anomalies,
+    seed_rollouts,
+    seed_scores,
+    seed_traffic,
+)
 from grafana_sim import ALL, QueryContext, apply_conditional_all, expand_macros, interpolate, replace_variables
 
 from genops.dashboards import build
@@ -52,8 +64,8 @@ def _walk(node: Any) -> Iterator[Any]:
 
 # -- static ----------------------------------------------------------------------------
 
-def test_six_dashboards_with_unique_uids_and_titles() -> None:
-    assert set(DASHBOARDS) == {"overview", "cost", "tokens", "safety", "agents", "anomalies"}
+def test_seven_dashboards_with_unique_uids_and_titles() -> None:
+    assert set(DASHBOARDS) == {"overview", "cost", "tokens", "safety", "agents", "anomalies", "rollouts"}
     uids = [d["uid"] for d in DASHBOARDS.values()]
     titles = [d["title"] for d in DASHBOARDS.values()]
     assert all(uids) and all(titles)
@@ -83,7 +95,8 @@ def test_datasource_variable_and_no_hard_coded_datasource(name: str) -> None:
         assert ref == {"type": build.PLUGIN_ID, "uid": "${datasource}"}, ref
 
 
-@pytest.mark.parametrize("name", sorted(set(DASHBOARDS) - {"anomalies"}))
+# The Rollouts dashboard filters by route instead: its arms are different providers and models.
+@pytest.mark.parametrize("name", sorted(set(DASHBOARDS) - {"anomalies", "rollouts"}))
 def test_call_dashboards_filter_by_provider_model_service_user_with_all(name: str) -> None:
     variables = {v["name"]: v for v in DASHBOARDS[name]["templating"]["list"]}
     for var in CALL_VARIABLES:
@@ -123,6 +136,25 @@ def test_anomalies_show_as_annotations_on_the_call_dashboards() -> None:
         assert "Anomalies" in names
 
 
+def test_rollouts_dashboard_picks_one_route_and_draws_its_decisions() -> None:
+    model = DASHBOARDS["rollouts"]
+    variables = {v["name"]: v for v in model["templating"]["list"]}
+    assert set(variables) == {"datasource", "route"}
+    assert not variables["route"]["multi"] and not variables["route"]["includeAll"]
+    assert "RouteName" in variables["route"]["query"]["rawSql"]
+    for panel in model["panels"]:
+        sql = panel["targets"][0]["rawSql"]
+        assert "${route:singlequote}" in sql and "$__timeFilter(Timestamp)" in sql, panel["title"]
+    # Every decision but the gates' routine checks, on this dashboard (its route) and on the overview (every route).
+    rollouts = {name: next(a for a in DASHBOARDS[name]["annotations"]["list"] if a["name"] == "Rollouts")
+                for name in ("rollouts", "overview")}
+    assert "${route:singlequote}" in rollouts["rollouts"]["target"]["rawSql"]
+    assert "$route" not in rollouts["overview"]["target"]["rawSql"] and "{route" not in rollouts["overview"]["target"]["rawSql"]
+    for annotation in rollouts.values():
+        assert "FROM genops_rollouts" in annotation["target"]["rawSql"]
+        assert "Action != 'check'" in annotation["target"]["rawSql"]
+
+
 # -- the simulator itself ----------------------------------------------------------------
 
 def _ctx(**values: Any) -> QueryContext:
@@ -156,10 +188,13 @@ def store(chdb_dir: Path) -> Iterator[tuple[Any, Seeded]]:
     migrate(open_chdb(chdb_dir), database, retention_days=3650)  # a fixed day of 2026-11 must outlive the TTL
     client = open_chdb(chdb_dir, database)
     tables = {r[0] for r in client.query(f"SHOW TABLES FROM {database}").result_rows}
-    assert {"genops_calls", "genops_cache_savings", "genops_anomalies", "otel_traces_trace_id_ts"} <= tables
+    assert {"genops_calls", "genops_cache_savings", "genops_anomalies", "otel_traces_trace_id_ts", "genops_scores",
+            "genops_rollouts"} <= tables
     now = datetime.now(UTC)
     seeded = seed_traffic(client, database, now)
     seed_anomalies(client, database, now)
+    seed_scores(client, database, now, seeded)
+    seed_rollouts(client, database, now)
     yield client, seeded
     client.command(f"DROP DATABASE IF EXISTS {database}")
 
@@ -181,12 +216,12 @@ def context(mode: str, seeded: Seeded, interval_ms: int) -> QueryContext:
     now = datetime.now(UTC)
     if mode == "all":
         values: dict[str, Any] = {name: [ALL] for name in (*CALL_VARIABLES, "detector", "severity")}
-        values.update(property="team", trace_id="")
+        values.update(property="team", trace_id="", route=ROUTE)
     else:
         values = {"provider": ["openai"], "model": ["gpt-4o"], "service": ["research-agent"], "user": ["alice"],
                   "source": ["genops.proxy"],
                   "detector": ["error_rate"], "severity": ["warning"], "property": "team",
-                  "trace_id": seeded.agent_trace_ids[0]}
+                  "trace_id": seeded.agent_trace_ids[0], "route": ROUTE}
     return QueryContext(now - timedelta(hours=3), now + timedelta(minutes=1), interval_ms, values)
 
 
@@ -253,7 +288,11 @@ def test_every_panel_runs_on_chdb(store: tuple[Any, Seeded], name: str, mode: st
     for annotation in model["annotations"]["list"]:
         if "target" in annotation:
             columns, _, rows = run(client, interpolate(annotation["target"]["rawSql"], ctx))
-            assert columns == ["time", "timeEnd", "title", "text", "tags"] and len(rows) == 3
+            if annotation["name"] == "Anomalies":
+                assert columns == ["time", "timeEnd", "title", "text", "tags"] and len(rows) == 3
+            else:  # rollout decisions are points in time; the Rollouts dashboard's, of its route only
+                assert annotation["name"] == "Rollouts" and columns == ["time", "title", "text", "tags"]
+                assert len(rows) == (3 if name == "rollouts" else 4), rows
 
 
 def test_variables_list_what_was_seeded_and_follow_each_other(store: tuple[Any, Seeded]) -> None:
@@ -317,3 +356,61 @@ def test_anomaly_annotations_show_each_anomaly_once_latest_version(store: tuple[
     table = next(p for p in DASHBOARDS["anomalies"]["panels"] if p["title"] == "Anomalies")
     columns, _, rows = run(client, interpolate(table["targets"][0]["rawSql"], one))
     assert [dict(zip(columns, r, strict=True))["observed"] for r in rows] == [0.35]
+
+
+def _panel_rows(client: Any, name: str, title: str, ctx: QueryContext) -> list[dict[str, Any]]:
+    panel = next(p for p in DASHBOARDS[name]["panels"] if p["title"] == title)
+    columns, _, rows = run(client, interpolate(panel["targets"][0]["rawSql"], ctx))
+    return [dict(zip(columns, r, strict=True)) for r in rows]
+
+
+def test_rollouts_dashboard_figures_agree_with_the_seeded_route(store: tuple[Any, Seeded]) -> None:
+    client, seeded = store
+    ctx = context("all", seeded, 60_000)
+    _variable_options(client, DASHBOARDS["rollouts"], ctx)
+    assert ctx.options["route"] == [ROUTE]
+    calls = {variant: len(ids) for variant, ids in seeded.route_calls.items()}
+    assert _stat(client, "rollouts", "Canary share of calls", ctx) == pytest.approx(calls["canary"] / sum(calls.values()))
+    for variant in ("canary", "baseline"):
+        assert _stat(client, "rollouts", f"{variant.title()} error rate", ctx) == pytest.approx(
+            seeded.route_errors[variant] / calls[variant])
+        assert _stat(client, "rollouts", f"{variant.title()} p95 latency", ctx) > 0
+    assert seeded.route_errors["canary"] / calls["canary"] > seeded.route_errors["baseline"] / calls["baseline"]
+    assert _stat(client, "rollouts", "Decisions", ctx) == 3  # start, advance, rollback; not the check
+    per_variant: dict[str, int] = {}
+    for row in _panel_rows(client, "rollouts", "Calls per variant", ctx):
+        per_variant[row["variant"]] = per_variant.get(row["variant"], 0) + row["calls"]
+    assert per_variant == {"no rollout": calls[""], "baseline": calls["baseline"], "canary": calls["canary"]}
+    summary = {r["variant"]: r for r in _panel_rows(client, "rollouts", "Canary vs baseline", ctx)}
+    assert summary["canary"]["targets"] == ":".join(ROUTE_CANARY)
+    assert summary["baseline"]["targets"] == summary["no rollout"]["targets"] == ":".join(ROUTE_BASELINE)
+    assert summary["canary"]["errors"] == seeded.route_errors["canary"]
+    # The latest numeric score per call counts: canary 0.4 / 0.5 (its superseded 1.0 does not), baseline 0.8 / 0.9.
+    scores = _panel_rows(client, "rollouts", "Mean feedback score: canary vs baseline", ctx)
+    assert {r["variant"] for r in scores} == {"baseline", "canary"}
+    assert all(0.4 <= r["mean_score"] <= 0.5 for r in scores if r["variant"] == "canary")
+    assert all(0.8 <= r["mean_score"] <= 0.9 for r in scores if r["variant"] == "baseline")
+    decisions = _panel_rows(client, "rollouts", "Rollout decisions", ctx)
+    assert [d["action"] for d in decisions] == ["rollback", "advance", "start"]
+    # Another route's panels are empty, and its decision is not on this route's dashboard.
+    other = context("all", seeded, 60_000)
+    other.values["route"] = "other-route"
+    assert _stat(client, "rollouts", "Decisions", other) == 1
+    assert _panel_rows(client, "rollouts", "Calls per variant", other) == []
+
+
+def test_rollout_annotations_say_what_was_decided(store: tuple[Any, Seeded]) -> None:
+    client, seeded = store
+    ctx = context("all", seeded, 60_000)
+    annotation = next(a for a in DASHBOARDS["rollouts"]["annotations"]["list"] if a["name"] == "Rollouts")
+    columns, _, rows = run(client, interpolate(annotation["target"]["rawSql"], ctx))
+    found = [dict(zip(columns, r, strict=True)) for r in rows]
+    assert [a["text"] for a in found] == [
+        f"start {ROUTE} 5%: started by cli",
+        f"advance {ROUTE} 25%: all gates passed at 5%",
+        f"rollback {ROUTE} 0%: error_rate: error rate 50.0% vs 25.0% (+1 pt tolerated; p=3e-09 < 0.01)",
+    ]
+    assert found[-1]["title"] == f"rollout rollback: {ROUTE}" and found[-1]["tags"] == ["rollout", "rollback", ROUTE]
+    overview = next(a for a in DASHBOARDS["overview"]["annotations"]["list"] if a["name"] == "Rollouts")
+    columns, _, rows = run(client, interpolate(overview["target"]["rawSql"], ctx))
+    assert [dict(zip(columns, r, strict=True))["text"] for r in rows][-1] == "start other-route 1%: started by api"

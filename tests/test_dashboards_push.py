@@ -163,11 +163,11 @@ def test_first_push_creates_folder_datasource_and_every_dashboard(grafana: FakeG
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     assert push(grafana) == 0
     shipped = load_dashboards()
-    assert len(shipped) == 6
+    assert len(shipped) == 7
     assert all(r["auth"] == f"Bearer {TOKEN}" for r in grafana.requests)
     writes = grafana.writes()
     assert [(w["method"], w["path"]) for w in writes] == [
-        ("POST", "/api/folders"), ("POST", "/api/datasources"), *[("POST", "/api/dashboards/db")] * 6]
+        ("POST", "/api/folders"), ("POST", "/api/datasources"), *[("POST", "/api/dashboards/db")] * 7]
     assert writes[0]["body"] == {"title": "GenOps", "uid": "genops"}
     ds = writes[1]["body"]
     assert ds["uid"] == DATASOURCE_UID and ds["type"] == "grafana-clickhouse-datasource" and ds["access"] == "proxy"
@@ -182,7 +182,7 @@ def test_first_push_creates_folder_datasource_and_every_dashboard(grafana: FakeG
         assert body["folderUid"] == "genops" and body["overwrite"] is True and body["dashboard"]["id"] is None
         assert body["dashboard"]["uid"] == model["uid"] and body["dashboard"]["panels"] == model["panels"]
     out = capsys.readouterr().out
-    assert "8 created, 0 updated, 0 unchanged" in out
+    assert "9 created, 0 updated, 0 unchanged" in out
 
 
 def test_second_push_changes_nothing_and_a_ui_edit_is_repaired(grafana: FakeGrafana, capsys: pytest.CaptureFixture[str]) -> None:
@@ -193,7 +193,7 @@ def test_second_push_changes_nothing_and_a_ui_edit_is_repaired(grafana: FakeGraf
     assert push(grafana) == 0
     assert grafana.writes() == []
     assert grafana.dashboards == stored
-    assert "0 created, 0 updated, 8 unchanged" in capsys.readouterr().out
+    assert "0 created, 0 updated, 9 unchanged" in capsys.readouterr().out
     # Fields Grafana adds when it stores a dashboard do not count as a difference...
     for entry in grafana.dashboards.values():
         entry["dashboard"]["weekStart"] = ""
@@ -275,4 +275,4 @@ def test_an_editor_token_is_told_what_it_may_not_do(grafana: FakeGrafana, capsys
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "refused writing the datasource 'GenOps ClickHouse' (403 Forbidden)" in err
     assert main([*args, "--no-datasource"]) == 0
-    assert len(grafana.dashboards) == 6
+    assert len(grafana.dashboards) == 7

@@ -9,7 +9,14 @@ which pass through the proxy untouched:
 - ``X-Fake-Chunk-Delay-Ms: 20``: wait between stream chunks;
 - ``X-Fake-Cached-Tokens: 100`` / ``X-Fake-Reasoning-Tokens: 50``: report such usage
   (cache reads; reasoning/thinking tokens); ``X-Fake-Cache-Write-Tokens: 80``: cache writes (Anthropic);
-- ``X-Fake-Drop-Usage: 1``: a stream with no usage at all.
+- ``X-Fake-Drop-Usage: 1``: a stream with no usage at all;
+- ``X-Fake-Error-Rate: 0.2``, optionally with ``X-Fake-Error-Model: claude-haiku-4-5``: that share
+  of the requests for the model (every model without ``X-Fake-Error-Model``) answers 500 with the
+  provider's error body, deterministically: the server counts requests per model and fails those
+  where ``floor(n * rate)`` steps up (0.2: the 5th, 10th, 15th...), so a route's canary target can
+  fail while its baseline, through the same server and headers, stays healthy. OpenAI (chat,
+  completions, responses, embeddings; Azure answers with OpenAI's body), Anthropic (also on
+  Vertex) and Gemini (also on Vertex). ``DELETE /_fake/requests`` restarts the counts.
 
 Tool use speaks each format too: a user turn with tools gets one call to the first tool (or the
 one the tool choice names), arguments sampled from its JSON schema (OpenAI ``tool_calls`` and

@@ -159,9 +159,12 @@ async def _read(request: web.Request, *, vertex: bool) -> tuple[dict[str, Any], 
         return {}, error_response(400, "There was an error parsing the body: invalid JSON"), controls, body_id
     if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
         return {}, error_response(400), controls, body_id
-    if controls.status >= 400:
+    # Vertex names the model in the URL ({model}:rawPredict), the Messages API in the body.
+    model = str(data.get("model") or request.match_info.get("model_method", "").partition(":")[0])
+    status = controls.status_for(request, model)
+    if status >= 400:
         await controls.wait()
-        return {}, error_response(controls.status), controls, body_id
+        return {}, error_response(status), controls, body_id
     return data, None, controls, body_id
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 REQUEST_LOG_KEY = web.AppKey("fake_request_log", list)
+# Requests seen per model under X-Fake-Error-Rate (cleared with the request log).
+ERROR_COUNTS_KEY = web.AppKey("fake_error_counts", dict)
 
 
 @dataclass
@@ -23,6 +27,8 @@ class Controls:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     drop_usage: bool = False
+    error_rate: Fraction = Fraction(0)
+    error_model: str = ""
 
     @classmethod
     def from_request(cls, request: web.Request) -> Controls:
@@ -35,7 +41,23 @@ class Controls:
             cache_write_tokens=int(h.get("X-Fake-Cache-Write-Tokens", "0")),
             reasoning_tokens=int(h.get("X-Fake-Reasoning-Tokens", "0")),
             drop_usage=h.get("X-Fake-Drop-Usage", "") == "1",
+            error_rate=_share(h.get("X-Fake-Error-Rate")),
+            error_model=h.get("X-Fake-Error-Model", ""),
         )
+
+    def status_for(self, request: web.Request, model: str) -> int:
+        """The status this request answers with: ``X-Fake-Status``, else 500 on its turn under ``X-Fake-Error-Rate``.
+
+        Deterministic: the server counts the requests per model that carry an error rate for it
+        (``X-Fake-Error-Model`` empty or equal to ``model``), and request ``n`` fails when
+        ``floor(n * rate)`` steps up, so exactly ``floor(n * rate)`` of the first ``n`` fail
+        (rate 0.2: requests 5, 10, 15, ...). The rate is read as an exact fraction.
+        """
+        if self.status >= 400 or not self.error_rate or (self.error_model and self.error_model != model):
+            return self.status
+        counts = request.app[ERROR_COUNTS_KEY]
+        n = counts[model] = counts.get(model, 0) + 1
+        return 500 if math.floor(n * self.error_rate) > math.floor((n - 1) * self.error_rate) else self.status
 
     async def wait(self) -> None:
         if self.delay_s:
@@ -44,6 +66,11 @@ class Controls:
     async def between_chunks(self) -> None:
         if self.chunk_delay_s:
             await asyncio.sleep(self.chunk_delay_s)
+
+
+def _share(value: str | None) -> Fraction:
+    """A header's share in [0, 1] as an exact fraction ("0.2" is 1/5); absent is 0."""
+    return min(Fraction(1), max(Fraction(0), Fraction(value))) if value else Fraction(0)
 
 
 async def record(request: web.Request) -> bytes:

@@ -215,9 +215,10 @@ async def _dispatch(request: web.Request, model: str, method: str, body: bytes) 
         data = orjson.loads(body) if body else {}
     except orjson.JSONDecodeError:
         return error_response(400, "Invalid JSON payload received.")
-    if controls.status >= 400:
+    status = controls.status_for(request, model)
+    if status >= 400:
         await controls.wait()
-        return error_response(controls.status)
+        return error_response(status)
     body_id = hashlib.sha1(body).hexdigest()
     if method in ("generateContent", "streamGenerateContent"):
         if not data.get("contents"):

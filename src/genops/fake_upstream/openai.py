@@ -185,9 +185,12 @@ async def _parse(request: web.Request) -> tuple[dict[str, Any], web.Response | N
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         return {}, error_response(400, "We could not parse the JSON body of your request."), controls, body_id
-    if controls.status >= 400:
+    # The model an X-Fake-Error-Rate counts under: the body's, else the Azure deployment's name.
+    model = data.get("model") if isinstance(data, dict) else None
+    status = controls.status_for(request, str(model or request.match_info.get("deployment", "")))
+    if status >= 400:
         await controls.wait()
-        return {}, error_response(controls.status), controls, body_id
+        return {}, error_response(status), controls, body_id
     if isinstance(data, dict):  # ids ignore stream_options, so a proxy asking for usage gets the same ids
         body_id = hashlib.sha1(orjson.dumps({k: v for k, v in data.items() if k != "stream_options"})).hexdigest()
     return data, None, controls, body_id

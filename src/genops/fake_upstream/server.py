@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from genops.fake_upstream import anthropic, azure, gemini, openai
-from genops.fake_upstream.common import REQUEST_LOG_KEY, dumps
+from genops.fake_upstream.common import ERROR_COUNTS_KEY, REQUEST_LOG_KEY, dumps
 
 # One line per fake provider module: module.register(app).
 PROVIDERS = (openai, anthropic, gemini, azure)
@@ -17,6 +17,7 @@ async def _requests(request: web.Request) -> web.Response:
 
 async def _clear(request: web.Request) -> web.Response:
     request.app[REQUEST_LOG_KEY].clear()
+    request.app[ERROR_COUNTS_KEY].clear()  # X-Fake-Error-Rate counts start again too
     return web.Response(status=204)
 
 
@@ -24,6 +25,7 @@ def create_app() -> web.Application:
     """The fake upstream as an aiohttp app."""
     app = web.Application(client_max_size=256 * 1024 * 1024)
     app[REQUEST_LOG_KEY] = []
+    app[ERROR_COUNTS_KEY] = {}
     for provider in PROVIDERS:
         provider.register(app)
     app.router.add_get("/_fake/requests", _requests)

@@ -1,0 +1,1 @@
+"""Canary rollouts: the decisions (start, advance, promote, rollback), their store and their statistical gates."""
