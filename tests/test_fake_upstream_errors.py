@@ -126,3 +126,30 @@ def test_the_official_sdks_see_a_server_error_on_the_failing_turn(fake: str) -> 
     ge.models.generate_content(model="gemini-2.5-flash", contents="Hello")
     with pytest.raises(genai_errors.ServerError):
         list(ge.models.generate_content_stream(model="gemini-2.5-flash", contents="Hello"))
+
+
+def test_error_status_and_a_delay_kept_to_one_model(fake_upstream):
+    """``X-Fake-Error-Status`` picks the failures' status; ``X-Fake-Delay-Model`` keeps the delay to one model
+    (the routing tests need a slow or rate-limited target beside a healthy one)."""
+    import urllib.error
+    import urllib.request
+
+    import orjson
+
+    def post(model: str, **headers: str) -> tuple[int, dict[str, str]]:
+        request = urllib.request.Request(fake_upstream.url + "/v1/chat/completions", method="POST",
+                                         data=orjson.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}),
+                                         headers={"Authorization": "Bearer sk", "Content-Type": "application/json", **headers})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, dict(response.headers)
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers)
+
+    rated = {"X-Fake-Error-Rate": "0.5", "X-Fake-Error-Model": "status-model", "X-Fake-Error-Status": "429"}
+    assert [post("status-model", **rated)[0] for _ in range(4)] == [200, 429, 200, 429]
+    assert post("status-model", **rated)[0] == 200
+    status, headers = post("status-model", **rated)
+    assert status == 429 and headers.get("retry-after") == "1"
+    # a delay kept to another model does not slow this one: it answers (the delay would be 60 s)
+    assert post("fast-model", **{"X-Fake-Delay-Ms": "60000", "X-Fake-Delay-Model": "slow-model"})[0] == 200

@@ -56,6 +56,17 @@ name = "gemini-bot"
 targets = ["gemini:gemini-2.0-flash"]
 
 [[routes]]
+name = "rate-limited"
+retry = { attempts = 2, backoff_ms = 10 }
+targets = ["openai:limited-model"]
+
+[[routes]]
+name = "slow-first"
+strategy = "fallback"
+timeout_s = 0.5
+targets = ["openai:slow-model", "openai:quick-model"]
+
+[[routes]]
 name = "only-failing"
 retry = { attempts = 2, backoff_ms = 10 }
 targets = ["openai:broken-model"]
@@ -176,6 +187,35 @@ def test_a_refused_connection_falls_back_in_order(routed, request_id):
                         ("u/dead:llama", "upstream_unreachable"), ("u/dead:llama", "upstream_unreachable")]
     call = next(r for r in rows if r["ParentSpanId"] == "")
     assert call["a"]["genops.route.attempt"] == "5" and call["a"]["genops.route.target"] == "openai:steady-model"
+
+
+def test_retry_after_is_honoured(routed, request_id):
+    headers = {"X-Fake-Error-Rate": "0.5", "X-Fake-Error-Model": "limited-model", "X-Fake-Error-Status": "429"}
+    via = client(routed, **headers)
+    via.chat.completions.create(model="rate-limited", messages=[{"role": "user", "content": "hi"}])  # the 1st: 200
+    via = client(routed, **headers, **{"GenOps-Request-Id": request_id})
+    answer = via.chat.completions.create(model="rate-limited", messages=[{"role": "user", "content": "hi"}])
+    assert answer.model == "limited-model"  # the 2nd request got a 429 with retry-after: 1, the 3rd a 200
+    rows = call_rows(routed, request_id)
+    failed = [r for r in rows if r["SpanName"] == "route.attempt"]
+    assert [(r["a"]["http.response.status_code"], r["a"]["genops.route.attempt"]) for r in failed] == [("429", "1")]
+    call = next(r for r in rows if r["ParentSpanId"] == "")
+    assert call["a"]["genops.route.attempt"] == "2" and call["a"]["genops.route.reason"] == "retry"
+    # it waited what the provider asked (1 s), not its own 10 ms backoff
+    assert float(call["a"]["genops.route.wait_ms"]) == 1000.0
+
+
+def test_a_target_that_does_not_answer_in_time_falls_back(routed, request_id):
+    via = client(routed, **{"GenOps-Request-Id": request_id, "X-Fake-Delay-Ms": "5000",
+                            "X-Fake-Delay-Model": "slow-model"})
+    answer = via.chat.completions.create(model="slow-first", messages=[{"role": "user", "content": "hi"}])
+    assert answer.model == "quick-model"
+    rows = call_rows(routed, request_id)
+    failed = [r for r in rows if r["SpanName"] == "route.attempt"]
+    assert [(r["a"]["genops.route.target"], r["a"]["error.type"]) for r in failed] == [
+        ("openai:slow-model", "upstream_timeout")]
+    call = next(r for r in rows if r["ParentSpanId"] == "")
+    assert call["a"]["genops.route.target"] == "openai:quick-model" and call["a"]["genops.route.attempt"] == "2"
 
 
 def test_when_every_attempt_fails_the_client_gets_the_providers_own_error(routed, request_id):

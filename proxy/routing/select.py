@@ -8,8 +8,8 @@ prebuilt tuple (a few µs; bench/routing_micro.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import random
-import zlib
 from bisect import bisect_right
 from collections.abc import Callable
 from itertools import accumulate
@@ -21,7 +21,7 @@ from genops.routes import Route, RouteTarget
 
 #: A least-latency route sends this share of calls to a random target, so every target's latency stays known.
 EXPLORE_SHARE = 0.05
-_SCALE = 1.0 / 4294967296.0  # crc32 to [0, 1)
+_SCALE = 1.0 / 18446744073709551616.0  # a 64-bit hash to [0, 1)
 
 
 class Step(NamedTuple):
@@ -41,8 +41,12 @@ class Plan(NamedTuple):
 
 
 def _unit(salt: bytes, key: str) -> float:
-    """A stable point in [0, 1) for ``key``: the same user lands on the same target in every worker and proxy."""
-    return zlib.crc32(key.encode(), zlib.crc32(salt)) * _SCALE
+    """A stable point in [0, 1) for ``key``: the same user lands on the same target in every worker and proxy.
+
+    BLAKE2b, not CRC32: a CRC is linear, so ids that differ only in their last characters
+    (``user-17``, ``user-18``) land in clusters and the shares drift from the weights."""
+    digest = hashlib.blake2b(salt + key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") * _SCALE
 
 
 class CompiledRoute:

@@ -17,6 +17,9 @@ which pass through the proxy untouched:
   fail while its baseline, through the same server and headers, stays healthy. OpenAI (chat,
   completions, responses, embeddings; Azure answers with OpenAI's body), Anthropic (also on
   Vertex) and Gemini (also on Vertex). ``DELETE /_fake/requests`` restarts the counts.
+  ``X-Fake-Error-Status: 429`` makes those failures that status instead (OpenAI's 429 carries
+  ``retry-after: 1``);
+- ``X-Fake-Delay-Model: gpt-4o``: ``X-Fake-Delay-Ms`` applies to that model's requests only.
 
 Tool use speaks each format too: a user turn with tools gets one call to the first tool (or the
 one the tool choice names), arguments sampled from its JSON schema (OpenAI ``tool_calls`` and

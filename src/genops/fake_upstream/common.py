@@ -29,6 +29,8 @@ class Controls:
     drop_usage: bool = False
     error_rate: Fraction = Fraction(0)
     error_model: str = ""
+    error_status: int = 500
+    delay_model: str = ""
 
     @classmethod
     def from_request(cls, request: web.Request) -> Controls:
@@ -43,6 +45,8 @@ class Controls:
             drop_usage=h.get("X-Fake-Drop-Usage", "") == "1",
             error_rate=_share(h.get("X-Fake-Error-Rate")),
             error_model=h.get("X-Fake-Error-Model", ""),
+            error_status=int(h.get("X-Fake-Error-Status", "500")),
+            delay_model=h.get("X-Fake-Delay-Model", ""),
         )
 
     def status_for(self, request: web.Request, model: str) -> int:
@@ -51,13 +55,20 @@ class Controls:
         Deterministic: the server counts the requests per model that carry an error rate for it
         (``X-Fake-Error-Model`` empty or equal to ``model``), and request ``n`` fails when
         ``floor(n * rate)`` steps up, so exactly ``floor(n * rate)`` of the first ``n`` fail
-        (rate 0.2: requests 5, 10, 15, ...). The rate is read as an exact fraction.
+        (rate 0.2: requests 5, 10, 15, ...). The rate is read as an exact fraction. Such a failure
+        answers ``X-Fake-Error-Status`` (default 500; a 429 comes with OpenAI's ``retry-after``).
+
+        ``X-Fake-Delay-Model`` keeps ``X-Fake-Delay-Ms`` to the requests for that model (the others
+        answer at once), so a route's slow target can be told from its fast one.
         """
+        if self.delay_model and self.delay_model != model:
+            self.delay_s = 0.0
         if self.status >= 400 or not self.error_rate or (self.error_model and self.error_model != model):
             return self.status
         counts = request.app[ERROR_COUNTS_KEY]
         n = counts[model] = counts.get(model, 0) + 1
-        return 500 if math.floor(n * self.error_rate) > math.floor((n - 1) * self.error_rate) else self.status
+        failed = math.floor(n * self.error_rate) > math.floor((n - 1) * self.error_rate)
+        return self.error_status if failed else self.status
 
     async def wait(self) -> None:
         if self.delay_s:
