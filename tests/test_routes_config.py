@@ -145,3 +145,17 @@ def test_reload_applies_a_good_file_and_refuses_a_bad_one(tmp_path, caplog):
     assert live.names == {"helpdesk"}  # the running routes stay
     assert "strategy: 'fastest' is not one of" in (live.last_error or "")
     assert any("config reload refused" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/routing.md"])
+def test_the_routes_the_docs_show_are_accepted(doc, tmp_path):
+    """Every ``[[routes]]`` TOML block the docs show reads without a problem (a user copies them)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / doc).read_text()
+    blocks = [b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if "[[routes]]" in b]
+    assert blocks
+    for block in blocks:
+        table = load_routes(write(tmp_path, block))
+        assert table.routes
