@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import signal
 import textwrap
 import time
 import uuid
@@ -341,6 +342,13 @@ def test_routes_reload_when_the_file_changes_and_a_bad_file_is_refused(routed):
             time.sleep(0.3)
         refusal = next(line for line in routed.logs().splitlines() if "config reload refused" in line)
         assert "strategy: 'fastest' is not one of" in refusal
+        # SIGHUP with the bad file: refused with one line, no worker restarted
+        routed.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while "SIGHUP refused" not in routed.logs():
+            assert time.monotonic() < deadline, routed.logs()[-2000:]
+            time.sleep(0.2)
+        assert "rolling restart" not in routed.logs().split("SIGHUP refused", 1)[1]
         # the routes in force stay: the route added before still answers
         assert via.chat.completions.create(model="added-later", messages=[{"role": "user", "content": "hi"}]).model
     finally:
