@@ -3,8 +3,8 @@
 Times, per call, the work the route and forward stages do for the benchmark's chat request
 (bench/hotpath_micro.py BODY), in a loop:
 
-- ``unrouted``: a model that names no route: the route stage (its set lookup, the usual upstream)
-  and the headers and body the forward stage prepares;
+- ``unrouted``: a model that names no route: the route stage (its set lookup, the usual upstream),
+  the headers and body the forward stage prepares, and the relay's reading of the answer;
 - ``routed``: a weighted, sticky route to another OpenAI model: the plan, the target's body (model
   rewritten), URL and headers, and the route attributes on the span;
 - ``routed, translated``: the same to an Anthropic target: the request translated, and the target's
@@ -47,6 +47,11 @@ from genops.routes import RouteTable, parse_routes  # noqa: E402
 BODY = json.dumps({"model": "gpt-4o-mini", "user": "alice", "messages": [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "What is the capital of France? Answer in one short sentence."}]}).encode()
+OPENAI_ANSWER = json.dumps({
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini-2024-07-18",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "The capital of France is Paris."},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 25, "completion_tokens": 8, "total_tokens": 33}}).encode()
 ANTHROPIC_ANSWER = json.dumps({
     "id": "msg_01", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
     "content": [{"type": "text", "text": "The capital of France is Paris."}], "stop_reason": "end_turn",
@@ -111,6 +116,7 @@ def main() -> None:
             sent.popall(name, None)
         sent.update(upstream.set_headers)
         openai.prepare_body(exchange.request_facts, exchange.body)
+        openai.parse_response(exchange.request_facts, 200, OPENAI_ANSWER)  # the relay reads every answer
 
     async def routed(exchange: Exchange) -> None:
         await stage.run(exchange)
@@ -118,6 +124,8 @@ def main() -> None:
         assert exchange.plan is not None
         prepared = attempts.prepare(exchange, exchange.plan.steps[0])
         attempts._commit(exchange, prepared, exchange.plan.steps[0].reason, 1, 0.0)
+        if exchange.translation is None:
+            prepared.adapter.parse_response(prepared.facts, 200, OPENAI_ANSWER)
 
     async def translated(exchange: Exchange) -> None:
         await routed(exchange)

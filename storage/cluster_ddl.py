@@ -71,6 +71,8 @@ SHARDING_KEYS: dict[str, str] = {
     "genops_rollup_session_1m": "rand()",
     "genops_anomalies": "cityHash64(detector, entity)",
     "genops_jobs_state": "cityHash64(name)",
+    # Every decision of a route on one shard: a route's state is read from its rows alone.
+    "genops_rollouts": "cityHash64(Route)",
 }
 
 

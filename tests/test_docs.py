@@ -17,8 +17,9 @@ README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 SERVE = "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/genops serve"
 TEST = "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest"
-# Environment variables that are not Settings fields: the config file, and GENOPS_UPSTREAM_<NAME>.
-NOT_FIELDS = {"GENOPS_CONFIG", "GENOPS_UPSTREAM"}
+# Environment variables that are not Settings fields: the config file, GENOPS_UPSTREAM_<NAME>, and
+# GENOPS_KEY_<NAME> (the key GenOps holds for a named upstream a route targets: docs/routing.md).
+NOT_FIELDS = {"GENOPS_CONFIG", "GENOPS_UPSTREAM", "GENOPS_KEY"}
 
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")

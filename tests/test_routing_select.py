@@ -118,7 +118,7 @@ def test_retry_after_in_seconds_milliseconds_and_as_a_date():
     assert retry_after_s({"retry-after-ms": "350", "Retry-After": "9"}) == 0.35
     assert retry_after_s({}) is None
     assert retry_after_s({"Retry-After": "soon"}) is None
-    when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=30)
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
     assert 25 < (retry_after_s({"Retry-After": email.utils.format_datetime(when)}) or 0) <= 30
 
 

@@ -41,7 +41,7 @@ class ForwardStage:
 
     async def run(self, exchange: Exchange) -> None:
         exchange.forwarding = True  # from here on a response may have started
-        facts, upstream, request = exchange.request_facts, exchange.upstream, exchange.request
+        facts, upstream = exchange.request_facts, exchange.upstream
         assert facts is not None  # parse ran
         body = exchange.body
         exchange.request_body_bytes = len(body)

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "genops.commands.collector",
     "genops.commands.dashboards",
     "genops.commands.config",
+    "genops.commands.rollout",
 )
 
 

@@ -221,7 +221,7 @@ def _route(value: Any, where: str, upstreams: Mapping[str, str]) -> Route:
     if not isinstance(raw_fallback, list):
         raise ConfigError(f"{where}.fallback.targets: must be a list of \"provider:model\"")
     fallback = tuple(_target_entry(t, f"{where}.fallback.targets[{i}]") for i, t in enumerate(raw_fallback))
-    for i, entry in enumerate((*targets, *fallback)):
+    for entry in (*targets, *fallback):
         provider = entry.target.provider
         if provider.startswith("u/") and provider[2:] not in upstreams:
             raise ConfigError(f"{where}: target {str(entry.target)!r} names the upstream {provider[2:]!r}, "

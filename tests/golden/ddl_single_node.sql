@@ -577,3 +577,79 @@ WHERE throwIf(
                         arrayFlatten(a.value.kvlist_value.values.value.string_value))),
         arrayConcat([attributes], events.attributes, links.attributes)),
     'OTLP_SQL_FALLBACK: a value in this batch is stored through the Python decoder') = 0;
+
+-- 0080_routes_and_rollouts
+ALTER TABLE genops.genops_calls
+    ADD COLUMN IF NOT EXISTS RouteName LowCardinality(String),
+    ADD COLUMN IF NOT EXISTS RouteTarget LowCardinality(String),
+    ADD COLUMN IF NOT EXISTS RouteAttempt UInt8,
+    ADD COLUMN IF NOT EXISTS RouteVariant LowCardinality(String),
+    ADD COLUMN IF NOT EXISTS RolloutId String CODEC(ZSTD(1));
+DROP VIEW IF EXISTS genops.genops_calls_mv;
+CREATE MATERIALIZED VIEW IF NOT EXISTS genops.genops_calls_mv
+TO genops.genops_calls
+AS SELECT
+    Timestamp,
+    TraceId,
+    SpanId,
+    ParentSpanId,
+    ServiceName,
+    ScopeName,
+    SpanName,
+    SpanAttributes['gen_ai.operation.name'] AS Operation,
+    if(SpanAttributes['gen_ai.provider.name'] != '', SpanAttributes['gen_ai.provider.name'], SpanAttributes['gen_ai.system']) AS Provider,
+    SpanAttributes['gen_ai.request.model'] AS RequestModel,
+    SpanAttributes['gen_ai.response.model'] AS ResponseModel,
+    SpanAttributes['gen_ai.request.stream'] = 'true' AS Stream,
+    StatusCode,
+    SpanAttributes['error.type'] AS ErrorType,
+    toUInt16OrZero(SpanAttributes['http.response.status_code']) AS HttpStatus,
+    Duration,
+    toUInt64OrZero(SpanAttributes['gen_ai.usage.input_tokens']) AS InputTokens,
+    toUInt64OrZero(SpanAttributes['gen_ai.usage.output_tokens']) AS OutputTokens,
+    toUInt64OrZero(SpanAttributes['gen_ai.usage.cache_read.input_tokens']) AS CacheReadTokens,
+    toUInt64OrZero(SpanAttributes['gen_ai.usage.cache_creation.input_tokens']) AS CacheWriteTokens,
+    toUInt64OrZero(SpanAttributes['gen_ai.usage.reasoning.output_tokens']) AS ReasoningTokens,
+    SpanAttributes['genops.usage.estimated'] = 'true' AS TokensEstimated,
+    toFloat64OrNull(SpanAttributes['genops.cost.usd']) AS CostUsd,
+    mapContains(SpanAttributes, 'genops.cost.usd') AS CostKnown,
+    toFloat64OrNull(SpanAttributes['genops.latency.ttft_ms']) AS TtftMs,
+    toFloat64OrNull(SpanAttributes['genops.latency.output_tokens_per_second']) AS OutputTokensPerSecond,
+    SpanAttributes['genops.request.id'] AS RequestId,
+    SpanAttributes['genops.user.id'] AS UserId,
+    SpanAttributes['gen_ai.conversation.id'] AS SessionId,
+    SpanAttributes['genops.session.path'] AS SessionPath,
+    SpanAttributes['gen_ai.agent.name'] AS AgentName,
+    SpanAttributes['genops.prompt.id'] AS PromptId,
+    SpanAttributes['genops.prompt.version'] AS PromptVersion,
+    mapApply((k, v) -> (substring(k, 17), v), mapFilter((k, v) -> startsWith(k, 'genops.property.'), SpanAttributes)) AS Properties,
+    toUInt32OrZero(SpanAttributes['genops.safety.pii.count']) AS SafetyPii,
+    toUInt32OrZero(SpanAttributes['genops.safety.secrets.count']) AS SafetySecrets,
+    toUInt32OrZero(SpanAttributes['genops.safety.injection.count']) AS SafetyInjection,
+    SpanAttributes['genops.safety.action'] AS SafetyAction,
+    SpanAttributes['genops.route.name'] AS RouteName,
+    SpanAttributes['genops.route.target'] AS RouteTarget,
+    toUInt8OrZero(SpanAttributes['genops.route.attempt']) AS RouteAttempt,
+    SpanAttributes['genops.route.variant'] AS RouteVariant,
+    SpanAttributes['genops.rollout.id'] AS RolloutId
+FROM genops.otel_traces
+WHERE SpanAttributes['gen_ai.operation.name'] != '';
+CREATE TABLE IF NOT EXISTS genops.genops_rollouts (
+    Timestamp DateTime64(3),
+    RolloutId String,
+    Route LowCardinality(String),
+    Action LowCardinality(String),
+    Step UInt8,
+    Percent UInt8,
+    Steps Array(UInt8),
+    Target String,
+    Baseline String,
+    IntervalS UInt32,
+    MinCalls UInt32,
+    Policy String,
+    Reason String,
+    Gates String,
+    Actor LowCardinality(String),
+    Host String
+) ENGINE = MergeTree
+ORDER BY (Route, Timestamp);
