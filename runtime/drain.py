@@ -157,7 +157,7 @@ class Drain:
         self.closing = False
         #: Awaited (in order) once readiness fails and before the listener closes.
         self.before_close: list[Callable[[], Awaitable[None]]] = []
-        #: Called on SIGHUP (a supervisor's rolling restart); None: SIGHUP is logged and ignored.
+        #: Called on SIGHUP (serve sets it: the routes read again, a supervisor's rolling restart); None: logged, ignored.
         self.on_hangup: Callable[[], None] | None = None
         #: Whether SIGUSR2 makes this process retire (a worker of a supervisor).
         self.retire_on_usr2 = False

@@ -110,15 +110,15 @@ def test_a_listener_holding_new_connections_off_still_accepts_the_queued_ones() 
 
 def test_sigterm_under_load_fails_readiness_then_finishes_every_call(tmp_path: Path,
                                                                      fake_upstream: FakeUpstream) -> None:
-    """One process (the store inline): SIGHUP is ignored; on SIGTERM /readyz answers 503 for the drain
-    delay while calls are still served (with Connection: close), then the listener closes, the calls
+    """One process (the store inline): SIGHUP reads the routes again and is not fatal; on SIGTERM /readyz
+    answers 503 for the drain delay while calls are still served (with Connection: close), then the listener closes, the calls
     in flight finish (streams included) and every one of them is stored, once."""
     data_dir = tmp_path / "data"
     proxy = start_proxy(data_dir, {**upstream_env(fake_upstream.url), "GENOPS_STORE_PROCESS": "inline",
                                    "GENOPS_DRAIN_DELAY_S": "2"})
     try:
-        proxy.process.send_signal(signal.SIGHUP)  # single process: nothing to restart; logged, not fatal
-        _wait_log(proxy, "SIGHUP ignored")
+        proxy.process.send_signal(signal.SIGHUP)  # single process: nothing to restart; the routes are read again
+        _wait_log(proxy, "routes reloaded")
         load = _load(proxy)
         time.sleep(1.5)
         proxy.process.send_signal(signal.SIGTERM)
