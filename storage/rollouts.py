@@ -106,8 +106,15 @@ class Rollout:
 
     @property
     def last_step(self) -> bool:
-        """Whether the current step is the last one (the next move is promote)."""
+        """Whether the current step is the last one."""
         return self.step >= len(self.steps) - 1
+
+    @property
+    def promotes_next(self) -> bool:
+        """Whether passing this step promotes: it is the last, or the next gives the canary 100%. A 100%
+        step has no baseline of its own time to compare with (only older calls, made under another
+        load), so reaching it is the promotion."""
+        return self.last_step or self.steps[self.step + 1] >= 100
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (the admin API's form)."""

@@ -4,13 +4,14 @@ promoted or left to wait, from the gates (gates.py) over the calls in ClickHouse
 For each running rollout:
 
 - its canary calls of the current step are compared with the baseline calls of the same time
-  (at a 100% step, where the baseline gets nothing, with every baseline call of the rollout);
+  (a step of 100% is never run: passing the step before it promotes, since at 100% there would be
+  no baseline of the same time to compare with);
 - any gate failing rolls it back at once, even before the step's interval is over. Looking
   every pass instead of once per step multiplies the chances of a false failure, so before the
   interval is over a gate fails only at ``alpha`` divided by the passes the step lasts
   (Bonferroni over the looks; ``check_interval_s``); at and after it, at ``alpha``;
 - once the step's interval is over, with at least ``min_calls`` canary calls and every required
-  gate passing, it moves to the next step, and after the last one it is promoted;
+  gate passing, it moves to the next step, and after the last one below 100% it is promoted;
 - otherwise it waits and nothing is written.
 
 Each decision is one row in ``genops_rollouts`` (storage/rollouts.py), logged, and a rollback
@@ -93,7 +94,7 @@ def assess(client: Any, rollout: Rollout, now: dt.datetime, *, check_interval_s:
     if outcome == "fail" and canary.calls >= rollout.min_calls:
         action = "rollback"
     elif outcome == "pass" and due and canary.calls >= rollout.min_calls:
-        action = "promote" if rollout.last_step else "advance"
+        action = "promote" if rollout.promotes_next else "advance"
     return Assessment(rollout, canary, baseline, results, outcome, due, action)
 
 
