@@ -40,6 +40,8 @@ BODY = json.dumps({"model": "gpt-4o-mini", "messages": [
 STREAM_BODY = json.dumps({**json.loads(BODY), "stream": True})
 PATH = "/v1/chat/completions"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: The name of the same GenOps with its telemetry export off (what export costs, measured in the same run).
+NO_EXPORT = "genops-noexport"
 
 
 def free_port() -> int:
@@ -223,6 +225,48 @@ def measure(target: Target, clients: list[int], duration: float, use_wrk: bool) 
     return result
 
 
+def per_core(run: dict) -> float | None:
+    """Requests per CPU-second of every process a proxy runs (GenOps: its worker(s) and its store)."""
+    cpu_ms = run.get("cpu_ms_per_request")
+    if not cpu_ms:
+        return None
+    return 1000.0 / (cpu_ms + (run.get("store_cpu_ms_per_request") or 0.0))
+
+
+def per_core_lines(results: dict, clients: list[int]) -> list[str]:
+    """Per core, counting all of GenOps's CPU (issue #22), and the stream's time to first byte at p99;
+    each against the bare pass-through measured in the same run."""
+    base = results.get("baseline")
+    if base is None:
+        return []
+    lines = ["Per core (requests per CPU-second of all the proxy's processes, the store included) and stream TTFB",
+             f"{'target':<16} {'clients':>7} {'req/CPU-s':>10} {'per-core/base':>13} {'ttfb p50':>9} {'ttfb p99':>9} "
+             f"{'p99/base':>8}"]
+    for name, res in results.items():
+        if name == "direct":
+            continue
+        for c in clients:
+            run, brun = res["runs"][c], base["runs"][c]
+            mine, bare = per_core(run), per_core(brun)
+            run["requests_per_cpu_second"] = mine
+            ratio = mine / bare if mine and bare else None
+            run["per_core_vs_base"] = ratio
+            lines.append(f"{name:<16} {c:>7} {fmt(mine):>10} {fmt(ratio):>13}")
+        ttfb, bttfb = res["stream"]["ttfb_us"], base["stream"]["ttfb_us"]
+        ratio = ttfb["p99"] / bttfb["p99"] if bttfb.get("p99") else None
+        res["stream"]["ttfb_p99_vs_base"] = ratio
+        lines.append(f"{name:<16} {'stream':>7} {'':>10} {'':>13} {ttfb['p50'] / 1000:>8.2f}ms {ttfb['p99'] / 1000:>8.2f}ms "
+                     f"{fmt(ratio):>8}")
+    on, off = results.get("genops"), results.get(NO_EXPORT)
+    if on and off:
+        top = max(clients)
+        cost = 1 - on["runs"][top]["rps"] / off["runs"][top]["rps"] if off["runs"][top]["rps"] else None
+        on["telemetry_cost_of_throughput"] = cost
+        lines.append(f"telemetry export costs {fmt(100 * cost if cost is not None else None, '%')} of the throughput "
+                     f"at {top} clients (GenOps with export on vs off)")
+    return lines
+
+
 def fmt(value: float | None, unit: str = "") -> str:
     return "-" if value is None else f"{value:,.0f}{unit}" if value >= 100 else f"{value:.2f}{unit}"
 
@@ -253,6 +297,8 @@ def report(results: dict, clients: list[int]) -> str:
             lines.append(f"{name:<10} {c:>7} {run['rps']:>9,.0f} {added['p50']:>8.3f} {added['p90']:>8.3f} "
                          f"{added['p99']:>8.3f} {fmt(run.get('cpu_ms_per_request')):>10} "
                          f"{fmt(run.get('store_cpu_ms_per_request')):>9} {fmt(ratio_rps):>8} {fmt(ratio_p50):>8}")
+    lines.append("")
+    lines.extend(per_core_lines(results, clients))
     lines.append("")
     lines.append(f"{'target':<10} {'stream ttfb p50':>16} {'added ttfb p50':>15} {'full p50':>9} {'RSS idle':>9} "
                  f"{'RSS loaded':>10} {'store RSS idle/loaded':>22}")
@@ -363,6 +409,13 @@ def bodies(args: argparse.Namespace) -> int:
         genops_env.update(dict(kv.split("=", 1) for kv in args.genops_env))
         genops = start([sys.executable, "-m", "genops", "serve"], genops_env, work / "genops.log")
         procs.append(genops)
+        quiet = None
+        if not args.no_export_off:  # the same proxy with telemetry export off: what export costs, in the same run
+            quiet_env = {**genops_env, "GENOPS_PORT": str(ports["genops_noexport"]), "GENOPS_EXPORT_ENABLED": "false",
+                         "GENOPS_DATA_DIR": str(work / "data-noexport"), "GENOPS_OTLP_PORT": str(free_port())}
+            quiet = start([sys.executable, "-m", "genops", "serve"], quiet_env, work / "genops-noexport.log")
+            procs.append(quiet)
+            wait_http(f"http://127.0.0.1:{ports['genops_noexport']}/healthz")
         wait_http(f"http://127.0.0.1:{ports['genops']}/healthz")
         wait_http(upstream_url + "/")
         client = genops_env.get("GENOPS_UPSTREAM_CLIENT", os.environ.get("GENOPS_UPSTREAM_CLIENT", "native"))
@@ -410,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write all figures here")
     parser.add_argument("--genops-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for genops serve (e.g. GENOPS_SAFETY_POLICY=...)")
+    parser.add_argument("--no-export-off", action="store_true",
+                        help="skip the second GenOps with export off (GENOPS_EXPORT_ENABLED=false)")
     parser.add_argument("--bodies", action="store_true",
                         help="only measure MB/s of 1, 16 and 64 MB non-streamed answers (GenOps vs direct)")
     parser.add_argument("--serve-bodies", type=int, metavar="PORT", help=argparse.SUPPRESS)  # --bodies' upstream
@@ -424,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     clients = [int(c) for c in args.clients.split(",")]
     use_wrk = bool(shutil.which("wrk")) and not args.no_wrk
     work = Path(tempfile.mkdtemp(prefix="genops-bench-"))
-    ports = {name: free_port() for name in ("upstream", "baseline", "genops")}
+    ports = {name: free_port() for name in ("upstream", "baseline", "genops", "genops_noexport")}
     procs: list[subprocess.Popen] = []
     try:
         upstream = start([*pin(1), sys.executable, str(HERE / "upstream.py"), "--port", str(ports["upstream"])])
@@ -438,12 +493,22 @@ def main(argv: list[str] | None = None) -> int:
         genops_env.update(dict(kv.split("=", 1) for kv in args.genops_env))
         genops = start([sys.executable, "-m", "genops", "serve"], genops_env, work / "genops.log")
         procs.append(genops)
+        quiet = None
+        if not args.no_export_off:  # the same proxy with telemetry export off: what export costs, in the same run
+            quiet_env = {**genops_env, "GENOPS_PORT": str(ports["genops_noexport"]), "GENOPS_EXPORT_ENABLED": "false",
+                         "GENOPS_DATA_DIR": str(work / "data-noexport"), "GENOPS_OTLP_PORT": str(free_port())}
+            quiet = start([sys.executable, "-m", "genops", "serve"], quiet_env, work / "genops-noexport.log")
+            procs.append(quiet)
+            wait_http(f"http://127.0.0.1:{ports['genops_noexport']}/healthz")
         wait_http(f"http://127.0.0.1:{ports['genops']}/healthz")
         wait_http(f"http://127.0.0.1:{ports['baseline']}/")
         time.sleep(0.3)
         targets = [Target("direct", upstream_url, None),
                    Target("baseline", f"http://127.0.0.1:{ports['baseline']}", baseline),
                    Target("genops", f"http://127.0.0.1:{ports['genops']}", genops)]
+        if quiet is not None:
+            targets.append(Target(NO_EXPORT, f"http://127.0.0.1:{ports['genops_noexport']}", quiet))
+            pin_genops(targets[3])
         genops_pinning = pin_genops(targets[2])
         print(f"pinning: baseline on core 0, {genops_pinning}, upstream and load generator on core 1"
               if pin(0) else "pinning: none", file=sys.stderr)

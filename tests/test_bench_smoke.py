@@ -25,12 +25,17 @@ def run_smoke(script: str, tmp_path: Path, *args: str) -> tuple[subprocess.Compl
 
 def test_proxy_bench_smoke(tmp_path):
     result, figures = run_smoke("proxy_bench.py", tmp_path)
-    assert set(figures) == {"direct", "baseline", "genops"}
-    for name in ("baseline", "genops"):
+    assert set(figures) == {"direct", "baseline", "genops", "genops-noexport"}
+    for name in ("baseline", "genops", "genops-noexport"):
         for run in figures[name]["runs"].values():
             assert run["requests"] > 0 and run["errors"] == 0
         assert figures[name]["stream"]["requests"] > 0
     assert "Added latency vs direct" in result.stdout
+    # per core, all of GenOps's CPU counted (the store too), and export on against off in the same run
+    assert "Per core (requests per CPU-second" in result.stdout
+    assert all(r["requests_per_cpu_second"] > 0 for r in figures["genops"]["runs"].values())
+    assert figures["genops"]["stream"]["ttfb_p99_vs_base"] > 0
+    assert "telemetry_cost_of_throughput" in figures["genops"]
     # Every request GenOps served became a stored span.
     served = sum(r["requests"] for r in figures["genops"]["runs"].values()) + figures["genops"]["stream"]["requests"]
     stored = json.loads(result.stdout[result.stdout.index("[", result.stdout.index("spans stored")):])[0]["spans"]
