@@ -61,6 +61,8 @@ class CallResult(NamedTuple):
     # who and what it was for (proxy/context.py), and what it cost (None: not a model call)
     context: Mapping[str, Any]
     cost: Price | UnknownPrice | None
+    # from the request leaving for the upstream to the upstream's last byte (None: nothing was sent)
+    upstream_ms: float | None = None
 
 
 def call_cost(adapter: ProviderAdapter, request: RequestFacts, response: ResponseFacts | None,
@@ -83,7 +85,8 @@ def call_result(adapter: ProviderAdapter, request: RequestFacts, response: Respo
                 usage: Usage | None = None, usage_injected: bool = False, first_token_perf_ns: int | None = None,
                 request_body_bytes: int | None = None, response_body_bytes: int | None = None,
                 stream_chunks: int | None = None, client_disconnected: bool = False,
-                context: Mapping[str, Any] | None = None, cost: Price | UnknownPrice | None = None) -> CallResult:
+                context: Mapping[str, Any] | None = None, cost: Price | UnknownPrice | None = None,
+                upstream_ms: float | None = None) -> CallResult:
     """Freeze what is known of a finished call: the adapter's ``request`` and ``response`` facts
     (``response`` None: no response was read) plus what the stages measured.
 
@@ -101,5 +104,5 @@ def call_result(adapter: ProviderAdapter, request: RequestFacts, response: Respo
         usage_injected, request_body_bytes, status, response.response_id, response.response_model,
         response.finish_reasons, response.tool_calls, response.usage if usage is None else usage, error_type,
         error_message, first_token_perf_ns, response_body_bytes, stream_chunks, client_disconnected, started_perf,
-        ended_perf, context if context is not None else _NO_CONTEXT, cost,
+        ended_perf, context if context is not None else _NO_CONTEXT, cost, upstream_ms,
     )

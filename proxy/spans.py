@@ -36,6 +36,8 @@ def call_attributes(result: CallResult) -> dict[str, Any]:
         server = _server(upstream_url)
         if server is not None:
             attrs[sc.SERVER_ADDRESS], attrs[sc.SERVER_PORT] = server
+    if result.upstream_ms is not None:
+        attrs[sc.GENOPS_LATENCY_UPSTREAM_MS] = result.upstream_ms
     if result.error_type:
         attrs[sc.ERROR_TYPE] = result.error_type
     elif status >= 400:

@@ -55,6 +55,8 @@ def test_chat_completion_same_as_direct_and_span_recorded(proxy, fake_upstream, 
                        expected.model, provider_id="openai")
     assert float(attrs["genops.cost.usd"]) == pytest.approx(float(price.total_price))
     assert span["Duration"] > 0
+    # the upstream's share of the call: from the request leaving to its last byte, within the call
+    assert 0 < float(attrs["genops.latency.upstream_ms"]) <= span["Duration"] / 1e6
     # The SDK's key travelled upstream but was never stored anywhere in the row.
     assert "sk-test-secret-key" not in str(span)
     assert fake_upstream.requests()[-1]["headers"]["Authorization"] == "Bearer sk-test-secret-key"

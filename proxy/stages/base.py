@@ -55,6 +55,8 @@ class Exchange:
         "stream",
         "first_token_perf_ns",  # relay: perf_counter_ns of a stream's first content event
         "request_body_bytes",  # forward: bytes of the client's request body
+        "upstream_sent_perf",  # forward: perf_counter_ns when the (answering) request left for the upstream
+        "upstream_done_perf",  # relay: perf_counter_ns when the upstream's answer was read to its end
         "response_body_bytes",  # relay: bytes sent to the client
         "stream_chunks",  # relay: stream events read (streamed responses)
         "client_disconnected",  # relay: the client left before the response ended
@@ -90,6 +92,8 @@ class Exchange:
         self.stream: bool | None = None
         self.first_token_perf_ns: int | None = None
         self.request_body_bytes: int | None = None
+        self.upstream_sent_perf: int | None = None
+        self.upstream_done_perf: int | None = None
         self.response_body_bytes: int | None = None
         self.stream_chunks: int | None = None
         self.client_disconnected = False

@@ -5,6 +5,7 @@ send into the provider's error shape (timeout 504, unreachable 502, unsendable h
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -75,6 +76,7 @@ class ForwardStage:
         """Send one request upstream; a failure to send becomes a :class:`RequestError` in the provider's
         terms (timeout 504, unreachable 502, unsendable header 400). ``headers_timeout``: a route's limit
         on the wait for the response headers (the total timeout still bounds the whole answer)."""
+        exchange.upstream_sent_perf = time.perf_counter_ns()  # a routed call: its last attempt's, the one answering
         try:
             request = self.client.request(
                 exchange.request.method, upstream.url, data=body if body else None, headers=headers,

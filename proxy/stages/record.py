@@ -71,9 +71,17 @@ class RecordStage:
             usage_injected=exchange.usage_injected, first_token_perf_ns=exchange.first_token_perf_ns,
             request_body_bytes=exchange.request_body_bytes, response_body_bytes=exchange.response_body_bytes,
             stream_chunks=exchange.stream_chunks, client_disconnected=exchange.client_disconnected, context=context,
-            cost=call_cost(adapter, facts, response, usage),
+            cost=call_cost(adapter, facts, response, usage), upstream_ms=_upstream_ms(exchange),
         )
         span.set_attributes(call_attributes(result))
         if result.error_type or result.status >= 400:
             span.set_status(Status(StatusCode.ERROR, result.error_message or f"HTTP {result.status}"))
         span.end(end_time=time.time_ns() - (now_perf - ended_perf))
+
+
+def _upstream_ms(exchange: Exchange) -> float | None:
+    """The upstream's share of the call: from the request leaving to its answer's last byte (ms)."""
+    sent, done = exchange.upstream_sent_perf, exchange.upstream_done_perf
+    if sent is None or done is None or done < sent:
+        return None
+    return round((done - sent) / 1e6, 3)

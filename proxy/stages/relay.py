@@ -9,6 +9,7 @@ client did not ask for), and a stream that reported no usage is estimated once i
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -58,6 +59,7 @@ class RelayStage:
             else:
                 try:
                     raw = await upstream_response.read()
+                    exchange.upstream_done_perf = time.perf_counter_ns()
                 except TimeoutError:
                     raise RequestError(504, "The upstream timed out while sending its response.",
                                        "upstream_timeout", "upstream_timeout") from None
@@ -81,6 +83,8 @@ class RelayStage:
                         exchange.guard.observe_response(decoded)
         finally:
             upstream_response.release()
+            if exchange.upstream_done_perf is None:  # a stream's end (a whole body is timed as it is read)
+                exchange.upstream_done_perf = time.perf_counter_ns()
         exchange.status = status  # only once relayed: a relay cut short by an exception records no status
 
     async def _relay_stream(self, exchange: Exchange, adapter: ProviderAdapter, facts: RequestFacts,

@@ -5,6 +5,7 @@ while the target's own adapter reads the untranslated answer (exact tokens, the 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,7 @@ async def relay_translated(exchange: Exchange, adapter: ProviderAdapter, facts: 
         return
     try:
         raw = await upstream_response.read()
+        exchange.upstream_done_perf = time.perf_counter_ns()
     except TimeoutError:
         raise RequestError(504, "The upstream timed out while sending its response.",
                            "upstream_timeout", "upstream_timeout") from None
