@@ -18,10 +18,17 @@ import aiohttp
 from aiohttp import web
 from aiohttp.http_writer import StreamWriter
 
-from genops.proxy.providers.base import ProviderAdapter, RequestError, RequestFacts
+from genops.proxy.providers.base import ProviderAdapter, RequestFacts
 from genops.proxy.stages.base import Exchange
 from genops.proxy.stages.relay_translated import relay_translated
 from genops.proxy.stages.reply import copy_headers
+from genops.proxy.stages.upstream_read import (
+    CLIENT_GONE,
+    UPSTREAM_STREAM_FAILURES,
+    client_left,
+    read_whole,
+    upstream_stream_failed,
+)
 from genops.proxy.tokenizer import estimate_missing_usage
 from genops.proxy.upstream import UpstreamResponseLike
 
@@ -57,15 +64,8 @@ class RelayStage:
                 exchange.response = response
                 await self._relay_stream(exchange, adapter, facts, upstream_response, response, decode)
             else:
-                try:
-                    raw = await upstream_response.read()
-                    exchange.upstream_done_perf = time.perf_counter_ns()
-                except TimeoutError:
-                    raise RequestError(504, "The upstream timed out while sending its response.",
-                                       "upstream_timeout", "upstream_timeout") from None
-                except aiohttp.ClientError as exc:
-                    raise RequestError(502, f"The upstream connection failed mid-response: {type(exc).__name__}.",
-                                       "upstream_unreachable", "upstream_unreachable") from None
+                raw = await read_whole(upstream_response)
+                exchange.upstream_done_perf = time.perf_counter_ns()
                 exchange.stream = facts.stream and status < 400
                 response = web.Response(status=status, body=raw)
                 copy_headers(upstream_response, response, exchange.request_id, exchange.traceparent)
@@ -121,18 +121,10 @@ class RelayStage:
                 if rewrite and rest:
                     await response.write(rest)
                 await response.write_eof()
-            except TimeoutError:
-                exchange.error_type = "upstream_timeout"
-                exchange.error_message = "The upstream timed out mid-stream."
-            except aiohttp.ClientPayloadError as exc:
-                exchange.error_type = "upstream_stream_broken"
-                exchange.error_message = f"The upstream stream ended abnormally: {exc}"[:300]
-        except (ConnectionResetError, aiohttp.ClientConnectionResetError, asyncio.CancelledError) as exc:
-            # The client went away: stop reading upstream (closing cancels the upstream request).
-            upstream_response.close()
-            exchange.error_type = "client_disconnected"
-            exchange.error_message = "The client disconnected before the stream ended."
-            exchange.client_disconnected = True
+            except UPSTREAM_STREAM_FAILURES as exc:
+                upstream_stream_failed(exchange, exc)
+        except CLIENT_GONE as exc:
+            client_left(exchange, upstream_response, exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:

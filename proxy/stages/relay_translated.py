@@ -13,9 +13,16 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from genops.proxy.providers.base import ProviderAdapter, RequestError, RequestFacts
+from genops.proxy.providers.base import ProviderAdapter, RequestFacts
 from genops.proxy.stages.base import Exchange
 from genops.proxy.stages.reply import copy_headers
+from genops.proxy.stages.upstream_read import (
+    CLIENT_GONE,
+    UPSTREAM_STREAM_FAILURES,
+    client_left,
+    read_whole,
+    upstream_stream_failed,
+)
 from genops.proxy.tokenizer import estimate_missing_usage
 from genops.proxy.upstream import UpstreamResponseLike
 
@@ -40,15 +47,8 @@ async def relay_translated(exchange: Exchange, adapter: ProviderAdapter, facts: 
     if facts.stream and status < 400:
         await _relay_stream(exchange, adapter, facts, upstream_response, decode)
         return
-    try:
-        raw = await upstream_response.read()
-        exchange.upstream_done_perf = time.perf_counter_ns()
-    except TimeoutError:
-        raise RequestError(504, "The upstream timed out while sending its response.",
-                           "upstream_timeout", "upstream_timeout") from None
-    except aiohttp.ClientError as exc:
-        raise RequestError(502, f"The upstream connection failed mid-response: {type(exc).__name__}.",
-                           "upstream_unreachable", "upstream_unreachable") from None
+    raw = await read_whole(upstream_response)
+    exchange.upstream_done_perf = time.perf_counter_ns()
     decoded = decode(raw)
     body = translation.response(status, decoded)
     exchange.stream = False
@@ -96,17 +96,10 @@ async def _relay_stream(exchange: Exchange, adapter: ProviderAdapter, facts: Req
                 await response.write(out)
                 sent += len(out)
             await response.write_eof()
-        except TimeoutError:
-            exchange.error_type = "upstream_timeout"
-            exchange.error_message = "The upstream timed out mid-stream."
-        except aiohttp.ClientPayloadError as exc:
-            exchange.error_type = "upstream_stream_broken"
-            exchange.error_message = f"The upstream stream ended abnormally: {exc}"[:300]
-    except (ConnectionResetError, aiohttp.ClientConnectionResetError, asyncio.CancelledError) as exc:
-        upstream_response.close()
-        exchange.error_type = "client_disconnected"
-        exchange.error_message = "The client disconnected before the stream ended."
-        exchange.client_disconnected = True
+        except UPSTREAM_STREAM_FAILURES as exc:
+            upstream_stream_failed(exchange, exc)
+    except CLIENT_GONE as exc:
+        client_left(exchange, upstream_response, exc)
         if isinstance(exc, asyncio.CancelledError):
             raise
     finally:
