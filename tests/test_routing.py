@@ -177,6 +177,18 @@ def test_a_failing_target_is_retried_then_falls_back(routed, request_id):
     assert call["StatusCode"] == "Unset"
 
 
+def test_a_stream_falls_back_before_its_first_byte(routed, request_id):
+    via = client(routed, **{"GenOps-Request-Id": request_id, "X-Fake-Error-Rate": "1",
+                            "X-Fake-Error-Model": "flaky-model"})
+    chunks = list(via.chat.completions.create(model="flaky-first", stream=True, stream_options={"include_usage": True},
+                                              messages=[{"role": "user", "content": "Tell me a story."}]))
+    assert {c.model for c in chunks} == {"steady-model"}  # one answer, from the target that answered
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].usage is not None
+    call = next(r for r in call_rows(routed, request_id) if r["ParentSpanId"] == "")
+    assert call["a"]["genops.route.target"] == "openai:steady-model" and call["a"]["gen_ai.request.stream"] == "true"
+
+
 def test_a_refused_connection_falls_back_in_order(routed, request_id):
     via = client(routed, **{"GenOps-Request-Id": request_id, "X-Fake-Error-Rate": "1",
                             "X-Fake-Error-Model": "flaky-model"})
