@@ -139,3 +139,22 @@ def test_a_healthy_canary_is_promoted(proxy):
     wait_until(lambda: set(calls(proxy, "healthy-bot", 10)) == {"gpt-4o-2024-08-06"})
     assert set(calls(proxy, "healthy-bot", 20)) == {"gpt-4o-2024-08-06"}
     assert "promoted" in genops(proxy, "rollout", "status", "healthy-bot")
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", "/genops/v1/rollouts"), ("GET", "/genops/v1/rollouts/routing"), ("GET", "/genops/v1/rollouts/risky-bot"),
+    ("POST", "/genops/v1/rollouts"), ("POST", "/genops/v1/rollouts/evaluate"),
+    ("POST", "/genops/v1/rollouts/risky-bot/promote"), ("POST", "/genops/v1/rollouts/risky-bot/rollback"),
+])
+def test_the_rollout_endpoints_need_the_admin_token(proxy, method, path):
+    import urllib.error
+    import urllib.request
+
+    feedback_token = (proxy.data_dir / "feedback_token").read_text().strip() if (
+        proxy.data_dir / "feedback_token").exists() else "not-a-token"
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {feedback_token}"}):
+        request = urllib.request.Request(proxy.url + path, method=method, headers=headers,
+                                         data=b'{"route": "risky-bot", "target": "openai:gpt-4o"}' if method == "POST" else None)
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=30)
+        assert caught.value.code in (401, 403), (path, headers, caught.value.code)
