@@ -33,7 +33,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Export pipeline", ("exporter", "otlp_endpoint", "service_name", "export_", "spool_")),
     ("OTLP receiver", ("otlp_",)),
     ("Safety and content capture", ("capture", "capture_", "safety_")),
-    ("Anomaly jobs and alerts", ("jobs_", "alert_")),
+    ("Anomaly jobs, canary rollouts and alerts", ("jobs_", "alert_", "rollout_")),
     ("Grafana", ("grafana_",)),
     ("Logs", ("log_",)),
 )
