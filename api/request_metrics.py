@@ -20,6 +20,7 @@ counters of a replaced worker stay in :mod:`genops.runtime.worker_report`'s tota
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 from collections.abc import Mapping
@@ -201,8 +202,25 @@ def worker_exited(path: Path, pid: int) -> None:
         pass  # the directory was removed under us: nothing to clean
 
 
+class _WorkersCollector(MultiProcessCollector):
+    """prometheus_client's multiprocess collector, skipping a file a worker is still creating: a worker
+    starting (a rolling restart, a replaced worker) makes its file empty first, and the library's
+    reader then raises ``struct.error``, which made the scrape a 500 (seen in a fresh-clone CI run)."""
+
+    def collect(self) -> Any:
+        files = [f for f in glob.glob(os.path.join(self._path, "*.db")) if _has_header(f)]
+        return self.merge(files, accumulate=True)
+
+
+def _has_header(path: str) -> bool:
+    try:
+        return os.path.getsize(path) >= 8  # the mmap file's used-bytes header and padding
+    except OSError:  # removed meanwhile
+        return False
+
+
 def multiprocess_collector(path: Path) -> MultiProcessCollector | None:
     """A collector adding up every worker's request metrics in ``path`` (None when it is gone)."""
     if not os.path.isdir(path):
         return None
-    return MultiProcessCollector(None, path=str(path))
+    return _WorkersCollector(None, path=str(path))

@@ -60,3 +60,25 @@ def test_spans_that_are_not_proxied_calls_are_not_counted() -> None:
     assert samples[("genops_request_duration_seconds_sum", None)] == 2.0
     assert samples[("genops_time_to_first_token_seconds_bucket", "0.25")] == 1
     assert samples[("genops_time_to_first_token_seconds_bucket", "0.1")] == 0
+
+
+def test_a_worker_file_still_being_created_does_not_break_the_sum(tmp_path) -> None:
+    """A starting worker's metrics file is empty for a moment; the supervisor's /metrics must still answer
+    (prometheus_client's reader raises struct.error on it: a 500 was seen in a CI run)."""
+    import subprocess
+    import sys
+
+    from prometheus_client import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    from genops.api.request_metrics import multiprocess_collector
+
+    # a real worker's file: a counter written by another process in multiprocess mode
+    code = ("from prometheus_client import Counter; Counter('genops_requests', 'calls').inc(3)")
+    subprocess.run([sys.executable, "-c", code], env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}, check=True)
+    (tmp_path / "counter_99999.db").write_bytes(b"")  # the next worker's file, just created
+    registry = CollectorRegistry()
+    collector = multiprocess_collector(tmp_path)
+    assert collector is not None
+    registry.register(collector)
+    assert "genops_requests_total 3.0" in generate_latest(registry).decode()
