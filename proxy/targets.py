@@ -262,9 +262,10 @@ def parse_target(url: str) -> SplitResult:
     return parts
 
 
-def route_upstream(adapter: ProviderAdapter, policy: TargetPolicy, tail: str, query_string: str,
+def route_upstream(adapter: ProviderAdapter, policy: TargetPolicy | None, tail: str, query_string: str,
                    headers: MultiMapping[str]) -> Upstream:
-    """The adapter's upstream for this request, on the requested target base URL if one is allowed.
+    """The adapter's upstream for this request, on the requested target base URL if one is allowed
+    (``policy`` None: always the configured base URL, as for a gateway route's target).
 
     Raises a 400 :class:`RequestError` for a path with dot-segments or a malformed target URL,
     a 403 for a target outside the allowlist.
@@ -273,7 +274,8 @@ def route_upstream(adapter: ProviderAdapter, policy: TargetPolicy, tail: str, qu
     # "/"), a backslash or a percent escape; the usual tail has none (~0.1 µs for the three tests).
     if "/." in tail or "\\" in tail or "%" in tail:
         check_path(tail)
-    upstream = adapter.upstream(tail, query_string, headers, base_url=policy.target(headers))
+    base_url = policy.target(headers) if policy is not None else None
+    upstream = adapter.upstream(tail, query_string, headers, base_url=base_url)
     upstream.drop_headers = (*upstream.drop_headers, *TARGET_HEADERS)  # addressed to the proxy only
     if "@" in upstream.stored_url:  # cheap test first: most URLs have no "@" anywhere
         # Credentials in a configured URL (http://user:pass@host) are sent, never stored or shown.

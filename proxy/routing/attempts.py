@@ -31,7 +31,7 @@ from genops import semconv as sc
 from genops.proxy.providers.base import ProviderAdapter, RequestError, RequestFacts, Upstream
 from genops.proxy.routing.latency import LatencyStats
 from genops.proxy.routing.select import Plan, Step
-from genops.proxy.targets import TARGET_HEADERS, check_path, mask_userinfo
+from genops.proxy.targets import route_upstream
 from genops.proxy.translate import Translation, translation_for
 from genops.proxy.upstream import UpstreamResponseLike
 from genops.routes import RetryPolicy, target_key_env
@@ -196,8 +196,6 @@ class Attempts:
             body_json["model"] = target.model
             body = orjson.dumps(body_json)
             tail = exchange.tail
-            if "/." in tail or "\\" in tail or "%" in tail:
-                check_path(tail)
             same = adapter is self.client_adapter
             query = request.query_string if same else ""
             facts = RequestFacts(client_facts.operation, target.model, client_facts.stream, body_json,
@@ -213,12 +211,9 @@ class Attempts:
             body, tail, query, extra = translated.body, translated.tail, translated.query, translated.headers
             facts = adapter.parse_request("POST", tail, body, request.headers)
             same = False
-        upstream = adapter.upstream(tail, query, request.headers)
-        if "@" in upstream.stored_url:
-            upstream.stored_url = mask_userinfo(upstream.stored_url, "")
+        # the configured base URL (a client's GenOps-Target-Url does not apply), with the checks every upstream gets
+        upstream = route_upstream(adapter, None, tail, query, request.headers)
         headers: CIMultiDict[str] = exchange.base_headers.copy()
-        for name in TARGET_HEADERS:
-            headers.popall(name, None)
         if not same or entry.key_env:
             for name in CREDENTIAL_HEADERS:
                 headers.popall(name, None)
