@@ -62,6 +62,11 @@ retry = { attempts = 2, backoff_ms = 10 }
 targets = ["openai:limited-model"]
 
 [[routes]]
+name = "impatient"
+retry = { attempts = 2, backoff_ms = 10, max_wait_s = 0.5 }
+targets = ["openai:patience-model"]
+
+[[routes]]
 name = "slow-first"
 strategy = "fallback"
 timeout_s = 0.5
@@ -216,6 +221,18 @@ def test_retry_after_is_honoured(routed, request_id):
     assert call["a"]["genops.route.attempt"] == "2" and call["a"]["genops.route.reason"] == "retry"
     # it waited what the provider asked (1 s), not its own 10 ms backoff
     assert float(call["a"]["genops.route.wait_ms"]) == 1000.0
+
+
+def test_a_retry_after_too_long_to_wait_with_no_target_left_is_the_clients_answer(routed, request_id):
+    """Retry-After 1 s beyond the route's max_wait_s 0.5 s and no other target: the provider's 429 (and its
+    Retry-After) goes to the client rather than a proxy-made error."""
+    via = client(routed, **{"GenOps-Request-Id": request_id, "X-Fake-Error-Rate": "1",
+                            "X-Fake-Error-Model": "patience-model", "X-Fake-Error-Status": "429"})
+    with pytest.raises(openai.RateLimitError) as caught:
+        via.chat.completions.create(model="impatient", messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.response.headers.get("retry-after") == "1"
+    call = next(r for r in call_rows(routed, request_id) if r["ParentSpanId"] == "")
+    assert call["a"]["genops.route.attempt"] == "1" and call["a"]["http.response.status_code"] == "429"
 
 
 def test_a_target_that_does_not_answer_in_time_falls_back(routed, request_id):

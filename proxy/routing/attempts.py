@@ -159,12 +159,14 @@ class Attempts:
                 elapsed_ms = (time.perf_counter() - started_perf) * 1000.0
                 failed = status in policy.on_status
                 self.latency.observe(prepared.target, elapsed_ms, failed=failed)
-                if failed and may_retry:
-                    after = retry_after_s(response.headers)
+                after = retry_after_s(response.headers) if failed and may_retry else None
+                too_long = after is not None and after > policy.max_wait_s
+                # a wait longer than worth making with no target left: this answer (and its Retry-After) is the client's
+                if failed and may_retry and (more_targets or not too_long):
                     response.release()
                     self._attempt_span(exchange, step, attempt, started_ns, status, str(status), wait * 1000.0, tries)
                     last_error = None
-                    if after is not None and after > policy.max_wait_s:
+                    if too_long:
                         break  # not worth the wait here: the next target now
                     wait = max(after or 0.0, backoff_s(policy, tries))
                     continue
