@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from genops.api.rollouts import ROUTING_PATH
 from genops.config import ConfigError
 from genops.proxy.routing.live import LiveRoutes
 from genops.proxy.routing.rollout_view import RolloutView
@@ -26,29 +27,21 @@ log = logging.getLogger("genops.proxy.routing")
 
 #: How often the config file's modification time is checked.
 WATCH_S = 2.0
-#: The rollout routing a worker asks its supervisor for (api/rollouts.py answers it).
-ROUTING_PATH = "/genops/v1/rollouts/routing"
 
 Fetch = Callable[[], Awaitable[Mapping[str, Any]]]
 
 
 def fetch_from_supervisor(admin_url: str, token: str) -> Fetch:
-    """A worker's poll: the supervisor's rollout routing over loopback, with the admin token."""
-    session: dict[str, aiohttp.ClientSession] = {}
+    """A worker's poll: the supervisor's rollout routing over loopback, with the admin token. A session per
+    poll (one every 2 s): nothing to close when the worker stops."""
+    url = admin_url.rstrip("/") + ROUTING_PATH
 
     async def fetch() -> Mapping[str, Any]:
-        if "s" not in session:
-            session["s"] = aiohttp.ClientSession()
-        async with session["s"].get(admin_url.rstrip("/") + ROUTING_PATH, headers={"Authorization": f"Bearer {token}"},
-                                    timeout=aiohttp.ClientTimeout(total=5)) as response:
+        async with aiohttp.ClientSession() as session, session.get(
+                url, headers={"Authorization": f"Bearer {token}"}, timeout=aiohttp.ClientTimeout(total=5)) as response:
             response.raise_for_status()
             return orjson.loads(await response.read())
 
-    async def close() -> None:
-        if "s" in session:
-            await session["s"].close()
-
-    fetch.close = close  # type: ignore[attr-defined]
     return fetch
 
 
@@ -91,19 +84,16 @@ def attach_rollout_poll(app: web.Application, rollouts: RolloutView, fetch: Fetc
                 failing = True
             await asyncio.sleep(poll_s)
 
-    app.cleanup_ctx.append(_background(poll, getattr(fetch, "close", None)))
+    app.cleanup_ctx.append(_background(poll))
 
 
-def _background(work: Callable[[], Awaitable[None]], close: Callable[[], Awaitable[None]] | None = None,
-                ) -> Callable[[web.Application], AsyncIterator[None]]:
+def _background(work: Callable[[], Awaitable[None]]) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(_: web.Application) -> AsyncIterator[None]:
         task = asyncio.ensure_future(work())
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        if close is not None:
-            await close()
 
     return context
 

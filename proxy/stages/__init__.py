@@ -40,8 +40,7 @@ def build_chain(adapter: ProviderAdapter, settings: Settings, client: UpstreamCl
     Route comes before safety so a request whose target is refused is answered before any
     scan is spent on it, and so a refused route's span carries no safety verdict (as before
     the stages existed). Stages that act on the request before it leaves (keys, budgets,
-    cache) go before ``ForwardStage``; a router with retries and fallbacks replaces
-    ``RouteStage`` and wraps ``ForwardStage`` (proxy/routing/).
+    cache) go before ``ForwardStage``.
 
     ``router`` (shared by every route's chain): the gateway routes; a call naming one gets a plan
     in ``RouteStage`` that ``ForwardStage`` hands to :class:`~genops.proxy.routing.attempts.Attempts`
