@@ -30,6 +30,7 @@ import orjson
 from aiohttp import web
 
 from genops.api.admin import check_token
+from genops.api.background import lifetime_task
 from genops.collectors.anomaly.alerts import post_json
 from genops.collectors.rollouts import control
 from genops.collectors.rollouts.evaluator import Notify, assess, evaluate_once
@@ -252,19 +253,11 @@ def attach_evaluator(app: web.Application, client: Any, settings: Settings) -> N
     service = _service(app, client, settings)
     interval = settings.rollout_check_interval_s
 
-    async def context(_: web.Application) -> AsyncIterator[None]:
-        task = asyncio.get_running_loop().create_task(_evaluate_forever(service, interval))
+    async def run() -> None:
         log.info("rollout evaluator running in serve", extra={"interval_s": interval})
-        try:
-            yield
-        finally:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await _evaluate_forever(service, interval)
 
-    app.cleanup_ctx.append(context)
+    app.cleanup_ctx.append(lifetime_task(run))
 
 
 async def _evaluate_forever(service: RolloutService, interval_s: float) -> None:

@@ -7,9 +7,8 @@ rollout state."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
@@ -17,6 +16,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from genops.api.background import lifetime_task
 from genops.api.rollouts import ROUTING_PATH
 from genops.config import ConfigError
 from genops.proxy.routing.live import LiveRoutes
@@ -65,7 +65,7 @@ def attach_routes_watch(app: web.Application, live: LiveRoutes) -> None:
             except Exception:  # noqa: BLE001 - a watch that dies would leave routes stale for good
                 log.exception("routes watch failed")
 
-    app.cleanup_ctx.append(_background(watch))
+    app.cleanup_ctx.append(lifetime_task(watch))
 
 
 def attach_rollout_poll(app: web.Application, rollouts: RolloutView, fetch: Fetch, poll_s: float) -> None:
@@ -84,18 +84,7 @@ def attach_rollout_poll(app: web.Application, rollouts: RolloutView, fetch: Fetc
                 failing = True
             await asyncio.sleep(poll_s)
 
-    app.cleanup_ctx.append(_background(poll))
-
-
-def _background(work: Callable[[], Awaitable[None]]) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def context(_: web.Application) -> AsyncIterator[None]:
-        task = asyncio.ensure_future(work())
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    return context
+    app.cleanup_ctx.append(lifetime_task(poll))
 
 
 def hangup_handler(live: LiveRoutes, roll: Callable[[], None] | None) -> Callable[[], None]:
