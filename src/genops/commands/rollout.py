@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
+from genops.commands.admin_http import AdminCallError, admin_call
 from genops.commands.common import STORAGE_FLAGS, add_setting_flags, settings_from_args
 from genops.config import ConfigError, Settings
 
@@ -107,20 +106,10 @@ def _server_url(settings: Settings, url: str | None) -> str | None:
 
 
 def _http(url: str, token: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    request = urllib.request.Request(url.rstrip("/") + path, method=method,
-                                     data=orjson.dumps(body) if body is not None else None,
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return orjson.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            message = orjson.loads(exc.read())["error"]["message"]
-        except Exception:  # noqa: BLE001 - fall back to the status line
-            message = f"HTTP {exc.code}"
-        raise RolloutCommandError(message) from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise RolloutCommandError(f"cannot reach the GenOps server at {url}: {getattr(exc, 'reason', exc)}") from None
+        return admin_call(url, token, method, path, body, timeout=120)
+    except AdminCallError as exc:
+        raise RolloutCommandError(str(exc)) from None
 
 
 def _direct(settings: Settings, work: Callable[[Any], Any]) -> Any:

@@ -11,12 +11,11 @@ import argparse
 import csv
 import io
 import sys
-import urllib.error
-import urllib.request
 from typing import Any
 
 import orjson
 
+from genops.commands.admin_http import AdminCallError, admin_call
 from genops.commands.common import STORAGE_FLAGS, add_setting_flags, settings_from_args
 from genops.config import Settings
 from genops.storage.sql import QueryError, QueryResult
@@ -60,23 +59,10 @@ def query(settings: Settings, sql: str, *, url: str | None = None, max_rows: int
 def _query_http(url: str, token: str, sql: str, max_rows: int) -> QueryResult:
     from genops.api.admin import SQL_PATH
 
-    request = urllib.request.Request(
-        url.rstrip("/") + SQL_PATH,
-        data=orjson.dumps({"query": sql, "max_rows": max_rows}),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        method="POST",
-    )
     try:
-        with urllib.request.urlopen(request, timeout=300) as response:
-            data = orjson.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            message = orjson.loads(exc.read())["error"]["message"]
-        except Exception:  # fall back to the status line
-            message = f"HTTP {exc.code}"
-        raise QueryError(message) from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise QueryError(f"cannot reach the GenOps server at {url}: {getattr(exc, 'reason', exc)}") from None
+        data = admin_call(url, token, "POST", SQL_PATH, {"query": sql, "max_rows": max_rows})
+    except AdminCallError as exc:
+        raise QueryError(str(exc)) from None
     return QueryResult(data["columns"], data["types"], data["rows"], data.get("truncated", False))
 
 
