@@ -42,7 +42,7 @@ from genops.proxy.safety.guard import SafetyConfig  # noqa: E402
 from genops.proxy.spans import call_attributes  # noqa: E402
 from genops.proxy.targets import TargetPolicy, route_upstream  # noqa: E402
 from genops.runtime.telemetry import build_telemetry  # noqa: E402
-from genops.storage.span_batch import SpanEncoder, batch_payload, json_rows  # noqa: E402
+from genops.storage.span_batch import SpanEncoder, batch_payload, compact_rows  # noqa: E402
 
 BODY = json.dumps({"model": "gpt-4o-mini", "messages": [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -170,7 +170,7 @@ def main() -> None:
     print(f"{'span encode':20s} {(time.perf_counter_ns() - started) / len(lines) / 1000:7.1f} us (request path, at span end)")
     payload = batch_payload(encoder.header(), lines)
     started = time.perf_counter_ns()
-    json_rows(payload)
+    compact_rows(payload)
     print(f"{'rows from batch':20s} {(time.perf_counter_ns() - started) / len(lines) / 1000:7.1f} us (store process)")
 
 

@@ -3,8 +3,8 @@
 One command starts a canned fast upstream, the bare pass-through baseline and ``genops serve``
 (every default feature on: spans, cost, export to the embedded store), then drives each with a
 load generator in its own process (Debian's ``wrk`` for throughput where installed, else the
-uvloop client in bench/loadgen.py). Proxies are pinned to core 0, upstream and load generator
-to core 1 (when ``taskset`` and two cores exist).
+uvloop client in bench/loadgen.py). Proxies are pinned to core 0 (every GenOps process, the store
+included), upstream and load generator to core 1 (when ``taskset`` and two cores exist).
 
     python bench/proxy_bench.py                 # full run (~2 min)
     python bench/proxy_bench.py --smoke         # a few seconds, for the test suite
@@ -169,15 +169,20 @@ class Target:
 
 
 def pin_genops(target: Target) -> str:
-    """Proxy worker(s) on core 0 like the baseline; the store process, if separate, on core 1."""
+    """Every GenOps process (proxy workers and the store process) on core 0, like the baseline.
+
+    #22 measures per core: all of a proxy's processes share one core while load and upstream
+    have the other. A store process on the load generator's core would take its CPU from the
+    load generator and the upstream instead, and show up as their latency, not GenOps's.
+    """
     if not pin(0):
         return "none"
     for pid in target.proxy_pids():
         subprocess.run(["taskset", "-apc", "0", str(pid)], capture_output=True, check=False)
     store = target.store_pid()
     if store is not None:
-        subprocess.run(["taskset", "-apc", "1", str(store)], capture_output=True, check=False)
-        return "genops proxy worker on core 0, its store process on core 1"
+        subprocess.run(["taskset", "-apc", "0", str(store)], capture_output=True, check=False)
+        return "genops proxy worker and its store process on core 0"
     return "genops (store inline) on core 0"
 
 

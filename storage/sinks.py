@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from genops.storage import otlp_native, otlp_span_rows, span_batch
 from genops.storage.client import StorageUnavailable
-from genops.storage.rows import insert_json_payload
+from genops.storage.rows import insert_compact_payload, insert_json_payload
 from genops.storage.spool import Buffer, FileRegion
 
 #: Batch kinds (the spool records each batch's kind, so a replay inserts it the same way):
@@ -125,5 +125,6 @@ class ClickHouseSink(Sink):
                 self.python_fallbacks += 1
             return
         if kind == SPANS:
-            payload = span_batch.json_rows(payload)
+            insert_compact_payload(self.client, self.database, span_batch.compact_rows(payload), **settings)
+            return
         insert_json_payload(self.client, self.database, payload, **settings)

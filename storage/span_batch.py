@@ -5,8 +5,8 @@ Turning an SDK span into an ``otel_traces`` row (every attribute stringified, id
 makes the event loop wait for the GIL; done in the proxy at all it is work a proxy worker
 need not do. So the proxy only *encodes* each finished span, once, on its own thread
 (~2-4 µs: one ``orjson.dumps`` of the span's values as they are), and the process that owns
-the store *expands* a batch into JSONEachRow rows just before inserting it
-(:func:`json_rows`) — the same division of labour as an OTel SDK exporting OTLP to a
+the store *expands* a batch into JSONCompactEachRow rows just before inserting it
+(:func:`compact_rows`) — the same division of labour as an OTel SDK exporting OTLP to a
 collector. Encoded lines hold bytes only: nothing for the garbage collector to traverse
 while they wait for their batch.
 
@@ -19,7 +19,7 @@ a JSON array (the last line may end with a newline)::
 
 Attribute values travel as JSON values and are stringified by the store with
 :func:`~genops.storage.rows.attribute_map`, and the row is built by
-:func:`~genops.storage.rows.json_row` with :mod:`~genops.storage.rows`'s enum names, so the
+:func:`~genops.storage.rows.compact_row` with :mod:`~genops.storage.rows`'s enum names, so the
 stored row is exactly :func:`~genops.storage.rows.span_to_json_row`'s. A value JSON cannot carry exactly (NaN,
 infinities, integers beyond 64 bits, bytes, other objects) is stringified by the encoder
 instead, which spells it the same way.
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -38,8 +38,9 @@ from genops.storage.rows import (
     DEFAULT_SDK_KIND_NAME,
     OTLP_STATUS_NAMES,
     SDK_KIND_NAMES,
+    TRACE_COLUMNS,
     attribute_map,
-    json_row,
+    compact_row,
     service_name,
 )
 
@@ -161,12 +162,11 @@ def batch_payload(header: bytes, lines: Iterable[bytes]) -> bytes:
     return b"\n".join((header, *lines))
 
 
-def json_rows(payload: bytes) -> bytes:
-    """A compact batch as a JSONEachRow payload of ``otel_traces`` rows (the store side)."""
+def _row_lists(payload: bytes) -> Iterator[list[Any]]:
+    """A compact batch's spans as ``otel_traces`` rows in :func:`~genops.storage.rows.compact_row` form."""
     header, _, body = payload.partition(b"\n")
     origins = [(attribute_map(resource), name, version) for resource, name, version in orjson.loads(header)["origins"]]
     services = [service_name(resource) for resource, _, _ in origins]
-    rows = []
     loads = orjson.loads
     kind_names, status_names = SDK_KIND_NAMES, OTLP_STATUS_NAMES  # the SDK's StatusCode values are OTLP's
     for line in body.split(b"\n"):
@@ -175,12 +175,23 @@ def json_rows(payload: bytes) -> bytes:
         (origin, start, end, trace_id, span_id, parent_id, trace_state, name, kind, status, message,
          attributes, events, links) = loads(line)
         resource, scope_name, scope_version = origins[origin]
-        rows.append(_dumps(json_row(
+        yield compact_row(
             start, end, trace_id, span_id, parent_id, trace_state, name,
             kind_names.get(kind, DEFAULT_SDK_KIND_NAME), services[origin], resource, scope_name, scope_version,
             attribute_map(attributes), status_names[status], message,
             [e[1] for e in events], [e[0] for e in events], [attribute_map(e[2]) for e in events],
             [link[0] for link in links], [link[1] for link in links], [link[2] for link in links],
             [attribute_map(link[3]) for link in links],
-        )))
-    return b"\n".join(rows)
+        )
+
+
+def compact_rows(payload: bytes) -> bytes:
+    """A compact batch as a JSONCompactEachRow payload of ``otel_traces`` rows in
+    :data:`~genops.storage.rows.TRACE_COLUMNS` order (what the store inserts)."""
+    return b"\n".join(map(_dumps, _row_lists(payload)))
+
+
+def json_rows(payload: bytes) -> bytes:
+    """A compact batch as a JSONEachRow payload of ``otel_traces`` rows (the same rows as
+    :func:`compact_rows`, keyed by column name)."""
+    return b"\n".join(_dumps(dict(zip(TRACE_COLUMNS, row, strict=True))) for row in _row_lists(payload))

@@ -13,8 +13,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from genops.proxy.recorder import SpanRecorder
-from genops.storage.rows import span_to_json_row
-from genops.storage.span_batch import SpanEncoder, batch_payload, json_rows
+from genops.storage.rows import TRACE_COLUMNS, span_to_json_row
+from genops.storage.span_batch import SpanEncoder, batch_payload, compact_rows, json_rows
 
 pytestmark = pytest.mark.unit
 
@@ -50,7 +50,10 @@ class Collect(SpanProcessor):
 def _expanded(encoder: SpanEncoder, spans: list[ReadableSpan]) -> list[dict]:
     lines = [encoder.encode(span) for span in spans]
     payload = batch_payload(encoder.header(), lines)  # the header after the lines: it names their origins
-    return [orjson.loads(line) for line in json_rows(payload).split(b"\n")]
+    # What the store inserts (JSONCompactEachRow, in column order), keyed by column name.
+    rows = [dict(zip(TRACE_COLUMNS, orjson.loads(line), strict=True)) for line in compact_rows(payload).split(b"\n")]
+    assert rows == [orjson.loads(line) for line in json_rows(payload).split(b"\n")]
+    return rows
 
 
 def test_recorded_spans_with_every_kind_of_value_expand_to_the_direct_rows() -> None:
