@@ -26,6 +26,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -122,6 +123,35 @@ def wait_http(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def _metric(text: str, name: str) -> float | None:
+    """The value of the sample ``name`` (with its labels, as exposed) in a Prometheus text page."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def wait_stored(metrics_url: str, timeout: float = 60.0) -> float:
+    """Wait until GenOps's store has inserted every span its proxy made (its ``/metrics``); seconds waited.
+
+    A run's CPU is read after this, so the store's work for the run's calls is counted even when
+    it runs after the load ends (the proxy hands a batch on every export interval).
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+        except OSError:
+            time.sleep(0.1)
+            continue
+        made = _metric(text, 'genops_spans_received_total{source="proxy"}')
+        stored = _metric(text, "genops_spans_exported_total")
+        if made is not None and stored is not None and stored >= made:
+            break
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
 def loadgen(url: str, body: str, clients: int, duration: float, requests: int = 0) -> dict:
     cmd = [*pin(1), sys.executable, str(HERE / "loadgen.py"), "--url", url, "--body", body,
            "--clients", str(clients), "--duration", str(duration), "--requests", str(requests)]
@@ -191,7 +221,9 @@ def start(cmd: list[str], env: dict[str, str] | None = None, log: Path | None = 
     return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
 
 
-def measure(target: Target, clients: list[int], duration: float, use_wrk: bool) -> dict:
+def measure(target: Target, clients: list[int], duration: float, use_wrk: bool, drain: bool = False) -> dict:
+    """One target's runs at each client count, then the stream run. With ``drain`` (GenOps with
+    export on), each run's CPU is read once the store has inserted the run's spans."""
     url = target.url + PATH
     loadgen(url, BODY, 4, min(duration, 1.0))  # warm up connections, caches, JIT-free paths
     result: dict = {"runs": {}}
@@ -216,6 +248,8 @@ def measure(target: Target, clients: list[int], duration: float, use_wrk: bool) 
             cpu_requests = run["requests"] + latency_run["requests"]
         else:
             cpu_requests = run["requests"]
+        if drain:
+            run["store_drain_s"] = wait_stored(target.url + "/metrics")
         if pid:
             run["cpu_ms_per_request"] = (proxy_cpu() - cpu0) * 1000 / max(1, cpu_requests)
         if store:
@@ -318,6 +352,72 @@ def report(results: dict, clients: list[int]) -> str:
     lines.append("cpu ms/req and RSS are the process(es) serving the port; 'store' is genops's separate store "
                  "process (GENOPS_STORE_PROCESS), when there is one")
     return "\n".join(lines)
+
+
+def median_tree(items: list) -> object:
+    """The element-wise median of results of the same shape: numbers become their median across
+    ``items``; anything else (or a value some items lack) is taken from the first."""
+    first = items[0]
+    if isinstance(first, dict):
+        return {k: median_tree([i[k] for i in items]) for k in first if all(isinstance(i, dict) and k in i for i in items)}
+    if all(isinstance(i, (int, float)) and not isinstance(i, bool) for i in items):
+        return statistics.median(items)
+    return first
+
+
+#: Issue #22's "done when" figures: (name, limit, whether the figure must stay at or below it).
+CRITERIA: tuple[tuple[str, float, bool], ...] = (
+    ("per core vs bare, {top} clients", 0.8, False),
+    ("1-client added p50 vs bare's", 1.2, True),
+    ("1-client added p99 vs bare's", 1.5, True),
+    ("stream TTFB p99 vs bare's", 1.5, True),
+    ("telemetry share of throughput", 0.10, True),
+    ("1-client p99, export on vs off", 1.2, True),
+    ("stream TTFB p99, export on vs off", 1.2, True),
+)
+
+
+def criteria(results: dict, clients: list[int]) -> dict[str, float | None]:
+    """This run's #22 figures (after :func:`report` filled in the derived ones)."""
+    on, off, base = results.get("genops"), results.get(NO_EXPORT), results.get("baseline")
+    if not on or not base:
+        return {}
+    top = max(clients)
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    out: dict[str, float | None] = {"per core vs bare, {top} clients": on["runs"][top].get("per_core_vs_base"),
+                                    "stream TTFB p99 vs bare's": on["stream"].get("ttfb_p99_vs_base"),
+                                    "telemetry share of throughput": on.get("telemetry_cost_of_throughput")}
+    if 1 in clients:
+        added, bare = on["runs"][1]["added_ms"], base["runs"][1]["added_ms"]
+        out["1-client added p50 vs bare's"] = ratio(added["p50"], bare["p50"]) if bare["p50"] > 0 else None
+        out["1-client added p99 vs bare's"] = ratio(added["p99"], bare["p99"]) if bare["p99"] > 0 else None
+        if off:
+            quiet = off["runs"][1]["added_ms"]
+            out["1-client p99, export on vs off"] = ratio(added["p99"], quiet["p99"]) if quiet["p99"] > 0 else None
+    if off:
+        out["stream TTFB p99, export on vs off"] = ratio(on["stream"]["ttfb_us"]["p99"], off["stream"]["ttfb_us"]["p99"])
+    return out
+
+
+def criteria_lines(runs: list[dict[str, float | None]], clients: list[int]) -> list[str]:
+    """Each #22 figure: its median over the repetitions, every repetition's value, and whether the median meets it."""
+    top = max(clients)
+    lines = [f"Issue #22's targets: medians of {len(runs)} interleaved repetition(s)",
+             f"{'figure':<36} {'median':>7} {'limit':>7} {'':>6}  repetitions"]
+    for name, limit, at_most in CRITERIA:
+        values = [r.get(name) for r in runs]
+        known = [v for v in values if v is not None]
+        if not known:
+            continue
+        mid = statistics.median(known)
+        verdict = "meets" if (mid <= limit if at_most else mid >= limit) else "misses"
+        shown = ", ".join("-" if v is None else f"{v:.2f}" for v in values)
+        lines.append(f"{name.format(top=top):<36} {mid:>7.2f} {('<= ' if at_most else '>= ') + format(limit, 'g'):>7} "
+                     f"{verdict:>6}  {shown}")
+    return lines
 
 
 def soak(target: Target, total: int, use_wrk: bool) -> str:
@@ -462,6 +562,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--clients", default="1,10,50")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="measure every target N times, interleaved, and report the medians (#22 asks for N >= 3)")
     parser.add_argument("--smoke", action="store_true", help="tiny run that only checks everything works")
     parser.add_argument("--soak", type=int, default=0, metavar="N", help="also run N requests and show RSS/p99 flatness")
     parser.add_argument("--no-wrk", action="store_true", help="use the Python load generator even where wrk exists")
@@ -519,11 +621,23 @@ def main(argv: list[str] | None = None) -> int:
               if pin(0) else "pinning: none", file=sys.stderr)
         print(f"load generator: {'wrk (throughput at >=10 clients) + ' if use_wrk else ''}bench/loadgen.py (uvloop)",
               file=sys.stderr)
-        results = {}
-        for target in targets:
-            print(f"measuring {target.name} ...", file=sys.stderr, flush=True)
-            results[target.name] = measure(target, clients, args.duration, use_wrk)
-        print(report(results, clients))
+        repetitions, figures = [], []
+        for rep in range(max(1, args.repeat)):
+            results = {}
+            for target in targets:
+                print(f"measuring {target.name} ({rep + 1}/{max(1, args.repeat)}) ...", file=sys.stderr, flush=True)
+                results[target.name] = measure(target, clients, args.duration, use_wrk, drain=target.name == "genops")
+            if args.repeat > 1:
+                print(f"--- repetition {rep + 1} of {args.repeat}")
+            print(report(results, clients))
+            repetitions.append(results)
+            figures.append(criteria(results, clients))
+        print()
+        print("\n".join(criteria_lines(figures, clients)))
+        results = repetitions[0] if len(repetitions) == 1 else median_tree(repetitions)  # type: ignore[assignment]
+        if len(repetitions) > 1:
+            results["repetitions"] = repetitions
+        results["criteria"] = figures
         if args.soak:
             print(soak(targets[2], args.soak, use_wrk))
         genops.send_signal(signal.SIGTERM)  # flushes every pending span; then read the store directly

@@ -25,7 +25,7 @@ def run_smoke(script: str, tmp_path: Path, *args: str) -> tuple[subprocess.Compl
 
 def test_proxy_bench_smoke(tmp_path):
     result, figures = run_smoke("proxy_bench.py", tmp_path)
-    assert set(figures) == {"direct", "baseline", "genops", "genops-noexport"}
+    assert set(figures) == {"direct", "baseline", "genops", "genops-noexport", "criteria"}
     for name in ("baseline", "genops", "genops-noexport"):
         for run in figures[name]["runs"].values():
             assert run["requests"] > 0 and run["errors"] == 0
@@ -36,6 +36,10 @@ def test_proxy_bench_smoke(tmp_path):
     assert all(r["requests_per_cpu_second"] > 0 for r in figures["genops"]["runs"].values())
     assert figures["genops"]["stream"]["ttfb_p99_vs_base"] > 0
     assert "telemetry_cost_of_throughput" in figures["genops"]
+    # #22's targets, each with a verdict; the CPU of a run is read once the store has stored its spans
+    assert "Issue #22's targets" in result.stdout and "per core vs bare" in result.stdout
+    assert figures["criteria"][0]["per core vs bare, {top} clients"] > 0
+    assert all(r["store_drain_s"] >= 0 for r in figures["genops"]["runs"].values())
     # Every request GenOps served became a stored span.
     served = sum(r["requests"] for r in figures["genops"]["runs"].values()) + figures["genops"]["stream"]["requests"]
     stored = json.loads(result.stdout[result.stdout.index("[", result.stdout.index("spans stored")):])[0]["spans"]
