@@ -56,6 +56,17 @@ def test_workers_scaling_bench_smoke(tmp_path):
     assert "rps per worker CPU-s" in result.stdout
 
 
+def test_store_insert_cost_bench_smoke():
+    """`bench/store_insert_cost.py` inserts the proxy's spans into a real chDB with and without the views,
+    and parses them in each format (no timing asserted)."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "store_insert_cost.py"), "--smoke"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "compact_rows" in result.stdout
+    for line in ("all (as migrated)", "none", "all but genops_calls and its two rollups", "JSONCompactEachRow", "Native"):
+        assert line in result.stdout
+
+
 def _cgroup_writable() -> bool:
     import os
 
