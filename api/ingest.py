@@ -24,7 +24,9 @@ def internal_secret_ok(headers: Any, secret: str) -> bool:
 
 def ingest_route(app: web.Application, pipeline: SpanPipeline, secret: str) -> None:
     """Register the store process's side: spool a worker's batch in ``pipeline``, answer 204 once
-    it is there (503, the worker keeps it, when the store's backlog is full or the write fails).
+    it is there. The worker keeps a batch the store did not take: 429 when the store's backlog is
+    full (its probe, ``GET``, answers 204 once there is room: the worker then retries at once),
+    503 when the spool write failed (the worker keeps its backoff).
 
     The spool write runs on a thread (checksum and write with the GIL released). Inserting,
     compact span batches spelled as rows first, is the pipeline's sender's job; the batch's
@@ -50,7 +52,7 @@ def ingest_route(app: web.Application, pipeline: SpanPipeline, secret: str) -> N
         except OSError as exc:  # the worker keeps the batch and retries (and counts the failure)
             return web.json_response({"error": f"the store's spool cannot take it: {exc}"[:300]}, status=503)
         if not taken:
-            return web.json_response({"error": "the store is behind: its spool's backlog is full"}, status=503)
+            return web.json_response({"error": "the store is behind: its spool's backlog is full"}, status=429)
         return web.Response(status=204)
 
     async def room(request: web.Request) -> web.Response:

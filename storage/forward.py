@@ -20,7 +20,7 @@ from __future__ import annotations
 import http.client
 from urllib.parse import urlsplit
 
-from genops.storage.sinks import JSON, PING_TIMEOUT_S, SPAN_ROWS, SPANS, Payload, Sink, http_answers
+from genops.storage.sinks import JSON, PING_TIMEOUT_S, SPAN_ROWS, SPANS, Payload, Sink, StoreFull, http_answers
 from genops.storage.spool import FileRegion
 
 #: Path of the store process's internal endpoint (on its loopback-only internal port).
@@ -38,6 +38,10 @@ SECRET_ENV = "GENOPS_INTERNAL_SECRET"
 
 class ForwardError(RuntimeError):
     """The store process did not store the batch (the pipeline keeps it and retries)."""
+
+
+class StoreProcessFull(ForwardError, StoreFull):
+    """The store process's backlog is full (429): its probe (``GET``) answers 204 once it has room."""
 
 
 class ForwardingSink(Sink):
@@ -89,6 +93,8 @@ class ForwardingSink(Sink):
                 continue
             if response.status == 204:
                 return
+            if response.status == 429:
+                raise StoreProcessFull(f"the store process is behind: {body[:300].decode(errors='replace')}")
             raise ForwardError(f"the store process answered {response.status}: {body[:300].decode(errors='replace')}")
 
     def ping(self) -> bool:

@@ -30,7 +30,7 @@ from typing import Any
 
 from genops.storage.client import describe_error
 from genops.storage.pipeline_counters import Counters
-from genops.storage.sinks import SPANS, Sink
+from genops.storage.sinks import SPANS, Sink, StoreFull
 from genops.storage.span_buffer import Batch
 from genops.storage.spool import Spool
 
@@ -221,7 +221,9 @@ class Sender:
         (10 s) for its first insert while the spool, possibly full, drops its oldest spans. A
         store that answered the probe all along failed the insert for another reason (it is
         overloaded, refuses the batch...): that retry keeps its full backoff, so a struggling
-        store is not sent a batch every probe interval.
+        store is not sent a batch every probe interval. A :class:`~genops.storage.sinks.StoreFull`
+        refusal counts as a probe that found the store down: its probe asks for exactly the room
+        it lacked.
         """
         deadline = time.monotonic() + self._backoff + random.uniform(0, self._backoff / 4)
         while True:
@@ -290,6 +292,10 @@ class Sender:
 
     def _failed(self, exc: Exception, spans: int) -> None:
         self.counters.export_failures += 1
+        if isinstance(exc, StoreFull):
+            # A refusal for want of room is what a probe would have found: the first probe that
+            # finds room retries at once, even if no probe ran before the room came back.
+            self._store_was_down = True
         self._backoff = min(self.backoff_max_s, max(self.backoff_initial_s, self._backoff * 2))
         self._outage = True  # everything inserted until the spool is empty again counts as replayed
         self.failing = True

@@ -34,6 +34,14 @@ SPANS = span_batch.KIND
 PING_TIMEOUT_S = 1.0
 
 
+class StoreFull(RuntimeError):
+    """The store answered but has no room for a batch now; the sink's :meth:`Sink.ping` says when it has.
+
+    The refusal itself is what a probe would have found, so the sender retries at the first probe
+    that finds room (see :meth:`~genops.storage.sender.Sender._wait_out_backoff`).
+    """
+
+
 def http_answers(connection: http.client.HTTPConnection, path: str, headers: Mapping[str, str], status: int) -> bool:
     """Whether ``GET path`` on ``connection`` (a fresh one, closed here) answers ``status``; any
     failure of the probe (refused, timed out, not HTTP) means no. The HTTP sinks' ``ping``."""
