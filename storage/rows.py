@@ -310,8 +310,8 @@ def insert_json_payload(client: Any, database: str, payload: bytes, **settings: 
 def insert_compact_payload(client: Any, database: str, payload: bytes, **settings: Any) -> None:
     """Insert a JSONCompactEachRow payload of :func:`compact_row` lists (newline-separated).
 
-    The proxy's own spans go this way: without a key per column, the store spells a row in
-    ~25% less Python time than as a JSONEachRow object, and ClickHouse parses it faster.
+    The proxy's own spans go this way: without a key per column the store builds less per row,
+    and ClickHouse parses it faster (docs/benchmarks/2026-12-03-per-core-22-store.md).
     """
     if payload:
         client.raw_insert(f"{database}.{TRACES_TABLE}", TRACE_COLUMNS, payload, fmt="JSONCompactEachRow",
