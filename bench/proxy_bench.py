@@ -514,13 +514,6 @@ def bodies(args: argparse.Namespace) -> int:
         genops_env.update(dict(kv.split("=", 1) for kv in args.genops_env))
         genops = start([sys.executable, "-m", "genops", "serve"], genops_env, work / "genops.log")
         procs.append(genops)
-        quiet = None
-        if not args.no_export_off:  # the same proxy with telemetry export off: what export costs, in the same run
-            quiet_env = {**genops_env, "GENOPS_PORT": str(ports["genops_noexport"]), "GENOPS_EXPORT_ENABLED": "false",
-                         "GENOPS_DATA_DIR": str(work / "data-noexport"), "GENOPS_OTLP_PORT": str(free_port())}
-            quiet = start([sys.executable, "-m", "genops", "serve"], quiet_env, work / "genops-noexport.log")
-            procs.append(quiet)
-            wait_http(f"http://127.0.0.1:{ports['genops_noexport']}/healthz")
         wait_http(f"http://127.0.0.1:{ports['genops']}/healthz")
         wait_http(upstream_url + "/")
         client = genops_env.get("GENOPS_UPSTREAM_CLIENT", os.environ.get("GENOPS_UPSTREAM_CLIENT", "native"))

@@ -46,6 +46,14 @@ def test_proxy_bench_smoke(tmp_path):
     assert stored >= served
 
 
+def test_proxy_bench_bodies_smoke():
+    """`bench/proxy_bench.py --bodies` serves a non-streamed body through GenOps and reports its MB/s."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "proxy_bench.py"), "--bodies", "--smoke"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "genops MB/s" in result.stdout and "1MB" in result.stdout
+
+
 def test_workers_scaling_bench_smoke(tmp_path):
     """`bench/workers_scaling.py` serves through one and two workers and reports each (no timing asserted)."""
     result, figures = run_smoke("workers_scaling.py", tmp_path)
