@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import clickhouse_connect
 from opentelemetry.sdk.resources import Resource
@@ -37,6 +39,10 @@ from genops.proxy.recorder import SpanRecorder
 from genops.storage.migrate import migrate
 from genops.storage.rows import TRACE_COLUMNS, insert_compact_payload
 from genops.storage.span_batch import SpanEncoder, batch_payload, compact_rows, json_rows
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ingest_breakdown import cpu_per_span  # noqa: E402 - bench/'s own helpers, next to this script
 
 #: The views filled from ``otel_traces`` (directly or through ``genops_calls``), in groups left out together.
 VIEW_GROUPS = {
@@ -88,15 +94,9 @@ def compact_batch(spans: int) -> bytes:
     return batch_payload(encoder.header(), lines)
 
 
-def median_ms(fn: Callable[[], object], repeat: int) -> float:
-    """Median CPU milliseconds of ``fn()`` in this process (ClickHouse's threads included)."""
-    fn()  # warm up: schema, query and format caches
-    samples = []
-    for _ in range(repeat):
-        started = time.process_time()
-        fn()
-        samples.append((time.process_time() - started) * 1000)
-    return statistics.median(samples)
+def cpu_ms(fn: Callable[[], object], repeat: int) -> float:
+    """Median CPU milliseconds of ``fn()`` in this process (ClickHouse's threads included), after a warm-up."""
+    return cpu_per_span(fn, 1, repeat) / 1000
 
 
 def main() -> None:
@@ -141,7 +141,7 @@ def main() -> None:
               **{f"all but {group}": views for group, views in VIEW_GROUPS.items()}}
     for i, (label, leave_out) in enumerate(setups.items()):
         name = database(f"cost{i}", leave_out)
-        fixed, full = median_ms(insert(name, row), args.repeat), median_ms(insert(name, rows), args.repeat)
+        fixed, full = cpu_ms(insert(name, row), args.repeat), cpu_ms(insert(name, rows), args.repeat)
         print(f"{label:<40} {fixed:>8.1f} {full:>11.1f} {(full - fixed) * 1000 / (n - 1):>7.1f}µs")
 
     print(f"\nClickHouse parsing alone: {n} rows into a Null-engine copy of otel_traces (CPU ms)")
@@ -150,7 +150,7 @@ def main() -> None:
     for fmt in FORMATS:
         data = client.raw_query(f"SELECT {', '.join(f'`{c}`' for c in TRACE_COLUMNS)} FROM cost0.otel_traces "
                                 f"LIMIT {n} FORMAT {fmt}")
-        ms = median_ms(lambda data=data, fmt=fmt: client.raw_insert("cost0.parse", TRACE_COLUMNS, data, fmt=fmt),
+        ms = cpu_ms(lambda data=data, fmt=fmt: client.raw_insert("cost0.parse", TRACE_COLUMNS, data, fmt=fmt),
                        args.repeat)
         print(f"{fmt:<20} {ms:>8.1f} ms  {len(data) / n:>6.0f} bytes per row")
 
