@@ -56,6 +56,10 @@ from genops.storage.spool import Spool
 
 log = logging.getLogger("genops.storage.pipeline")
 
+#: Acknowledged tokens a store's spool remembers: ClickHouse's own deduplication window is 1,000
+#: inserts per table (migration 0010); this covers ten hand-offs per insert.
+REMEMBERED_TOKENS = 10_000
+
 #: Names other modules import from here (the stages' own modules are their home).
 __all__ = ["JSON", "LATENCY_BUCKETS", "PAYLOAD_BATCH_BYTES", "PING_TIMEOUT_S", "SPANS", "SPAN_ROWS", "ClickHouseSink",
            "Counters", "Histogram", "Sink", "SpanPipeline", "build_pipeline"]
@@ -85,7 +89,7 @@ class SpanPipeline:
     def __init__(self, sink: Sink, spool: Spool, *, batch_size: int = 512, interval_s: float = 1.0,
                  queue_size: int = 65536, backoff_initial_s: float = 0.1, backoff_max_s: float = 10.0,
                  payload_batch_spans: int | None = None, write_ahead: bool = True,
-                 probe_interval_s: float = 0.5) -> None:
+                 probe_interval_s: float = 0.5, insert_linger_s: float = 0.0) -> None:
         self.sink = sink
         self.spool = spool
         #: Whether the proxy's span batches are spooled before they are sent (see the module doc).
@@ -107,7 +111,7 @@ class SpanPipeline:
         encoded = SpanBuffer(batch_size, queue_size)
         self.sender = Sender(sink, spool, self.counters, release=encoded.release, stopping=self._stopping,
                              batcher_done=batched, backoff_initial_s=backoff_initial_s, backoff_max_s=backoff_max_s,
-                             probe_interval_s=probe_interval_s)
+                             probe_interval_s=probe_interval_s, group_spans=batch_size, linger_s=insert_linger_s)
         self.batcher = Batcher(self.sender, self.counters, encoded, stopping=self._stopping, done=batched,
                                batch_size=batch_size, interval_s=interval_s, queue_size=queue_size,
                                payload_batch_spans=payload_batch_spans, write_ahead=write_ahead)
@@ -148,6 +152,7 @@ class SpanPipeline:
         """Spool (or hand on) everything queued so far and wait until none of it is left (or ``timeout_s``)."""
         event = self.batcher.request_flush()
         deadline = time.monotonic() + timeout_s
+        self.sender.hurry = True  # what is spooled goes now, not once it has lingered
         if not event.wait(timeout_s):
             return False
         sender = self.sender
@@ -187,7 +192,10 @@ def build_pipeline(settings: Any, client: Any = None, *, sink: ClickHouseSink | 
     ``start`` is False. With ``client``, whether ClickHouse decodes OTLP protobuf is asked now;
     with ``sink``, the caller sets ``native_otlp`` once it knows (:mod:`genops.storage.store_boot`).
     """
-    spool = Spool(settings.spool_path, max_bytes=settings.spool_max_bytes, fsync=settings.spool_fsync)
+    # It remembers the tokens it acknowledged: a worker's batch handed in again after it was
+    # inserted in a group (under the group's token) is recognised (Sender.accept_handoff).
+    spool = Spool(settings.spool_path, max_bytes=settings.spool_max_bytes, fsync=settings.spool_fsync,
+                  remember_tokens=REMEMBERED_TOKENS)
     pipeline = SpanPipeline(
         sink if sink is not None else ClickHouseSink(client, settings.database),
         spool,
@@ -196,6 +204,7 @@ def build_pipeline(settings: Any, client: Any = None, *, sink: ClickHouseSink | 
         queue_size=settings.export_queue_size,
         payload_batch_spans=settings.otlp_batch_spans,
         probe_interval_s=settings.export_probe_interval_ms / 1000,
+        insert_linger_s=settings.export_insert_interval_ms / 1000,
     )
     if sink is None:
         pipeline.native_otlp = (settings.otlp_decode == "clickhouse"

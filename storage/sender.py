@@ -10,7 +10,10 @@ processor's queue and its exporter, with a disk spool (:mod:`genops.storage.spoo
   up to :attr:`Sender.max_ready`) and handed to the sink from there; one that fails, is cut
   while another waits, or is left at shutdown goes to the spool with its token;
 - the sender thread inserts the oldest spooled batch, then the held ones, strictly in order,
-  each with its own deduplication token; on a failure the batch stays and is retried with
+  each with its own deduplication token; to a sink that ``accepts_groups`` (ClickHouse) it
+  inserts consecutive spooled batches as one group instead, once the oldest has waited
+  ``linger_s`` or they hold ``group_spans`` spans (:meth:`~genops.storage.spool.Spool.peek_group`:
+  a retry or replay re-forms the same group, with the same token); on a failure the batch stays and is retried with
   exponential backoff (``backoff_initial_s`` doubling to ``backoff_max_s``, with jitter), cut
   short when a probe (:meth:`Sink.ping`, every ``probe_interval_s``) finds the store answering
   again after it did not; an acknowledged batch leaves the spool.
@@ -26,13 +29,13 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from genops.storage.client import describe_error
 from genops.storage.pipeline_counters import Counters
-from genops.storage.sinks import SPANS, Sink, StoreFull
+from genops.storage.sinks import GROUPED_KINDS, SPANS, Sink, StoreFull
 from genops.storage.span_buffer import Batch
-from genops.storage.spool import Spool
+from genops.storage.spool import Spool, group_token
 
 log = logging.getLogger("genops.storage.pipeline")
 
@@ -53,8 +56,15 @@ class Sender:
 
     def __init__(self, sink: Sink, spool: Spool, counters: Counters, *, release: Callable[[Batch], None],
                  stopping: threading.Event, batcher_done: threading.Event, backoff_initial_s: float = 0.1,
-                 backoff_max_s: float = 10.0, probe_interval_s: float = 0.5) -> None:
+                 backoff_max_s: float = 10.0, probe_interval_s: float = 0.5, group_spans: int = 1,
+                 linger_s: float = 0.0) -> None:
         self.sink = sink
+        #: Most spans one group insert takes (a sink that ``accepts_groups``); 1: a batch at a time.
+        self.group_spans = group_spans
+        #: How long the oldest spooled batch waits for others to share its insert (see the module doc).
+        self.linger_s = linger_s
+        #: A flush waits: batches go at once, without lingering, until the spool is empty.
+        self.hurry = False
         self.spool = spool
         self.counters = counters
         self.backoff_initial_s = backoff_initial_s
@@ -83,6 +93,8 @@ class Sender:
         self._outage = False
         #: A probe found the store not answering since the last successful insert.
         self._store_was_down = False
+        #: Seconds until the lingering oldest batch is due (0: nothing lingers).
+        self._due_in = 0.0
         self._thread = threading.Thread(target=self._send_loop, name="genops-span-sender", daemon=True)
 
     # -- life ---------------------------------------------------------------------------------
@@ -158,6 +170,12 @@ class Sender:
         """
         spool = self.spool
         with self._handoff_lock:  # workers hand off concurrently: one check-and-append at a time
+            if spool.knows(token):
+                # Handed in again (its first hand-off landed, the answer did not): taken already. A
+                # group insert has a token of its own, so ClickHouse would not see this one as a duplicate.
+                log.info("a worker's batch taken already was handed in again; not stored twice",
+                         extra={"spans": spans})
+                return True
             if spool.pending_batches and spool.pending_bytes + len(payload) > spool.cache_bytes:
                 return False
             spool.append(payload, spans, kind, token=token)
@@ -206,7 +224,7 @@ class Sender:
                 else:
                     self._wait_out_backoff()
             else:
-                self._wake.wait(0.5)
+                self._wake.wait(min(self._due_in, 0.5) if self._due_in else 0.5)
             self._wake.clear()
             self._send_pending()
             if self._stopping.is_set() and (self.spool.closed or self._batcher_done.is_set() and
@@ -310,26 +328,44 @@ class Sender:
             self._give_up = True
 
     def _send_spooled(self) -> bool:
-        """Insert the spool's batches in order; False after a failure (the batch stays for a retry)."""
-        accepts_regions = self.sink.accepts_regions
+        """Insert the spool's batches in order; False after a failure (the batch stays for a retry).
+
+        To a sink that ``accepts_groups``, consecutive batches go as one insert, once the oldest
+        has lingered (not while stopping or flushing); True while it lingers (:attr:`_due_in`)."""
+        sink, spool = self.sink, self.spool
+        grouped = sink.accepts_groups and self.group_spans > 1
+        kinds = GROUPED_KINDS if grouped else ()
         while True:
-            head = self.spool.peek(regions=accepts_regions)
+            self._due_in = 0.0
+            if grouped and self.linger_s and not self.hurry and not self._stopping.is_set():
+                wait = spool.group_wait(kinds, self.group_spans, self.linger_s)
+                if wait:
+                    self._due_in = wait
+                    return True
+            # File regions only without groups: a group's payloads come as bytes.
+            head = spool.peek_group(self.group_spans if grouped else 1, kinds,
+                                    regions=sink.accepts_regions and not grouped)
             if head is None:
                 self._backoff = 0.0
                 self._outage = False
+                self.hurry = False
                 return True
-            record, payload = head
+            records, payloads = head
+            spans = sum(r.spans for r in records)
             started = time.perf_counter()
             try:
-                self.sink.insert(payload, record.token, record.kind, record.spans)
+                if len(records) == 1:
+                    sink.insert(payloads[0], records[0].token, records[0].kind, spans)
+                else:
+                    sink.insert_group(cast(list[bytes], payloads), group_token(records), records[0].kind, spans)
             except Exception as exc:  # noqa: BLE001 - any storage error means "keep it and retry"
-                self._failed(exc, record.spans)
+                self._failed(exc, spans)
                 return False
-            del head, payload  # a payload read back is freed before the next one is read
+            del head, payloads  # payloads read back are freed before the next ones are read
             self.counters.latency.observe(time.perf_counter() - started)
-            self.spool.ack(record)
+            spool.ack(records)
             self._sent()
-            self.counters.exported += record.spans
+            self.counters.exported += spans
             self.counters.batches_exported += 1
-            if record.replay or self._outage:
-                self.counters.replayed += record.spans
+            if records[0].replay or self._outage:
+                self.counters.replayed += spans

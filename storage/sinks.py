@@ -30,6 +30,10 @@ SPAN_ROWS = otlp_span_rows.KIND
 #: and the proxy's own spans as compact lines (:mod:`genops.storage.span_batch`).
 SPANS = span_batch.KIND
 
+#: The kinds whose consecutive batches one insert may take together (their rows simply follow
+#: each other); SpanRow payloads go one batch per insert.
+GROUPED_KINDS = frozenset({JSON, SPANS})
+
 #: How long a sink's :meth:`Sink.ping` waits for the store's answer.
 PING_TIMEOUT_S = 1.0
 
@@ -76,6 +80,9 @@ class Sink(Protocol):
     #: An acknowledged batch is handed on (to the store process's spool), not inserted: ``/metrics``
     #: counts it as forwarded; the process that inserts it counts it exported. Default False.
     forwards: bool = False
+    #: Consecutive batches of one of :data:`GROUPED_KINDS` may come as one group
+    #: (:meth:`insert_group`), inserted at once with the group's own token. Default False.
+    accepts_groups: bool = False
     #: SpanRow batches that ClickHouse handed back to the Python decoder (``/metrics``). Default 0:
     #: a sink that never inserts SpanRows has none.
     python_fallbacks: int = 0
@@ -86,6 +93,11 @@ class Sink(Protocol):
 
         ``payload`` is the batch's bytes, or what the abilities above allow (:data:`Payload`)."""
         ...
+
+    def insert_group(self, payloads: Sequence[bytes], token: str, kind: str, spans: int) -> None:
+        """Store consecutive batches of ``kind`` (one of :data:`GROUPED_KINDS`) as one insert,
+        deduplicated by ``token``; only called on a sink that ``accepts_groups``."""
+        raise TypeError(f"{type(self).__name__} does not take batches in groups")
 
     def ping(self) -> bool:
         """Whether the store would take a batch now: cheap (no batch sent), answers within about a
@@ -105,6 +117,9 @@ class ClickHouseSink(Sink):
     accepts_parts = False
     accepts_regions = False
     forwards = False
+    #: An insert's cost in ClickHouse is mostly fixed (each view's pipeline, a part per table:
+    #: docs/benchmarks/2026-12-03-per-core-22-store.md), so the store inserts several batches at once.
+    accepts_groups = True
 
     def __init__(self, client: Any, database: str) -> None:
         self.client = client
@@ -121,13 +136,7 @@ class ClickHouseSink(Sink):
 
     def insert(self, payload: bytes, token: str, kind: str = JSON,  # type: ignore[override]  # no parts, no regions: bytes
                spans: int = 0) -> None:
-        if self.client is None:
-            raise StorageUnavailable("the store is not reachable or not migrated yet")
-        settings = {
-            "insert_deduplication_token": token,
-            # dependent materialized views (genops_calls, ...) skip a duplicate block too
-            "deduplicate_blocks_in_dependent_materialized_views": 1,
-        }
+        settings = self._settings(token)
         if kind == SPAN_ROWS:
             if not otlp_native.insert_span_rows(self.client, self.database, payload, **settings):
                 self.python_fallbacks += 1
@@ -136,3 +145,22 @@ class ClickHouseSink(Sink):
             insert_compact_payload(self.client, self.database, span_batch.compact_rows(payload), **settings)
             return
         insert_json_payload(self.client, self.database, payload, **settings)
+
+    def insert_group(self, payloads: Sequence[bytes], token: str, kind: str, spans: int) -> None:
+        settings = self._settings(token)
+        if kind == SPANS:
+            rows = b"\n".join(span_batch.compact_rows(payload) for payload in payloads if payload)
+            insert_compact_payload(self.client, self.database, rows, **settings)
+        elif kind == JSON:
+            insert_json_payload(self.client, self.database, b"\n".join(p.rstrip(b"\n") for p in payloads), **settings)
+        else:
+            raise ValueError(f"batches of kind {kind!r} are not inserted as a group")
+
+    def _settings(self, token: str) -> dict[str, Any]:
+        if self.client is None:
+            raise StorageUnavailable("the store is not reachable or not migrated yet")
+        return {
+            "insert_deduplication_token": token,
+            # dependent materialized views (genops_calls, ...) skip a duplicate block too
+            "deduplicate_blocks_in_dependent_materialized_views": 1,
+        }

@@ -152,6 +152,7 @@ def start_proxy(data_dir: Path, extra_env: dict[str, str] | None = None, *, port
             "GENOPS_PORT": str(port),
             "GENOPS_DATA_DIR": str(data_dir),
             "GENOPS_EXPORT_INTERVAL_MS": "100",
+            "GENOPS_EXPORT_INSERT_INTERVAL_MS": "200",  # tests read their spans soon after the call
             "GENOPS_LOG_LEVEL": "info",
             "GENOPS_OTLP_PORT": str(free_port()),  # never the shared default 4318
         }
