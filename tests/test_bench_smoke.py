@@ -75,6 +75,18 @@ def test_store_insert_cost_bench_smoke():
         assert line in result.stdout
 
 
+def test_store_cadence_bench_smoke():
+    """`bench/store_cadence.py` hands a real store pipeline steady batches and inserts them, each on its
+    own and grouped (no timing asserted)."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "store_cadence.py"), "--smoke"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = [parts for parts in map(str.split, result.stdout.splitlines()) if len(parts) == 5 and parts[1] == "s"]
+    assert [row[0] for row in rows] == ["0", "5"], result.stdout
+    assert all(int(row[2]) >= 1 and float(row[3]) > 0 for row in rows), result.stdout
+    assert int(rows[1][2]) < int(rows[0][2]), "grouped: fewer inserts"
+
+
 def _cgroup_writable() -> bool:
     import os
 
