@@ -399,7 +399,9 @@ class Spool:
                     return None
                 pending = self._pending
                 if self._fixed:
-                    size = min(self._fixed, len(pending))
+                    # The group again; to a caller that takes no groups (the spool changed hands:
+                    # a collector's sink now), its batches one by one, each under its own token.
+                    size = min(self._fixed, len(pending)) if kinds else 1
                 else:
                     head = pending[0]
                     size, spans, length = 1, head.spans, head.length

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from genops.storage.sinks import GROUPED_KINDS, JSON, SPAN_ROWS, SPANS
+from genops.storage.pipeline import SpanPipeline
+from genops.storage.sinks import GROUPED_KINDS, JSON, SPAN_ROWS, SPANS, Sink
 from genops.storage.spool import ACKED, CURSOR, Spool, group_token
 
 pytestmark = pytest.mark.integration
@@ -154,3 +155,27 @@ def test_lingering_waits_for_the_oldest_batch_but_never_past_a_bound(tmp_path: P
     reopened = Spool(tmp_path, max_bytes=1 << 20)
     assert reopened.group_wait(GROUPED_KINDS, 100, 5.0) == 0, "found at start: due at once"
     reopened.close()
+
+
+def test_a_group_replayed_to_a_sink_that_takes_no_groups_goes_batch_by_batch(tmp_path: Path) -> None:
+    """The spool changed hands (the proxy now exports to a collector): the group it was inserting
+    goes one batch at a time, each with its own token, instead of failing forever."""
+    spool, tokens = spool_of(tmp_path, 3)
+    spool.peek_group(1000, GROUPED_KINDS)
+    spool.close()
+
+    class OneAtATime(Sink):
+        def __init__(self) -> None:
+            self.tokens: list[str] = []
+
+        def insert(self, payload: object, token: str, kind: str = JSON, spans: int = 0) -> None:
+            self.tokens.append(token)
+
+    sink = OneAtATime()
+    pipeline = SpanPipeline(sink, Spool(tmp_path, max_bytes=1 << 24), backoff_initial_s=0.01, backoff_max_s=0.01)
+    pipeline.start()
+    try:
+        assert pipeline.flush(10)
+        assert sink.tokens == tokens
+    finally:
+        pipeline.shutdown(5)
