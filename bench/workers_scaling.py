@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from proxy_bench import BODY, HERE, PATH, cpu_seconds, free_port, loadgen, start, tree_pids, wait_http, wrk
+from proxy_bench import BODY, HERE, PATH, cpu_seconds, free_port, loadgen, start, tree_pids, wait_http, wait_stored, wrk
 
 
 class CpuQuota:
@@ -114,11 +114,13 @@ def run_one(workers: int, clients: int, duration: float, use_wrk: bool, work: Pa
             for pid in pids:
                 quota.limit(pid)
         loadgen(url + PATH, BODY, clients, min(duration, 2.0))  # warm up every worker's connections
+        wait_stored(url + "/metrics")  # the warm-up's spans inserted before the run's CPU is counted
         cpu0 = {p: cpu_seconds(p, tree=False) for p in pids}
         store0 = cpu_seconds(genops.pid, tree=False)
         throttled0 = quota.throttled_s() if quota is not None else 0.0
         run = wrk(url + PATH, BODY, clients, duration) if use_wrk else loadgen(url + PATH, BODY, clients, duration)
         used = sum(cpu_seconds(p, tree=False) - cpu0[p] for p in pids)
+        wait_stored(url + "/metrics")  # the store inserts the run's last spans after it (its insert interval)
         store_cpu = cpu_seconds(genops.pid, tree=False) - store0
         throttled = (quota.throttled_s() - throttled0) if quota is not None else None
         requests = max(1, run["requests"])
