@@ -25,6 +25,9 @@ from genops.storage.sql import QueryError, QueryLimits, QueryRefused, QueryResul
 from genops.storage.store_boot import StoreBoot, needs_storage, readiness
 
 SQL_PATH = "/genops/v1/sql"
+#: Longest a query waits for the spans spooled before it to be inserted (a store that does not
+#: answer fails the query anyway).
+SQL_FLUSH_WAIT_S = 2.0
 #: How often a waiting handler looks whether its client is still there.
 DISCONNECT_POLL_S = 0.1
 
@@ -206,7 +209,15 @@ class AdminRoutes:
         self._running -= 1
 
     def _run(self, query: str, max_rows: int, query_id: str) -> QueryResult:
-        """One user query on a client of its own (in the SQL pool's thread)."""
+        """One user query on a client of its own (in the SQL pool's thread).
+
+        It reads what was spooled before it: the store inserts every few seconds
+        (``GENOPS_EXPORT_INSERT_INTERVAL_MS``), so the spans waiting in its spool are inserted
+        first (for up to :data:`SQL_FLUSH_WAIT_S`); a call answered before the query is in what
+        it reads, but for a worker's last ``GENOPS_EXPORT_INTERVAL_MS`` of spans still on their way.
+        """
+        if self._pipeline is not None and self._pipeline.spool.pending_batches:
+            self._pipeline.flush(SQL_FLUSH_WAIT_S)
         try:
             client = self._open_query_client(self.settings)
         except StorageError:

@@ -211,3 +211,29 @@ def test_a_worker_whose_supervisor_is_already_gone_stops(tmp_path, fake_upstream
         worker.kill()
         raise AssertionError("the worker kept running without its supervisor") from None
     assert b"supervisor gone" in worker.stderr.read()
+
+
+@pytest.mark.parametrize("mode", ["separate", "inline"])
+def test_a_query_reads_the_calls_answered_before_it(tmp_path, fake_upstream, mode):
+    """The store inserts every GENOPS_EXPORT_INSERT_INTERVAL_MS (10 minutes here): a SQL query
+    first inserts what is spooled, so a user who makes a call and then queries sees it."""
+    proxy = start_proxy(tmp_path / "data", {"GENOPS_OPENAI_BASE_URL": fake_upstream.url, "GENOPS_STORE_PROCESS": mode,
+                                            "GENOPS_EXPORT_INSERT_INTERVAL_MS": "600000"})
+    try:
+        request_id = _call(proxy, "read your writes")
+        deadline = time.monotonic() + 30
+        while _metric(proxy, "genops_spool_spans") < 1:  # in the store's spool, waiting for its insert
+            assert time.monotonic() < deadline, "the span never reached the store's spool"
+            time.sleep(0.05)
+        rows = proxy.sql("SELECT SpanAttributes['genops.request.id'] AS id FROM otel_traces")
+        assert [r["id"] for r in rows] == [request_id]
+    finally:
+        proxy.stop(signal.SIGTERM)
+
+
+def _metric(proxy, name: str) -> float:
+    with urllib.request.urlopen(proxy.url + "/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0

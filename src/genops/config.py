@@ -318,8 +318,8 @@ class Settings:
         5000, _parse_int(0, 600_000),
         "longest a spooled batch waits to share one insert with the batches after it: the store inserts once per "
         "interval (or per GENOPS_EXPORT_BATCH_SIZE spans) however many workers hand it batches, since an insert "
-        "costs ClickHouse ~80 ms of CPU whatever its size; spans are queryable within GENOPS_EXPORT_INTERVAL_MS "
-        "plus this (0 = insert every batch as it comes)",
+        "costs ClickHouse ~80 ms of CPU whatever its size; dashboards see spans within GENOPS_EXPORT_INTERVAL_MS "
+        "plus this, and a query through genops sql inserts what waits first (0 = insert every batch as it comes)",
     )
     export_queue_size: int = _setting(65536, _parse_int(16, 10_000_000), "spans buffered in memory for export")
     export_enabled: bool = _setting(True, _parse_bool, "store the proxy's spans (false only for benchmarks)")
