@@ -91,3 +91,33 @@ def metric(base_url: str, name: str) -> float:
         if line.startswith(name + " ") or line.startswith(name + "{"):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def _metric(text: str, name: str) -> float | None:
+    """The value of the sample ``name`` (with its labels, as exposed) in a Prometheus text page."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def wait_stored(metrics_url: str, timeout: float = 60.0) -> float:
+    """Wait until GenOps's store has inserted every span its proxy made (its ``/metrics``); seconds waited.
+
+    A run's CPU is read after this, so the store's work for the run's calls is counted even when
+    it runs after the load ends (the proxy hands a batch on every export interval, and the store inserts every
+    GENOPS_EXPORT_INSERT_INTERVAL_MS).
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+        except OSError:
+            time.sleep(0.1)
+            continue
+        made = _metric(text, 'genops_spans_received_total{source="proxy"}')
+        stored = _metric(text, "genops_spans_exported_total")
+        if made is not None and stored is not None and stored >= made:
+            break
+        time.sleep(0.1)
+    return time.monotonic() - started

@@ -34,6 +34,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from common import wait_stored  # bench/'s own helpers, next to this script
+
 HERE = Path(__file__).resolve().parent
 BODY = json.dumps({"model": "gpt-4o-mini", "messages": [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -121,35 +123,6 @@ def wait_http(url: str, timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
-
-
-def _metric(text: str, name: str) -> float | None:
-    """The value of the sample ``name`` (with its labels, as exposed) in a Prometheus text page."""
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
-def wait_stored(metrics_url: str, timeout: float = 60.0) -> float:
-    """Wait until GenOps's store has inserted every span its proxy made (its ``/metrics``); seconds waited.
-
-    A run's CPU is read after this, so the store's work for the run's calls is counted even when
-    it runs after the load ends (the proxy hands a batch on every export interval).
-    """
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-        except OSError:
-            time.sleep(0.1)
-            continue
-        made = _metric(text, 'genops_spans_received_total{source="proxy"}')
-        stored = _metric(text, "genops_spans_exported_total")
-        if made is not None and stored is not None and stored >= made:
-            break
-        time.sleep(0.1)
-    return time.monotonic() - started
 
 
 def loadgen(url: str, body: str, clients: int, duration: float, requests: int = 0) -> dict:

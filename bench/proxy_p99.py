@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cpu_seconds, free_port, metric, start_process, stop_process, wait_http
+from common import cpu_seconds, free_port, metric, start_process, stop_process, wait_http, wait_stored
 
 BODY = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}]}).encode()
 
@@ -123,7 +123,7 @@ def run_mode(mode: str, rate: float, duration: float, warmup: float = 2.0) -> di
         if workers:
             result["store_cpu_ms_per_request"] = round((cpu_seconds(proxy.pid) - store_before) * 1000 / sent, 3)
         if mode in ("inline", "separate"):
-            time.sleep(1.5)
+            wait_stored(base + "/metrics")
             result["spans_exported"] = int(metric(base, "genops_spans_exported_total"))
         return result
     finally:

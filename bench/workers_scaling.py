@@ -37,7 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from proxy_bench import BODY, HERE, PATH, cpu_seconds, free_port, loadgen, start, tree_pids, wait_http, wait_stored, wrk
+from common import wait_stored
+from proxy_bench import BODY, HERE, PATH, cpu_seconds, free_port, loadgen, start, tree_pids, wait_http, wrk
 
 
 class CpuQuota:

@@ -152,11 +152,13 @@ class SpanPipeline:
         """Spool (or hand on) everything queued so far and wait until none of it is left (or ``timeout_s``)."""
         event = self.batcher.request_flush()
         deadline = time.monotonic() + timeout_s
-        self.sender.hurry = True  # what is spooled goes now, not once it has lingered
         if not event.wait(timeout_s):
             return False
         sender = self.sender
         while not sender.drained and time.monotonic() < deadline:
+            # What is spooled goes now, not once it has lingered (set again each time: the sender
+            # clears it whenever it finds the spool empty, maybe just before the batcher's batch came).
+            sender.hurry = True
             sender.wake()
             time.sleep(0.01)
         return sender.drained

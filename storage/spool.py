@@ -393,43 +393,52 @@ class Spool:
         handed out and not acknowledged, exactly that group again (see the module doc: its size
         is in the cursor before this returns). Its records are acknowledged with :meth:`ack`.
         """
-        while True:
-            with self._lock:
-                if self.closed or not self._pending:
-                    return None
-                pending = self._pending
-                if self._fixed:
-                    # The group again; to a caller that takes no groups (the spool changed hands:
-                    # a collector's sink now), its batches one by one, each under its own token.
-                    size = min(self._fixed, len(pending)) if kinds else 1
-                else:
-                    head = pending[0]
-                    size, spans, length = 1, head.spans, head.length
-                    if head.kind in kinds:
-                        for record in itertools.islice(pending, 1, None):
-                            if (record.kind != head.kind or spans + record.spans > max_spans
-                                    or length + record.length > max_bytes):
-                                break
-                            size += 1
-                            spans += record.spans
-                            length += record.length
-                    if size > 1:  # before its first insert: a replay re-forms exactly this group
+        with self._lock:
+            if self.closed or not self._pending:
+                return None
+            pending = self._pending
+            if self._fixed:
+                # The group again; to a caller that takes no groups (the spool changed hands:
+                # a collector's sink now), its batches one by one, each under its own token.
+                size = min(self._fixed, len(pending)) if kinds else 1
+            else:
+                head = pending[0]
+                size, spans, length = 1, head.spans, head.length
+                if head.kind in kinds:
+                    for record in itertools.islice(pending, 1, None):
+                        if (record.kind != head.kind or spans + record.spans > max_spans
+                                or length + record.length > max_bytes):
+                            break
+                        size += 1
+                        spans += record.spans
+                        length += record.length
+                if size > 1:  # before its first insert: a replay re-forms exactly this group
+                    try:
                         self._write_cursor(head.segment, head.offset, size)
-                    self._fixed = size
-                group = list(itertools.islice(pending, size))
-                payloads: list[bytes | FileRegion] = []
-                for record in group:
-                    record.tried = True  # from now on it may be stored: a full spool keeps it (see _make_room)
-                    payloads.append(record.payload if record.payload is not None else
-                                    FileRegion(self._path(record.segment), record.offset + HEADER.size,
-                                               record.length - HEADER.size))
-            if regions:
-                return group, payloads
-            try:
-                return group, [p.read() if isinstance(p, FileRegion) else p for p in payloads]
-            except OSError:
-                if all(r.payload is None for r in group):  # not a segment dropped meanwhile (records kept in memory)
-                    raise
+                    except OSError as exc:  # unrecorded, a group could be replayed differently: one batch
+                        log.warning("spool: cursor not written; inserting one batch", extra={"error": str(exc)})
+                        size = 1
+                self._fixed = size
+            group = list(itertools.islice(pending, size))
+            payloads: list[bytes | FileRegion] = []
+            for record in group:
+                record.tried = True  # from now on it may be stored: a full spool keeps it (see _make_room)
+                payloads.append(record.payload if record.payload is not None else
+                                FileRegion(self._path(record.segment), record.offset + HEADER.size,
+                                           record.length - HEADER.size))
+        if regions:
+            return group, payloads
+        read: list[bytes | FileRegion] = []
+        for record, payload in zip(group, payloads, strict=True):
+            if isinstance(payload, FileRegion):
+                try:
+                    payload = payload.read()
+                except OSError:
+                    if record.payload is None:
+                        raise
+                    payload = record.payload  # its segment was dropped meanwhile: kept in memory (_make_room)
+            read.append(payload)
+        return group, read
 
     def group_wait(self, kinds: Collection[str], max_spans: int, linger_s: float,
                    max_bytes: int = 16 << 20) -> float | None:
