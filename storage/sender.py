@@ -299,14 +299,15 @@ class Sender:
                 self._failed(exc, batch.spans)
                 self.spool_ready()
                 return
+            self.counters.latency.observe(time.perf_counter() - started)
+            # Counted before it leaves: whoever sees nothing held sees it counted.
+            self.counters.exported += batch.spans
+            self.counters.batches_exported += 1
             with self._ready_lock:
                 if self._ready and self._ready[0][2] is batch:  # else shutdown spooled it meanwhile
                     self._ready.popleft()
                     self._release(batch)
-            self.counters.latency.observe(time.perf_counter() - started)
             self._sent()
-            self.counters.exported += batch.spans
-            self.counters.batches_exported += 1
 
     def _failed(self, exc: Exception, spans: int) -> None:
         self.counters.export_failures += 1
@@ -363,9 +364,10 @@ class Sender:
                 return False
             del head, payloads  # payloads read back are freed before the next ones are read
             self.counters.latency.observe(time.perf_counter() - started)
-            spool.ack(records)
-            self._sent()
+            # Counted before the spool lets go of them: whoever sees the spool drained sees them counted.
             self.counters.exported += spans
             self.counters.batches_exported += 1
             if records[0].replay or self._outage:
                 self.counters.replayed += spans
+            spool.ack(records)
+            self._sent()
