@@ -19,7 +19,8 @@ from test_span_buffer import wait_for
 from genops.storage.forward import ForwardingSink
 from genops.storage.migrate import migrate
 from genops.storage.pipeline import SpanPipeline
-from genops.storage.sinks import SPANS, ClickHouseSink
+from genops.storage.rows import json_rows_payload, span_to_json_row
+from genops.storage.sinks import JSON, SPANS, ClickHouseSink
 from genops.storage.spool import Spool
 
 pytestmark = pytest.mark.integration
@@ -144,3 +145,20 @@ def test_a_group_that_landed_before_a_crash_is_replayed_as_that_group_and_stored
         assert len(stored_ids(client, name, run)) == 120
     finally:
         again.shutdown(5)
+
+
+def test_json_row_batches_go_as_one_insert_too(database, tmp_path: Path) -> None:
+    """The OTLP/JSON receiver's batches (JSONEachRow rows) share an insert the same way."""
+    client, name = database
+    run = uuid.uuid4().hex
+    sink = LosingSink(client, name)
+    pipeline = SpanPipeline(sink, Spool(tmp_path / "store", max_bytes=1 << 26), batch_size=1000, insert_linger_s=600)
+    pipeline.start()
+    try:
+        for _ in range(3):
+            pipeline.sender.enqueue(json_rows_payload(span_to_json_row(s) for s in tagged(10, run)), 10, JSON)
+        assert pipeline.flush(10)
+        assert [batches for _, batches in sink.inserts] == [3] and pipeline.counters.exported == 30
+        assert len(stored_ids(client, name, run)) == 30
+    finally:
+        pipeline.shutdown(5)
