@@ -136,15 +136,11 @@ class ClickHouseSink(Sink):
 
     def insert(self, payload: bytes, token: str, kind: str = JSON,  # type: ignore[override]  # no parts, no regions: bytes
                spans: int = 0) -> None:
-        settings = self._settings(token)
-        if kind == SPAN_ROWS:
-            if not otlp_native.insert_span_rows(self.client, self.database, payload, **settings):
-                self.python_fallbacks += 1
+        if kind != SPAN_ROWS:
+            self.insert_group([payload], token, kind, spans)  # a group of one: each kind spelled once
             return
-        if kind == SPANS:
-            insert_compact_payload(self.client, self.database, span_batch.compact_rows(payload), **settings)
-            return
-        insert_json_payload(self.client, self.database, payload, **settings)
+        if not otlp_native.insert_span_rows(self.client, self.database, payload, **self._settings(token)):
+            self.python_fallbacks += 1
 
     def insert_group(self, payloads: Sequence[bytes], token: str, kind: str, spans: int) -> None:
         settings = self._settings(token)

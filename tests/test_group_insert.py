@@ -44,9 +44,6 @@ class LosingSink(ClickHouseSink):
         self.inserts: list[tuple[str, int]] = []  # (token, batches)
         self.payloads: list[bytes] = []
 
-    def insert(self, payload: Any, token: str, kind: str = "json", spans: int = 0) -> None:
-        self.insert_group([payload], token, kind, spans) if kind == SPANS else super().insert(payload, token, kind, spans)
-
     def insert_group(self, payloads: Sequence[bytes], token: str, kind: str, spans: int) -> None:
         super().insert_group(payloads, token, kind, spans)
         self.inserts.append((token, len(payloads)))
