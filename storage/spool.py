@@ -167,7 +167,6 @@ class Spool:
         self._fixed = 0
         #: How many acknowledged tokens :meth:`knows` remembers (0: none, nothing written to ``acked``).
         self.remember_tokens = remember_tokens
-        self._pending_tokens: set[str] = set()
         self._acked: OrderedDict[str, None] = OrderedDict()
         self._acked_lines = 0
         self._recover()
@@ -219,7 +218,6 @@ class Spool:
             if not any(r.segment == segment for r in self._pending):
                 self._path(segment).unlink(missing_ok=True)
                 del self._segment_sizes[segment]
-        self._pending_tokens = {r.token for r in self._pending}
         if self._pending:
             if group > len(self._pending):
                 log.warning("spool: records of the group being inserted are missing; the rest is inserted as a group",
@@ -282,7 +280,8 @@ class Spool:
         """Whether a batch with ``token`` is in the spool, or was acknowledged among the last
         ``remember_tokens`` (a batch handed in again after its first hand-off did land)."""
         with self._lock:
-            return token in self._pending_tokens or token in self._acked
+            # Asked once per hand-off (a second per worker): a pass over the pending batches is cheap.
+            return token in self._acked or any(record.token == token for record in self._pending)
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -323,7 +322,6 @@ class Spool:
             record = Record(self._write_segment, offset, size, spans, token,
                             payload if keep else None, kind=kind, appended=time.monotonic())  # type: ignore[arg-type]
             self._pending.append(record)
-            self._pending_tokens.add(token)
             return record
 
     def _rotate(self) -> None:
@@ -363,7 +361,6 @@ class Spool:
                     kept.append(record)
                     continue
                 dropped += record.spans
-                self._pending_tokens.discard(record.token)
                 if record.payload is not None:
                     self._cached -= len(record.payload)
             self._pending.extendleft(reversed(kept))
@@ -474,7 +471,6 @@ class Spool:
                 self._pending.popleft()
             self._fixed = max(0, self._fixed - len(records))
             for acked in records:
-                self._pending_tokens.discard(acked.token)
                 if acked.payload is not None:
                     self._cached -= len(acked.payload)
             last = records[-1]
