@@ -29,7 +29,7 @@ from pathlib import Path
 import clickhouse_connect
 
 from genops.storage.migrate import migrate
-from genops.storage.pipeline import SpanPipeline
+from genops.storage.pipeline import REMEMBERED_TOKENS, SpanPipeline
 from genops.storage.sinks import SPANS, ClickHouseSink
 from genops.storage.spool import Spool
 
@@ -50,7 +50,7 @@ def run(client: object, batch: bytes, spans: int, *, workers: int, seconds: int,
     name = "cadence_" + uuid.uuid4().hex[:8]
     migrate(client, name)
     work = Path(tempfile.mkdtemp(prefix="genops-cadence-"))
-    pipeline = SpanPipeline(ClickHouseSink(client, name), Spool(work, max_bytes=1 << 30, remember_tokens=10_000),
+    pipeline = SpanPipeline(ClickHouseSink(client, name), Spool(work, max_bytes=1 << 30, remember_tokens=REMEMBERED_TOKENS),
                             batch_size=8192, insert_linger_s=linger_s)
     pipeline.start()
     started_cpu, started = cpu_s(), time.monotonic()
