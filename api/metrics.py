@@ -103,6 +103,9 @@ class PipelineCollector(Collector):
         yield _counter("genops_otlp_python_fallback_batches_total",
                        "OTLP protobuf batches ClickHouse left to the Python decoder (values it does not spell alike).",
                        pipeline.sink.python_fallbacks)
+        yield _counter("genops_span_python_fallback_groups_total",
+                       "Groups of the proxy's own spans ClickHouse left to the Python spelling (lines it cannot read).",
+                       pipeline.sink.span_fallbacks)
         yield _gauge("genops_export_queue_spans", "Spans waiting in memory.", m["queued"])
         yield _gauge("genops_spool_spans", "Spans in the spool waiting for ClickHouse.", m["spool_spans"])
         yield _gauge("genops_spool_bytes", "Size of the spool on disk.", m["spool_bytes"])

@@ -235,7 +235,7 @@ def _compact_spans(payload: bytes) -> tuple[list[Origin], list[tuple[int, bytes]
         if not line:
             continue
         (origin, start, end, trace_id, span_id, parent_id, trace_state, name, kind, status, message,
-         attributes, events, links) = loads(line)
+         attributes, events, links) = loads(line)[:span_batch.SPAN_VALUES]
         spans.append((origin, _span(
             trace_id, span_id, trace_state, parent_id, name,
             OTLP_KIND_OF_SDK[kind],  # the SDK's SpanKind value as OTLP's number

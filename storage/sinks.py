@@ -17,9 +17,9 @@ import http.client
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from genops.storage import otlp_native, otlp_span_rows, span_batch
+from genops.storage import otlp_native, otlp_span_rows, span_batch, span_batch_sql
 from genops.storage.client import StorageUnavailable
-from genops.storage.rows import insert_compact_payload, insert_json_payload
+from genops.storage.rows import insert_json_payload
 from genops.storage.spool import Buffer, FileRegion
 
 #: Batch kinds (the spool records each batch's kind, so a replay inserts it the same way):
@@ -86,6 +86,9 @@ class Sink(Protocol):
     #: SpanRow batches that ClickHouse handed back to the Python decoder (``/metrics``). Default 0:
     #: a sink that never inserts SpanRows has none.
     python_fallbacks: int = 0
+    #: Groups of the proxy's own spans that ClickHouse handed back to Python's spelling
+    #: (:mod:`genops.storage.span_batch_sql`, ``/metrics``). Default 0.
+    span_fallbacks: int = 0
 
     def insert(self, payload: Payload, token: str, kind: str = JSON, spans: int = 0) -> None:
         """Store one batch of ``kind`` (:data:`JSON`, :data:`SPANS`, :data:`SPAN_ROWS`) holding
@@ -121,10 +124,16 @@ class ClickHouseSink(Sink):
     #: docs/benchmarks/2026-12-03-per-core-22-store.md), so the store inserts several batches at once.
     accepts_groups = True
 
-    def __init__(self, client: Any, database: str) -> None:
+    def __init__(self, client: Any, database: str, sql_spelling: bool = True) -> None:
         self.client = client
         self.database = database
         self.python_fallbacks = 0  # SpanRow batches the view handed back to the Python decoder
+        # The proxy's compact batches, spelled by ClickHouse (sql_spelling=False: by Python, the reference)
+        self.spans = span_batch_sql.SqlSpelling(sql_spelling)
+
+    @property
+    def span_fallbacks(self) -> int:  # type: ignore[override]  # counted by the spelling, not set
+        return self.spans.fallbacks
 
     def attach(self, client: Any) -> None:
         """Start inserting through ``client`` (the store answers and its schema is current)."""
@@ -145,8 +154,7 @@ class ClickHouseSink(Sink):
     def insert_group(self, payloads: Sequence[bytes], token: str, kind: str, spans: int) -> None:
         settings = self._settings(token)
         if kind == SPANS:
-            rows = b"\n".join(span_batch.compact_rows(payload) for payload in payloads if payload)
-            insert_compact_payload(self.client, self.database, rows, **settings)
+            self.spans.insert(self.client, self.database, payloads, **settings)
         elif kind == JSON:
             insert_json_payload(self.client, self.database, b"\n".join(p.rstrip(b"\n") for p in payloads), **settings)
         else:

@@ -15,7 +15,17 @@ a JSON array (the last line may end with a newline)::
 
     {"origins": [[resource attributes, scope name, scope version], ...]}
     [origin, start ns, end ns, trace id hex, span id hex, parent span id hex, trace state,
-     name, SpanKind value, StatusCode value, status message, attributes, events, links]
+     name, SpanKind value, StatusCode value, status message, attributes, events, links,
+     [resource attributes, scope name, scope version], span float spellings,
+     [event float spellings, ...], [link float spellings, ...]]
+
+The first fourteen values are the span; the four after them let ClickHouse spell the row
+itself (:mod:`~genops.storage.span_batch_sql`, migration 0090): the line's own origin (a
+store's group of batches mixes workers' origin indexes) and, for every attribute whose value is
+a float, that value as the store spells it (JSON writes ``8000.0`` and ``8.4e-6`` where the
+store keeps ``8000`` and ``8.4e-06``). The floats themselves stay floats, so a collector still
+gets doubles (:mod:`~genops.storage.otlp_encode`). Lines of a batch spooled before these four
+existed have fourteen values; their readers take the first fourteen.
 
 Attribute values travel as JSON values and are stringified by the store with
 :func:`~genops.storage.rows.attribute_map`, and the row is built by
@@ -40,12 +50,15 @@ from genops.storage.rows import (
     SDK_KIND_NAMES,
     TRACE_COLUMNS,
     attribute_map,
+    attribute_string,
     compact_row,
     service_name,
 )
 
 #: Pipeline and spool kind of a compact span batch.
 KIND = "genops-spans"
+#: The span's own values at the head of each line (what follows is for ClickHouse's spelling).
+SPAN_VALUES = 14
 
 _dumps = orjson.dumps
 
@@ -64,6 +77,15 @@ def _raw_attributes(span: Any) -> dict[str, Any]:
     # falls back to the public mapping (copied) whenever that field is not a plain dict.
     raw = getattr(span, "_attributes", None)
     return raw if type(raw) is dict else _attributes(span.attributes)
+
+
+def _float_spellings(attributes: Mapping[str, Any]) -> dict[str, str]:
+    """The stored spelling of each float-valued attribute (usually a handful of a span's ~40)."""
+    spelled = {}
+    for key, value in attributes.items():
+        if type(value) is float:
+            spelled[key] = attribute_string(value)
+    return spelled
 
 
 def _inexact(value: Any) -> bool:
@@ -86,7 +108,8 @@ class SpanEncoder:
     """
 
     def __init__(self) -> None:
-        self._origins: dict[tuple[int, int], tuple[int, Any, Any]] = {}
+        # (id(resource), id(scope)) -> (index, resource, scope, spelled origin, its JSON)
+        self._origins: dict[tuple[int, int], tuple[int, Any, Any, list[Any], orjson.Fragment]] = {}
         self._header = _dumps({"origins": []})
         self._lock = threading.Lock()
 
@@ -94,19 +117,21 @@ class SpanEncoder:
         """The header line naming every origin encoded so far."""
         return self._header
 
-    def _origin(self, resource: Any, scope: Any) -> int:
+    def _origin(self, resource: Any, scope: Any) -> tuple[int, orjson.Fragment]:
+        """The origin's index in the header, and the origin itself as JSON (for the line)."""
         key = (id(resource), id(scope))
         known = self._origins.get(key)
         if known is not None and known[1] is resource and known[2] is scope:
-            return known[0]
+            return known[0], known[4]
         with self._lock:
             index = len(self._origins)
-            self._origins[key] = (index, resource, scope)  # holding both keeps their ids unique
-            origins = [[attribute_map(r.attributes) if r is not None else {},
-                        s.name if s is not None else "", (s.version or "") if s is not None else ""]
-                       for _, r, s in sorted(self._origins.values(), key=lambda o: o[0])]
+            spelled = [attribute_map(resource.attributes) if resource is not None else {},
+                       scope.name if scope is not None else "", (scope.version or "") if scope is not None else ""]
+            # holding resource and scope keeps their ids unique
+            self._origins[key] = (index, resource, scope, spelled, orjson.Fragment(_dumps(spelled)))
+            origins = [o[3] for o in sorted(self._origins.values(), key=lambda o: o[0])]
             self._header = _dumps({"origins": origins})
-        return index
+        return index, self._origins[key][4]
 
     def encode(self, span: Any) -> bytes:
         """One span as one line (no newline)."""
@@ -115,8 +140,10 @@ class SpanEncoder:
         start = span.start_time or 0
         events = span.events
         links = span.links
+        origin, spelled_origin = self._origin(span.resource, span.instrumentation_scope)
+        attributes = _raw_attributes(span)
         values = [
-            self._origin(span.resource, span.instrumentation_scope),
+            origin,
             start,
             span.end_time or start,
             format(ctx.trace_id, "032x"),
@@ -127,12 +154,16 @@ class SpanEncoder:
             span.kind.value,
             span.status.status_code.value,
             span.status.description or "",
-            _raw_attributes(span),
+            attributes,
             [[e.name, e.timestamp, _attributes(e.attributes)] for e in events] if events else [],
             [[format(link.context.trace_id, "032x"), format(link.context.span_id, "016x"),
               link.context.trace_state.to_header() if link.context.trace_state else "",
               _attributes(link.attributes)] for link in links] if links else [],
+            spelled_origin,
+            _float_spellings(attributes),
         ]
+        values.append([_float_spellings(e[2]) for e in values[12]])
+        values.append([_float_spellings(link[3]) for link in values[13]])
         try:
             line = _dumps(values)
         except TypeError:  # a value JSON has no type for (bytes, a 65-bit integer, an object)
@@ -153,6 +184,9 @@ class SpanEncoder:
         values[11] = attribute_map(values[11])
         values[12] = [[name, ts, attribute_map(attrs)] for name, ts, attrs in values[12]]
         values[13] = [[t, s, state, attribute_map(attrs)] for t, s, state, attrs in values[13]]
+        values[15] = {}  # no floats left to spell
+        values[16] = [{} for _ in values[12]]
+        values[17] = [{} for _ in values[13]]
         return _dumps(values)
 
 
@@ -173,7 +207,7 @@ def _row_lists(payload: bytes) -> Iterator[list[Any]]:
         if not line:  # the last line's newline
             continue
         (origin, start, end, trace_id, span_id, parent_id, trace_state, name, kind, status, message,
-         attributes, events, links) = loads(line)
+         attributes, events, links) = loads(line)[:SPAN_VALUES]
         resource, scope_name, scope_version = origins[origin]
         yield compact_row(
             start, end, trace_id, span_id, parent_id, trace_state, name,

@@ -5,7 +5,10 @@ span, a span with events and links, list/int/float/bool attribute values, non-AS
 parent/child pair) are stored into real chDB, one database per path:
 
 - ``proxy``: the proxy's own spans, encoded by ``span_batch.SpanEncoder`` and inserted as the
-  pipeline inserts a ``SPANS`` batch (``ClickHouseSink``, which spells them with ``span_batch.json_rows``);
+  pipeline inserts a ``SPANS`` batch (``ClickHouseSink``: spelled by the ClickHouse view of
+  migration 0090, ``span_batch_sql``); the test asserts the view took them (no fallback);
+- ``proxy_python``: the same batch spelled in Python (``span_batch.compact_rows``), as the sink does
+  when ClickHouse hands a group back;
 - ``otlp_json``: the spans as OTLP/JSON, decoded by ``otlp_rows.decode_json``;
 - ``otlp_clickhouse``: the spans as OTLP protobuf, cut into SpanRows and decoded by the
   ClickHouse view (migrations 0060/0070) as the pipeline inserts a ``SPAN_ROWS`` batch; the
@@ -69,8 +72,10 @@ from genops.storage.otlp_rows import (
 from genops.storage.otlp_span_rows import split_span_rows
 from genops.storage.pipeline import JSON, SPAN_ROWS, SPANS, ClickHouseSink
 from genops.storage.rows import (
+    DEFAULT_SDK_KIND_NAME,
     OTLP_KIND_NAMES,
     OTLP_STATUS_NAMES,
+    SDK_KIND_NAMES,
     TRACE_ALIAS_COLUMN_TYPES,
     TRACE_COLUMN_TYPES,
     TRACE_COLUMNS,
@@ -264,6 +269,9 @@ def store_by_path(client: Any, databases: dict[str, str], spans: list[ReadableSp
     body = request.SerializeToString()
 
     sinks["proxy"].insert(compact_batch(spans), _token(), SPANS, len(spans))
+    assert sinks["proxy"].span_fallbacks == 0, "the ClickHouse view must spell the proxy's spans itself"
+    ClickHouseSink(client, databases["proxy_python"], sql_spelling=False).insert(
+        compact_batch(spans), _token(), SPANS, len(spans))
 
     decoded = decode_json(otlp_json(request))
     assert (len(decoded.rows), decoded.rejected) == (len(spans), 0)
@@ -293,7 +301,7 @@ def store_by_path(client: Any, databases: dict[str, str], spans: list[ReadableSp
                               len(spans))
 
 
-PATHS = ("proxy", "otlp_json", "otlp_clickhouse", "otlp_python", "otlp_python_fallback", "proxy_otlp_export",
+PATHS = ("proxy", "proxy_python", "otlp_json", "otlp_clickhouse", "otlp_python", "otlp_python_fallback", "proxy_otlp_export",
          "rows_insert", "rows_json")
 
 
@@ -378,6 +386,23 @@ def test_the_clickhouse_view_spells_enums_from_the_same_tables() -> None:
 
     assert transform("kind") == (OTLP_KIND_NAMES, UNKNOWN_KIND_NAME)
     assert transform("status.code") == (OTLP_STATUS_NAMES, UNKNOWN_STATUS_NAME)
+
+
+def test_the_proxy_spans_view_spells_enums_from_the_same_tables() -> None:
+    """Migration 0090's view spells the proxy's lines, which carry the SDK's SpanKind values
+    (INTERNAL = 0) and StatusCode values: its tables must equal rows.py's for the SDK."""
+    sql = resources.files("genops.storage").joinpath("migrations/0090_proxy_spans_in.sql").read_text()
+    query = sql[sql.rindex("CREATE MATERIALIZED VIEW"):]
+
+    def transform(column: str) -> tuple[dict[int, str], str]:
+        found = re.search(rf"transform\({re.escape(column)}, \[([^\]]*)\], \[([^\]]*)\], '(\w+)'\)", query)
+        assert found, column
+        numbers = [int(n) for n in found.group(1).split(",")]
+        names = [n.strip().strip("'") for n in found.group(2).split(",")]
+        return dict(zip(numbers, names, strict=True)), found.group(3)
+
+    assert transform("kind") == (SDK_KIND_NAMES, DEFAULT_SDK_KIND_NAME)
+    assert transform("status") == (OTLP_STATUS_NAMES, UNKNOWN_STATUS_NAME)  # the SDK's StatusCode values are OTLP's
 
 
 @pytest.mark.parametrize("path", [p for p in PATHS if p != "proxy"])

@@ -16,13 +16,13 @@ from genops.storage.spool import Spool
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parent.parent
-ABILITIES = ("accepts_parts", "accepts_regions", "forwards", "python_fallbacks")
+ABILITIES = ("accepts_parts", "accepts_regions", "forwards", "python_fallbacks", "span_fallbacks")
 
 
 @pytest.mark.parametrize("sink, expected", [
-    (ClickHouseSink(None, "db"), (False, False, False, 0)),
-    (ForwardingSink("http://127.0.0.1:1", "secret"), (True, True, True, 0)),
-    (OtlpSink("http://127.0.0.1:1"), (False, False, False, 0)),
+    (ClickHouseSink(None, "db"), (False, False, False, 0, 0)),
+    (ForwardingSink("http://127.0.0.1:1", "secret"), (True, True, True, 0, 0)),
+    (OtlpSink("http://127.0.0.1:1"), (False, False, False, 0, 0)),
 ])
 def test_every_sink_declares_its_abilities(sink: Sink, expected: tuple[object, ...]) -> None:
     assert Sink in type(sink).__mro__  # declared, not merely shaped alike

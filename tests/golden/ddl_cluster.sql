@@ -682,3 +682,54 @@ CREATE TABLE IF NOT EXISTS genops.genops_rollouts_local ON CLUSTER 'genops' (
 ORDER BY (Route, Timestamp);
 CREATE TABLE IF NOT EXISTS genops.genops_rollouts ON CLUSTER 'genops' AS genops.genops_rollouts_local
 ENGINE = Distributed('genops', 'genops', 'genops_rollouts_local', cityHash64(Route));
+
+-- 0090_proxy_spans_in
+CREATE TABLE IF NOT EXISTS genops.otel_traces_genops_in ON CLUSTER 'genops' (
+    origin_index UInt32,
+    start_ns UInt64,
+    end_ns UInt64,
+    trace_id String,
+    span_id String,
+    parent_span_id String,
+    trace_state String,
+    name String,
+    kind Int8,
+    status Int8,
+    status_message String,
+    attributes Map(String, String),
+    events Array(Tuple(String, UInt64, Map(String, String))),
+    links Array(Tuple(String, String, String, Map(String, String))),
+    origin Tuple(Map(String, String), String, String),
+    floats Map(String, String),
+    event_floats Array(Map(String, String)),
+    link_floats Array(Map(String, String))
+) ENGINE = Null;
+CREATE MATERIALIZED VIEW IF NOT EXISTS genops.otel_traces_genops_in_mv ON CLUSTER 'genops'
+TO genops.otel_traces
+AS SELECT
+    fromUnixTimestamp64Nano(toInt64(least(start_ns, 9223372036854775807))) AS Timestamp,
+    trace_id AS TraceId,
+    span_id AS SpanId,
+    parent_span_id AS ParentSpanId,
+    trace_state AS TraceState,
+    name AS SpanName,
+    transform(kind, [0, 1, 2, 3, 4], ['Internal', 'Server', 'Client', 'Producer', 'Consumer'], 'Internal') AS SpanKind,
+    origin.1['service.name'] AS ServiceName,
+    CAST(origin.1, 'Map(LowCardinality(String), String)') AS ResourceAttributes,
+    origin.2 AS ScopeName,
+    origin.3 AS ScopeVersion,
+    CAST(if(empty(floats), attributes, mapApply((k, v) -> (k, if(mapContains(floats, k), floats[k], v)), attributes)),
+        'Map(LowCardinality(String), String)') AS SpanAttributes,
+    if(end_ns > start_ns, end_ns - start_ns, 0) AS Duration,
+    transform(status, [0, 1, 2], ['Unset', 'Ok', 'Error'], 'Unset') AS StatusCode,
+    status_message AS StatusMessage,
+    arrayMap(e -> fromUnixTimestamp64Nano(toInt64(least(e.2, 9223372036854775807))), events) AS `Events.Timestamp`,
+    arrayMap(e -> e.1, events) AS `Events.Name`,
+    CAST(arrayMap((e, f) -> mapApply((k, v) -> (k, if(mapContains(f, k), f[k], v)), e.3), events, event_floats),
+        'Array(Map(LowCardinality(String), String))') AS `Events.Attributes`,
+    arrayMap(l -> l.1, links) AS `Links.TraceId`,
+    arrayMap(l -> l.2, links) AS `Links.SpanId`,
+    arrayMap(l -> l.3, links) AS `Links.TraceState`,
+    CAST(arrayMap((l, f) -> mapApply((k, v) -> (k, if(mapContains(f, k), f[k], v)), l.4), links, link_floats),
+        'Array(Map(LowCardinality(String), String))') AS `Links.Attributes`
+FROM genops.otel_traces_genops_in;
