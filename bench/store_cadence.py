@@ -12,6 +12,7 @@ the store grouped them), alternated over ``--repeat`` rounds; medians.
 
     .venv/bin/python bench/store_cadence.py                       # 1,000 spans/s, 0 vs 5 s
     .venv/bin/python bench/store_cadence.py --rate 250 --workers 2 --linger 0,1,5
+    .venv/bin/python bench/store_cadence.py --linger 5 --spelling python,sql
     .venv/bin/python bench/store_cadence.py --smoke               # seconds, for the test suite
 """
 
@@ -35,6 +36,9 @@ from genops.storage.spool import Spool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+#: --spelling's names: the store's ClickHouseSink(sql_spelling=...)
+SPELLINGS = {"sql": True, "python": False}
+
 from store_insert_cost import compact_batch  # noqa: E402 - bench/'s own helpers, next to this script
 
 
@@ -45,12 +49,12 @@ def cpu_s() -> float:
 
 
 def run(client: object, batch: bytes, spans: int, *, workers: int, seconds: int, linger_s: float,
-        settle_s: float) -> dict[str, float]:
+        settle_s: float, sql_spelling: bool = True) -> dict[str, float]:
     """One steady run into a fresh database: CPU ms per span and inserts made."""
     name = "cadence_" + uuid.uuid4().hex[:8]
     migrate(client, name)
     work = Path(tempfile.mkdtemp(prefix="genops-cadence-"))
-    pipeline = SpanPipeline(ClickHouseSink(client, name), Spool(work, max_bytes=1 << 30, remember_tokens=REMEMBERED_TOKENS),
+    pipeline = SpanPipeline(ClickHouseSink(client, name, sql_spelling=sql_spelling), Spool(work, max_bytes=1 << 30, remember_tokens=REMEMBERED_TOKENS),
                             batch_size=8192, insert_linger_s=linger_s)
     pipeline.start()
     started_cpu, started = cpu_s(), time.monotonic()
@@ -76,26 +80,33 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--linger", default="0,5", help="insert intervals to compare, seconds, comma-separated")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds of merges counted after the flush")
+    parser.add_argument("--spelling", default="sql",
+                        help="who spells the proxy's lines into rows, comma-separated: sql (migration 0090's view, "
+                             "the default) and/or python (span_batch.compact_rows, the fallback)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="a tiny run that only checks everything works")
     args = parser.parse_args()
     if args.smoke:
         args.rate, args.seconds, args.settle, args.repeat = 20, 2, 0.0, 1
     lingers = [float(x) for x in args.linger.split(",")]
+    spellings = [SPELLINGS[x] for x in args.spelling.split(",")]
     batch = compact_batch(args.rate)
     client = clickhouse_connect.get_client(dsn=f"chdb://{tempfile.mkdtemp(prefix='genops-cadence-db-')}")
-    results: dict[float, list[dict[str, float]]] = {linger: [] for linger in lingers}
+    settings = [(linger, sql) for sql in spellings for linger in lingers]
+    results: dict[tuple[float, bool], list[dict[str, float]]] = {setting: [] for setting in settings}
     for round_ in range(args.repeat):
-        for linger in lingers:
-            print(f"round {round_ + 1}/{args.repeat}: insert interval {linger:g} s ...", flush=True)
-            results[linger].append(run(client, batch, args.rate, workers=args.workers, seconds=args.seconds,
-                                       linger_s=linger, settle_s=args.settle))
+        for linger, sql in settings:
+            print(f"round {round_ + 1}/{args.repeat}: insert interval {linger:g} s, spelled by "
+                  f"{'ClickHouse' if sql else 'Python'} ...", flush=True)
+            results[(linger, sql)].append(run(client, batch, args.rate, workers=args.workers, seconds=args.seconds,
+                                              linger_s=linger, settle_s=args.settle, sql_spelling=sql))
     print(f"\n{args.workers} hand-off(s) a second of {args.rate} spans, {args.seconds} s, merges running "
           f"(+{args.settle:g} s after); medians of {args.repeat}")
-    print(f"{'insert interval':<16} {'inserts':>8} {'CPU ms/span':>12}  rounds")
-    for linger, runs in results.items():
+    print(f"{'insert interval':<16} {'spelled by':<11} {'inserts':>8} {'CPU ms/span':>12}  rounds")
+    for (linger, sql), runs in results.items():
         per_span = [r["cpu_ms_per_span"] for r in runs]
-        print(f"{linger:>14g} s {statistics.median(r['inserts'] for r in runs):>8.0f} "
+        print(f"{linger:>14g} s {'ClickHouse' if sql else 'Python':<11} "
+              f"{statistics.median(r['inserts'] for r in runs):>8.0f} "
               f"{statistics.median(per_span):>12.3f}  " + ", ".join(f"{v:.3f}" for v in per_span))
 
 

@@ -8,6 +8,9 @@ with background merges stopped so they do not land in the figures:
 - one insert of 1 span and of ``--spans`` spans into ``otel_traces`` as migrated (every view),
   and with the views left out one group at a time: the fixed cost of an insert and the cost
   per span, and the share of each view;
+- the proxy's compact batch inserted as the store inserts it, spelled into rows by Python
+  (``span_batch.compact_rows``) and by ClickHouse (migration 0090's view, ``span_batch_sql``),
+  Python's time included;
 - ClickHouse's parsing alone: the same rows into a Null-engine copy of ``otel_traces`` in
   several input formats.
 
@@ -38,6 +41,7 @@ from opentelemetry.trace import SpanKind
 from genops.proxy.recorder import SpanRecorder
 from genops.storage.migrate import migrate
 from genops.storage.rows import TRACE_COLUMNS, insert_compact_payload
+from genops.storage.sinks import SPANS, ClickHouseSink
 from genops.storage.span_batch import SpanEncoder, batch_payload, compact_rows, json_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -142,6 +146,18 @@ def main() -> None:
     for i, (label, leave_out) in enumerate(setups.items()):
         name = database(f"cost{i}", leave_out)
         fixed, full = cpu_ms(insert(name, row), args.repeat), cpu_ms(insert(name, rows), args.repeat)
+        print(f"{label:<40} {fixed:>8.1f} {full:>11.1f} {(full - fixed) * 1000 / (n - 1):>7.1f}µs")
+
+    print(f"\nthe proxy's compact batch into otel_traces, every view (CPU ms, median of {args.repeat}, Python included)")
+    print(f"{'spelled by':<40} {'1 span':>8} {f'{n} spans':>11} {'per span':>9}")
+    for label, sql in (("Python (span_batch.compact_rows)", False), ("ClickHouse (migration 0090's view)", True)):
+        name = database(f"spell{int(sql)}", ())
+
+        def spelled(payload: bytes, name: str = name, sql: bool = sql) -> Callable[[], None]:
+            sink = ClickHouseSink(client, name, sql_spelling=sql)
+            return lambda: sink.insert(payload, f"t{next(tokens)}", SPANS, 0)
+
+        fixed, full = cpu_ms(spelled(one), args.repeat), cpu_ms(spelled(batch), args.repeat)
         print(f"{label:<40} {fixed:>8.1f} {full:>11.1f} {(full - fixed) * 1000 / (n - 1):>7.1f}µs")
 
     print(f"\nClickHouse parsing alone: {n} rows into a Null-engine copy of otel_traces (CPU ms)")

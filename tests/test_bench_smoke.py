@@ -78,13 +78,14 @@ def test_store_insert_cost_bench_smoke():
 def test_store_cadence_bench_smoke():
     """`bench/store_cadence.py` hands a real store pipeline steady batches and inserts them, each on its
     own and grouped (no timing asserted)."""
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "store_cadence.py"), "--smoke"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "store_cadence.py"), "--smoke",
+                             "--spelling", "python,sql"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    rows = [parts for parts in map(str.split, result.stdout.splitlines()) if len(parts) == 5 and parts[1] == "s"]
-    assert [row[0] for row in rows] == ["0", "5"], result.stdout
-    assert all(int(row[2]) >= 1 and float(row[3]) > 0 for row in rows), result.stdout
-    assert int(rows[1][2]) < int(rows[0][2]), "grouped: fewer inserts"
+    rows = [parts for parts in map(str.split, result.stdout.splitlines()) if len(parts) == 6 and parts[1] == "s"]
+    assert [row[:3] for row in rows] == [["0", "s", "Python"], ["5", "s", "Python"],
+                                         ["0", "s", "ClickHouse"], ["5", "s", "ClickHouse"]], result.stdout
+    assert all(int(row[3]) >= 1 and float(row[4]) > 0 for row in rows), result.stdout
+    assert int(rows[1][3]) < int(rows[0][3]) and int(rows[3][3]) < int(rows[2][3]), "grouped: fewer inserts"
 
 
 def _cgroup_writable() -> bool:
