@@ -17,7 +17,6 @@ JSON, bytes as base64), SpanKind is ``Server``/``Client``/..., StatusCode is
 from __future__ import annotations
 
 import base64
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -124,9 +123,7 @@ def attribute_string(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if math.isfinite(value) and value == int(value) and abs(value) < 1e21:
-            return str(int(value))
-        return repr(value)
+        return float_string(value)
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
     if isinstance(value, (list, tuple, Mapping)):
@@ -136,6 +133,14 @@ def attribute_string(value: Any) -> str:
         except TypeError:  # an int beyond 64 bits (orjson refuses it): spelled as a string, the span is kept
             return orjson.dumps(_wide_ints_as_strings(plain), default=str).decode()
     return str(value)
+
+
+def float_string(value: float) -> str:
+    """A float attribute value as stored: decimal without ``.0`` when whole (``8000``), else
+    Python's shortest repr (``0.7``, ``8.4e-06``, ``nan``, ``1e+300``)."""
+    if value.is_integer() and abs(value) < 1e21:  # False for nan and the infinities
+        return str(int(value))
+    return repr(value)
 
 
 def _wide_ints_as_strings(value: Any) -> Any:

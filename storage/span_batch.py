@@ -21,10 +21,11 @@ a JSON array (the last line may end with a newline)::
 
 The first fourteen values are the span; the four after them let ClickHouse spell the row
 itself (:mod:`~genops.storage.span_batch_sql`, migration 0090): the line's own origin (a
-store's group of batches mixes workers' origin indexes) and, for every attribute whose value is
-a float, that value as the store spells it (JSON writes ``8000.0`` and ``8.4e-6`` where the
-store keeps ``8000`` and ``8.4e-06``). The floats themselves stay floats, so a collector still
-gets doubles (:mod:`~genops.storage.otlp_encode`). Lines of a batch spooled before these four
+store's group of batches mixes workers' origin indexes) and the names of the float-valued
+attributes (JSON writes ``8000.0`` and ``8.4e-6`` where the store keeps ``8000`` and
+``8.4e-06``: the view mends those, and the line spells the few it cannot, see
+:func:`json_float_unmended`). The floats themselves stay floats, so a collector still gets
+doubles (:mod:`~genops.storage.otlp_encode`). Lines of a batch spooled before these four
 existed have fourteen values; their readers take the first fourteen.
 
 Attribute values travel as JSON values and are stringified by the store with
@@ -38,6 +39,7 @@ instead, which spells it the same way.
 from __future__ import annotations
 
 import math
+import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -50,7 +52,7 @@ from genops.storage.rows import (
     SDK_KIND_NAMES,
     TRACE_COLUMNS,
     attribute_map,
-    attribute_string,
+    float_string,
     compact_row,
     service_name,
 )
@@ -80,12 +82,41 @@ def _raw_attributes(span: Any) -> dict[str, Any]:
 
 
 def _float_spellings(attributes: Mapping[str, Any]) -> dict[str, str]:
-    """The stored spelling of each float-valued attribute (usually a handful of a span's ~40)."""
-    spelled = {}
-    for key, value in attributes.items():
-        if type(value) is float:
-            spelled[key] = attribute_string(value)
-    return spelled
+    """The float-valued attributes (usually a handful of a span's ~40), each with ``""`` when
+    ClickHouse mends JSON's spelling into the stored one (migration 0090), else the stored
+    spelling (:func:`json_float_unmended`). No ``repr`` here: that is most of a float's cost."""
+    return {key: float_string(value) if json_float_unmended(value) else ""
+            for key, value in attributes.items() if type(value) is float}
+
+
+def json_float_unmended(value: float) -> bool:
+    """Whether migration 0090's view cannot turn orjson's spelling of ``value`` into
+    :func:`~genops.storage.rows.float_string`'s: zero (its sign), 1e-5 <= |value| < 1e-4 (orjson
+    writes 0.00001, Python 1e-05), and whole numbers from 1e16 to 1e21 (orjson 1e+16, the store
+    every digit). Every other finite float is orjson's text with a whole number's ``.0`` dropped
+    and a one-digit exponent padded (:func:`mended_json_float`)."""
+    magnitude = abs(value)
+    return magnitude == 0.0 or 1e-5 <= magnitude < 1e-4 or (1e16 <= magnitude < 1e21 and value.is_integer())
+
+
+def mended_json_float(text: str) -> str:
+    """What migration 0090's view does to orjson's text of a float it mends (Python's mirror of
+    the SQL, for :func:`json_floats_as_expected`)."""
+    if text.endswith(".0"):
+        return text[:-2]
+    return re.sub(r"e([+-])([0-9])$", r"e\g<1>0\2", text)
+
+
+#: Floats of every form the view mends or leaves to the line (see :func:`json_floats_as_expected`).
+FLOAT_PROBES = (8000.0, -3.0, 0.5, 0.015, 8.4e-06, 1.5e-300, 1e300, 1.7976931348623157e308, 5e-324, 1e15 + 0.5,
+                123456.789, 0.1 + 0.2, 1e21, 2.0**70, 1e16 + 0.5 * 2, -1e-5, 0.0, -0.0)
+
+
+def json_floats_as_expected() -> bool:
+    """Whether this orjson spells floats as migration 0090's view expects (a later orjson could
+    spell them otherwise; the store then spells the proxy's spans in Python)."""
+    return all(float_string(v) == (float_string(v) if json_float_unmended(v) else mended_json_float(_dumps(v).decode()))
+               for v in FLOAT_PROBES)
 
 
 def _inexact(value: Any) -> bool:
@@ -184,7 +215,7 @@ class SpanEncoder:
         values[11] = attribute_map(values[11])
         values[12] = [[name, ts, attribute_map(attrs)] for name, ts, attrs in values[12]]
         values[13] = [[t, s, state, attribute_map(attrs)] for t, s, state, attrs in values[13]]
-        values[15] = {}  # no floats left to spell
+        values[15] = {}  # no floats left
         values[16] = [{} for _ in values[12]]
         values[17] = [{} for _ in values[13]]
         return _dumps(values)

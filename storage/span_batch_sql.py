@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from genops.storage.rows import insert_compact_payload
-from genops.storage.span_batch import compact_rows
+from genops.storage.span_batch import compact_rows, json_floats_as_expected
 
 log = logging.getLogger("genops.storage.span_batch_sql")
 
@@ -59,6 +59,10 @@ class SqlSpelling:
     """
 
     def __init__(self, enabled: bool = True) -> None:
+        if enabled and not json_floats_as_expected():
+            log.warning("this orjson spells floats otherwise than migration 0090's view expects; Python spells "
+                        "the proxy's spans")
+            enabled = False
         self.enabled = enabled
         self.fallbacks = 0
 

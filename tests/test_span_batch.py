@@ -114,3 +114,35 @@ def test_an_unencodable_span_is_refused_alone() -> None:
                        attributes={"k": "v"}, events=[Event("e", {1: "not a string key"}, 5)])
     with pytest.raises(TypeError):
         encoder.encode(bad)
+
+
+def test_the_floats_the_view_mends_come_out_as_the_store_spells_them() -> None:
+    """Migration 0090's view turns orjson's text of a float into float_string's, except the few
+    the line spells itself: checked over floats of every magnitude and random bit patterns."""
+    import random
+    import struct
+
+    from genops.storage.rows import float_string
+    from genops.storage.span_batch import FLOAT_PROBES, json_float_unmended, json_floats_as_expected, mended_json_float
+
+    rng = random.Random(22)
+    values = list(FLOAT_PROBES)
+    for _ in range(20_000):
+        magnitude = rng.choice([-1, 1]) * 10 ** rng.uniform(-30, 30)
+        values += [magnitude, float(round(magnitude)), struct.unpack("d", struct.pack("Q", rng.getrandbits(63)))[0]]
+    mended = 0
+    for value in values:
+        if not math.isfinite(value) or json_float_unmended(value):
+            continue
+        assert mended_json_float(orjson.dumps(value).decode()) == float_string(value), value
+        mended += 1
+    assert mended > len(values) * 3 // 4  # most are mended by the view
+    assert json_floats_as_expected()
+
+
+def test_a_store_whose_orjson_spells_floats_otherwise_spells_in_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    from genops.storage import span_batch_sql
+
+    assert span_batch_sql.SqlSpelling().enabled
+    monkeypatch.setattr(span_batch_sql, "json_floats_as_expected", lambda: False)
+    assert not span_batch_sql.SqlSpelling().enabled

@@ -46,6 +46,13 @@ MORE_ODD_VALUES = {
     "true": True,
     "looks like a number": "8000.0",
     "looks like json": '{"a": [1, 2.0]}',
+    "negative zero": -0.0,
+    "between 1e-5 and 1e-4": -2.5e-05,
+    "whole beyond 1e16": 1.2345678901234567e+19,
+    "one-digit exponent": 3e+100,
+    "exponent -5": 1e-05,
+    "exponent -7": 1.25e-07,
+    "just below 1e16": 9999999999999998.0,
 }
 
 
@@ -75,7 +82,8 @@ def odd_spans() -> list[ReadableSpan]:
     plain.end()
     finite = recorder.start_span("chat floats", kind=SpanKind.CLIENT, start_time=now + 2_000)
     finite.set_attributes({"genops.cost.usd": 8.4e-06, "genops.latency.output_tokens_per_second": 1663.209,
-                           "whole": 8000.0, "after": "kept in place"})
+                           "whole": 8000.0, "after": "kept in place", "between 1e-5 and 1e-4": 5e-05,
+                           "negative zero": -0.0, "whole beyond 1e16": 1e17, "exponent": 1.5e-300, "padded": 2e-7})
     finite.end(end_time=now + 1_000)  # ends before it starts: Duration 0
     spans = sink.spans
     provider = TracerProvider(resource=Resource.create({"service.name": "second"}))
@@ -143,6 +151,9 @@ def test_the_view_stores_the_rows_python_stores(client: Any, databases: tuple[st
     first = next(orjson.loads(r) for r in rows if orjson.loads(r)["SpanName"] == "chat gpt-4o")
     attributes = first["SpanAttributes"]
     assert (attributes["whole float"], attributes["small float"], attributes["huge float"]) == ("8000", "8.4e-06", "1e+300")
+    assert (attributes["negative zero"], attributes["between 1e-5 and 1e-4"], attributes["exponent -7"]) == (
+        "0", "-2.5e-05", "1.25e-07")
+    assert attributes["whole beyond 1e16"] == "12345678901234567168" and attributes["just below 1e16"] == "9999999999999998"
     assert attributes["looks like a number"] == "8000.0" and attributes["true"] == "true"
     assert attributes["quotes and backslashes"] == MORE_ODD_VALUES["quotes and backslashes"]
     # a list is spelled as JSON (orjson's, floats included), as Python spells it
@@ -256,8 +267,10 @@ def test_a_line_keeps_the_floats_a_collector_gets_as_doubles() -> None:
     line = orjson.loads(payload.split(b"\n")[3])  # "chat floats"
     assert line[7] == "chat floats"
     assert line[11]["genops.cost.usd"] == 8.4e-06 and isinstance(line[11]["whole"], float)
-    assert line[15] == {"genops.cost.usd": "8.4e-06", "genops.latency.output_tokens_per_second": "1663.209",
-                        "whole": "8000"}
+    # every float named; spelled in the line only where the view cannot mend JSON's spelling
+    assert line[15] == {"genops.cost.usd": "", "genops.latency.output_tokens_per_second": "", "whole": "",
+                        "between 1e-5 and 1e-4": "5e-05", "negative zero": "0",
+                        "whole beyond 1e16": "100000000000000000", "exponent": "", "padded": ""}
     assert line[14] == [{"service.name": "svc", "k": "3", **{k: v for k, v in line[14][0].items()
                                                              if k not in ("service.name", "k")}}, "genops.proxy", "1.2"]
     assert math.isfinite(line[1])
