@@ -54,7 +54,8 @@ def run(client: object, batch: bytes, spans: int, *, workers: int, seconds: int,
     name = "cadence_" + uuid.uuid4().hex[:8]
     migrate(client, name)
     work = Path(tempfile.mkdtemp(prefix="genops-cadence-"))
-    pipeline = SpanPipeline(ClickHouseSink(client, name, sql_spelling=sql_spelling), Spool(work, max_bytes=1 << 30, remember_tokens=REMEMBERED_TOKENS),
+    sink = ClickHouseSink(client, name, sql_spelling=sql_spelling)
+    pipeline = SpanPipeline(sink, Spool(work, max_bytes=1 << 30, remember_tokens=REMEMBERED_TOKENS),
                             batch_size=8192, insert_linger_s=linger_s)
     pipeline.start()
     started_cpu, started = cpu_s(), time.monotonic()

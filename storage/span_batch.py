@@ -52,8 +52,8 @@ from genops.storage.rows import (
     SDK_KIND_NAMES,
     TRACE_COLUMNS,
     attribute_map,
-    float_string,
     compact_row,
+    float_string,
     service_name,
 )
 
