@@ -8,6 +8,7 @@ and export are not included: this is the part of the per-call cost the proxy's c
     .venv/bin/python bench/hotpath_micro.py            # 5 rounds of 3,000 calls after 300 warm-up calls
     .venv/bin/python bench/hotpath_micro.py --calls 20000 --rounds 3
     .venv/bin/python bench/hotpath_micro.py --stream   # also a stream=true call's rewrite (first event, rest)
+    .venv/bin/python bench/hotpath_micro.py --agent    # an agent's call: long system prompt and history
 
 Each figure is the lowest per-call mean over the rounds: other processes on a shared machine
 only ever add time, so the minimum is the least disturbed estimate. Compare runs made back to back.
@@ -48,6 +49,25 @@ BODY = json.dumps({"model": "gpt-4o-mini", "messages": [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "What is the capital of France? Answer in one short sentence."}]}).encode()
 STREAM_BODY = json.dumps({**json.loads(BODY), "stream": True}).encode()
+
+
+def agent_body(turn: int) -> bytes:
+    """A coding agent's call: a 6,000-character system prompt and ten earlier turns (about 13,000
+    characters of text), which an agent sends again on every call, then this call's own new
+    message (different on every call, as the agent's next question is)."""
+    system = ("You are a coding agent. Follow the repository conventions, run the tests, and explain "
+              "your changes. " * 60)[:6000]
+    messages = [{"role": "system", "content": system}]
+    for i in range(10):
+        messages.append({"role": "user", "content": f"Step {i}: look at src/module_{i}.py, say what handle_request "
+                                                    f"does, then propose a fix for the failing test test_{i}. " * 2})
+        messages.append({"role": "assistant", "content": f"handle_request in module_{i} parses the body, validates "
+                                                         "the headers and forwards the call. The failing test expects "
+                                                         "a 404 for unknown routes: return early when no route "
+                                                         "matches. " * 2})
+    messages.append({"role": "user", "content": f"Call {turn}: the fix for test_{turn} did not work, the "
+                                                "route table is built after the handler runs. What now? " * 2})
+    return json.dumps({"model": "gpt-4o-mini", "messages": messages}).encode()
 STREAM = b"".join(_stream_events(True))  # what the canned upstream sends, all in one read
 
 
@@ -72,7 +92,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--stream", action="store_true", help="also time the stream rewrite of a stream=true call")
+    parser.add_argument("--agent", action="store_true",
+                        help="an agent's call instead: a long system prompt and history, the same on every call")
     args = parser.parse_args()
+    turns = iter(range(1 << 62))
 
     settings = load_settings()
     adapter = next(a for a in build_adapters(settings) if a.name == "openai")
@@ -93,19 +116,20 @@ def main() -> None:
         return now
 
     async def one() -> None:
+        body = agent_body(next(turns)) if args.agent else BODY  # built before the clock starts
         t = time.perf_counter_ns()
         request_id = request_id_for(headers)
         t = tick("request_id", t)
         span = telemetry.tracer.start_span("POST /v1/chat/completions", kind=SpanKind.CLIENT)
         t = tick("start_span", t)
-        call = adapter.parse_request("POST", "/chat/completions", BODY, headers)
+        call = adapter.parse_request("POST", "/chat/completions", body, headers)
         t = tick("parse_request", t)
         upstream = route_upstream(adapter, targets, "/chat/completions", "", headers)
         t = tick("route", t)
         guard = safety.begin(adapter, call, headers)
-        body = await guard.before_forward(BODY)
+        forwarded = await guard.before_forward(body)
         t = tick("safety_before", t)
-        adapter.prepare_body(call, body)  # (body to send, usage injected)
+        adapter.prepare_body(call, forwarded)  # (body to send, usage injected)
         upstream_headers(headers, streaming=call.stream)
         t = tick("prep+headers", t)
         downstream_headers(upstream_response)

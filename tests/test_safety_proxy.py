@@ -379,3 +379,23 @@ def test_vertex_claude_redact_in_storage(sproxy, fake_upstream, request_id):
     span = sproxy.span(request_id)
     assert span["SpanAttributes"]["genops.safety.secrets.count"] == "2"  # prompt and the fake model's echo
     assert OPENAI_KEY not in str(span)
+
+
+def test_an_agents_repeated_history_gets_the_same_findings_every_call(sproxy, request_id):
+    """An agent sends its long system prompt and history again on every call; the proxy scans
+    each long text once and remembers its matches: every call still gets all of its findings."""
+    system = f"You are the billing agent. Escalate to {EMAIL} when a refund is over the limit. " * 6
+    history = [{"role": "system", "content": system},
+               {"role": "user", "content": f"My card {CARD} was charged twice for the same order, please look. " * 5}]
+    rows = []
+    for turn in range(3):
+        rid = f"{request_id}-{turn}"
+        history.append({"role": "user", "content": f"turn {turn}: any news?"})
+        client(sproxy, rid).chat.completions.create(model="gpt-4o-mini", messages=history)
+        rows.append(sproxy.span(rid)["SpanAttributes"])
+    for attrs in rows:
+        assert (attrs["genops.safety.pii.count"], attrs["genops.safety.action"]) == ("11", "annotate")
+        request = [f for f in json.loads(attrs["genops.safety.findings"]) if f["location"] == "request"]
+        assert [(f["detector"], f["message_index"], f["span"]) for f in request] == [
+            (f["detector"], f["message_index"], f["span"])
+            for f in json.loads(rows[0]["genops.safety.findings"]) if f["location"] == "request"]

@@ -29,6 +29,7 @@ from genops.proxy.safety.findings import CATEGORIES, Finding
 from genops.proxy.safety.scanner import (
     INDIRECT_ROLES,
     INLINE_LIMIT,
+    chars_to_scan,
     highest_severity,
     mask_parts,
     mask_text,
@@ -131,8 +132,8 @@ class CallGuard:
         size = self.response_body_size
         if response is not None:
             size += sum(len(t) for t in response.output_text)
-        if self.request_findings is None:
-            size += sum(len(p.text) for p in self._request_parts())
+        if self.request_findings is None:  # an agent's history is mostly remembered: only new texts count
+            size += chars_to_scan(self._request_parts(), self.policy.scanned)
         return size > INLINE_LIMIT
 
     def observe_response(self, body: bytes) -> None:
@@ -217,10 +218,7 @@ class CallGuard:
         categories = self.policy.scanned
         if not parts or not categories:
             return []
-        size = 0
-        for part in parts:
-            size += len(part.text)
-        if size > INLINE_LIMIT:
+        if chars_to_scan(parts, categories) > INLINE_LIMIT:
             return None
         started = time.perf_counter_ns()
         try:

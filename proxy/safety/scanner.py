@@ -8,9 +8,11 @@ never holds the event loop that serves other requests.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 from bisect import bisect_right
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -233,31 +235,109 @@ def scan_groups(groups: Sequence[tuple[Sequence[TextPart], str]],
                 categories: Iterable[str] = ("pii", "secrets", "injection")) -> list[list[Finding]]:
     """Findings for several locations' texts at once (a call's request and its response), one list per group.
 
-    Small texts are scanned as one joined text (one pass of each detector per call instead of
-    one per message and location), then each hit is mapped back to its part and location.
+    A text of :data:`REMEMBER_MIN_CHARS` or more is scanned on its own, once per process while
+    remembered (:data:`REMEMBERED`): an agent sends its system prompt and its whole history
+    again on every call, so without this each call scanned every earlier message again. Shorter
+    texts are scanned as one joined text (one pass of each detector per call instead of one per
+    message and location), then each hit is mapped back to its part and location. Findings come
+    in the order of the parts.
     """
     categories = tuple(categories)
     out: list[list[Finding]] = [[] for _ in groups]
     flat = [(part, g) for g, (parts, _) in enumerate(groups) for part in parts]
-    total = sum(len(part.text) for part, _ in flat) + len(SEPARATOR) * len(flat)
-    if len(flat) > 1 and total <= SLICE:
+    found: list[list[Finding]] = [[] for _ in flat]
+    short = []  # indexes into flat
+    for i, (part, g) in enumerate(flat):
+        if len(part.text) >= REMEMBER_MIN_CHARS:
+            location = groups[g][1]
+            found[i] = [_finding(m, part, location, m.start, m.end) for m in REMEMBERED.matches(part.text, categories)]
+        else:
+            short.append(i)
+    total = sum(len(flat[i][0].text) for i in short) + len(SEPARATOR) * len(short)
+    if len(short) > 1 and total <= SLICE:
         starts = []
         position = 0
-        for part, _ in flat:
+        for i in short:
             starts.append(position)
-            position += len(part.text) + len(SEPARATOR)
-        for m in scan_text(SEPARATOR.join(part.text for part, _ in flat), categories):
-            i = bisect_right(starts, m.start) - 1
-            (part, g), offset = flat[i], starts[i]
+            position += len(flat[i][0].text) + len(SEPARATOR)
+        for m in scan_text(SEPARATOR.join(flat[i][0].text for i in short), categories):
+            k = bisect_right(starts, m.start) - 1
+            i, offset = short[k], starts[k]
+            part, g = flat[i]
             end = min(m.end - offset, len(part.text))
             if end > m.start - offset:
-                out[g].append(_finding(m, part, groups[g][1], m.start - offset, end))
-        return out
-    for g, (parts, location) in enumerate(groups):
-        for part in parts:
-            for m in scan_text(part.text, categories):
-                out[g].append(_finding(m, part, location, m.start, m.end))
+                found[i].append(_finding(m, part, groups[g][1], m.start - offset, end))
+    else:
+        for i in short:
+            part, g = flat[i]
+            found[i] = [_finding(m, part, groups[g][1], m.start, m.end) for m in scan_text(part.text, categories)]
+    for i, (_, g) in enumerate(flat):
+        out[g].extend(found[i])
     return out
+
+
+class RememberedScans:
+    """The matches of texts scanned before, by the text's digest (BLAKE2b, 128 bits: the texts
+    themselves are not kept), least recently used first out; shared by the event loop and the
+    scanning threads.
+
+    A text's matches depend on the text and the categories scanned only, so a remembered text
+    gets exactly the matches scanning it again would find.
+    """
+
+    def __init__(self, entries: int) -> None:
+        self.limit = entries
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[tuple[tuple[str, ...], bytes], tuple[Match, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def matches(self, text: str, categories: tuple[str, ...]) -> tuple[Match, ...]:
+        """``scan_text(text, categories)``, scanned only if not remembered."""
+        key = (categories, hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest())
+        with self._lock:
+            known = self._entries.get(key)
+            if known is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return known
+        scanned = tuple(scan_text(text, categories))
+        with self._lock:
+            self.misses += 1
+            self._entries[key] = scanned
+            while len(self._entries) > self.limit:
+                self._entries.popitem(last=False)
+        return scanned
+
+    def knows(self, text: str, categories: tuple[str, ...]) -> bool:
+        """Whether ``text``'s matches for ``categories`` are remembered (nothing to scan)."""
+        key = (categories, hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest())
+        with self._lock:
+            return key in self._entries
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def chars_to_scan(parts: Sequence[TextPart], categories: Iterable[str]) -> int:
+    """How many characters of ``parts`` a scan would read: remembered texts cost nothing (what
+    decides whether a call's texts are scanned on the event loop or on a thread)."""
+    categories = tuple(categories)
+    size = 0
+    for part in parts:
+        n = len(part.text)
+        if n < REMEMBER_MIN_CHARS or not REMEMBERED.knows(part.text, categories):
+            size += n
+    return size
+
+
+#: Texts at least this long are scanned on their own and remembered (about a sentence;
+#: shorter ones cost less to scan joined than to look up).
+REMEMBER_MIN_CHARS = 64
+#: Texts remembered per process: about 200 bytes each (a digest and a few matches), so ~3 MB.
+REMEMBERED_TEXTS = 16_384
+REMEMBERED = RememberedScans(REMEMBERED_TEXTS)
 
 
 def _finding(m: Match, part: TextPart, location: str, start: int, end: int) -> Finding:
@@ -272,7 +352,7 @@ async def scan_parts_async(parts: Sequence[TextPart], location: str,
                            categories: Iterable[str] = ("pii", "secrets", "injection")) -> list[Finding]:
     """:func:`scan_parts`, on a worker thread when the input is large."""
     categories = tuple(categories)
-    if sum(len(p.text) for p in parts) <= INLINE_LIMIT:
+    if chars_to_scan(parts, categories) <= INLINE_LIMIT:
         return scan_parts(parts, location, categories)
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(_pool(), scan_parts, parts, location, categories)
