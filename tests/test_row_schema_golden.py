@@ -371,38 +371,30 @@ def test_the_schema_module_and_the_migrated_table_agree(stored: Any) -> None:
     assert list(orjson.loads(lines["proxy"][0])) == list(TRACE_COLUMNS), "SELECT * returns the schema's columns"
 
 
+def view_transform(migration: str, column: str) -> tuple[dict[int, str], str]:
+    """The ``transform(column, [numbers], [names], 'default')`` of a migration's last view: (names by number, default)."""
+    sql = resources.files("genops.storage").joinpath(f"migrations/{migration}").read_text()
+    query = sql[sql.rindex("CREATE MATERIALIZED VIEW"):]
+    found = re.search(rf"transform\({re.escape(column)}, \[([^\]]*)\], \[([^\]]*)\], '(\w+)'\)", query)
+    assert found, (migration, column)
+    numbers = [int(n) for n in found.group(1).split(",")]
+    names = [n.strip().strip("'") for n in found.group(2).split(",")]
+    return dict(zip(numbers, names, strict=True)), found.group(3)
+
+
 def test_the_clickhouse_view_spells_enums_from_the_same_tables() -> None:
     """The SQL view cannot import rows.py: its SpanKind/StatusCode tables must equal rows.py's,
     including the numbers no SDK span carries (Unspecified)."""
-    sql = resources.files("genops.storage").joinpath("migrations/0070_otlp_provenance.sql").read_text()
-    query = sql[sql.rindex("CREATE MATERIALIZED VIEW"):]
-
-    def transform(column: str) -> tuple[dict[int, str], str]:
-        found = re.search(rf"transform\({re.escape(column)}, \[([^\]]*)\], \[([^\]]*)\], '(\w+)'\)", query)
-        assert found, column
-        numbers = [int(n) for n in found.group(1).split(",")]
-        names = [n.strip().strip("'") for n in found.group(2).split(",")]
-        return dict(zip(numbers, names, strict=True)), found.group(3)
-
-    assert transform("kind") == (OTLP_KIND_NAMES, UNKNOWN_KIND_NAME)
-    assert transform("status.code") == (OTLP_STATUS_NAMES, UNKNOWN_STATUS_NAME)
+    assert view_transform("0070_otlp_provenance.sql", "kind") == (OTLP_KIND_NAMES, UNKNOWN_KIND_NAME)
+    assert view_transform("0070_otlp_provenance.sql", "status.code") == (OTLP_STATUS_NAMES, UNKNOWN_STATUS_NAME)
 
 
 def test_the_proxy_spans_view_spells_enums_from_the_same_tables() -> None:
     """Migration 0090's view spells the proxy's lines, which carry the SDK's SpanKind values
     (INTERNAL = 0) and StatusCode values: its tables must equal rows.py's for the SDK."""
-    sql = resources.files("genops.storage").joinpath("migrations/0090_proxy_spans_in.sql").read_text()
-    query = sql[sql.rindex("CREATE MATERIALIZED VIEW"):]
-
-    def transform(column: str) -> tuple[dict[int, str], str]:
-        found = re.search(rf"transform\({re.escape(column)}, \[([^\]]*)\], \[([^\]]*)\], '(\w+)'\)", query)
-        assert found, column
-        numbers = [int(n) for n in found.group(1).split(",")]
-        names = [n.strip().strip("'") for n in found.group(2).split(",")]
-        return dict(zip(numbers, names, strict=True)), found.group(3)
-
-    assert transform("kind") == (SDK_KIND_NAMES, DEFAULT_SDK_KIND_NAME)
-    assert transform("status") == (OTLP_STATUS_NAMES, UNKNOWN_STATUS_NAME)  # the SDK's StatusCode values are OTLP's
+    assert view_transform("0090_proxy_spans_in.sql", "kind") == (SDK_KIND_NAMES, DEFAULT_SDK_KIND_NAME)
+    # the SDK's StatusCode values are OTLP's
+    assert view_transform("0090_proxy_spans_in.sql", "status") == (OTLP_STATUS_NAMES, UNKNOWN_STATUS_NAME)
 
 
 @pytest.mark.parametrize("path", [p for p in PATHS if p != "proxy"])
