@@ -53,6 +53,8 @@ MORE_ODD_VALUES = {
     "exponent -5": 1e-05,
     "exponent -7": 1.25e-07,
     "just below 1e16": 9999999999999998.0,
+    "a mapping": {"b": [1, 2.5, "x"], "a": {"c": True}, "é": "ü"},  # the proxy's recorder keeps what it is given
+    "nested lists": [[1, [2.0]], [], ["a\"b"]],
 }
 
 
