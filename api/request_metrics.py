@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from genops import semconv as sc
+from genops.proxy.safety.scanner import REMEMBERED
 
 # The `_created` series (a timestamp per labelled child) double every series and nobody graphs them.
 prometheus_client.disable_created_metrics()
@@ -121,6 +122,12 @@ class RequestMetrics(SpanProcessor):
         self.ttft = Histogram("genops_time_to_first_token_seconds",
                               "Streamed calls: time from the request's arrival to the first content chunk.",
                               MODEL_LABELS, buckets=TTFT_BUCKETS, registry=self.registry)
+        self.safety_texts = Counter("genops_safety_texts",
+                                    "Texts of 64+ characters in proxied calls' safety scans: scanned, or remembered "
+                                    "from an earlier call (an agent's repeated system prompt and history).",
+                                    ["result"], registry=self.registry)
+        self._remembered, self._scanned = self.safety_texts.labels("remembered"), self.safety_texts.labels("scanned")
+        self._seen = (REMEMBERED.hits, REMEMBERED.misses)  # this process's scans before these metrics
         self._models = BoundedLabel(MAX_MODELS)
         self._error_types = BoundedLabel(MAX_ERROR_TYPES)
         self._calls: dict[tuple[Any, Any, str, Any], _CallChildren] = {}
@@ -146,6 +153,12 @@ class RequestMetrics(SpanProcessor):
         seconds = (end - start) / 1e9 if start is not None and end is not None else 0.0
         children.requests.inc()
         children.duration.observe(seconds)
+        # The scans of the calls ended since the last one (the scanner counts; its threads too).
+        hits, misses = REMEMBERED.hits, REMEMBERED.misses
+        if (hits, misses) != self._seen:
+            self._remembered.inc(hits - self._seen[0])
+            self._scanned.inc(misses - self._seen[1])
+            self._seen = (hits, misses)
         upstream_ms = attrs.get(sc.GENOPS_LATENCY_UPSTREAM_MS)
         if upstream_ms is not None:
             children.upstream.observe(upstream_ms / 1000)

@@ -108,3 +108,24 @@ def test_the_labelled_corpus_scans_alike_with_and_without_memory() -> None:
         expected = scan_text(text, CATEGORIES)
         assert list(scanner.REMEMBERED.matches(text, CATEGORIES)) == expected  # scanned
         assert list(scanner.REMEMBERED.matches(text, CATEGORIES)) == expected  # remembered
+
+
+def test_metrics_count_the_texts_scanned_and_remembered() -> None:
+    """``genops_safety_texts_total{result}``: what a call's scan found remembered, what it scanned."""
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import SpanContext, TraceFlags
+
+    from genops import semconv as sc
+    from genops.api.request_metrics import RequestMetrics
+
+    metrics = RequestMetrics()
+    span = ReadableSpan(name="chat", context=SpanContext(1, 2, False, TraceFlags(1)), start_time=1, end_time=2,
+                        attributes={sc.GENOPS_ROUTE: "openai", sc.GEN_AI_PROVIDER_NAME: "openai"})
+
+    def count(result: str) -> float:
+        return metrics.registry.get_sample_value("genops_safety_texts_total", {"result": result}) or 0.0
+
+    for _ in range(3):  # three calls of an agent: its four long texts scanned once, then remembered
+        scan_groups([(HISTORY, "request"), ([TextPart("assistant", 0, 0, "Rotated. " * 40)], "response")], CATEGORIES)
+        metrics.on_end(span)
+    assert (count("scanned"), count("remembered")) == (4, 8)
