@@ -292,9 +292,13 @@ class RememberedScans:
         self._entries: OrderedDict[tuple[tuple[str, ...], bytes], tuple[Match, ...]] = OrderedDict()
         self._lock = threading.Lock()
 
+    @staticmethod
+    def _key(text: str, categories: tuple[str, ...]) -> tuple[tuple[str, ...], bytes]:
+        return categories, hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
     def matches(self, text: str, categories: tuple[str, ...]) -> tuple[Match, ...]:
         """``scan_text(text, categories)``, scanned only if not remembered."""
-        key = (categories, hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest())
+        key = self._key(text, categories)
         with self._lock:
             known = self._entries.get(key)
             if known is not None:
@@ -311,7 +315,7 @@ class RememberedScans:
 
     def knows(self, text: str, categories: tuple[str, ...]) -> bool:
         """Whether ``text``'s matches for ``categories`` are remembered (nothing to scan)."""
-        key = (categories, hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest())
+        key = self._key(text, categories)
         with self._lock:
             return key in self._entries
 
