@@ -38,14 +38,20 @@ log = logging.getLogger("genops.admin")
 NOT_READY_KEY: web.AppKey[Callable[[], str | None]] = web.AppKey("genops.not_ready")
 
 
-def draining_response(request: web.Request) -> web.Response | None:
-    """``/readyz``'s answer while this process drains (503 ``{"status": "draining"}``), else None."""
-    not_ready = request.app.get(NOT_READY_KEY)
+def draining_answer(not_ready: Callable[[], str | None] | None) -> bytes | None:
+    """``/readyz``'s body while this process drains (with status 503), else None."""
     reason = not_ready() if not_ready is not None else None
     if reason is None:
         return None
-    body = {"status": "draining", "proxy": "draining", "reason": f"shutting down ({reason})"}
-    return web.Response(status=503, body=orjson.dumps(body), content_type="application/json")
+    return orjson.dumps({"status": "draining", "proxy": "draining", "reason": f"shutting down ({reason})"})
+
+
+def draining_response(request: web.Request) -> web.Response | None:
+    """``/readyz``'s answer while this process drains (503 ``{"status": "draining"}``), else None."""
+    body = draining_answer(request.app.get(NOT_READY_KEY))
+    if body is None:
+        return None
+    return web.Response(status=503, body=body, content_type="application/json")
 
 
 T = TypeVar("T")
@@ -62,9 +68,15 @@ def client_gone(request: web.Request) -> bool:
 
 
 async def until_answered(request: web.Request, work: Awaitable[T]) -> T:
-    """Await ``work`` unless the client goes away first; then cancel it and raise :class:`ClientGone`.
+    """Await ``work`` unless the client of ``request`` goes away first (:func:`until_answered_or_gone`)."""
+    return await until_answered_or_gone(lambda: client_gone(request), work)
 
-    aiohttp does not cancel a handler whose client left, so a long wait looks itself.
+
+async def until_answered_or_gone(gone: Callable[[], bool], work: Awaitable[T]) -> T:
+    """Await ``work`` unless the client goes away first (``gone()``); then cancel it and raise
+    :class:`ClientGone`.
+
+    Neither server cancels a handler whose client left, so a long wait looks itself.
     (Cancelling work that runs in a thread only stops it from starting; the caller stops the rest.)
     """
     task = asyncio.ensure_future(work)
@@ -73,7 +85,7 @@ async def until_answered(request: web.Request, work: Awaitable[T]) -> T:
             done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
             if done:
                 return task.result()
-            if client_gone(request):
+            if gone():
                 raise ClientGone()
     finally:
         if not task.done():

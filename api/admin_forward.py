@@ -1,18 +1,27 @@
 """A proxy worker's admin paths (``/genops/...``, ``/readyz``, ``/metrics``), answered by its supervisor.
 
 The supervisor owns the store, so SQL, feedback and metrics are its to answer; a worker relays
-them over loopback and answers readiness itself only while it drains.
+them over loopback and answers readiness itself only while it drains. :meth:`AdminForwarder.relay`
+serves either server of the worker (aiohttp.web through :meth:`register`, the native one
+through runtime/worker_app.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
-from genops.api.admin import ClientGone, draining_response, until_answered
+from genops.api.admin import ClientGone, client_gone, draining_response, until_answered_or_gone
 from genops.proxy.headers import downstream_headers, relayed_request_headers
+
+#: The paths a worker forwards: under this prefix, and these exact ones (GET and HEAD).
+FORWARDED_PREFIX = "/genops/"
+FORWARDED_GETS = ("/readyz", "/metrics")
 
 
 class AdminForwarder:
@@ -23,7 +32,7 @@ class AdminForwarder:
         self._session: aiohttp.ClientSession | None = None
 
     def register(self, app: web.Application) -> None:
-        app.router.add_route("*", "/genops/{tail:.*}", self.forward)
+        app.router.add_route("*", FORWARDED_PREFIX + "{tail:.*}", self.forward)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.forward)
         app.on_cleanup.append(self._close)
@@ -33,26 +42,38 @@ class AdminForwarder:
         return draining_response(request) or await self.forward(request)
 
     async def forward(self, request: web.Request) -> web.Response:
+        status, headers, body = await self.relay(request.method, request.path_qs, request.headers,
+                                                 await request.read(), lambda: client_gone(request))
+        return web.Response(status=status, body=body, headers=headers)
+
+    async def relay(self, method: str, path_qs: str, headers: Any, body: bytes,
+                    gone: Callable[[], bool]) -> tuple[int, CIMultiDict[str], bytes]:
+        """The supervisor's answer to a request (status, headers, body); 503 when it does not answer,
+        499 when the client left first (a client that leaves closes the hand-on too, so the
+        supervisor cancels its SQL query)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(auto_decompress=False)
-        headers = relayed_request_headers(request.headers)
         try:
-            # A client that leaves closes the hand-on too, so the supervisor cancels its SQL query.
-            return await until_answered(request, self._relay(request, headers))
+            return await until_answered_or_gone(gone, self._relay(method, path_qs, relayed_request_headers(headers),
+                                                                  body))
         except ClientGone:
-            return web.Response(status=499)
+            return 499, CIMultiDict(), b""
         except (TimeoutError, aiohttp.ClientError) as exc:
-            return web.json_response({"error": {"message": f"the GenOps supervisor is unreachable: {type(exc).__name__}",
-                                                "type": "genops_error", "code": "supervisor_unreachable"}}, status=503)
+            error = {"error": {"message": f"the GenOps supervisor is unreachable: {type(exc).__name__}",
+                               "type": "genops_error", "code": "supervisor_unreachable"}}
+            return 503, CIMultiDict({"Content-Type": "application/json; charset=utf-8"}), orjson.dumps(error)
 
-    async def _relay(self, request: web.Request, headers: Any) -> web.Response:
+    async def _relay(self, method: str, path_qs: str, headers: CIMultiDict[str],
+                     body: bytes) -> tuple[int, CIMultiDict[str], bytes]:
         assert self._session is not None
-        async with self._session.request(request.method, self.admin_url + request.path_qs,
-                                         data=await request.read(), headers=headers,
+        async with self._session.request(method, self.admin_url + path_qs, data=body, headers=headers,
                                          timeout=aiohttp.ClientTimeout(total=300)) as upstream:
-            body = await upstream.read()
-            return web.Response(status=upstream.status, body=body, headers=downstream_headers(upstream.headers))
+            return upstream.status, downstream_headers(upstream.headers), await upstream.read()
 
-    async def _close(self, _: web.Application) -> None:
+    async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+            self._session = None
+
+    async def _close(self, _: web.Application) -> None:
+        await self.close()

@@ -101,7 +101,7 @@ def main() -> None:
 
     def exchange_for(model: str) -> Exchange:
         body = BODY.replace(b'"gpt-4o-mini"', json.dumps(model).encode())
-        exchange = Exchange(request, "/chat/completions", "rid", 0, 0, _Span(), "00-x")  # type: ignore[arg-type]
+        exchange = Exchange(request, None, "/chat/completions", "rid", 0, 0, _Span(), "00-x")  # type: ignore[arg-type]
         exchange.body = body
         exchange.request_facts = openai.parse_request("POST", "/chat/completions", body, request.headers)
         return exchange

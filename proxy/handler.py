@@ -15,18 +15,18 @@ import logging
 import time
 import traceback
 
-from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 from opentelemetry.trace import SpanKind
 
 from genops.config import Settings
+from genops.proxy.client_side import ClientGone, ClientReply, ClientRequest
 from genops.proxy.context import escape_header, request_id_for
 from genops.proxy.providers.base import ProviderAdapter, RequestError
 from genops.proxy.recorder import SpanRecorder
 from genops.proxy.routing.router import Router
 from genops.proxy.stages import Exchange, build_chain
-from genops.proxy.stages.reply import REQUEST_ID_HEADER, error_response
+from genops.proxy.stages.reply import REQUEST_ID_HEADER, error_answer
 from genops.proxy.targets import mask_userinfo
 from genops.proxy.upstream import UpstreamClientLike
 
@@ -52,55 +52,60 @@ class ProxyHandler:
         self.stages = chain.stages
         self.record = chain.record
 
-    async def __call__(self, request: web.Request, tail: str | None = None,
-                       refuse: str | None = None) -> web.StreamResponse:
-        """Serve one request. ``tail`` (the path after the adapter's prefix) and ``refuse`` (the
-        message of a 400 to answer instead of forwarding) come from the root dispatcher
-        (runtime/app.py); a route of the adapter's own prefix passes neither."""
+    async def __call__(self, request: ClientRequest, reply: ClientReply, tail: str,
+                       refuse: str | None = None) -> None:
+        """Serve one request; answers through ``reply``. ``tail``: the path after the adapter's
+        prefix; ``refuse``: the message of a 400 to answer instead of forwarding (another
+        provider's request at the root). Both come from the routes (runtime/routes.py)."""
         started_ns = time.time_ns()
         started_perf = time.perf_counter_ns()
-        request_id = request_id_for(request.headers)
-        if tail is None:
-            tail = request.match_info.get("tail", "")
-            tail = "/" + tail if tail and not tail.startswith("/") else tail
-        parent = extract(request.headers) if "traceparent" in request.headers else None
+        headers = request.headers
+        request_id = request_id_for(headers)
+        parent = extract(headers) if "traceparent" in headers else None
         span = self.tracer.start_span(
             f"{request.method} {request.path}", context=parent, kind=SpanKind.CLIENT, start_time=started_ns
         )
         traceparent = _traceparent(span.get_span_context())  # sent upstream and returned to the client
-        exchange = Exchange(request, tail, request_id, started_ns, started_perf, span, traceparent)
+        exchange = Exchange(request, reply, tail, request_id, started_ns, started_perf, span, traceparent)
         try:
             if refuse is not None:  # another provider's request at the root (proxy/providers/root.py)
                 raise RequestError(400, refuse, "invalid_request_error", "wrong_base_url")
             for stage in self.stages:
                 await stage.run(exchange)
-                if exchange.response is not None:  # answered (relay, or a stage that answers itself)
+                if exchange.answered:  # answered (relay, or a stage that answers itself)
                     break
         except RequestError as exc:
             message = exc.message if exc.message.isascii() else escape_header(exc.message)  # may quote a header
             exchange.error_type = exc.code or exc.error_type
             exchange.error_message = message
             exchange.status = exc.status
-            response = exchange.response = error_response(self.adapter, exc.status, message, exc.error_type,
-                                                          exc.code, request_id, traceparent)
-            if exc.status in (408, 413):  # the body was not read (whole): this connection cannot serve another request
-                response.force_close()
+            # The body was not read (whole) on a 408 or 413: the connection cannot serve another request.
+            await self._answer_error(exchange, exc.status, message, exc.error_type, exc.code,
+                                     close=exc.status in (408, 413))
         except Exception as exc:
             if exchange.forwarding:
                 raise  # the response may have started: nothing clean can be sent any more
             # Input nothing above foresaw: a clear 500 in the provider's shape and a span that says so,
-            # instead of aiohttp's bare text 500 and a span without a status.
+            # instead of the server's bare text 500 and a span without a status.
             message = f"GenOps could not handle this request ({type(exc).__name__})."
             exchange.error_type = "internal_error"
             exchange.error_message = message
             exchange.status = 500
-            exchange.response = error_response(self.adapter, 500, message, "internal_error", "internal_error",
-                                               request_id, traceparent)
             _log_failure(exc, self.adapter.name, request_id)
+            await self._answer_error(exchange, 500, message, "internal_error", "internal_error")
         finally:
             self.record.schedule(exchange)
-        assert exchange.response is not None  # the last stage (relay) or an error answer set it
-        return exchange.response
+
+    async def _answer_error(self, exchange: Exchange, status: int, message: str, error_type: str,
+                            code: str | None, close: bool = False) -> None:
+        """A proxy-made error answer, in the provider's shape (a client gone meanwhile is recorded)."""
+        headers, body = error_answer(self.adapter, status, message, error_type, code, exchange.request_id,
+                                     exchange.traceparent)
+        exchange.answered = True
+        try:
+            await exchange.reply.send(status, headers, body, close=close)
+        except ClientGone:
+            exchange.client_disconnected = True
 
 
 def _log_failure(exc: Exception, route: str, request_id: str) -> None:

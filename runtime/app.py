@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from genops.api.admin import AdminRoutes
@@ -12,19 +11,19 @@ from genops.api.admin_forward import AdminForwarder
 from genops.api.feedback import FeedbackRoutes
 from genops.config import Settings
 from genops.proxy.after_response import drain_pending
-from genops.proxy.context import request_id_for
-from genops.proxy.handler import REQUEST_ID_HEADER, ProxyHandler
+from genops.proxy.client_aiohttp import aiohttp_handler
+from genops.proxy.client_side import ClientReply, ClientRequest
+from genops.proxy.handler import ProxyHandler
 from genops.proxy.providers import build_adapters
-from genops.proxy.providers.root import ANTHROPIC, GEMINI, GEMINI_VERSIONS, OPENAI, gemini_root_route, root_route
+from genops.proxy.providers.root import GEMINI_VERSIONS
 from genops.proxy.recent import RecentCalls
+from genops.proxy.routes import METHODS, ROOT, ProxyRoutes
 from genops.proxy.routing.live import LiveRoutes
 from genops.proxy.routing.rollout_view import RolloutView
 from genops.proxy.routing.router import Router
 from genops.proxy.upstream import create_upstream_client
 from genops.runtime.routing import Fetch, attach_rollout_poll, attach_routes_watch
 from genops.runtime.telemetry import Telemetry
-
-METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 # The storage client (default database = settings.database) and settings, for routes and
 # background jobs that need them (admin SQL, feedback, anomaly jobs).
@@ -34,6 +33,8 @@ TELEMETRY_KEY = web.AppKey("genops.telemetry", Telemetry)
 RECENT_KEY = web.AppKey("genops.recent", RecentCalls)
 ADMIN_KEY = web.AppKey("genops.admin", AdminRoutes)  # the ids this process (or its workers) served
 ROUTER_KEY = web.AppKey("genops.router", Router)  # the gateway routes and rollouts this process follows
+ROUTES_KEY = web.AppKey("genops.proxy_routes", ProxyRoutes)  # the provider routes (the native server's table too)
+FORWARDER_KEY = web.AppKey("genops.admin_forwarder", AdminForwarder)  # a worker's admin paths
 #: How often a proxy process asks for the rollouts in force (a canary's share, a promotion, a rollback).
 ROLLOUT_POLL_S = 2.0
 
@@ -43,54 +44,46 @@ async def _healthz(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def _unknown_route(known: list[str]):
+def _unknown_route(routes: ProxyRoutes):
     async def handler(request: web.Request) -> web.Response:
-        body = {
-            "error": {
-                "message": f"GenOps has no provider route for {request.path}. Known prefixes: {', '.join(known)}.",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "unknown_route",
-            }
-        }
-        # Every response carries a request id, even one no adapter served (no span is recorded).
-        request_id = request_id_for(request.headers)
-        return web.Response(status=404, body=orjson.dumps(body), content_type="application/json",
-                            headers={REQUEST_ID_HEADER: request_id})
+        status, headers, body = routes.unknown(request.path, request.headers)
+        return web.Response(status=status, body=body, headers=headers)
 
     return handler
 
 
-def _root_routes(app: web.Application, handlers: dict[str, ProxyHandler], known: list[str]) -> None:
-    """The root (``/v1/...``, ``/v1beta/...``, ``/v1alpha/...``): each request goes to the adapter of
-    its wire format (:mod:`genops.proxy.providers.root`), so an SDK given the bare proxy URL
-    (``ANTHROPIC_BASE_URL=http://127.0.0.1:8080``) reaches its own provider, and a provider's
-    key never reaches another one."""
-    openai, anthropic, gemini = handlers[OPENAI], handlers[ANTHROPIC], handlers[GEMINI]
-    by_name = {ANTHROPIC: anthropic, GEMINI: gemini}
+def _register_routes(app: web.Application, routes: ProxyRoutes) -> None:
+    """The provider routes as aiohttp routes: each prefix, then the root (``/v1/...``, ``/v1beta/...``,
+    ``/v1alpha/...``: see :class:`~genops.proxy.routes.ProxyRoutes`), then the unknown route."""
 
-    async def v1(request: web.Request) -> web.StreamResponse:
-        tail = request.match_info.get("tail", "")
-        tail = "/" + tail if tail and tail[0] != "/" else tail
-        route = root_route(tail, request.headers)
-        if route is None:
-            return await openai(request, tail)
-        return await by_name[route.adapter](request, route.tail, route.refuse)
+    def prefixed(handler: ProxyHandler) -> Any:
+        async def serve(client: ClientRequest, reply: ClientReply) -> None:
+            await handler(client, reply, _tail(client))
 
-    def gemini_version(version: str) -> Any:
-        async def gemini_root(request: web.Request) -> web.StreamResponse:
-            route = gemini_root_route(f"{version}/{request.match_info.get('tail', '')}", request.headers)
-            return await by_name[route.adapter](request, route.tail, route.refuse)
+        return aiohttp_handler(serve)
 
-        return gemini_root
+    def _tail(client: Any) -> str:
+        tail = client.request.match_info.get("tail", "")
+        return "/" + tail if tail and tail[0] != "/" else tail
 
-    for method in METHODS:
-        app.router.add_route(method, "/v1/{tail:.*}", v1)
-    for version in GEMINI_VERSIONS:
-        gemini_root = gemini_version(version)
+    async def v1(client: Any, reply: ClientReply) -> None:
+        route = routes.root(client.request.match_info.get("tail", ""), client.headers)
+        await route.handler(client, reply, route.tail, route.refuse)
+
+    async def gemini_root(client: Any, reply: ClientReply) -> None:
+        route = routes.gemini_root(client.path, client.headers)
+        await route.handler(client, reply, route.tail, route.refuse)
+
+    for prefix, handler in routes.prefixed:
+        serve = prefixed(handler)
         for method in METHODS:
-            app.router.add_route(method, version + "/{tail:.*}", gemini_root)
-    known.extend(GEMINI_VERSIONS)
+            app.router.add_route(method, prefix + "/{tail:.*}", serve)
+    for method in METHODS:
+        app.router.add_route(method, ROOT + "/{tail:.*}", aiohttp_handler(v1))
+    for version in GEMINI_VERSIONS:
+        for method in METHODS:
+            app.router.add_route(method, version + "/{tail:.*}", aiohttp_handler(gemini_root))
+    app.router.add_route("*", "/{tail:.*}", _unknown_route(routes))
 
 
 def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any,
@@ -108,7 +101,8 @@ def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any,
     app = web.Application(client_max_size=settings.max_body_bytes, handler_args={"max_field_size": 65536})
     upstream = create_upstream_client(settings)  # one per app: its connections belong to the app's event loop
     if admin_forward_url:
-        AdminForwarder(admin_forward_url).register(app)
+        forwarder = app[FORWARDER_KEY] = AdminForwarder(admin_forward_url)
+        forwarder.register(app)
         app.router.add_get("/healthz", _healthz)
     else:
         admin = AdminRoutes(sql_client, settings, settings.resolved_admin_token())
@@ -120,8 +114,6 @@ def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any,
         # Feedback takes its own scoped token (or the admin one), rate-limited per token.
         FeedbackRoutes(sql_client, settings.database, settings.resolved_admin_token(), recent,
                        feedback_token=settings.resolved_feedback_token(), rate=settings.feedback_rate).register(app)
-    known = []
-    handlers = {}
     adapters = build_adapters(settings)
     live = routes if routes is not None else LiveRoutes.load()
     rollouts = RolloutView()
@@ -130,16 +122,10 @@ def create_app(settings: Settings, telemetry: Telemetry, sql_client: Any,
     if rollout_fetch is not None:
         attach_rollout_poll(app, rollouts, rollout_fetch, ROLLOUT_POLL_S)
     app[ROUTER_KEY] = router
-    for adapter in adapters:
-        handler = handlers[adapter.name] = ProxyHandler(adapter, settings, upstream, telemetry.tracer, router)
-        for prefix in adapter.prefixes:
-            known.append(prefix or "/")
-            if adapter.name == OPENAI and prefix == "/v1":
-                continue  # the root: see _root_routes
-            for method in METHODS:
-                app.router.add_route(method, prefix + "/{tail:.*}", handler)
-    _root_routes(app, handlers, known)
-    app.router.add_route("*", "/{tail:.*}", _unknown_route(known))
+    handlers = {adapter.name: ProxyHandler(adapter, settings, upstream, telemetry.tracer, router)
+                for adapter in adapters}
+    proxy_routes = app[ROUTES_KEY] = ProxyRoutes(handlers, adapters)
+    _register_routes(app, proxy_routes)
 
     async def close_upstream(_: web.Application) -> None:
         await upstream.close()

@@ -24,7 +24,9 @@ A worker told to *retire* (SIGUSR2, sent by its supervisor in a rolling restart)
 only: the port stays served by the other workers, so its readiness does not change.
 
 :func:`serve_app` runs an aiohttp application this way; it replaces ``web.run_app`` and uses
-aiohttp's public API (``AppRunner``, ``SockSite``, ``Server.connections``).
+aiohttp's public API (``AppRunner``, ``SockSite``, ``Server.connections``). A worker on the native
+server (runtime/http1/) is run the same way: the application then only starts and stops (its
+``on_startup``/``on_cleanup``), and the native server serves the port, its connections drained alike.
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ import struct
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from aiohttp import web
 
 from genops.api.admin import NOT_READY_KEY
+from genops.runtime.http1.server import Http1Server
 
 log = logging.getLogger("genops.drain")
 
@@ -219,10 +223,10 @@ class Drain:
     async def wait_started(self) -> None:
         await self._started.wait()
 
-    async def run(self, runner: web.AppRunner, sites: list[web.BaseSite], sockets: list[socket.socket]) -> None:
-        """Steps 2-5 (the caller then runs ``runner.cleanup()``: step 6)."""
-        server = runner.server
-        assert server is not None
+    async def run(self, server: Any, sites: list[Any], sockets: list[socket.socket]) -> None:
+        """Steps 2-5 (the caller then runs ``runner.cleanup()``: step 6). ``server``: aiohttp's
+        ``runner.server`` or the native server (its ``connections``, each with ``close()`` and
+        ``shutdown(timeout)``); ``sites``: what listens (each with ``stop()``)."""
         log.info("draining", extra={"signal": self._signal, "delay_s": self.delay_s, "timeout_s": self.timeout_s,
                                     "connections": len(server.connections)})
         if self.draining:
@@ -246,7 +250,7 @@ class Drain:
                  extra={"signal": self._signal, "drain_s": round(time.monotonic() - self._began, 3),
                         "queued_connections": accepted, "queued_reset": reset, "cut_off": cut_off})
 
-    async def _finish(self, connection: web.RequestHandler) -> bool:
+    async def _finish(self, connection: Any) -> bool:
         """Close ``connection`` once its call (if any) is done; True when the timeout cut the call off.
 
         As aiohttp's own ``Server.pre_shutdown`` then ``shutdown``: ``close()`` ends an idle
@@ -258,7 +262,7 @@ class Drain:
         return time.monotonic() - began >= self.timeout_s
 
 
-async def _stop_accepting(sites: list[web.BaseSite], sockets: list[socket.socket]) -> tuple[int, int]:
+async def _stop_accepting(sites: list[Any], sockets: list[socket.socket]) -> tuple[int, int]:
     """Close the listeners without resetting the connections queued on them.
 
     Returns how many connections were queued when new ones were held off, and how many were
@@ -292,21 +296,22 @@ def _queue_full(sock: socket.socket) -> bool:
 
 def serve_app(app: web.Application, drain: Drain, *, host: str | None, port: int, reuse_port: bool = False,
               keepalive_timeout: float = 75.0, on_listening: Iterable[Callable[[], None]] = (),
-              clients: bool = True) -> None:
+              clients: bool = True, native: Callable[[web.Application], Http1Server] | None = None) -> None:
     """Run ``app`` on ``host:port`` until a signal, then drain (see the module's doc).
 
     Like ``web.run_app``: the app's ``on_startup`` runs before the port is bound, an OSError
     from binding propagates (after ``on_cleanup``), the event loop comes from the current policy.
     ``clients``: the port serves clients (not only a supervisor's own workers), so responses
     say ``Connection: close`` once draining (a hook per response: one test of a flag, not
-    measurable in CPU per request).
+    measurable in CPU per request). ``native``: the native server to serve the port with, made
+    from the started application (None: aiohttp.web serves it); it asks ``drain.closing`` itself.
     """
     app[NOT_READY_KEY] = drain.not_ready  # /readyz fails first (genops.api.admin.draining_response)
-    if clients:
+    if clients and native is None:
         app.on_response_prepare.append(drain.on_response_prepare)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    main = loop.create_task(_serve(app, drain, host, port, reuse_port, keepalive_timeout, tuple(on_listening)))
+    main = loop.create_task(_serve(app, drain, host, port, reuse_port, keepalive_timeout, tuple(on_listening), native))
     try:
         loop.run_until_complete(main)
     except KeyboardInterrupt:  # before the signal handlers were in place
@@ -321,24 +326,31 @@ def serve_app(app: web.Application, drain: Drain, *, host: str | None, port: int
 
 
 async def _serve(app: web.Application, drain: Drain, host: str | None, port: int, reuse_port: bool,
-                 keepalive_timeout: float, on_listening: tuple[Callable[[], None], ...]) -> None:
+                 keepalive_timeout: float, on_listening: tuple[Callable[[], None], ...],
+                 native: Callable[[web.Application], Http1Server] | None) -> None:
     loop = asyncio.get_running_loop()
     drain.install_signals(loop)  # a signal during start-up drains once listening
     # Calls are waited for by Drain.run; aiohttp's own shutdown wait then only ends cancelled ones.
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=keepalive_timeout, shutdown_timeout=CANCEL_GRACE_S)
     await runner.setup()
-    sites: list[web.BaseSite] = []
+    sites: list[Any] = []
     sockets: list[socket.socket] = []
     try:
         sockets = listen_sockets(host, port, reuse_port)
-        for sock in sockets:
-            site = web.SockSite(runner, sock, backlog=BACKLOG)
-            await site.start()
-            sites.append(site)
+        server: Any = runner.server
+        if native is not None:
+            server = native(app)
+            for sock in sockets:
+                sites.append(await server.listen(sock, BACKLOG))
+        else:
+            for sock in sockets:
+                site = web.SockSite(runner, sock, backlog=BACKLOG)
+                await site.start()
+                sites.append(site)
         for callback in on_listening:
             callback()
         await drain.wait_started()
-        await drain.run(runner, sites, sockets)
+        await drain.run(server, sites, sockets)
     finally:
         await runner.cleanup()  # the signal handlers stay until the loop closes: a late signal changes nothing
         for sock in sockets:

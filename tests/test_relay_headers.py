@@ -85,6 +85,7 @@ async def test_client_gets_the_upstream_headers_in_order_less_hop_by_hop(stream)
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
     from genops.config import load_settings
+    from genops.proxy.client_aiohttp import aiohttp_handler
     from genops.proxy.handler import ProxyHandler
     from genops.proxy.providers.openai import OpenAIAdapter
     from genops.proxy.recorder import SpanRecorder
@@ -112,8 +113,10 @@ async def test_client_gets_the_upstream_headers_in_order_less_hop_by_hop(stream)
     client = UpstreamClient()
     handler = ProxyHandler(OpenAIAdapter(upstream_url, inject_stream_usage=False), settings, client,
                            SpanRecorder(Resource.create({}), InstrumentationScope("test"), []))
-    async def route(request: web.Request) -> web.StreamResponse:
-        return await handler(request)
+    async def serve(client, reply) -> None:
+        await handler(client, reply, "/" + client.request.match_info["tail"])
+
+    route = aiohttp_handler(serve)
 
     proxy_app = web.Application()
     proxy_app.router.add_route("*", "/v1/{tail:.*}", route)

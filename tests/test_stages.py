@@ -8,6 +8,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
@@ -15,6 +16,7 @@ from genops import semconv as sc
 from genops.config import load_settings
 from genops.proxy import after_response
 from genops.proxy.call_result import CallResult, call_cost, call_result
+from genops.proxy.client_aiohttp import aiohttp_handler
 from genops.proxy.handler import ProxyHandler
 from genops.proxy.providers.base import RequestError, RequestFacts, ResponseFacts, Upstream, Usage
 from genops.proxy.providers.openai import OpenAIAdapter
@@ -53,7 +55,8 @@ class CacheStage:
     async def run(self, exchange: Exchange) -> None:
         if exchange.request.headers.get("X-Cached") == "yes":
             exchange.status = 200
-            exchange.response = web.json_response(COMPLETION)
+            exchange.answered = True
+            await exchange.reply.send(200, CIMultiDict({"Content-Type": "application/json"}), orjson.dumps(COMPLETION))
 
 
 async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
@@ -88,8 +91,10 @@ async def proxy():
     forward = next(i for i, stage in enumerate(handler.stages) if isinstance(stage, ForwardStage))
     handler.stages = handler.stages[:forward] + (BudgetStage(), CacheStage()) + handler.stages[forward:]
 
-    async def route(request: web.Request) -> web.StreamResponse:
-        return await handler(request)
+    async def serve(client, reply) -> None:
+        await handler(client, reply, "/" + client.request.match_info["tail"])
+
+    route = aiohttp_handler(serve)
 
     proxy_app = web.Application()
     proxy_app.router.add_route("*", "/v1/{tail:.*}", route)

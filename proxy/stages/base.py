@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from aiohttp import web
 from opentelemetry import trace
 
+from genops.proxy.client_side import ClientReply, ClientRequest
 from genops.proxy.providers.base import ProviderAdapter, RequestFacts, ResponseFacts, Upstream, Usage
 from genops.proxy.routing.select import Plan
 from genops.proxy.safety.guard import CallGuard
@@ -29,7 +29,7 @@ class Exchange:
 
     __slots__ = (
         # set by the driver (proxy/handler.py) before the first stage
-        "request", "tail", "request_id", "started_ns", "started_perf", "span", "traceparent",
+        "request", "reply", "tail", "request_id", "started_ns", "started_perf", "span", "traceparent",
         "body",  # parse: the request body; safety: replaced by the masked body when it masks
         "request_facts",  # parse: the adapter's reading of the request (frozen)
         "upstream",  # route (a routed call: forward, once a target answers): where the call goes
@@ -46,7 +46,7 @@ class Exchange:
         "response_facts",  # relay: the adapter's reading of the response (frozen); None if none was read
         "estimated_usage",  # relay: a finished stream's usage with its missing counts estimated (proxy/tokenizer)
         "status",  # relay (or the driver, for a proxy-made error): the status the client got
-        "response",  # relay (or the driver): what the client got
+        "answered",  # relay (or the driver, or a stage that answers itself): an answer has started
         # relay (mid-stream failure, client gone) or the driver (a proxy-made error answer); they
         # win over an error the adapter read from the upstream's response
         "error_type", "error_message",
@@ -62,9 +62,10 @@ class Exchange:
         "client_disconnected",  # relay: the client left before the response ended
     )
 
-    def __init__(self, request: web.Request, tail: str, request_id: str, started_ns: int, started_perf: int,
-                 span: trace.Span, traceparent: str) -> None:
+    def __init__(self, request: ClientRequest, reply: ClientReply, tail: str, request_id: str, started_ns: int,
+                 started_perf: int, span: trace.Span, traceparent: str) -> None:
         self.request = request
+        self.reply = reply
         self.tail = tail
         self.request_id = request_id
         self.started_ns = started_ns
@@ -86,7 +87,7 @@ class Exchange:
         self.response_facts: ResponseFacts | None = None
         self.estimated_usage: Usage | None = None
         self.status = 0
-        self.response: web.StreamResponse | None = None
+        self.answered = False
         self.error_type: str | None = None
         self.error_message: str | None = None
         self.stream: bool | None = None
@@ -103,7 +104,8 @@ class Stage(Protocol):
     """One step of the request path. ``run`` reads what earlier stages put in the exchange and
     adds what this one owns; it raises :class:`~genops.proxy.providers.base.RequestError` to
     answer the client with a proxy-made error in the provider's shape instead of going on. A
-    stage that answers the request itself (a cache hit) sets ``exchange.status`` and
-    ``exchange.response``: the stages after it are skipped, record still runs."""
+    stage that answers the request itself (a cache hit) answers through ``exchange.reply`` and
+    sets ``exchange.status`` and ``exchange.answered``: the stages after it are skipped, record
+    still runs."""
 
     async def run(self, exchange: Exchange) -> None: ...

@@ -14,14 +14,11 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
-from aiohttp import web
-from aiohttp.http_writer import StreamWriter
-
+from genops.proxy.client_side import ClientGone
 from genops.proxy.providers.base import ProviderAdapter, RequestFacts
 from genops.proxy.stages.base import Exchange
 from genops.proxy.stages.relay_translated import relay_translated
-from genops.proxy.stages.reply import copy_headers
+from genops.proxy.stages.reply import relayed_headers
 from genops.proxy.stages.upstream_read import (
     CLIENT_GONE,
     UPSTREAM_STREAM_FAILURES,
@@ -32,12 +29,14 @@ from genops.proxy.stages.upstream_read import (
 from genops.proxy.tokenizer import estimate_missing_usage
 from genops.proxy.upstream import UpstreamResponseLike
 
-#: How long a stream's response headers wait for its first chunk, to leave in one write with it.
+#: How long a stream's response headers wait for its first chunk, to leave in one write with it: one
+#: write instead of two, ~30 µs sooner to the first byte at one client. A model slow to its first
+#: token gets the headers sent alone after this, so clients and load balancers see the answer start.
 HEADERS_WAIT_S = 0.005
 
 
 class RelayStage:
-    """Sets ``exchange.status``, ``exchange.response`` and the relay facts (bytes sent, stream
+    """Sets ``exchange.status``, ``exchange.answered`` and the relay facts (bytes sent, stream
     events, first token, client disconnect, a mid-stream error); releases
     ``exchange.upstream_response``. Sets ``exchange.response_facts`` to what the adapter's
     reader froze of the response (usage, ids, finish reasons), and ``exchange.estimated_usage``
@@ -49,7 +48,7 @@ class RelayStage:
     async def run(self, exchange: Exchange) -> None:
         upstream_response, facts = exchange.upstream_response, exchange.request_facts
         assert upstream_response is not None and facts is not None  # forward ran
-        adapter, request = exchange.adapter or self.adapter, exchange.request
+        adapter, reply = exchange.adapter or self.adapter, exchange.reply
         status = upstream_response.status
         try:
             encoding = upstream_response.headers.get("Content-Encoding")
@@ -59,21 +58,17 @@ class RelayStage:
                 await relay_translated(exchange, adapter, facts, upstream_response, decode)
             elif adapter.streams_response(facts, status, content_type):
                 exchange.stream = facts.stream
-                response: web.StreamResponse = _RelayStreamResponse(status=status)
-                copy_headers(upstream_response, response, exchange.request_id, exchange.traceparent)
-                exchange.response = response
-                await self._relay_stream(exchange, adapter, facts, upstream_response, response, decode)
+                exchange.answered = True
+                await self._relay_stream(exchange, adapter, facts, upstream_response, decode)
             else:
                 raw = await read_whole(upstream_response)
                 exchange.upstream_done_perf = time.perf_counter_ns()
                 exchange.stream = facts.stream and status < 400
-                response = web.Response(status=status, body=raw)
-                copy_headers(upstream_response, response, exchange.request_id, exchange.traceparent)
-                exchange.response = response
+                exchange.answered = True
                 try:
-                    await response.prepare(request)
-                    await response.write_eof()
-                except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                    await reply.send(status, relayed_headers(upstream_response, exchange.request_id,
+                                                             exchange.traceparent), raw)
+                except ClientGone:
                     exchange.client_disconnected = True
                 exchange.response_body_bytes = len(raw)
                 if facts.operation is not None or status >= 400:
@@ -88,17 +83,16 @@ class RelayStage:
         exchange.status = status  # only once relayed: a relay cut short by an exception records no status
 
     async def _relay_stream(self, exchange: Exchange, adapter: ProviderAdapter, facts: RequestFacts,
-                            upstream_response: UpstreamResponseLike, response: web.StreamResponse,
-                            decode: Callable[[bytes], bytes]) -> None:
+                            upstream_response: UpstreamResponseLike, decode: Callable[[bytes], bytes]) -> None:
         """Relay a stream as it arrives; read a copy of each chunk for telemetry."""
         rewrite = exchange.usage_injected
         state = adapter.new_stream(facts, exchange.started_perf, rewrite)
         sent = 0
-        headers_due = None
+        response = exchange.reply
         try:
-            writer = await response.prepare(exchange.request)
-            if not response._send_headers_immediately:  # our headers wait for the first chunk, briefly
-                headers_due = asyncio.get_running_loop().call_later(HEADERS_WAIT_S, _send_headers, writer)
+            await response.start(upstream_response.status,
+                                 relayed_headers(upstream_response, exchange.request_id, exchange.traceparent),
+                                 hold_headers=HEADERS_WAIT_S)
             try:
                 async for chunk in upstream_response.content.iter_any():
                     if rewrite:
@@ -120,7 +114,7 @@ class RelayStage:
                 rest = state.finish()
                 if rewrite and rest:
                     await response.write(rest)
-                await response.write_eof()
+                await response.end()
             except UPSTREAM_STREAM_FAILURES as exc:
                 upstream_stream_failed(exchange, exc)
         except CLIENT_GONE as exc:
@@ -128,8 +122,6 @@ class RelayStage:
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
-            if headers_due is not None:
-                headers_due.cancel()
             exchange.stream_chunks = state.chunks
             exchange.response_body_bytes = sent
             exchange.first_token_perf_ns = state.first_token_ns
@@ -162,30 +154,3 @@ class _Decoder:
 
 def _identity(data: bytes) -> bytes:
     return data
-
-
-class _RelayStreamResponse(web.StreamResponse):
-    """A relayed stream whose headers leave with its first chunk: one write instead of two, ~30 µs
-    sooner to the first byte at one client. A model slow to its first token gets the headers sent
-    alone after :data:`HEADERS_WAIT_S`, so clients and load balancers still see the response start.
-
-    Why a private attribute: aiohttp (3.14) has no public way to hold a ``StreamResponse``'s
-    headers back. ``_send_headers_immediately`` is the class attribute ``StreamResponse._write_headers``
-    consults after ``prepare()`` buffers the status line and headers; the constructor takes no such
-    option, and the one public class that turns it off, ``web.Response``, does so only for a body
-    known before ``prepare()`` (bytes, or a ``Payload`` that aiohttp itself writes inside
-    ``write_eof()``). A payload body would move this relay loop (first event written alone, usage
-    rewrite, per-chunk telemetry, client-disconnect and mid-stream error handling) into aiohttp's
-    ``Payload.write``, out of this stage's hands. The timed flush uses the public
-    ``AbstractStreamWriter.send_headers()``; where the writer lacks it, the switch stays on and
-    nothing changes.
-    """
-
-    _send_headers_immediately = not hasattr(StreamWriter, "send_headers")
-
-
-def _send_headers(writer: Any) -> None:
-    try:
-        writer.send_headers()  # a no-op once the first chunk took them along
-    except (ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError):
-        pass  # the client left; the relay loop notices on its next write

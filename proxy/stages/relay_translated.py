@@ -9,13 +9,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import orjson
-from aiohttp import web
+from multidict import CIMultiDict
 
+from genops.proxy.client_side import ClientGone
 from genops.proxy.providers.base import ProviderAdapter, RequestFacts
 from genops.proxy.stages.base import Exchange
-from genops.proxy.stages.reply import copy_headers
+from genops.proxy.stages.reply import relayed_headers
 from genops.proxy.stages.upstream_read import (
     CLIENT_GONE,
     UPSTREAM_STREAM_FAILURES,
@@ -30,12 +30,12 @@ from genops.proxy.upstream import UpstreamResponseLike
 _BODY_HEADERS = ("Content-Type", "Content-Encoding", "Content-Length", "Transfer-Encoding")
 
 
-def _headers(upstream_response: UpstreamResponseLike, response: web.StreamResponse, exchange: Exchange,
-             content_type: str) -> None:
-    copy_headers(upstream_response, response, exchange.request_id, exchange.traceparent)
+def _headers(upstream_response: UpstreamResponseLike, exchange: Exchange, content_type: str) -> CIMultiDict[str]:
+    headers = relayed_headers(upstream_response, exchange.request_id, exchange.traceparent)
     for name in _BODY_HEADERS:
-        response.headers.popall(name, None)
-    response.headers["Content-Type"] = content_type
+        headers.popall(name, None)
+    headers["Content-Type"] = content_type
+    return headers
 
 
 async def relay_translated(exchange: Exchange, adapter: ProviderAdapter, facts: RequestFacts,
@@ -52,13 +52,10 @@ async def relay_translated(exchange: Exchange, adapter: ProviderAdapter, facts: 
     decoded = decode(raw)
     body = translation.response(status, decoded)
     exchange.stream = False
-    response = web.Response(status=status, body=body)
-    _headers(upstream_response, response, exchange, "application/json")
-    exchange.response = response
+    exchange.answered = True
     try:
-        await response.prepare(exchange.request)
-        await response.write_eof()
-    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        await exchange.reply.send(status, _headers(upstream_response, exchange, "application/json"), body)
+    except ClientGone:
         exchange.client_disconnected = True
     exchange.response_body_bytes = len(body)
     read = adapter.parse_response(facts, status, decoded)
@@ -77,12 +74,12 @@ async def _relay_stream(exchange: Exchange, adapter: ProviderAdapter, facts: Req
     translator = translation.stream(bool(isinstance(options, dict) and options.get("include_usage")))
     state = adapter.new_stream(facts, exchange.started_perf, False)
     exchange.stream = True
-    response = web.StreamResponse(status=upstream_response.status)
-    _headers(upstream_response, response, exchange, "text/event-stream; charset=utf-8")
-    exchange.response = response
+    exchange.answered = True
+    response = exchange.reply
     sent = 0
     try:
-        await response.prepare(exchange.request)
+        await response.start(upstream_response.status,
+                             _headers(upstream_response, exchange, "text/event-stream; charset=utf-8"))
         try:
             async for chunk in upstream_response.content.iter_any():
                 decoded = decode(chunk)
@@ -95,7 +92,7 @@ async def _relay_stream(exchange: Exchange, adapter: ProviderAdapter, facts: Req
             if out:
                 await response.write(out)
                 sent += len(out)
-            await response.write_eof()
+            await response.end()
         except UPSTREAM_STREAM_FAILURES as exc:
             upstream_stream_failed(exchange, exc)
     except CLIENT_GONE as exc:

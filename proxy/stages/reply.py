@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
+from multidict import CIMultiDict
 
 from genops.proxy.headers import downstream_headers
 from genops.proxy.providers.base import ProviderAdapter
@@ -19,22 +19,17 @@ def response_headers(headers: Any, request_id: str, traceparent: str) -> None:
     headers["traceparent"] = traceparent
 
 
-def copy_headers(upstream_response: UpstreamResponseLike, response: web.StreamResponse, request_id: str,
-                 traceparent: str) -> None:
-    """The upstream's end-to-end headers, then ours, straight into the response's own headers
-    (passing a multidict to the response's constructor would copy it once more)."""
-    downstream_headers(upstream_response.headers, response.headers)
-    response_headers(response.headers, request_id, traceparent)
-
-
-def error_response(adapter: ProviderAdapter, status: int, message: str, error_type: str, code: str | None,
-                   request_id: str, traceparent: str) -> web.Response:
-    """A proxy-made error in the adapter's provider's own shape."""
-    headers: dict[str, str] = {}
+def relayed_headers(upstream_response: UpstreamResponseLike, request_id: str, traceparent: str) -> CIMultiDict[str]:
+    """The upstream's end-to-end headers, then ours."""
+    headers = downstream_headers(upstream_response.headers)
     response_headers(headers, request_id, traceparent)
-    return web.Response(
-        status=status,
-        body=adapter.error_body(status, message, error_type, code),
-        content_type=adapter.error_content_type(),
-        headers=headers,
-    )
+    return headers
+
+
+def error_answer(adapter: ProviderAdapter, status: int, message: str, error_type: str, code: str | None,
+                 request_id: str, traceparent: str) -> tuple[CIMultiDict[str], bytes]:
+    """A proxy-made error in the adapter's provider's own shape: its headers and body."""
+    headers: CIMultiDict[str] = CIMultiDict()
+    response_headers(headers, request_id, traceparent)
+    headers["Content-Type"] = adapter.error_content_type()
+    return headers, adapter.error_body(status, message, error_type, code)

@@ -7,14 +7,15 @@ import asyncio
 
 import aiohttp
 
+from genops.proxy.client_side import ClientGone
 from genops.proxy.providers.base import RequestError
 from genops.proxy.stages.base import Exchange
 from genops.proxy.upstream import UpstreamResponseLike
 
 #: A stream cut short: by the upstream (nothing more can be sent: the client has part of an answer) ...
 UPSTREAM_STREAM_FAILURES = (TimeoutError, aiohttp.ClientPayloadError)
-#: ... or by the client.
-CLIENT_GONE = (ConnectionResetError, aiohttp.ClientConnectionResetError, asyncio.CancelledError)
+#: ... or by the client (every server raises a ConnectionResetError: aiohttp's ClientConnectionResetError is one).
+CLIENT_GONE = (ClientGone, asyncio.CancelledError)
 
 
 async def read_whole(upstream_response: UpstreamResponseLike) -> bytes:

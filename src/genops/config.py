@@ -300,6 +300,12 @@ class Settings:
         "HTTP client for upstream calls: native (GenOps's own HTTP/1.1 client, ~100 µs less CPU per call) or aiohttp "
         "(aiohttp.ClientSession, the reference behaviour, kept as a fallback; one conformance suite runs against both)",
     )
+    http_server: str = _setting(
+        "native", _parse_choice("native", "aiohttp"),
+        "HTTP server of the proxy's worker processes: native (GenOps's own HTTP/1.1 server on httptools, less "
+        "CPU per call) or aiohttp (aiohttp.web, the reference behaviour, kept as a fallback; one conformance suite "
+        "runs against both). The store's own process and a proxy with the store inline use aiohttp",
+    )
     dns_cache_ttl_s: float = _setting(
         10.0, _parse_float(0, 86400), "how long an upstream host's DNS answer is reused (0 = no cache)",
     )
