@@ -45,7 +45,9 @@ def ingest_route(app: web.Application, pipeline: SpanPipeline, secret: str) -> N
         spans = request.headers.get(SPANS_HEADER, "")
         if not spans.isdigit():
             return web.json_response({"error": f"missing or malformed {SPANS_HEADER}"}, status=400)
-        payload = await request.read()
+        # Not request.read(): its limit is the proxy's (GENOPS_MAX_BODY_BYTES, for clients' model calls),
+        # and a batch of spans is not a client's call; only a worker holding the secret gets here.
+        payload = await request.content.read()
         try:
             taken = await asyncio.get_running_loop().run_in_executor(
                 None, pipeline.accept_handoff, payload, int(spans), kind, token)

@@ -41,7 +41,7 @@ class ClientRequest(Protocol):
     method: str
     #: The path, percent-decoded as the client meant it (no query string).
     path: str
-    #: The query string as sent (percent-encoded, without ``?``).
+    #: The query string, percent-decoded (aiohttp's ``request.query_string``; without ``?``).
     query_string: str
     headers: CIMultiDictProxy[str]
 

@@ -40,6 +40,8 @@ class WorkerApp:
         route = self.routes.resolve(method, path, headers)
         if route is not None:
             await route.handler(exchange, exchange, route.tail, route.refuse)
+        elif not path.startswith("/"):  # CONNECT's host:port: no route of any kind (aiohttp's bare 404)
+            await exchange.send(404, CIMultiDict({"Content-Type": "text/plain; charset=utf-8"}), b"404: Not Found")
         elif path.startswith(FORWARDED_PREFIX) or (path in FORWARDED_GETS and method in _GETS):
             await self._forward(exchange)
         elif path == "/healthz" and method in _GETS:

@@ -120,3 +120,26 @@ def test_half_sent_head_is_closed(limits_proxy):
 def test_idle_connection_is_closed(limits_proxy):
     with _connect(limits_proxy) as sock:
         assert sock.recv(65536) == b""  # no request at all within the header timeout
+
+
+def test_a_small_client_body_limit_does_not_limit_the_workers_span_batches(tmp_path, fake_upstream):
+    """GENOPS_MAX_BODY_BYTES limits clients' model calls, not the span batches a worker hands to the
+    store process (before, a limit below a batch's size refused every batch: no span was stored)."""
+    env = upstream_env(fake_upstream.url)
+    env.update({"GENOPS_MAX_BODY_BYTES": "2048", "GENOPS_STORE_PROCESS": "separate",
+                "GENOPS_EXPORT_INTERVAL_MS": "1000"})  # a few calls' spans in one batch, over 2048 bytes
+    proc = start_proxy(tmp_path / "small-limit", env)
+    try:
+        ids = [uuid.uuid4().hex for _ in range(4)]
+        for request_id in ids:
+            body = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * 600}]})
+            with _connect(proc) as sock:
+                sock.sendall(_head("/v1/chat/completions", request_id, len(body)) + body)
+                status, _, _ = _read_response(sock)
+            assert status == 200
+        quoted = ", ".join(f"'{i}'" for i in ids)
+        rows = proc.wait_rows(f"SELECT count() AS n FROM otel_traces WHERE SpanAttributes['genops.request.id'] "
+                              f"IN ({quoted}) HAVING n = {len(ids)}")
+        assert rows[0]["n"] == len(ids)
+    finally:
+        proc.stop()

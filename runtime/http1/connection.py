@@ -34,7 +34,7 @@ log = logging.getLogger("genops.http1")
 #: aiohttp's limits (its defaults, and ``max_field_size`` as runtime/app.py sets it).
 MAX_LINE = 8190
 MAX_FIELD = 65536
-MAX_HEADERS = 32768
+MAX_HEADERS = 128
 #: A head larger than this in all is refused before it is all in memory (httptools keeps a field
 #: until it is complete, so the per-field check alone comes too late for a field that never ends).
 MAX_HEAD = 1024 * 1024
@@ -75,6 +75,8 @@ class Http1Connection(asyncio.Protocol):
         self._queue: deque[Http1Exchange] = deque()
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._upgrade_body: int | None = None  # bytes still due of an ignored upgrade request's body
+        self._refusal: bytes | None = None  # a 400 to send once the answers before it are sent
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -91,6 +93,10 @@ class Http1Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing and self._task is None:
             return
+        if self._upgrade_body is not None:
+            data = self._take_upgrade_body(data)
+            if not data:
+                return
         self._head_bytes += len(data) if self._parsing is None else 0
         try:
             if self._head_bytes > MAX_HEAD:
@@ -98,10 +104,14 @@ class Http1Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except _Refused as exc:
             self._refuse(str(exc))
-        except httptools.HttpParserUpgrade:
-            self._refuse("Upgrade is not supported.")
+        except httptools.HttpParserUpgrade as exc:
+            self._ignore_upgrade(data[exc.args[0]:] if exc.args else b"")
         except httptools.HttpParserError as exc:
             self._refuse(_parser_message(exc))
+        # Handlers start once what arrived is parsed: a request whose own bytes break the framing
+        # is answered by the server (400) before any handler sees it, as aiohttp does.
+        if self._task is None and self._queue and not self.lost:
+            self._task = self.loop.create_task(self._serve())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -149,6 +159,9 @@ class Http1Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._cancel_timer()
         parser = self.parser
+        version = parser.get_http_version()
+        if version == "1.1" and not any(name.lower() == b"host" for name, _ in self._fields):
+            raise _Refused("Missing 'Host' header.")
         headers: CIMultiDict[str] = CIMultiDict()
         for name, value in self._fields:
             # surrogateescape: bytes that are not UTF-8 stay recoverable (as aiohttp decodes them)
@@ -156,13 +169,11 @@ class Http1Connection(asyncio.Protocol):
         self._fields = []
         path, query, target = _target(bytes(self._url))
         exchange = Http1Exchange(self, parser.get_method().decode("ascii", "replace"), path, query, target,
-                                 CIMultiDictProxy(headers), parser.get_http_version(), parser.should_keep_alive())
+                                 CIMultiDictProxy(headers), version, parser.should_keep_alive())
         self._parsing = exchange
         self._head_bytes = 0
         self._queue.append(exchange)
-        if self._task is None:
-            self._task = self.loop.create_task(self._serve())
-        elif len(self._queue) > MAX_QUEUED:
+        if len(self._queue) > MAX_QUEUED:
             self._pause_reading()
 
     def on_body(self, body: bytes) -> None:
@@ -184,6 +195,35 @@ class Http1Connection(asyncio.Protocol):
             if self._task is None and not self._queue:  # an answered request's unread body ended: idle now
                 self._start_timer()
 
+    def _ignore_upgrade(self, rest: bytes) -> None:
+        """A request asking to switch protocols (``Upgrade: h2c``...) is served as HTTP/1.1, as aiohttp.web
+        does: llhttp stops at its head, so its body (by ``Content-Length``) is taken here and what
+        follows goes to a new parser."""
+        exchange = self._queue[-1] if self._queue else None
+        if exchange is None or "chunked" in exchange.headers.get("Transfer-Encoding", "").lower():
+            self._refuse("A chunked body with Upgrade is not supported.")
+            return
+        length = exchange.headers.get("Content-Length", "0")
+        self.parser = httptools.HttpRequestParser(self)
+        if length.isdigit() and int(length) > 0:
+            exchange.complete = False
+            self._parsing = exchange
+            self._upgrade_body = int(length)
+        if rest:
+            self.data_received(rest)
+
+    def _take_upgrade_body(self, data: bytes) -> bytes:
+        """The part of ``data`` that is the ignored upgrade request's body; returns what follows it."""
+        due = self._upgrade_body or 0
+        body, rest = data[:due], data[due:]
+        self._upgrade_body = due - len(body)
+        if body:
+            self.on_body(body)
+        if self._upgrade_body == 0:
+            self._upgrade_body = None
+            self.on_message_complete()
+        return rest
+
     # -- answering ------------------------------------------------------------------------------
     async def _serve(self) -> None:
         """Answer the queued requests in order; then wait for the next one (the header timer runs)."""
@@ -192,6 +232,9 @@ class Http1Connection(asyncio.Protocol):
                 exchange = self._queue[0]
                 await self._answer(exchange)
                 self._queue.popleft()
+                if self._refusal is not None and exchange.done and not self.lost:
+                    self._send_refusal()  # the unreadable request after this one
+                    return
                 if not exchange.keep_alive or self._closing or not exchange.done:
                     if exchange.done and not exchange.complete and not self.lost:
                         await self._linger(exchange)
@@ -206,7 +249,12 @@ class Http1Connection(asyncio.Protocol):
             self._start_timer()
 
     async def _answer(self, exchange: Http1Exchange) -> None:
-        if exchange.version == "1.1" and exchange.headers.get("Expect", "").lower() == "100-continue":
+        expect = exchange.headers.get("Expect") if exchange.version == "1.1" else None
+        if expect is not None:  # as aiohttp.web's default expect handler, before any handler runs
+            if expect.lower() != "100-continue":
+                headers = CIMultiDict({"Content-Type": "text/plain; charset=utf-8"})
+                await exchange.send(417, headers, f"Unknown Expect: {expect}".encode("utf-8", "surrogateescape"))
+                return
             self.write(wire.CONTINUE)
         try:
             await self.server.dispatch(exchange)
@@ -282,21 +330,33 @@ class Http1Connection(asyncio.Protocol):
 
     # -- pieces -----------------------------------------------------------------------------------
     def _refuse(self, message: str) -> None:
-        """A request the server cannot read: 400, then the connection closes (after any answer in flight).
-        A body cut by a framing error cannot be read whole: its handler hears so (a 400 of its own)."""
+        """A request the server cannot read: 400 (aiohttp's: HTTP/1.0, plain text), then the connection
+        closes. A request whose handler has not started yet is dropped (the 400 answers it); one
+        whose handler reads its body hears that the body cannot be read (its own 400); requests
+        answered before it are answered first."""
         self._closing = True
-        if self._parsing is not None:
-            self._parsing.broken = True
-            self._parsing.wake()
-            self._parsing = None
-        if self._task is None and not self.lost:
+        self._pause_reading()
+        parsing, self._parsing = self._parsing, None
+        if parsing is not None:
+            if self._task is None or (self._queue and self._queue[0] is not parsing):
+                if parsing in self._queue:
+                    self._queue.remove(parsing)  # never dispatched: the 400 is its answer
+            else:
+                parsing.broken = True
+                parsing.wake()
+                return
+        self._refusal = wire.plain_error("1.0", 400, message)
+        if self._task is None:
+            self._send_refusal()
+
+    def _send_refusal(self) -> None:
+        refusal, self._refusal = self._refusal, None
+        if refusal is not None and not self.lost:
             try:
-                self.write(wire.plain_error("1.1", 400, message))
+                self.write(refusal)
             except ConnectionResetError:
                 pass
-            self._close_transport()
-        else:  # the request in flight is answered first; nothing after it is read
-            self._pause_reading()
+        self._close_transport()
 
     def _close_after_answer(self) -> None:
         self._closing = True
@@ -334,18 +394,18 @@ class Http1Connection(asyncio.Protocol):
 
 
 def _target(url: bytes) -> tuple[str, str, str]:
-    """The request target's path (percent-decoded, as aiohttp's ``request.path``), query string, and
-    path with query as sent (aiohttp's ``request.path_qs``)."""
+    """The request target's path and query string, percent-decoded (aiohttp's ``request.path`` and
+    ``request.query_string``), and the path with its query as sent (aiohttp's ``request.path_qs``)."""
     text = url.decode("utf-8", "surrogateescape")
-    if text.startswith("/") and "%" not in text and "#" not in text:
+    if text.startswith("/") and "%" not in text and "#" not in text and "+" not in text:
         path, _, query = text.partition("?")
         return path, query, text
     if text.startswith("/"):
         raw_path, _, raw_query = text.partition("?")
         parsed = URL.build(path=raw_path, query_string=raw_query.partition("#")[0], encoded=True)
-    else:  # absolute-form (or nonsense: yarl decides)
+    else:  # absolute-form, authority-form (CONNECT) or nonsense: yarl decides
         parsed = URL(text)
-    return parsed.path, parsed.raw_query_string, parsed.raw_path_qs
+    return parsed.path, parsed.query_string, parsed.raw_path_qs
 
 
 def _parser_message(exc: Exception) -> str:
