@@ -15,9 +15,8 @@ Raw sockets (asyncio streams) where bytes and framing matter, the official ``ope
 plain and a streamed call. No mocks; real chDB. Waits are bounded (a hang fails the test) and no
 duration is asserted.
 
-The shared proxies' settings: ``GENOPS_MAX_BODY_BYTES`` 1 MiB, not a few KiB: the supervisor's
-internal ingest endpoint shares that limit, and span batches over it are refused (413) and stay in
-the worker's spool, so no span would ever be stored (and each stop would wait 30 s for them).
+The shared proxies' settings: ``GENOPS_MAX_BODY_BYTES`` 1 MiB (this suite found it also limited the
+supervisor's internal span ingest; it no longer does: tests/test_request_limits.py).
 Client header and body timeouts are 1 s.
 
 aiohttp behaviours found by these probes (the reference, so the native server must do the same):
@@ -36,7 +35,8 @@ aiohttp behaviours found by these probes (the reference, so the native server mu
 * Invalid chunk framing that arrives after the handler started reading the body is not a 400:
   the parser's error never reaches the request's payload, so the handler waits for the body and
   answers 408 after ``GENOPS_CLIENT_BODY_TIMEOUT_S`` (then lingers). In the same packet as the
-  head it is the 400 above.
+  head it is the 400 above. The one deliberate difference: the native server tells the reader at
+  once (a 400 ``unreadable_body``), see test_bad_chunk_after_the_handler_started.
 * A percent-encoded ``/`` (``%2F``) in the path reaches the upstream decoded, and the query string
   is re-encoded (``%2F`` becomes ``/``, ``%20`` becomes ``+``): see test_upstream_sees_the_target_as_sent.
 """
