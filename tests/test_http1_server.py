@@ -19,6 +19,8 @@ from genops.runtime.http1 import wire
 from genops.runtime.http1.exchange import Http1Exchange
 from genops.runtime.http1.server import Http1Server
 
+pytestmark = pytest.mark.integration
+
 WAIT_S = 20.0
 
 
