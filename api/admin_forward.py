@@ -3,7 +3,7 @@
 The supervisor owns the store, so SQL, feedback and metrics are its to answer; a worker relays
 them over loopback and answers readiness itself only while it drains. :meth:`AdminForwarder.relay`
 serves either server of the worker (aiohttp.web through :meth:`register`, the native one
-through runtime/worker_app.py).
+through runtime/native_app.py).
 """
 
 from __future__ import annotations

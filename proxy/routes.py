@@ -4,7 +4,7 @@
 provider and a provider's key never reaches another one.
 
 One table for both servers: aiohttp.web registers a route per entry (runtime/app.py), the
-native server looks a path up in it (runtime/worker_app.py).
+native server looks a path up in it (runtime/native_app.py).
 """
 
 from __future__ import annotations

@@ -296,7 +296,8 @@ def _queue_full(sock: socket.socket) -> bool:
 
 def serve_app(app: web.Application, drain: Drain, *, host: str | None, port: int, reuse_port: bool = False,
               keepalive_timeout: float = 75.0, on_listening: Iterable[Callable[[], None]] = (),
-              clients: bool = True, native: Callable[[web.Application], Http1Server] | None = None) -> None:
+              clients: bool = True, native: Callable[[web.Application], Http1Server] | None = None,
+              internal: Iterable[socket.socket] = ()) -> None:
     """Run ``app`` on ``host:port`` until a signal, then drain (see the module's doc).
 
     Like ``web.run_app``: the app's ``on_startup`` runs before the port is bound, an OSError
@@ -305,13 +306,16 @@ def serve_app(app: web.Application, drain: Drain, *, host: str | None, port: int
     say ``Connection: close`` once draining (a hook per response: one test of a flag, not
     measurable in CPU per request). ``native``: the native server to serve the port with, made
     from the started application (None: aiohttp.web serves it); it asks ``drain.closing`` itself.
+    ``internal``: bound loopback sockets aiohttp.web serves the application on besides (the native
+    server hands its admin paths there), until the application stops.
     """
     app[NOT_READY_KEY] = drain.not_ready  # /readyz fails first (genops.api.admin.draining_response)
     if clients and native is None:
         app.on_response_prepare.append(drain.on_response_prepare)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    main = loop.create_task(_serve(app, drain, host, port, reuse_port, keepalive_timeout, tuple(on_listening), native))
+    main = loop.create_task(_serve(app, drain, host, port, reuse_port, keepalive_timeout, tuple(on_listening), native,
+                                   tuple(internal)))
     try:
         loop.run_until_complete(main)
     except KeyboardInterrupt:  # before the signal handlers were in place
@@ -327,7 +331,8 @@ def serve_app(app: web.Application, drain: Drain, *, host: str | None, port: int
 
 async def _serve(app: web.Application, drain: Drain, host: str | None, port: int, reuse_port: bool,
                  keepalive_timeout: float, on_listening: tuple[Callable[[], None], ...],
-                 native: Callable[[web.Application], Http1Server] | None) -> None:
+                 native: Callable[[web.Application], Http1Server] | None,
+                 internal: tuple[socket.socket, ...] = ()) -> None:
     loop = asyncio.get_running_loop()
     drain.install_signals(loop)  # a signal during start-up drains once listening
     # Calls are waited for by Drain.run; aiohttp's own shutdown wait then only ends cancelled ones.
@@ -338,6 +343,8 @@ async def _serve(app: web.Application, drain: Drain, host: str | None, port: int
     try:
         sockets = listen_sockets(host, port, reuse_port)
         server: Any = runner.server
+        for sock in internal:  # stopped with the application (runner.cleanup), after the drain
+            await web.SockSite(runner, sock, backlog=BACKLOG).start()
         if native is not None:
             server = native(app)
             for sock in sockets:

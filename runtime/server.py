@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from genops.api.admin_forward import AdminForwarder
 from genops.api.ingest import ingest_route
 from genops.api.jobs import attach as attach_anomaly_jobs
 from genops.api.metrics import metrics_handler
@@ -23,8 +24,9 @@ from genops.collectors.receiver import RECEIVER_STATS_KEY, token_notice
 from genops.config import Settings
 from genops.runtime.app import ADMIN_KEY, RECENT_KEY, ROLLOUT_POLL_S, ROUTER_KEY, create_app
 from genops.runtime.collector import receiver_app
-from genops.runtime.drain import FINAL_FLUSH_S, Drain, serve_app
+from genops.runtime.drain import FINAL_FLUSH_S, Drain, listen_sockets, serve_app
 from genops.runtime.export_only import ExportOnlyStore, export_only_settings, open_export_only
+from genops.runtime.native_app import native_server
 from genops.runtime.process import install_uvloop, tune_gc
 from genops.runtime.routing import attach_rollout_poll, fetch_in_process, hangup_handler
 from genops.runtime.telemetry import build_telemetry
@@ -203,6 +205,19 @@ def serve(settings: Settings) -> None:
         pool = attach_workers(app, public, settings, secret, drain, spawner, orphans,
                               on_exit=reports.retire if reports is not None else None)
     drain.on_hangup = hangup_handler(app[ROUTER_KEY].live, drain.on_hangup)
+    native, internal = None, []
+    if not separate and settings.http_server == "native":
+        # The public port on the native server (runtime/http1/); it hands the admin paths (SQL,
+        # feedback, rollouts, /readyz, /metrics) to this application on a loopback port, as a
+        # worker hands them to its supervisor.
+        internal = listen_sockets("127.0.0.1", 0)
+        forwarder = AdminForwarder(f"http://127.0.0.1:{internal[0].getsockname()[1]}")
+
+        async def close_forwarder(_: web.Application) -> None:
+            await forwarder.close()
+
+        app.on_cleanup.append(close_forwarder)
+        native = native_server(settings, drain, lambda _: forwarder)
     serve_app(
         app, drain,
         host=settings.host,
@@ -213,6 +228,8 @@ def serve(settings: Settings) -> None:
         # default there.
         keepalive_timeout=75.0 if separate else settings.client_header_timeout_s,
         clients=not separate,
+        native=native,
+        internal=internal,
     )
     if pool is not None and pool.failure:
         raise WorkersFailed(pool.failure)

@@ -49,13 +49,12 @@ from aiohttp import web
 
 from genops.api.request_metrics import multiprocess_dir, prepare_multiprocess_dir, worker_env, worker_exited
 from genops.config import Settings
-from genops.runtime.app import FORWARDER_KEY, ROUTES_KEY, create_app
+from genops.runtime.app import FORWARDER_KEY, create_app
 from genops.runtime.drain import FINAL_FLUSH_S, Drain, serve_app
-from genops.runtime.http1.server import Http1Server
+from genops.runtime.native_app import native_server
 from genops.runtime.process import install_uvloop, tune_gc
 from genops.runtime.routing import fetch_from_supervisor, hangup_handler, load_or_keep_empty
 from genops.runtime.telemetry import build_telemetry
-from genops.runtime.worker_app import WorkerApp
 from genops.runtime.worker_report import WorkerReporter
 from genops.storage.forward import SECRET_ENV, ForwardingSink
 from genops.storage.pipeline import SpanPipeline
@@ -488,19 +487,11 @@ def serve_worker(settings: Settings, admin_url: str, index: int) -> None:
     # port another program holds is still an error.
     serve_app(app, drain, host=settings.host, port=settings.port, reuse_port=True,
               keepalive_timeout=settings.client_header_timeout_s,  # headers due within it (runtime/server.py)
-              on_listening=[listening], native=native_server(settings, drain) if settings.http_server == "native" else None)
+              on_listening=[listening],
+              native=native_server(settings, drain, lambda app: app[FORWARDER_KEY])
+              if settings.http_server == "native" else None)
 
 
-def native_server(settings: Settings, drain: Drain) -> Callable[[web.Application], Http1Server]:
-    """How a worker's native server is made from its started application (``GENOPS_HTTP_SERVER=native``)."""
-
-    def make(app: web.Application) -> Http1Server:
-        dispatch = WorkerApp(app[ROUTES_KEY], app[FORWARDER_KEY], drain.not_ready,
-                             max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.client_body_timeout_s)
-        return Http1Server(dispatch, header_timeout_s=settings.client_header_timeout_s,
-                           max_body_bytes=settings.max_body_bytes, closing=lambda: drain.closing)
-
-    return make
 
 
 def _tell_supervisor_listening() -> None:

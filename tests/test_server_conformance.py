@@ -977,3 +977,41 @@ def test_bad_chunk_after_the_handler_started(servers: Servers) -> None:
         assert reply.get("connection") == "close" and result["after"] == b""
     assert_openai_error(results["aiohttp"]["reply"], 408, "request_timeout")
     assert_openai_error(results["native"]["reply"], 400, "unreadable_body")
+
+
+# -- the store inline: the native server hands the admin paths to its own process -----------------------
+
+@pytest.fixture(scope="module")
+def inline_native(tmp_path_factory: pytest.TempPathFactory, fake_upstream: FakeUpstream, recorder: Recorder) -> Any:
+    """A proxy with the store in its own process (``GENOPS_STORE_PROCESS=inline``) on the native server,
+    configured as the shared proxies are."""
+    env = {**upstream_env(fake_upstream.url), "GENOPS_UPSTREAM_REC": recorder.url + "/v1",
+           "GENOPS_MAX_BODY_BYTES": str(MAX_BODY), "GENOPS_STORE_PROCESS": "inline", "GENOPS_HTTP_SERVER": "native"}
+    proxy = start_proxy(tmp_path_factory.mktemp("conformance-inline"), env)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.mark.parametrize("case", ["unknown route", "healthz", "readyz", "sql", "sql without token", "metrics"])
+async def test_the_store_inline_answers_like_the_reference(servers: Servers, inline_native: Proxy, case: str) -> None:
+    """With the store inline, the native server serves the public port and hands the admin paths to its
+    own aiohttp application over loopback: a client sees what the reference worker answers."""
+    method, target, headers, body, status = ADMIN_CASES[case]
+    results = {}
+    for name, proxy in (("aiohttp", servers.proxies[REFERENCE]), ("native", inline_native)):
+        sent = [("Authorization", f"Bearer {proxy.token}") if h == "token" else h for h in headers]
+        reply = await fetch(proxy, request(method, target, [*sent, ("Connection", "close")], body), method=method)
+        assert reply.status == status, (name, reply.status, reply.body[:300])
+        if case == "sql":
+            assert reply.json()["rows"] == [[1, "x"]]
+        if name == "native" and case not in ("readyz", "sql", "sql without token", "metrics"):
+            assert (reply.get("server") or "").split()[-1].startswith("genops/")  # the native server answered
+        results[name] = normal(reply, body=case not in ("readyz", "metrics"))
+    assert_same(results)
+
+
+async def test_the_store_inline_records_a_call_served_by_the_native_server(inline_native: Proxy) -> None:
+    reply = await fetch(inline_native, chat("inline call", headers=[("GenOps-Request-Id", "conf-inline-1")]))
+    assert reply.status == 200 and reply.json()["choices"][0]["message"]["content"].endswith("inline call")
+    span = inline_native.span("conf-inline-1")
+    assert span["SpanAttributes"]["http.response.status_code"] == "200"

@@ -1,9 +1,9 @@
-"""GenOps's own HTTP/1.1 server for the proxy's worker processes (``GENOPS_HTTP_SERVER=native``).
+"""GenOps's own HTTP/1.1 server for the proxy's public port (``GENOPS_HTTP_SERVER=native``).
 
 Why not aiohttp.web: its per-request machinery (request and response classes, router, signals,
-payload writer) costs about 65-75 µs of CPU per call on this project's benchmark machine, a
-sixth of a worker's whole cost per call; the proxy needs a small part of a general server. The
-layers, as in httpx/httpcore:
+payload writer) made it cost 0.068 ms of CPU per request on this project's benchmark machine
+where this server costs 0.040 ms, socket reads and writes included (bench/server_front.py); the
+proxy needs a small part of a general server. The layers, as in httpx/httpcore:
 
 - :mod:`.wire`: the bytes of a response head, aiohttp's rules for its headers (the reference);
 - :mod:`.exchange`: one request as the proxy's client side (:mod:`genops.proxy.client_side`):

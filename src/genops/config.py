@@ -302,9 +302,9 @@ class Settings:
     )
     http_server: str = _setting(
         "native", _parse_choice("native", "aiohttp"),
-        "HTTP server of the proxy's worker processes: native (GenOps's own HTTP/1.1 server on httptools, less "
-        "CPU per call) or aiohttp (aiohttp.web, the reference behaviour, kept as a fallback; one conformance suite "
-        "runs against both). The store's own process and a proxy with the store inline use aiohttp",
+        "HTTP server of the proxy's public port: native (GenOps's own HTTP/1.1 server on httptools, ~30 µs less "
+        "CPU per call; it hands the admin paths to aiohttp.web over loopback) or aiohttp (aiohttp.web, the "
+        "reference behaviour, kept as a fallback; one conformance suite runs against both)",
     )
     dns_cache_ttl_s: float = _setting(
         10.0, _parse_float(0, 86400), "how long an upstream host's DNS answer is reused (0 = no cache)",

@@ -1,10 +1,12 @@
-"""A proxy worker's requests on the native server (``GENOPS_HTTP_SERVER=native``): what
-:func:`~genops.runtime.app.create_app` registers on aiohttp for a worker, from the same pieces:
+"""A proxy process's public port on the native server (``GENOPS_HTTP_SERVER=native``), from the
+pieces :func:`~genops.runtime.app.create_app` registers on aiohttp:
 
-- the provider routes (:class:`~genops.proxy.routes.ProxyRoutes`);
-- ``/healthz`` (this worker is alive);
-- the admin paths its supervisor answers (``/genops/...``, ``/readyz``, ``/metrics``:
-  :class:`~genops.api.admin_forward.AdminForwarder`), ``/readyz`` answered here while it drains;
+- the provider routes (:class:`~genops.proxy.routes.ProxyRoutes`), served here;
+- ``/healthz`` (this process is alive);
+- the admin paths (``/genops/...``, ``/readyz``, ``/metrics``), handed to aiohttp.web over
+  loopback by :class:`~genops.api.admin_forward.AdminForwarder`: a worker's go to its supervisor,
+  the store's process's (the store inline) to its own application on a loopback port;
+  ``/readyz`` is answered here while the process drains;
 - the unknown route's 404 for anything else.
 """
 
@@ -12,20 +14,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from aiohttp import web
 from multidict import CIMultiDict
 
 from genops.api.admin import draining_answer
 from genops.api.admin_forward import FORWARDED_GETS, FORWARDED_PREFIX, AdminForwarder
+from genops.config import Settings
 from genops.proxy.client_side import BodyPaused, BodyTooLarge, BodyUnreadable
 from genops.proxy.routes import ProxyRoutes
+from genops.runtime.app import ROUTES_KEY
+from genops.runtime.drain import Drain
 from genops.runtime.http1.exchange import Http1Exchange
+from genops.runtime.http1.server import Http1Server
 
 _GETS = ("GET", "HEAD")
 _HEALTHY = b'{"status": "ok"}'  # as aiohttp's json_response spells it
 
 
-class WorkerApp:
-    """Dispatches one request of a worker's native server."""
+class NativeApp:
+    """Dispatches one request of a native server."""
 
     def __init__(self, routes: ProxyRoutes, forwarder: AdminForwarder, not_ready: Callable[[], str | None], *,
                  max_body_bytes: int, body_timeout_s: float) -> None:
@@ -71,3 +78,17 @@ class WorkerApp:
         status, answer, data = await self.forwarder.relay(exchange.method, exchange.target, exchange.headers, body,
                                                           lambda: connection.lost)
         await exchange.send(status, answer, data)
+
+
+def native_server(settings: Settings, drain: Drain,
+                  forwarder: Callable[[web.Application], AdminForwarder]) -> Callable[[web.Application], Http1Server]:
+    """How a process's native server is made from its started application: its provider routes
+    and the forwarder of its admin paths (``forwarder(app)``)."""
+
+    def make(app: web.Application) -> Http1Server:
+        dispatch = NativeApp(app[ROUTES_KEY], forwarder(app), drain.not_ready,
+                             max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.client_body_timeout_s)
+        return Http1Server(dispatch, header_timeout_s=settings.client_header_timeout_s,
+                           max_body_bytes=settings.max_body_bytes, closing=lambda: drain.closing)
+
+    return make
