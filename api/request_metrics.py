@@ -30,7 +30,7 @@ from typing import Any
 import prometheus_client
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from genops import semconv as sc
@@ -198,6 +198,31 @@ def prepare_multiprocess_dir(data_path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
+
+
+_PID = [os.getpid()]
+_CACHED_PID_VALUE: list[Any] = [None]
+
+
+def _cached_pid() -> int:
+    return _PID[0]
+
+
+def _forked() -> None:
+    _PID[0] = os.getpid()
+
+
+def cache_pid_in_values() -> None:
+    """In a worker (multiprocess mode), have prometheus_client's file-backed values ask for the
+    process id from a cache instead of ``os.getpid()``: each value asks on every ``inc``, a system
+    call each, some seven per call (3 µs of a worker's CPU per call here). The cache follows a
+    ``fork()`` (``os.register_at_fork``), so it keeps the library's rule for a process identifier
+    (processes running at once get distinct ones). Call before the request metrics are made."""
+    if not os.environ.get(MULTIPROC_ENV) or _CACHED_PID_VALUE[0] is not None:
+        return
+    _PID[0] = os.getpid()
+    os.register_at_fork(after_in_child=_forked)
+    _CACHED_PID_VALUE[0] = values.ValueClass = values.MultiProcessValue(process_identifier=_cached_pid)
 
 
 def worker_env(path: Path) -> dict[str, str]:

@@ -47,7 +47,7 @@ from typing import Any
 
 from aiohttp import web
 
-from genops.api.request_metrics import multiprocess_dir, prepare_multiprocess_dir, worker_env, worker_exited
+from genops.api.request_metrics import cache_pid_in_values, multiprocess_dir, prepare_multiprocess_dir, worker_env, worker_exited
 from genops.config import Settings
 from genops.runtime.app import FORWARDER_KEY, create_app
 from genops.runtime.drain import FINAL_FLUSH_S, Drain, serve_app
@@ -438,6 +438,7 @@ def serve_worker(settings: Settings, admin_url: str, index: int) -> None:
         pipeline = worker_pipeline(settings, admin_url, os.environ.get(SECRET_ENV, ""),
                                    _open_spool(worker_spool_path(settings, index), settings))
         pipeline.start()
+    cache_pid_in_values()  # before the request metrics exist
     telemetry = build_telemetry(settings, pipeline)
     # The supervisor answers feedback and /metrics for us: it hears of our calls and pipeline at once.
     reporter = WorkerReporter(admin_url, os.environ.get(SECRET_ENV, ""), index, pipeline)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import MappingProxyType
 from typing import Any
 
@@ -82,3 +83,34 @@ def test_a_worker_file_still_being_created_does_not_break_the_sum(tmp_path) -> N
     assert collector is not None
     registry.register(collector)
     assert "genops_requests_total 3.0" in generate_latest(registry).decode()
+
+
+def test_a_worker_s_cached_process_id_follows_a_fork(tmp_path):
+    """cache_pid_in_values (a worker's metrics without a getpid system call per increment) keeps
+    prometheus_client's rule: a forked child writes its own file, so both processes' counts add up."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import os
+        from genops.api.request_metrics import cache_pid_in_values
+        cache_pid_in_values()
+        from prometheus_client import CollectorRegistry, Counter
+        from prometheus_client.multiprocess import MultiProcessCollector
+        counter = Counter("forked_calls", "calls", registry=CollectorRegistry())
+        counter.inc()
+        child = os.fork()
+        if child == 0:
+            counter.inc(10)
+            os._exit(0)
+        os.waitpid(child, 0)
+        counter.inc(100)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        print(registry.get_sample_value("forked_calls_total"), len(os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"])))
+    """)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    total, files = out.stdout.split()
+    assert float(total) == 111.0 and int(files) == 2
