@@ -589,6 +589,8 @@ MALFORMED = {
     "chunk longer than its size": CHAT_HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}}\r\n0\r\n\r\n",
     "TLS on the plain port": bytes.fromhex("160301002a0100002603030000") + bytes(40),
     "HTTP/2 preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    # the parser's error wins over the good request parsed before it in the same bytes (not answered)
+    "after a good request in the same write": b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n",
 }
 
 

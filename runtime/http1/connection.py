@@ -347,6 +347,9 @@ class Http1Connection(asyncio.Protocol):
                 return
         self._refusal = wire.plain_error("1.0", 400, message)
         if self._task is None:
+            # Requests parsed in the same bytes before it are not answered either (as aiohttp: the
+            # parser's error replaces what it had parsed of them).
+            self._queue.clear()
             self._send_refusal()
 
     def _send_refusal(self) -> None:
