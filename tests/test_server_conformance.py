@@ -354,20 +354,26 @@ async def test_plain_chat_completion(servers: Servers) -> None:
     assert_same(await on_both(servers.proxies, probe))
 
 
+def sdk(proxy: Proxy) -> openai.OpenAI:
+    return openai.OpenAI(base_url=proxy.url + "/v1", api_key="sk-conformance", max_retries=0)
+
+
+def sdk_head(raw: Any) -> dict[str, Any]:
+    """An SDK answer's status, version and headers, normalized as :func:`normal` does."""
+    headers = [(k.decode().lower(), v.decode()) for k, v in raw.headers.raw]
+    return {"status": raw.status_code, "version": raw.http_response.http_version,
+            "names": sorted(k for k, _ in headers), "values": sorted((k, v) for k, v in headers if k not in VOLATILE)}
+
+
 def test_plain_chat_completion_through_the_sdk(servers: Servers) -> None:
     """The SDK (httpx) gets the same status, headers and parsed completion from both."""
     results = {}
     for name, proxy in servers.proxies.items():
-        client = openai.OpenAI(base_url=proxy.url + "/v1", api_key="sk-conformance", max_retries=0)
-        raw = client.chat.completions.with_raw_response.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "through the sdk"}])
-        completion = raw.parse()
-        client.close()
-        headers = [(k.decode().lower(), v.decode()) for k, v in raw.headers.raw]
-        results[name] = {"status": raw.status_code, "version": raw.http_response.http_version,
-                         "names": sorted(k for k, _ in headers),
-                         "values": sorted((k, v) for k, v in headers if k not in VOLATILE),
-                         "completion": completion.model_dump()}
+        with sdk(proxy) as client:
+            raw = client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "through the sdk"}])
+            completion = raw.parse()
+        results[name] = {**sdk_head(raw), "completion": completion.model_dump()}
         assert completion.choices[0].message.content == "Hello! This is a fake reply about: through the sdk"
     assert_same(results)
 
@@ -397,19 +403,17 @@ def test_streamed_chat_completion_through_the_sdk(servers: Servers) -> None:
     """The SDK reads the same chunks, the usage chunk included, from both."""
     results = {}
     for name, proxy in servers.proxies.items():
-        client = openai.OpenAI(base_url=proxy.url + "/v1", api_key="sk-conformance", max_retries=0)
-        raw = client.chat.completions.with_raw_response.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "stream through the sdk"}], stream=True,
-            stream_options={"include_usage": True})
-        chunks = [chunk.model_dump() for chunk in raw.parse()]
-        client.close()
-        headers = [(k.decode().lower(), v.decode()) for k, v in raw.headers.raw]
-        assert dict(headers)["transfer-encoding"] == "chunked"
+        with sdk(proxy) as client:
+            raw = client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "stream through the sdk"}], stream=True,
+                stream_options={"include_usage": True})
+            chunks = [chunk.model_dump() for chunk in raw.parse()]
+        head = sdk_head(raw)
+        assert raw.headers["transfer-encoding"] == "chunked"
         text = "".join(c["choices"][0]["delta"]["content"] or "" for c in chunks if c["choices"])
         assert text == "Hello! This is a fake reply about: stream through the sdk"
         assert chunks[-1]["usage"]["completion_tokens"] > 0
-        results[name] = {"status": raw.status_code, "names": sorted(k for k, _ in headers),
-                         "values": sorted((k, v) for k, v in headers if k not in VOLATILE), "chunks": chunks}
+        results[name] = {**head, "chunks": chunks}
     assert_same(results)
 
 
