@@ -56,7 +56,7 @@ class ProxyHandler:
                        refuse: str | None = None) -> None:
         """Serve one request; answers through ``reply``. ``tail``: the path after the adapter's
         prefix; ``refuse``: the message of a 400 to answer instead of forwarding (another
-        provider's request at the root). Both come from the routes (runtime/routes.py)."""
+        provider's request at the root). Both come from the routes (proxy/routes.py)."""
         started_ns = time.time_ns()
         started_perf = time.perf_counter_ns()
         headers = request.headers

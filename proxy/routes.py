@@ -34,7 +34,7 @@ class Route(NamedTuple):
     refuse: str | None = None
 
 
-def _tail(rest: str) -> str:
+def route_tail(rest: str) -> str:
     """The path after ``prefix/``, as the handler wants it: with a leading slash unless empty."""
     return "/" + rest if rest and rest[0] != "/" else rest
 
@@ -62,7 +62,7 @@ class ProxyRoutes:
 
     def root(self, rest: str, headers: Mapping[str, str]) -> Route:
         """``/v1/{rest}``: OpenAI's, unless the path or the headers are another provider's."""
-        tail = _tail(rest)
+        tail = route_tail(rest)
         route = root_route(tail, headers)
         if route is None:
             return Route(self.handlers[OPENAI], tail)
@@ -81,7 +81,7 @@ class ProxyRoutes:
             return self.root(path[4:], headers)
         for prefix, handler in self._lookup:
             if path.startswith(prefix):
-                return Route(handler, _tail(path[len(prefix):]))
+                return Route(handler, route_tail(path[len(prefix):]))
         if path.startswith(self._gemini_roots):
             return self.gemini_root(path, headers)
         return None

@@ -12,12 +12,12 @@ from genops.api.feedback import FeedbackRoutes
 from genops.config import Settings
 from genops.proxy.after_response import drain_pending
 from genops.proxy.client_aiohttp import aiohttp_handler
-from genops.proxy.client_side import ClientReply, ClientRequest
+from genops.proxy.client_side import ClientReply
 from genops.proxy.handler import ProxyHandler
 from genops.proxy.providers import build_adapters
 from genops.proxy.providers.root import GEMINI_VERSIONS
 from genops.proxy.recent import RecentCalls
-from genops.proxy.routes import METHODS, ROOT, ProxyRoutes
+from genops.proxy.routes import METHODS, ROOT, ProxyRoutes, route_tail
 from genops.proxy.routing.live import LiveRoutes
 from genops.proxy.routing.rollout_view import RolloutView
 from genops.proxy.routing.router import Router
@@ -57,14 +57,10 @@ def _register_routes(app: web.Application, routes: ProxyRoutes) -> None:
     ``/v1alpha/...``: see :class:`~genops.proxy.routes.ProxyRoutes`), then the unknown route."""
 
     def prefixed(handler: ProxyHandler) -> Any:
-        async def serve(client: ClientRequest, reply: ClientReply) -> None:
-            await handler(client, reply, _tail(client))
+        async def serve(client: Any, reply: ClientReply) -> None:
+            await handler(client, reply, route_tail(client.request.match_info.get("tail", "")))
 
         return aiohttp_handler(serve)
-
-    def _tail(client: Any) -> str:
-        tail = client.request.match_info.get("tail", "")
-        return "/" + tail if tail and tail[0] != "/" else tail
 
     async def v1(client: Any, reply: ClientReply) -> None:
         route = routes.root(client.request.match_info.get("tail", ""), client.headers)

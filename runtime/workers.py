@@ -493,8 +493,6 @@ def serve_worker(settings: Settings, admin_url: str, index: int) -> None:
               if settings.http_server == "native" else None)
 
 
-
-
 def _tell_supervisor_listening() -> None:
     """Write to the pipe the supervisor gave a worker of a rolling restart (it then retires the old one)."""
     fd = os.environ.pop(READY_FD_ENV, "")

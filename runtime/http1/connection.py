@@ -240,8 +240,8 @@ class Http1Connection(asyncio.Protocol):
                         await self._linger(exchange)
                     self._close_after_answer()
                     return
-                if not exchange.complete:  # a body nobody read: the next request starts after it
-                    exchange.done = True  # on_body drops the rest
+                # A body nobody read goes on arriving: on_body drops it (the answer is done), and the
+                # next request starts after it.
                 self._resume_reading()
         finally:
             self._task = None
