@@ -77,7 +77,8 @@ MAX_METADATA_VALUE_CHARS = 1024
 SOURCES = ("user", "eval", "annotation", "api")
 LOOKUP_WAIT_S = 3.0
 #: How long a read of an unknown id waits for the calls served in the last moments: a worker
-#: reports its ids every 20 ms, and a call's span ends just after its response (proxy/after_response.py).
+#: reports its ids every 50 ms (runtime/worker_report.REPORT_INTERVAL_S), and a call's span ends
+#: just after its response (proxy/after_response.py).
 RECENT_WAIT_S = 0.2
 LOOKUP_STEP_S = 0.25
 #: A request-id score is decided this long after it arrived at the earliest, so that calls served
@@ -333,7 +334,7 @@ class FeedbackRoutes:
         settle = arrived + SETTLE_S - time.monotonic()
         if want_requests and settle > 0:
             # A call with the same id that ended just before this request may not be known yet
-            # (a worker reports its ids every 20 ms): look once more before picking "the" call.
+            # (a worker reports its ids every 50 ms): look once more before picking "the" call.
             await asyncio.sleep(settle)
             self._recall(want_requests, want_traces, calls, trace_users)
         for i, score in enumerate(scores):

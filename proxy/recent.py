@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -83,27 +84,41 @@ class RecentCalls(SpanProcessor):
 
     def add(self, request_id: str, ref: SpanRef, user_id: str = "") -> None:
         """Remember one served call (a repeated id keeps its earlier calls too, and counts as new)."""
-        call = CallRef(ref.trace_id, ref.span_id, user_id)
+        self.add_served(((request_id, ref.trace_id, ref.span_id, user_id),))
+
+    def add_served(self, served: Iterable[Sequence[str]]) -> None:
+        """Remember served calls, oldest first: ``[request id, trace id, span id(, user id)]`` each
+        (a worker's report), under one lock: a busy worker reports a hundred calls at a time.
+        ``ValueError`` for an entry that is not 3 or 4 strings; the entries before it are kept."""
+        requests, traces, capacity = self._requests, self._traces, self.capacity
         with self._lock:
-            requests, traces = self._requests, self._traces
-            known = requests.get(request_id)
-            if known is None:
-                requests[request_id] = (call,)
-            else:
-                if len(known) < MAX_CALLS_PER_ID and all(c.span_id != call.span_id for c in known):
-                    requests[request_id] = known + (call,)
-                requests.move_to_end(request_id)
-            users = traces.get(ref.trace_id)
-            if users is None:
-                traces[ref.trace_id] = (user_id,)
-            else:
-                if user_id not in users and len(users) < MAX_RECENT_USERS_PER_TRACE:
-                    traces[ref.trace_id] = users + (user_id,)
-                traces.move_to_end(ref.trace_id)
-            while len(requests) > self.capacity:
-                requests.popitem(last=False)
-            while len(traces) > self.capacity:
-                traces.popitem(last=False)
+            for entry in served:
+                if len(entry) == 3:
+                    request_id, trace_id, span_id = entry
+                    user_id = ""
+                else:
+                    request_id, trace_id, span_id, user_id = entry
+                if not (type(request_id) is type(trace_id) is type(span_id) is type(user_id) is str):
+                    raise ValueError(f"a served call is 3 or 4 strings, not {entry!r:.200}")
+                call = CallRef(trace_id, span_id, user_id)
+                known = requests.get(request_id)
+                if known is None:
+                    requests[request_id] = (call,)
+                    if len(requests) > capacity:  # the oldest goes as each new one comes, as with add()
+                        requests.popitem(last=False)
+                else:
+                    if len(known) < MAX_CALLS_PER_ID and all(c.span_id != span_id for c in known):
+                        requests[request_id] = known + (call,)
+                    requests.move_to_end(request_id)
+                users = traces.get(trace_id)
+                if users is None:
+                    traces[trace_id] = (user_id,)
+                    if len(traces) > capacity:
+                        traces.popitem(last=False)
+                else:
+                    if user_id not in users and len(users) < MAX_RECENT_USERS_PER_TRACE:
+                        traces[trace_id] = users + (user_id,)
+                    traces.move_to_end(trace_id)
 
     def request(self, request_id: str) -> SpanRef | None:
         """The span of the latest recently served call with ``request_id``, or None."""

@@ -41,3 +41,29 @@ def test_long_churn_keeps_exactly_the_latest_calls() -> None:
     assert recent.request("req-98999") is None and recent.request("req-99000") == ref(99000)
     assert recent.request("req-99999") == ref(99999)
     assert len(recent._requests) == len(recent._traces) == 1000  # the bound itself
+
+
+def test_a_reports_calls_are_remembered_as_if_added_one_by_one() -> None:
+    """A worker's report adds its calls in one go; the memory ends exactly as with one add per call:
+    repeated ids keep their distinct spans and users, traces their users, and the bound holds."""
+    # four ids served again and again (they keep several calls), nine traces (more than the bound)
+    served = [[f"req-{n % 4}", f"{n % 9:032x}", f"{n:016x}", *(["alice"] if n % 3 else [])] for n in range(40)]
+    one_by_one, batched = RecentCalls(capacity=6), RecentCalls(capacity=6)
+    for request_id, trace_id, span_id, *user in served:
+        one_by_one.add(request_id, SpanRef(trace_id, span_id), user[0] if user else "")
+    batched.add_served(served[:13])
+    batched.add_served(served[13:])
+    assert list(batched._requests.items()) == list(one_by_one._requests.items())
+    assert list(batched._traces.items()) == list(one_by_one._traces.items())
+    assert len(batched._requests) == 4 and len(batched._traces) == 6
+    assert len(batched.calls("req-1")) > 1 and {c.user_id for c in batched.calls("req-1")} == {"", "alice"}
+
+
+def test_a_malformed_served_call_is_refused_and_the_ones_before_it_are_kept() -> None:
+    recent = RecentCalls()
+    with pytest.raises(ValueError, match="3 or 4 strings"):
+        recent.add_served([["req-a", "1" * 32, "2" * 16], ["req-b", 7, "3" * 16], ["req-c", "4" * 32, "5" * 16]])
+    assert recent.request("req-a") == SpanRef("1" * 32, "2" * 16)
+    assert recent.request("req-b") is None and recent.request("req-c") is None
+    with pytest.raises(ValueError):
+        recent.add_served([["req-d", "1" * 32]])
