@@ -14,7 +14,8 @@ included), upstream and load generator to core 1 (when ``taskset`` and two cores
 
 Reported: added latency p50/p90/p99 at 1, 10 and 50 clients (vs direct), requests/s per proxy
 core, streaming time to first byte and full-stream time, CPU time per request, RSS idle and
-loaded, and each figure as a ratio to the bare pass-through.
+loaded, and each figure as a ratio to the bare pass-through. The targets take turns at each client
+count, so the runs compared are seconds apart; ``--repeat N`` prints issue #22's figures as medians.
 """
 
 from __future__ import annotations
@@ -194,47 +195,76 @@ def start(cmd: list[str], env: dict[str, str] | None = None, log: Path | None = 
     return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
 
 
-def measure(target: Target, clients: list[int], duration: float, use_wrk: bool, drain: bool = False) -> dict:
-    """One target's runs at each client count, then the stream run. With ``drain`` (GenOps with
-    export on), each run's CPU is read once the store has inserted the run's spans."""
-    url = target.url + PATH
-    loadgen(url, BODY, 4, min(duration, 1.0))  # warm up connections, caches, JIT-free paths
+def _warm(target: Target) -> dict:
+    """Warm ``target`` up (connections, caches) and start its result with its idle memory."""
+    loadgen(target.url + PATH, BODY, 4, 1.0)
     result: dict = {"runs": {}}
-    pid = target.process.pid if target.process else None
+    if target.process is not None:
+        result["rss_idle_mb"] = sum(rss_mb(p) for p in target.proxy_pids())
+        store = target.store_pid()
+        if store:
+            result["store_rss_idle_mb"] = rss_mb(store, tree=False)
+    return result
+
+
+def _run(target: Target, clients: int, duration: float, use_wrk: bool, drain: bool) -> dict:
+    """One run of ``target`` at ``clients``, with the CPU per request of its processes. With ``drain``
+    (GenOps with export on) the CPU is read once the store has inserted the run's spans."""
+    url = target.url + PATH
     proxies, store = target.proxy_pids(), target.store_pid()
 
     def proxy_cpu() -> float:
         return sum(cpu_seconds(p) for p in proxies)
 
-    if pid:
-        result["rss_idle_mb"] = sum(rss_mb(p) for p in proxies)
-        if store:
-            result["store_rss_idle_mb"] = rss_mb(store, tree=False)
+    measured = target.process is not None
+    cpu0 = proxy_cpu() if measured else 0.0
+    store0 = cpu_seconds(store, tree=False) if store else 0.0
+    run = loadgen(url, BODY, clients, duration)
+    if use_wrk and clients >= 10:
+        latency_run = run
+        run = wrk(url, BODY, clients, duration)
+        run["python_client_latency_us"] = latency_run["latency_us"]
+        cpu_requests = run["requests"] + latency_run["requests"]
+    else:
+        cpu_requests = run["requests"]
+    if drain:
+        run["store_drain_s"] = wait_stored(target.url + "/metrics")
+    if measured:
+        run["cpu_ms_per_request"] = (proxy_cpu() - cpu0) * 1000 / max(1, cpu_requests)
+    if store:
+        run["store_cpu_ms_per_request"] = (cpu_seconds(store, tree=False) - store0) * 1000 / max(1, cpu_requests)
+    return run
+
+
+def _stream(target: Target, duration: float) -> dict:
+    stream = loadgen(target.url + PATH, STREAM_BODY, 1, duration)
+    return {"ttfb_us": stream["ttfb_us"], "full_us": stream["latency_us"], "requests": stream["requests"]}
+
+
+def measure(targets: list[Target], clients: list[int], duration: float, use_wrk: bool, rep: int = 0) -> dict:
+    """One repetition: at each client count every target in turn, then each target's stream run.
+
+    The targets take turns per measurement (not one target's whole series, then the next's): on a
+    shared VM whose speed drifts within a minute, the figures compared (GenOps against the bare
+    pass-through at one client count) are then taken seconds apart. Odd repetitions take the
+    proxies in reverse order, so neither is always measured first.
+    """
+    order = list(targets)
+    if rep % 2:
+        order = order[:1] + order[:0:-1]  # "direct" (the upstream alone) stays first
+    results = {t.name: _warm(t) for t in order}
     for c in clients:
-        cpu0 = proxy_cpu() if pid else 0.0
-        store0 = cpu_seconds(store, tree=False) if store else 0.0
-        run = loadgen(url, BODY, c, duration)
-        if use_wrk and c >= 10:
-            latency_run = run
-            run = wrk(url, BODY, c, duration)
-            run["python_client_latency_us"] = latency_run["latency_us"]
-            cpu_requests = run["requests"] + latency_run["requests"]
-        else:
-            cpu_requests = run["requests"]
-        if drain:
-            run["store_drain_s"] = wait_stored(target.url + "/metrics")
-        if pid:
-            run["cpu_ms_per_request"] = (proxy_cpu() - cpu0) * 1000 / max(1, cpu_requests)
-        if store:
-            run["store_cpu_ms_per_request"] = (cpu_seconds(store, tree=False) - store0) * 1000 / max(1, cpu_requests)
-        result["runs"][c] = run
-    stream = loadgen(url, STREAM_BODY, 1, duration)
-    result["stream"] = {"ttfb_us": stream["ttfb_us"], "full_us": stream["latency_us"], "requests": stream["requests"]}
-    if pid:
-        result["rss_loaded_mb"] = sum(rss_mb(p) for p in proxies)
-        if store:
-            result["store_rss_loaded_mb"] = rss_mb(store, tree=False)
-    return result
+        for t in order:
+            print(f"  {t.name} at {c} client(s)", file=sys.stderr, flush=True)
+            results[t.name]["runs"][c] = _run(t, c, duration, use_wrk, drain=t.name == "genops")
+    for t in order:
+        results[t.name]["stream"] = _stream(t, duration)
+        if t.process is not None:
+            results[t.name]["rss_loaded_mb"] = sum(rss_mb(p) for p in t.proxy_pids())
+            store = t.store_pid()
+            if store:
+                results[t.name]["store_rss_loaded_mb"] = rss_mb(store, tree=False)
+    return {t.name: results[t.name] for t in targets}  # report order
 
 
 def per_core(run: dict) -> float | None:
@@ -591,10 +621,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         repetitions, figures = [], []
         for rep in range(max(1, args.repeat)):
-            results = {}
-            for target in targets:
-                print(f"measuring {target.name} ({rep + 1}/{max(1, args.repeat)}) ...", file=sys.stderr, flush=True)
-                results[target.name] = measure(target, clients, args.duration, use_wrk, drain=target.name == "genops")
+            print(f"repetition {rep + 1}/{max(1, args.repeat)} ...", file=sys.stderr, flush=True)
+            results = measure(targets, clients, args.duration, use_wrk, rep)
             if args.repeat > 1:
                 print(f"--- repetition {rep + 1} of {args.repeat}")
             print(report(results, clients))

@@ -11,6 +11,8 @@ with background merges stopped so they do not land in the figures:
 - the proxy's compact batch inserted as the store inserts it, spelled into rows by Python
   (``span_batch.compact_rows``) and by ClickHouse (migration 0090's view, ``span_batch_sql``),
   Python's time included;
+- the same insert through the view, step by step: the spelling alone (its rows into a Null copy
+  of ``otel_traces``), then the ``otel_traces`` write, then each group of views after it;
 - ClickHouse's parsing alone: the same rows into a Null-engine copy of ``otel_traces`` in
   several input formats.
 
@@ -159,6 +161,28 @@ def main() -> None:
 
         fixed, full = cpu_ms(spelled(one), args.repeat), cpu_ms(spelled(batch), args.repeat)
         print(f"{label:<40} {fixed:>8.1f} {full:>11.1f} {(full - fixed) * 1000 / (n - 1):>7.1f}µs")
+
+    print(f"\nthe same through the view, step by step (CPU ms, median of {args.repeat}, Python included)")
+    print(f"{'what the insert does':<46} {'1 span':>8} {f'{n} spans':>11} {'per span':>9}")
+    steps = {"spell only (into a Null otel_traces)": None, "+ write otel_traces, no view after it": ALL_VIEWS,
+             **{f"+ write, + {group}": tuple(v for v in ALL_VIEWS if v not in views)
+                for group, views in VIEW_GROUPS.items()},
+             "+ write, + every view (as migrated)": ()}
+    for i, (label, leave_out) in enumerate(steps.items()):
+        name = database(f"step{i}", ALL_VIEWS if leave_out is None else leave_out)
+        if leave_out is None:  # the spelling view's rows go nowhere: its own cost, and the parse's
+            spell = client.query(f"SELECT as_select FROM system.tables WHERE database = '{name}' "
+                                 "AND name = 'otel_traces_genops_in_mv'").result_rows[0][0]
+            client.command(f"DROP VIEW {name}.otel_traces_genops_in_mv")
+            client.command(f"CREATE TABLE {name}.spelled AS {name}.otel_traces ENGINE = Null")
+            client.command(f"CREATE MATERIALIZED VIEW {name}.spelled_mv TO {name}.spelled AS {spell}")
+
+        def step(payload: bytes, name: str = name) -> Callable[[], None]:
+            sink = ClickHouseSink(client, name, sql_spelling=True)
+            return lambda: sink.insert(payload, f"t{next(tokens)}", SPANS, 0)
+
+        fixed, full = cpu_ms(step(one), args.repeat), cpu_ms(step(batch), args.repeat)
+        print(f"{label:<46} {fixed:>8.1f} {full:>11.1f} {(full - fixed) * 1000 / (n - 1):>7.1f}µs")
 
     print(f"\nClickHouse parsing alone: {n} rows into a Null-engine copy of otel_traces (CPU ms)")
     client.command("CREATE TABLE cost0.parse AS cost0.otel_traces ENGINE = Null")

@@ -71,7 +71,8 @@ def test_store_insert_cost_bench_smoke():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "compact_rows" in result.stdout
-    for line in ("all (as migrated)", "none", "all but genops_calls and its two rollups", "JSONCompactEachRow", "Native"):
+    for line in ("all (as migrated)", "none", "all but genops_calls and its two rollups", "JSONCompactEachRow", "Native",
+                 "spell only (into a Null otel_traces)", "+ write, + every view (as migrated)"):
         assert line in result.stdout
 
 
