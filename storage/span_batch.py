@@ -16,17 +16,19 @@ a JSON array (the last line may end with a newline)::
     {"origins": [[resource attributes, scope name, scope version], ...]}
     [origin, start ns, end ns, trace id hex, span id hex, parent span id hex, trace state,
      name, SpanKind value, StatusCode value, status message, attributes, events, links,
-     [resource attributes, scope name, scope version], span float spellings,
-     [event float spellings, ...], [link float spellings, ...]]
+     [resource attributes, scope name, scope version], {} (was: span float spellings),
+     [event float spellings, ...], [link float spellings, ...], span float slots]
 
-The first fourteen values are the span; the four after them let ClickHouse spell the row
-itself (:mod:`~genops.storage.span_batch_sql`, migration 0090): the line's own origin (a
-store's group of batches mixes workers' origin indexes) and the names of the float-valued
-attributes (JSON writes ``8000.0`` and ``8.4e-6`` where the store keeps ``8000`` and
-``8.4e-06``: the view mends those, and the line spells the few it cannot, see
-:func:`json_float_unmended`). The floats themselves stay floats, so a collector still gets
-doubles (:mod:`~genops.storage.otlp_encode`). Lines of a batch spooled before these four
-existed have fourteen values; their readers take the first fourteen.
+The first fourteen values are the span; the five after them let ClickHouse spell the row
+itself (:mod:`~genops.storage.span_batch_sql`, migrations 0090 and 0100): the line's own origin
+(a store's group of batches mixes workers' origin indexes) and where the float-valued attributes
+are. JSON writes ``8000.0`` and ``8.4e-6`` where the store keeps ``8000`` and ``8.4e-06``: the
+view mends those, and the line spells the few it cannot (:func:`json_float_unmended`). The span's
+are marked by position (:func:`_float_slots`, one entry per attribute), events' and links' by
+name. The floats themselves stay floats, so a collector still gets doubles
+(:mod:`~genops.storage.otlp_encode`). Lines of a batch spooled by an earlier GenOps have fourteen
+or eighteen values: Python reads them (it takes the first fourteen), ClickHouse's table refuses
+them and the store spells their group in Python.
 
 Attribute values travel as JSON values and are stringified by the store with
 :func:`~genops.storage.rows.attribute_map`, and the row is built by
@@ -82,11 +84,24 @@ def _raw_attributes(span: Any) -> dict[str, Any]:
 
 
 def _float_spellings(attributes: Mapping[str, Any]) -> dict[str, str]:
-    """The float-valued attributes (usually a handful of a span's ~40), each with ``""`` when
-    ClickHouse mends JSON's spelling into the stored one (migration 0090), else the stored
-    spelling (:func:`json_float_unmended`). No ``repr`` here: that is most of a float's cost."""
+    """An event's or a link's float-valued attributes by name, each with ``""`` when ClickHouse
+    mends JSON's spelling into the stored one (migration 0090), else the stored spelling
+    (:func:`json_float_unmended`). No ``repr`` here: that is most of a float's cost."""
     return {key: float_string(value) if json_float_unmended(value) else ""
             for key, value in attributes.items() if type(value) is float}
+
+
+def _float_slots(attributes: Mapping[str, Any]) -> list[str]:
+    """Where the span's float-valued attributes are, in the attributes' order (migration 0100):
+    ``""`` for any other value, ``"~"`` for a float ClickHouse mends from JSON's spelling, else
+    the float's stored spelling. Empty when there is no float (the view reads that as all ``""``)."""
+    slots: list[str] | None = None
+    for i, value in enumerate(attributes.values()):
+        if type(value) is float:
+            if slots is None:
+                slots = [""] * len(attributes)
+            slots[i] = float_string(value) if json_float_unmended(value) else "~"
+    return slots if slots is not None else []
 
 
 def json_float_unmended(value: float) -> bool:
@@ -190,10 +205,11 @@ class SpanEncoder:
               link.context.trace_state.to_header() if link.context.trace_state else "",
               _attributes(link.attributes)] for link in links] if links else [],
             spelled_origin,
-            _float_spellings(attributes),
+            {},  # the span's floats are in its float slots (the last value)
         ]
         values.append([_float_spellings(e[2]) for e in values[12]])
         values.append([_float_spellings(link[3]) for link in values[13]])
+        values.append(_float_slots(attributes))
         try:
             line = _dumps(values)
         except TypeError:  # a value JSON has no type for (bytes, a 65-bit integer, an object)
@@ -217,6 +233,7 @@ class SpanEncoder:
         values[15] = {}  # no floats left
         values[16] = [{} for _ in values[12]]
         values[17] = [{} for _ in values[13]]
+        values[18] = []
         return _dumps(values)
 
 

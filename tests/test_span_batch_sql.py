@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from test_span_batch import ODD_VALUES
 from genops.proxy.recorder import SpanRecorder
 from genops.storage.migrate import migrate
 from genops.storage.sinks import SPANS, ClickHouseSink
-from genops.storage.span_batch import SPAN_VALUES, SpanEncoder, batch_payload
+from genops.storage.span_batch import SPAN_VALUES, SpanEncoder, _float_spellings, batch_payload
 
 pytestmark = pytest.mark.integration
 
@@ -112,6 +112,19 @@ def fourteen_values(payload: bytes) -> bytes:
     return b"\n".join([header, *lines])
 
 
+def eighteen_values(payload: bytes) -> bytes:
+    """The batch as a store spooled it before migration 0100: eighteen values per line, the span's
+    floats named in a map (value 15) instead of marked in float slots."""
+    header, _, body = payload.partition(b"\n")
+    lines = []
+    for line in body.split(b"\n"):
+        if line:
+            values = orjson.loads(line)[:18]
+            values[15] = _float_spellings(values[11])
+            lines.append(orjson.dumps(values))
+    return b"\n".join([header, *lines])
+
+
 @pytest.fixture(scope="module")
 def client(chdb_dir: Path) -> Any:
     return open_chdb(chdb_dir)
@@ -184,13 +197,15 @@ def test_a_group_of_batches_from_two_encoders_keeps_each_origin(client: Any, dat
     assert sorted(orjson.loads(r)["ServiceName"] for r in rows) == ["worker-a", "worker-b"]
 
 
-def test_lines_spooled_before_the_view_go_through_python_once(client: Any, databases: tuple[str, str]) -> None:
-    """A group with a batch of fourteen-value lines (spooled by an older GenOps) cannot be read by
-    the view: nothing of it is written, the whole group goes through Python with its token, and
-    sending the group again stores nothing twice."""
+@pytest.mark.parametrize("older", [fourteen_values, eighteen_values])
+def test_lines_spooled_before_the_view_go_through_python_once(client: Any, databases: tuple[str, str],
+                                                              older: Callable[[bytes], bytes]) -> None:
+    """A group with a batch of lines spooled by an older GenOps (fourteen values: before migration
+    0090; eighteen: before 0100) cannot be read by the view: nothing of it is written, the whole
+    group goes through Python with its token, and sending the group again stores nothing twice."""
     by_sql, by_python = databases
     spans = odd_spans()
-    old, new = fourteen_values(compact_batch(spans[:2])), compact_batch(spans[2:])
+    old, new = older(compact_batch(spans[:2])), compact_batch(spans[2:])
     token = uuid.uuid4().hex
     sink = ClickHouseSink(client, by_sql)
     sink.insert_group([new, old], token, SPANS, len(spans))
@@ -269,10 +284,15 @@ def test_a_line_keeps_the_floats_a_collector_gets_as_doubles() -> None:
     line = orjson.loads(payload.split(b"\n")[3])  # "chat floats"
     assert line[7] == "chat floats"
     assert line[11]["genops.cost.usd"] == 8.4e-06 and isinstance(line[11]["whole"], float)
-    # every float named; spelled in the line only where the view cannot mend JSON's spelling
-    assert line[15] == {"genops.cost.usd": "", "genops.latency.output_tokens_per_second": "", "whole": "",
-                        "between 1e-5 and 1e-4": "5e-05", "negative zero": "0",
-                        "whole beyond 1e16": "100000000000000000", "exponent": "", "padded": ""}
+    # every float marked where it stands ("~": the view mends JSON's spelling), spelled in the line
+    # only where the view cannot; every other attribute ""
+    slots = dict(zip(line[11], line[18], strict=True))
+    assert {k: s for k, s in slots.items() if s} == {
+        "genops.cost.usd": "~", "genops.latency.output_tokens_per_second": "~", "whole": "~",
+        "between 1e-5 and 1e-4": "5e-05", "negative zero": "0", "whole beyond 1e16": "100000000000000000",
+        "exponent": "~", "padded": "~"}
+    assert all(s == "" for k, s in slots.items() if not isinstance(line[11][k], float))
+    assert line[15] == {}, "the span's floats are no longer named in a map"
     assert line[14] == [{"service.name": "svc", "k": "3", **{k: v for k, v in line[14][0].items()
                                                              if k not in ("service.name", "k")}}, "genops.proxy", "1.2"]
     assert math.isfinite(line[1])

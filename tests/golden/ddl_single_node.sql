@@ -710,3 +710,40 @@ AS SELECT
             v)), l.4), links, link_floats),
         'Array(Map(LowCardinality(String), String))') AS `Links.Attributes`
 FROM genops.otel_traces_genops_in;
+
+-- 0100_proxy_span_float_slots
+ALTER TABLE genops.otel_traces_genops_in ADD COLUMN IF NOT EXISTS float_slots Array(String);
+ALTER TABLE genops.otel_traces_genops_in_mv MODIFY QUERY
+SELECT
+    fromUnixTimestamp64Nano(toInt64(least(start_ns, 9223372036854775807))) AS Timestamp,
+    trace_id AS TraceId,
+    span_id AS SpanId,
+    parent_span_id AS ParentSpanId,
+    trace_state AS TraceState,
+    name AS SpanName,
+    transform(kind, [0, 1, 2, 3, 4], ['Internal', 'Server', 'Client', 'Producer', 'Consumer'], 'Internal') AS SpanKind,
+    origin.1['service.name'] AS ServiceName,
+    CAST(origin.1, 'Map(LowCardinality(String), String)') AS ResourceAttributes,
+    origin.2 AS ScopeName,
+    origin.3 AS ScopeVersion,
+    CAST(mapFromArrays(mapKeys(attributes), arrayMap((v, s) -> if(s = '', v,
+            if(s = '~', if(endsWith(v, '.0'), substring(v, 1, length(v) - 2), replaceRegexpOne(v, 'e([+-])([0-9])$', 'e\\10\\2')), s)),
+            mapValues(attributes), arrayResize(float_slots, length(mapKeys(attributes)), ''))),
+        'Map(LowCardinality(String), String)') AS SpanAttributes,
+    if(end_ns > start_ns, end_ns - start_ns, 0) AS Duration,
+    transform(status, [0, 1, 2], ['Unset', 'Ok', 'Error'], 'Unset') AS StatusCode,
+    status_message AS StatusMessage,
+    arrayMap(e -> fromUnixTimestamp64Nano(toInt64(least(e.2, 9223372036854775807))), events) AS `Events.Timestamp`,
+    arrayMap(e -> e.1, events) AS `Events.Name`,
+    CAST(arrayMap((e, f) -> mapApply((k, v) -> (k, if(mapContains(f, k),
+            if(f[k] = '', if(endsWith(v, '.0'), substring(v, 1, length(v) - 2), replaceRegexpOne(v, 'e([+-])([0-9])$', 'e\\10\\2')), f[k]),
+            v)), e.3), events, event_floats),
+        'Array(Map(LowCardinality(String), String))') AS `Events.Attributes`,
+    arrayMap(l -> l.1, links) AS `Links.TraceId`,
+    arrayMap(l -> l.2, links) AS `Links.SpanId`,
+    arrayMap(l -> l.3, links) AS `Links.TraceState`,
+    CAST(arrayMap((l, f) -> mapApply((k, v) -> (k, if(mapContains(f, k),
+            if(f[k] = '', if(endsWith(v, '.0'), substring(v, 1, length(v) - 2), replaceRegexpOne(v, 'e([+-])([0-9])$', 'e\\10\\2')), f[k]),
+            v)), l.4), links, link_floats),
+        'Array(Map(LowCardinality(String), String))') AS `Links.Attributes`
+FROM genops.otel_traces_genops_in;
