@@ -7,10 +7,36 @@
 -- stored spelling itself. The line's floats map stays empty; the events' and links' floats are named
 -- as before. A line without float_slots (spooled before this migration) does not fit the table and
 -- its group is spelled in Python (storage/span_batch_sql.py), as 0090's older lines are.
-ALTER TABLE {database}.otel_traces_genops_in ADD COLUMN IF NOT EXISTS float_slots Array(String);
+-- The table and its view are created again, not altered: after ADD COLUMN and MODIFY QUERY, an
+-- insert that landed just before a ClickHouse server restart was not deduplicated against its
+-- retry after it (tests/test_spool_full_outage.py stored 35 spans twice); created anew it is.
+DROP VIEW IF EXISTS {database}.otel_traces_genops_in_mv;
+DROP TABLE IF EXISTS {database}.otel_traces_genops_in;
+CREATE TABLE IF NOT EXISTS {database}.otel_traces_genops_in (
+    origin_index UInt32,
+    start_ns UInt64,
+    end_ns UInt64,
+    trace_id String,
+    span_id String,
+    parent_span_id String,
+    trace_state String,
+    name String,
+    kind Int8,
+    status Int8,
+    status_message String,
+    attributes Map(String, String),
+    events Array(Tuple(String, UInt64, Map(String, String))),
+    links Array(Tuple(String, String, String, Map(String, String))),
+    origin Tuple(Map(String, String), String, String),
+    floats Map(String, String),
+    event_floats Array(Map(String, String)),
+    link_floats Array(Map(String, String)),
+    float_slots Array(String)
+) ENGINE = Null;
 
-ALTER TABLE {database}.otel_traces_genops_in_mv MODIFY QUERY
-SELECT
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.otel_traces_genops_in_mv
+TO {database}.otel_traces
+AS SELECT
     fromUnixTimestamp64Nano(toInt64(least(start_ns, 9223372036854775807))) AS Timestamp,
     trace_id AS TraceId,
     span_id AS SpanId,

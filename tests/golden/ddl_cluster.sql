@@ -741,9 +741,32 @@ AS SELECT
 FROM genops.otel_traces_genops_in;
 
 -- 0100_proxy_span_float_slots
-ALTER TABLE genops.otel_traces_genops_in ON CLUSTER 'genops' ADD COLUMN IF NOT EXISTS float_slots Array(String);
-ALTER TABLE genops.otel_traces_genops_in_mv ON CLUSTER 'genops' MODIFY QUERY
-SELECT
+DROP VIEW IF EXISTS genops.otel_traces_genops_in_mv ON CLUSTER 'genops';
+DROP TABLE IF EXISTS genops.otel_traces_genops_in ON CLUSTER 'genops';
+CREATE TABLE IF NOT EXISTS genops.otel_traces_genops_in ON CLUSTER 'genops' (
+    origin_index UInt32,
+    start_ns UInt64,
+    end_ns UInt64,
+    trace_id String,
+    span_id String,
+    parent_span_id String,
+    trace_state String,
+    name String,
+    kind Int8,
+    status Int8,
+    status_message String,
+    attributes Map(String, String),
+    events Array(Tuple(String, UInt64, Map(String, String))),
+    links Array(Tuple(String, String, String, Map(String, String))),
+    origin Tuple(Map(String, String), String, String),
+    floats Map(String, String),
+    event_floats Array(Map(String, String)),
+    link_floats Array(Map(String, String)),
+    float_slots Array(String)
+) ENGINE = Null;
+CREATE MATERIALIZED VIEW IF NOT EXISTS genops.otel_traces_genops_in_mv ON CLUSTER 'genops'
+TO genops.otel_traces
+AS SELECT
     fromUnixTimestamp64Nano(toInt64(least(start_ns, 9223372036854775807))) AS Timestamp,
     trace_id AS TraceId,
     span_id AS SpanId,
