@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.smoke:
         results.append({"bench": "ingest", **ingest.run(batches=4, connections=1)})
         for mode in ("off", "inline", "separate", "outproc"):
-            results.append({"bench": "proxy_p99", **proxy_p99.run_mode(mode, rate=50, duration=1, warmup=0.5)})
+            results.append({"bench": "proxy_p99", **proxy_p99.run_mode(mode, rate=50, duration=1, warmup=0.5, smoke=True)})
     else:
         results.append({"bench": "ingest", **ingest.run(settle=5.0)})
         results.append({"bench": "ingest", **ingest.run(decode="python", settle=5.0)})

@@ -12,6 +12,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+#: ``genops serve`` settings for a bench's ``--smoke`` run, which checks that the bench works, not its
+#: figures: the store inserts every batch as it comes, so :func:`wait_stored` does not wait out
+#: the default 5 s insert interval after each load (measured runs keep every default).
+SMOKE_ENV = {"GENOPS_EXPORT_INTERVAL_MS": "100", "GENOPS_EXPORT_INSERT_INTERVAL_MS": "0"}
+
 
 def free_port() -> int:
     with socket.socket() as sock:

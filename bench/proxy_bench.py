@@ -35,7 +35,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import wait_stored  # bench/'s own helpers, next to this script
+from common import SMOKE_ENV, wait_stored  # bench/'s own helpers, next to this script
 
 HERE = Path(__file__).resolve().parent
 BODY = json.dumps({"model": "gpt-4o-mini", "messages": [
@@ -516,6 +516,8 @@ def bodies(args: argparse.Namespace) -> int:
         upstream_url = f"http://127.0.0.1:{ports['upstream']}"
         genops_env = {"GENOPS_OPENAI_BASE_URL": upstream_url, "GENOPS_PORT": str(ports["genops"]),
                       "GENOPS_DATA_DIR": str(work / "data"), "GENOPS_LOG_LEVEL": "warning"}
+        if args.smoke:
+            genops_env.update(SMOKE_ENV)
         genops_env.update(dict(kv.split("=", 1) for kv in args.genops_env))
         genops = start([sys.executable, "-m", "genops", "serve"], genops_env, work / "genops.log")
         procs.append(genops)
@@ -595,6 +597,8 @@ def main(argv: list[str] | None = None) -> int:
         procs.append(baseline)
         genops_env = {"GENOPS_OPENAI_BASE_URL": upstream_url, "GENOPS_PORT": str(ports["genops"]),
                       "GENOPS_DATA_DIR": str(work / "data"), "GENOPS_LOG_LEVEL": "warning"}
+        if args.smoke:
+            genops_env.update(SMOKE_ENV)
         genops_env.update(dict(kv.split("=", 1) for kv in args.genops_env))
         genops = start([sys.executable, "-m", "genops", "serve"], genops_env, work / "genops.log")
         procs.append(genops)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cpu_seconds, free_port, metric, start_process, stop_process, wait_http, wait_stored
+from common import SMOKE_ENV, cpu_seconds, free_port, metric, start_process, stop_process, wait_http, wait_stored
 
 BODY = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}]}).encode()
 
@@ -84,8 +84,9 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def run_mode(mode: str, rate: float, duration: float, warmup: float = 2.0) -> dict:
-    """One measurement; returns latency quantiles and the CPU the processes used."""
+def run_mode(mode: str, rate: float, duration: float, warmup: float = 2.0, smoke: bool = False) -> dict:
+    """One measurement; returns latency quantiles and the CPU the processes used (``smoke``: with
+    :data:`~common.SMOKE_ENV`, for a run that only checks the bench works)."""
     root = Path(tempfile.mkdtemp(prefix=f"genops-bench-p99-{mode}-"))
     upstream_port, proxy_port, otlp_port = free_port(), free_port(), free_port()
     processes = []
@@ -93,7 +94,8 @@ def run_mode(mode: str, rate: float, duration: float, warmup: float = 2.0) -> di
         upstream = start_process(["fake-upstream", "--port", str(upstream_port)], {}, root / "upstream.log")
         processes.append(upstream)
         env = {"GENOPS_DATA_DIR": str(root / "proxy"), "GENOPS_PORT": str(proxy_port), "GENOPS_OTLP_PORT": "0",
-               "GENOPS_OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}", "GENOPS_LOG_LEVEL": "warning"}
+               "GENOPS_OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}", "GENOPS_LOG_LEVEL": "warning",
+               **(SMOKE_ENV if smoke else {})}
         collector = None
         env["GENOPS_STORE_PROCESS"] = "separate" if mode == "separate" else "inline"
         if mode == "off":

@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import wait_stored
+from common import SMOKE_ENV, wait_stored
 from proxy_bench import BODY, HERE, PATH, cpu_seconds, free_port, loadgen, start, tree_pids, wait_http, wrk
 
 
@@ -89,12 +89,13 @@ class CpuQuota:
 
 
 def run_one(workers: int, clients: int, duration: float, use_wrk: bool, work: Path, upstream_url: str,
-            worker_cpu: float = 0.0) -> dict:
+            worker_cpu: float = 0.0, extra_env: dict[str, str] | None = None) -> dict:
     """One `genops serve --workers N` measured at ``clients`` connections (each worker held to
-    ``worker_cpu`` of a core when given)."""
+    ``worker_cpu`` of a core when given; ``extra_env``: more settings for it)."""
     port = free_port()
     env = {"GENOPS_OPENAI_BASE_URL": upstream_url, "GENOPS_PORT": str(port), "GENOPS_WORKERS": str(workers),
-           "GENOPS_DATA_DIR": str(work / f"data-{workers}"), "GENOPS_LOG_LEVEL": "warning", "GENOPS_OTLP_PORT": "0"}
+           "GENOPS_DATA_DIR": str(work / f"data-{workers}"), "GENOPS_LOG_LEVEL": "warning", "GENOPS_OTLP_PORT": "0",
+           **(extra_env or {})}
     genops = start([sys.executable, "-m", "genops", "serve"], env, work / f"genops-{workers}.log")
     quota = CpuQuota(worker_cpu) if worker_cpu else None
     try:
@@ -172,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.clients} clients, {args.duration:g} s each", file=sys.stderr)
         for n in counts:
             print(f"measuring --workers {n} ...", file=sys.stderr, flush=True)
-            results.append(run_one(n, args.clients, args.duration, use_wrk, work, upstream_url, args.worker_cpu))
+            results.append(run_one(n, args.clients, args.duration, use_wrk, work, upstream_url, args.worker_cpu,
+                                   SMOKE_ENV if args.smoke else None))
         first = results[0]
         print(f"{'workers':>7} {'rps':>8} {'rps/N=1':>8} {'p50 ms':>7} {'p99 ms':>7} {'worker ms/call':>14} "
               f"{'rps per worker CPU-s':>20} {'vs N=1':>6} {'worker cores busy':>17} {'store ms/call':>13}")
