@@ -139,7 +139,10 @@ def main() -> None:
         t = tick("parse_response", t)
         context = call_context(headers, adapter, call)
         t = tick("call_context", t)
-        await guard.finish(span, response)
+        if guard.needs_thread(response):  # as the record stage decides (proxy/stages/record.py)
+            await guard.finish(span, response)
+        else:
+            guard.finish_inline(span, response)
         t = tick("safety_finish", t)
         attributes = call_attributes(call_result(adapter, call, response, upstream, 200, request_id, 0, 1_000_000,
                                                  context=context))
