@@ -230,7 +230,6 @@ class SpanEncoder:
         values[11] = attribute_map(values[11])
         values[12] = [[name, ts, attribute_map(attrs)] for name, ts, attrs in values[12]]
         values[13] = [[t, s, state, attribute_map(attrs)] for t, s, state, attrs in values[13]]
-        values[15] = {}  # no floats left
         values[16] = [{} for _ in values[12]]
         values[17] = [{} for _ in values[13]]
         values[18] = []
