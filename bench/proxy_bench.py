@@ -190,6 +190,15 @@ def pin_genops(target: Target) -> str:
     return "genops (store inline) on core 0"
 
 
+def serve_env(args: argparse.Namespace, upstream_url: str, port: int, data_dir: Path) -> dict[str, str]:
+    """The settings of the measured ``genops serve``: every default, plus :data:`~common.SMOKE_ENV` on
+    ``--smoke`` and the user's ``--genops-env`` last."""
+    env = {"GENOPS_OPENAI_BASE_URL": upstream_url, "GENOPS_PORT": str(port), "GENOPS_DATA_DIR": str(data_dir),
+           "GENOPS_LOG_LEVEL": "warning", **(SMOKE_ENV if args.smoke else {})}
+    env.update(dict(kv.split("=", 1) for kv in args.genops_env))
+    return env
+
+
 def start(cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
     out = open(log, "wb") if log else subprocess.DEVNULL
     return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
@@ -514,11 +523,7 @@ def bodies(args: argparse.Namespace) -> int:
         procs.append(start([*pin(1), sys.executable, str(Path(__file__).resolve()), "--serve-bodies",
                             str(ports["upstream"])]))
         upstream_url = f"http://127.0.0.1:{ports['upstream']}"
-        genops_env = {"GENOPS_OPENAI_BASE_URL": upstream_url, "GENOPS_PORT": str(ports["genops"]),
-                      "GENOPS_DATA_DIR": str(work / "data"), "GENOPS_LOG_LEVEL": "warning"}
-        if args.smoke:
-            genops_env.update(SMOKE_ENV)
-        genops_env.update(dict(kv.split("=", 1) for kv in args.genops_env))
+        genops_env = serve_env(args, upstream_url, ports["genops"], work / "data")
         genops = start([sys.executable, "-m", "genops", "serve"], genops_env, work / "genops.log")
         procs.append(genops)
         wait_http(f"http://127.0.0.1:{ports['genops']}/healthz")
@@ -595,11 +600,7 @@ def main(argv: list[str] | None = None) -> int:
         baseline = start([*pin(0), sys.executable, str(HERE / "baseline.py"), "--port", str(ports["baseline"]),
                           "--upstream", upstream_url])
         procs.append(baseline)
-        genops_env = {"GENOPS_OPENAI_BASE_URL": upstream_url, "GENOPS_PORT": str(ports["genops"]),
-                      "GENOPS_DATA_DIR": str(work / "data"), "GENOPS_LOG_LEVEL": "warning"}
-        if args.smoke:
-            genops_env.update(SMOKE_ENV)
-        genops_env.update(dict(kv.split("=", 1) for kv in args.genops_env))
+        genops_env = serve_env(args, upstream_url, ports["genops"], work / "data")
         genops = start([sys.executable, "-m", "genops", "serve"], genops_env, work / "genops.log")
         procs.append(genops)
         quiet = None
