@@ -5,6 +5,13 @@ span per call (:mod:`genops.proxy.spans`), and ``on_end`` reads what the metrics
 attributes, so the request path itself is not touched. Per call that is a few dict lookups (the
 labelled children are cached) and three to seven increments.
 
+Counts wait a moment before they are written: in a worker every ``inc`` and ``observe`` writes
+prometheus_client's memory-mapped file (about 1 µs each, five per call), so ``on_end`` only adds
+the call to its series' pending counts and :meth:`RequestMetrics.flush` writes each series once,
+:data:`FLUSH_S` later (on the event loop), before this process's own registry is read, and at
+shutdown. A histogram takes the pending observations as one count per bucket and one sum
+(:func:`observe_all`; ``Histogram.observe`` for each is the reference, ``tests/test_request_metrics_unit.py``).
+
 Labels stay bounded: ``route`` and ``provider`` come from the proxy's own adapters, ``status`` is
 the HTTP status class (``2xx``... ``5xx``, ``none`` when no response was sent). ``model`` and
 ``error_type`` come from clients and upstreams, so each process keeps the first
@@ -20,10 +27,13 @@ counters of a replaced worker stay in :mod:`genops.runtime.worker_report`'s tota
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import shutil
-from collections.abc import Mapping
+import threading
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +42,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
 
 from genops import semconv as sc
 from genops.proxy.safety.scanner import REMEMBERED
@@ -60,6 +71,8 @@ MODEL_LABELS = ("route", "provider", "model")
 ERROR_LABELS = ("route", "provider", "error_type")
 
 _STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
+#: Seconds a call's counts wait before they are written (a worker's /metrics lags its calls by at most this).
+FLUSH_S = 0.1
 
 
 class BoundedLabel:
@@ -89,16 +102,71 @@ def status_class(code: Any) -> str:
     return NONE
 
 
-class _CallChildren:
-    """The labelled children of one (route, provider, model, status): looked up once, then reused."""
+def observe_all(histogram: Any, amounts: Iterable[float]) -> None:
+    """``histogram.observe(amount)`` for each of ``amounts``, writing each bucket and the sum once.
 
-    __slots__ = ("requests", "duration", "upstream", "ttft")
+    Reads the labelled child's bucket bounds and values (``_upper_bounds``, ``_buckets``,
+    ``_sum``: prometheus_client has no public way to observe many at once); a child without
+    them (another version of the library) gets one ``observe`` per amount.
+    """
+    bounds, buckets, total = (getattr(histogram, name, None) for name in ("_upper_bounds", "_buckets", "_sum"))
+    if bounds is None or buckets is None or total is None:
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    counts = [0] * len(bounds)
+    added = 0.0
+    for amount in amounts:
+        added += amount
+        counts[bisect_left(bounds, amount)] += 1  # the first bound >= amount, as observe() picks it
+    total.inc(added)
+    for bucket, count in zip(buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
+
+
+class _CallChildren:
+    """The labelled children of one (route, provider, model, status): looked up once, then reused;
+    with the calls counted since the last flush."""
+
+    __slots__ = ("requests", "duration", "upstream", "ttft", "calls", "durations", "upstreams", "ttfts")
 
     def __init__(self, metrics: RequestMetrics, route: str, provider: str, model: str, status: str) -> None:
         self.requests = metrics.requests.labels(route, provider, model, status)
         self.duration = metrics.duration.labels(route, provider, model, status)
         self.upstream = metrics.upstream.labels(route, provider, model)
         self.ttft = metrics.ttft.labels(route, provider, model)
+        self.calls = 0
+        self.durations: list[float] = []
+        self.upstreams: list[float] = []
+        self.ttfts: list[float] = []
+
+    def write(self) -> None:
+        """Write the pending counts to the children, and forget them."""
+        calls, durations, upstreams, ttfts = self.calls, self.durations, self.upstreams, self.ttfts
+        self.calls, self.durations, self.upstreams, self.ttfts = 0, [], [], []
+        if calls:
+            self.requests.inc(calls)
+        if durations:
+            observe_all(self.duration, durations)
+        if upstreams:
+            observe_all(self.upstream, upstreams)
+        if ttfts:
+            observe_all(self.ttft, ttfts)
+
+
+class _FlushFirst(Collector):
+    """Registered first in the registry: reading it writes the pending counts before the metrics are read."""
+
+    def __init__(self, metrics: RequestMetrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> Iterable[Any]:
+        return ()  # names no metric (and registering it does not collect)
+
+    def collect(self) -> Iterable[Any]:
+        self.metrics.flush()
+        return ()
 
 
 class RequestMetrics(SpanProcessor):
@@ -107,6 +175,7 @@ class RequestMetrics(SpanProcessor):
     def __init__(self) -> None:
         #: This process's request metrics (served by ``/metrics`` when the proxy runs in this process).
         self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_FlushFirst(self))  # first: a scrape of this registry sees every ended call
         self.requests = Counter("genops_requests", "Proxied model calls, by route, provider, model and status class.",
                                 CALL_LABELS, registry=self.registry)
         self.duration = Histogram("genops_request_duration_seconds",
@@ -132,6 +201,9 @@ class RequestMetrics(SpanProcessor):
         self._error_types = BoundedLabel(MAX_ERROR_TYPES)
         self._calls: dict[tuple[Any, Any, str, Any], _CallChildren] = {}
         self._errors: dict[tuple[Any, Any, str], Any] = {}
+        self._pending: set[_CallChildren] = set()
+        self._flush_due = False  # a flush is scheduled on the event loop
+        self._lock = threading.Lock()  # on_end and flush may run on different threads (a scrape)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         return None
@@ -151,22 +223,22 @@ class RequestMetrics(SpanProcessor):
                                                         status_class(status))
         start, end = span.start_time, span.end_time
         seconds = (end - start) / 1e9 if start is not None and end is not None else 0.0
-        children.requests.inc()
-        children.duration.observe(seconds)
-        # The scans of the calls ended since the last one (the scanner counts; its threads too).
-        hits, misses = REMEMBERED.hits, REMEMBERED.misses
-        if (hits, misses) != self._seen:
-            self._remembered.inc(hits - self._seen[0])
-            self._scanned.inc(misses - self._seen[1])
-            self._seen = (hits, misses)
         upstream_ms = attrs.get(sc.GENOPS_LATENCY_UPSTREAM_MS)
-        if upstream_ms is not None:
-            children.upstream.observe(upstream_ms / 1000)
-        elif sc.GENOPS_UPSTREAM_URL in attrs:  # forwarded: the proxy's own share is a fraction of a millisecond
-            children.upstream.observe(seconds)
         ttft_ms = attrs.get(sc.GENOPS_LATENCY_TTFT_MS)
-        if ttft_ms is not None:
-            children.ttft.observe(ttft_ms / 1000)
+        with self._lock:
+            children.calls += 1
+            children.durations.append(seconds)
+            if upstream_ms is not None:
+                children.upstreams.append(upstream_ms / 1000)
+            elif sc.GENOPS_UPSTREAM_URL in attrs:  # forwarded: the proxy's own share is a fraction of a millisecond
+                children.upstreams.append(seconds)
+            if ttft_ms is not None:
+                children.ttfts.append(ttft_ms / 1000)
+            self._pending.add(children)
+            scheduled = self._flush_due
+            self._flush_due = True
+        if not scheduled:
+            self._schedule_flush()
         error = attrs.get(sc.ERROR_TYPE)
         if error is not None:
             error_type = self._error_types(error)
@@ -176,10 +248,34 @@ class RequestMetrics(SpanProcessor):
                 counter = self._errors[error_key] = self.errors.labels(str(route), str(provider or NONE), error_type)
             counter.inc()
 
+    def _schedule_flush(self) -> None:
+        """Write the pending counts :data:`FLUSH_S` from now on the event loop, or now without one."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop on this thread (a tool, a test): write them at once
+            self.flush()
+            return
+        loop.call_later(FLUSH_S, self.flush)
+
+    def flush(self) -> None:
+        """Write every pending count to the metrics (prometheus_client's values or files)."""
+        with self._lock:
+            pending, self._pending = self._pending, set()
+            self._flush_due = False
+            for children in pending:
+                children.write()
+            # The scans of the calls ended since the last flush (the scanner counts; its threads too).
+            hits, misses = REMEMBERED.hits, REMEMBERED.misses
+            if (hits, misses) != self._seen:
+                self._remembered.inc(hits - self._seen[0])
+                self._scanned.inc(misses - self._seen[1])
+                self._seen = (hits, misses)
+
     def shutdown(self) -> None:
-        return None
+        self.flush()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
+        self.flush()
         return True
 
 

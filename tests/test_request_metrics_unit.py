@@ -114,3 +114,69 @@ def test_a_worker_s_cached_process_id_follows_a_fork(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     total, files = out.stdout.split()
     assert float(total) == 111.0 and int(files) == 2
+
+
+def _exposition(registry: Any) -> dict[tuple[str, frozenset], float]:
+    return {(s.name, frozenset(s.labels.items())): s.value for family in registry.collect() for s in family.samples}
+
+
+def test_observing_many_at_once_matches_observing_each() -> None:
+    """observe_all (a flush's one write per bucket) against prometheus_client's own observe, the
+    reference: the same counts in every bucket, amounts on a bound included, and the same sum."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from genops.api.request_metrics import DURATION_BUCKETS, observe_all
+
+    amounts = [0.0, 0.05, 0.0500001, 0.1, 2.5, 159.9, 160.0, 160.5, 1e9, -1.0, 0.001] + [i / 997 for i in range(300)]
+    each, many = CollectorRegistry(), CollectorRegistry()
+    reference = Histogram("h", "h", ["route"], buckets=DURATION_BUCKETS, registry=each).labels("openai")
+    for amount in amounts:
+        reference.observe(amount)
+    observe_all(Histogram("h", "h", ["route"], buckets=DURATION_BUCKETS, registry=many).labels("openai"), amounts)
+    expected, got = _exposition(each), _exposition(many)
+    sums = [key for key in expected if key[0] == "h_sum"]
+    assert got[sums[0]] == pytest.approx(expected[sums[0]], rel=1e-12)  # float sums in another order
+    assert {k: v for k, v in got.items() if k not in sums} == {k: v for k, v in expected.items() if k not in sums}
+    assert len(expected) == len(DURATION_BUCKETS) + 3  # every bucket, +Inf, the count and the sum compared
+
+
+def test_counts_wait_for_the_loop_but_a_read_of_the_registry_sees_every_call() -> None:
+    """On an event loop, on_end only notes the call: the values are written once per FLUSH_S (a
+    scheduled flush), and a read of this process's registry writes them first."""
+    import asyncio
+
+    from genops.api import request_metrics
+
+    async def scenario() -> tuple[float, float, float, float]:
+        metrics = RequestMetrics()
+        child = metrics.requests.labels("openai", "openai", "gpt-4o", "2xx")
+        for _ in range(3):
+            metrics.on_end(_call("gpt-4o"))  # type: ignore[arg-type]
+        unwritten = child._value.get()
+        read = _exposition(metrics.registry)[("genops_requests_total", frozenset(
+            {"route": "openai", "provider": "openai", "model": "gpt-4o", "status": "2xx"}.items()))]
+        metrics.on_end(_call("gpt-4o"))  # type: ignore[arg-type]
+        before = child._value.get()
+        for _ in range(200):  # the scheduled flush, FLUSH_S after the call
+            await asyncio.sleep(request_metrics.FLUSH_S / 4)
+            if child._value.get() == 4:
+                break
+        return unwritten, read, before, child._value.get()
+
+    unwritten, read, before, after = asyncio.run(scenario())
+    assert (unwritten, read, before, after) == (0, 3, 3, 4)
+
+
+def test_shutdown_writes_what_is_pending() -> None:
+    import asyncio
+
+    async def scenario() -> RequestMetrics:
+        metrics = RequestMetrics()
+        metrics.on_end(_call("gpt-4o", 500, **{"error.type": "boom"}))  # type: ignore[arg-type]
+        metrics.shutdown()  # the worker's exit: provider.shutdown() before its loop closes
+        return metrics
+
+    metrics = asyncio.run(scenario())
+    child = metrics.requests.labels("openai", "openai", "gpt-4o", "5xx")
+    assert child._value.get() == 1
+    assert metrics.duration.labels("openai", "openai", "gpt-4o", "5xx")._sum.get() == 2.0
