@@ -42,12 +42,23 @@ _ROW_REFUSED = "(at row "
 
 
 def lines_of(payloads: Sequence[bytes]) -> bytes:
-    """The span lines of consecutive compact batches, without their headers, one per line."""
+    """The span lines of consecutive compact batches, without their headers, one per line.
+
+    Each batch's lines are viewed in place, not sliced: the group (megabytes) is copied once, by
+    the join. A copy of a fresh buffer of that size costs about as much again in page faults as
+    in copying (docs/benchmarks/2026-12-04-per-core-22-the-request-path.md)."""
     bodies = []
     for payload in payloads:
-        body = payload.partition(b"\n")[2].strip(b"\n")
-        if body:
-            bodies.append(body)
+        start = payload.find(b"\n") + 1  # after the header line
+        if not start:
+            continue  # a header and no line
+        end = len(payload)
+        while end > start and payload[end - 1] == 10:  # b"\n"
+            end -= 1
+        while start < end and payload[start] == 10:
+            start += 1
+        if start < end:
+            bodies.append(memoryview(payload)[start:end])
     return b"\n".join(bodies)
 
 

@@ -296,3 +296,16 @@ def test_a_line_keeps_the_floats_a_collector_gets_as_doubles() -> None:
     assert line[14] == [{"service.name": "svc", "k": "3", **{k: v for k, v in line[14][0].items()
                                                              if k not in ("service.name", "k")}}, "genops.proxy", "1.2"]
     assert math.isfinite(line[1])
+
+
+@pytest.mark.parametrize("payloads", [
+    [b""], [b"header"], [b"header\n"], [b"header\n\n\n"], [b"\nline"], [b"\n\nline\n"],
+    [b"h1\n[1]\n[2]\n", b"h2\n[3]\n", b"h3", b"h4\n\n[4]\n\n", bytearray(b"h5\n[5]")],
+])
+def test_the_lines_of_a_group_are_each_batch_s_lines_without_its_header(payloads: list[bytes]) -> None:
+    """lines_of views each batch in place; the reference is each batch's text after its header
+    line with its newlines at both ends stripped, batches joined by one newline."""
+    from genops.storage.span_batch_sql import lines_of
+
+    reference = [bytes(p).partition(b"\n")[2].strip(b"\n") for p in payloads]
+    assert lines_of(payloads) == b"\n".join(body for body in reference if body)
