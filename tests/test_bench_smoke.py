@@ -105,3 +105,16 @@ def test_workers_scaling_holds_each_worker_to_its_cpu_quota(tmp_path):
         # Held to a tenth of a core each: the workers were throttled and used little more than their quota.
         assert run["throttled_s"] > 0 and run["worker_cores_busy"] < run["workers"] * 0.1 * 1.5
     assert "held to 0.1 of a core" in result.stderr
+
+
+def test_decompose_bench_smoke(tmp_path):
+    """`bench/decompose.py` measures the bare pass-through, GenOps's exchange floor and GenOps with its
+    recording and its export switched off, in one run (no timing asserted)."""
+    result, figures = run_smoke("decompose.py", tmp_path)
+    assert set(figures["medians"]) == {"bare", "floor", "genops", "genops-no-record", "genops-no-export"}
+    assert all(m["rps"] > 0 and m["proxy_us"] > 0 for m in figures["medians"].values())
+    assert figures["medians"]["genops"]["store_us"] > 0
+    # the no-record variant served every call and recorded none; the others recorded theirs
+    recorded = figures["calls_recorded"]
+    assert recorded["genops-no-record"] == 0 and recorded["genops"] > 0 and recorded["genops-no-export"] > 0
+    assert "request path (no-record - floor)" in result.stdout
