@@ -3,7 +3,7 @@
 :class:`RequestMetrics` is a span processor next to the export pipeline's: the proxy records one
 span per call (:mod:`genops.proxy.spans`), and ``on_end`` reads what the metrics need from its
 attributes, so the request path itself is not touched. Per call that is a few dict lookups (the
-labelled children are cached) and three to seven increments.
+labelled children are cached) and two to four appends to pending counts (below).
 
 Counts wait a moment before they are written: in a worker every ``inc`` and ``observe`` writes
 prometheus_client's memory-mapped file (about 1 µs each, five per call), so ``on_end`` only adds
