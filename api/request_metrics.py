@@ -201,8 +201,7 @@ class RequestMetrics(SpanProcessor):
         self._error_types = BoundedLabel(MAX_ERROR_TYPES)
         self._calls: dict[tuple[Any, Any, str, Any], _CallChildren] = {}
         self._errors: dict[tuple[Any, Any, str], Any] = {}
-        self._pending: set[_CallChildren] = set()
-        self._flush_due = False  # a flush is scheduled on the event loop
+        self._pending: set[_CallChildren] = set()  # counted since the last flush (then one is scheduled)
         self._lock = threading.Lock()  # on_end and flush may run on different threads (a scrape)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -234,9 +233,8 @@ class RequestMetrics(SpanProcessor):
                 children.upstreams.append(seconds)
             if ttft_ms is not None:
                 children.ttfts.append(ttft_ms / 1000)
+            scheduled = bool(self._pending)  # a flush is due already
             self._pending.add(children)
-            scheduled = self._flush_due
-            self._flush_due = True
         if not scheduled:
             self._schedule_flush()
         error = attrs.get(sc.ERROR_TYPE)
@@ -261,7 +259,6 @@ class RequestMetrics(SpanProcessor):
         """Write every pending count to the metrics (prometheus_client's values or files)."""
         with self._lock:
             pending, self._pending = self._pending, set()
-            self._flush_due = False
             for children in pending:
                 children.write()
             # The scans of the calls ended since the last flush (the scanner counts; its threads too).
