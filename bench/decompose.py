@@ -18,6 +18,7 @@ export in the worker (genops - no-export) and the store.
 
     python bench/decompose.py                  # 3 rounds of 10 s per target (~4 min)
     python bench/decompose.py --smoke          # seconds; checks it runs
+    python bench/decompose.py --genops-env GENOPS_CAPTURE=none   # every genops measured with a setting
 """
 
 from __future__ import annotations
@@ -30,8 +31,22 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import SMOKE_ENV, metric, wait_stored  # bench/'s own helpers, next to this script
-from proxy_bench import BODY, HERE, PATH, Target, cpu_seconds, free_port, loadgen, pin, pin_genops, start, wait_http, wrk
+from common import metric, wait_stored  # bench/'s own helpers, next to this script
+from proxy_bench import (
+    BODY,
+    HERE,
+    PATH,
+    Target,
+    cpu_seconds,
+    free_port,
+    loadgen,
+    pin,
+    pin_genops,
+    serve_env,
+    start,
+    wait_http,
+    wrk,
+)
 
 #: genops variants: name -> environment on top of the defaults.
 VARIANTS = {
@@ -63,6 +78,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--smoke", action="store_true", help="one short round, for the test suite")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--genops-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting for every genops serve measured (repeatable), as in proxy_bench.py")
     args = parser.parse_args()
     if args.smoke:
         args.rounds, args.duration, args.clients = 1, 1.0, 4
@@ -81,9 +98,7 @@ def main() -> None:
             targets.append((Target(name, f"http://127.0.0.1:{port}", process), False))
         for name, extra in VARIANTS.items():
             port = free_port()
-            env = {"GENOPS_OPENAI_BASE_URL": upstream, "GENOPS_PORT": str(port), "GENOPS_DATA_DIR": str(work / name),
-                   "GENOPS_OTLP_PORT": str(free_port()), "GENOPS_LOG_LEVEL": "warning",
-                   **(SMOKE_ENV if args.smoke else {}), **extra}
+            env = {**serve_env(args, upstream, port, work / name), "GENOPS_OTLP_PORT": str(free_port()), **extra}
             process = start([sys.executable, "-m", "genops", "serve"], env, work / f"{name}.log")
             procs.append(process)
             wait_http(f"http://127.0.0.1:{port}/healthz")

@@ -14,14 +14,13 @@ import argparse
 import asyncio
 import socket
 
+from baseline import HOP  # the bare pass-through's hop-by-hop set: both drop the same headers
 from multidict import CIMultiDict
 
 from genops.proxy.upstream_client import UpstreamClient
 from genops.runtime.http1.exchange import Http1Exchange
 from genops.runtime.http1.server import Http1Server
 
-#: Not forwarded in either direction (both sides spell their own framing).
-HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "host", "te", "upgrade"})
 MAX_BODY = 64 * 1024 * 1024
 
 
