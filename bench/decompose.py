@@ -56,13 +56,13 @@ VARIANTS = {
 }
 
 
-def measure(target: Target, stored: bool, clients: int, duration: float, use_wrk: bool) -> dict[str, float]:
+def measure(target: Target, clients: int, duration: float, use_wrk: bool) -> dict[str, float]:
     """One run: requests/s and CPU µs per call of the proxy process(es) and the store process."""
     proxies = target.proxy_pids() if target.process is not None else []
     store = target.store_pid()
     before = [cpu_seconds(p, tree=False) for p in proxies], cpu_seconds(store, tree=False) if store else 0.0
     run = (wrk if use_wrk else loadgen)(target.url + PATH, BODY, clients, duration)
-    if stored:
+    if store:  # a genops serve (export off: nothing to wait for, it returns at once)
         wait_stored(target.url + "/metrics")  # the store's CPU for these calls is spent by then
     after = [cpu_seconds(p, tree=False) for p in proxies], cpu_seconds(store, tree=False) if store else 0.0
     calls = max(1, run["requests"])
@@ -90,12 +90,12 @@ def main() -> None:
         upstream_port = free_port()
         upstream = f"http://127.0.0.1:{upstream_port}"
         procs.append(start([*pin(1), sys.executable, str(HERE / "upstream.py"), "--port", str(upstream_port)]))
-        targets: list[tuple[Target, bool]] = []
+        targets: list[Target] = []
         for name, script in (("bare", "baseline.py"), ("floor", "floor_proxy.py")):
             port = free_port()
             process = start([*pin(0), sys.executable, str(HERE / script), "--port", str(port), "--upstream", upstream])
             procs.append(process)
-            targets.append((Target(name, f"http://127.0.0.1:{port}", process), False))
+            targets.append(Target(name, f"http://127.0.0.1:{port}", process))
         for name, extra in VARIANTS.items():
             port = free_port()
             env = {**serve_env(args, upstream, port, work / name), "GENOPS_OTLP_PORT": str(free_port()), **extra}
@@ -104,20 +104,20 @@ def main() -> None:
             wait_http(f"http://127.0.0.1:{port}/healthz")
             target = Target(name, f"http://127.0.0.1:{port}", process)
             pin_genops(target)
-            targets.append((target, name != "genops-no-export"))
-        for target, _ in targets:
+            targets.append(target)
+        for target in targets:
             wait_http(target.url + "/")
             loadgen(target.url + PATH, BODY, 4, 1.0)  # connections and caches warm
         print(f"{args.rounds} round(s) of {args.duration:g} s per target at {args.clients} clients "
               f"({'wrk' if use_wrk else 'bench/loadgen.py'}); CPU per call, user + system", file=sys.stderr)
-        runs: dict[str, list[dict[str, float]]] = {t.name: [] for t, _ in targets}
+        runs: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
         for r in range(args.rounds):
-            for target, stored in targets:
-                runs[target.name].append(measure(target, stored, args.clients, args.duration, use_wrk))
+            for target in targets:
+                runs[target.name].append(measure(target, args.clients, args.duration, use_wrk))
                 print(f"round {r + 1} {target.name}: {json.dumps(runs[target.name][-1])}", file=sys.stderr, flush=True)
         medians = {name: {key: statistics.median(run[key] for run in rs) for key in rs[0]} for name, rs in runs.items()}
         # What each GenOps recorded over all its runs (the no-record one: nothing, or it measured the wrong thing).
-        recorded = {t.name: metric(t.url, "genops_requests_total") for t, _ in targets if t.name in VARIANTS}
+        recorded = {t.name: metric(t.url, "genops_requests_total") for t in targets if t.name in VARIANTS}
         print(f"{'target':18} {'req/s':>8} {'proxy µs':>9} {'store µs':>9} {'all µs':>7}")
         for name, m in medians.items():
             print(f"{name:18} {m['rps']:8.0f} {m['proxy_us']:9.0f} {m['store_us']:9.0f} {m['proxy_us'] + m['store_us']:7.0f}")
