@@ -58,7 +58,7 @@ VARIANTS = {
 
 def measure(target: Target, clients: int, duration: float, use_wrk: bool) -> dict[str, float]:
     """One run: requests/s and CPU µs per call of the proxy process(es) and the store process."""
-    proxies = target.proxy_pids() if target.process is not None else []
+    proxies = target.proxy_pids()  # [] for a target it did not start
     store = target.store_pid()
     before = [cpu_seconds(p, tree=False) for p in proxies], cpu_seconds(store, tree=False) if store else 0.0
     run = (wrk if use_wrk else loadgen)(target.url + PATH, BODY, clients, duration)
